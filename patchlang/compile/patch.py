@@ -1,0 +1,322 @@
+"""Lower a patch problem (editable parameters + per-point goals + norms) to a Query.
+
+The encoding, per point:
+
+1. layers before the first edited one are evaluated concretely (float64);
+2. the edited affine layer is linear in the unknown deltas because its input is a constant;
+3. everything downstream is encoded exactly: each affine output becomes a variable with an equality row
+   (keeps rows sparse), each ReLU whose phase the sound interval bounds fix costs nothing, every other ReLU
+   becomes a ``relu`` atom; biases of later layers add their deltas linearly;
+4. the point's goal clauses become rows (one alternative) or disjunctions (several).
+
+Norms of the deltas are added once: L∞ with one bound variable, L1 with one per delta, L0 with one binary
+per delta (needs a finite per-parameter bound).  Multiplying two unknowns (weights of a layer whose input
+depends on another edit) is rejected by the checker before we get here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import PatchlangError, Span
+from ..model.ir import Affine, Clip, Elementwise, Network, Relu
+from .goals import GoalGroup
+from .query import Query, QueryBuilder
+
+
+@dataclass
+class EditSpec:
+    """One group of editable parameters of affine layer ``layer`` (index among affine layers)."""
+
+    layer: int
+    kind: str  # weights | biases
+    mask: np.ndarray  # bool: shape of W for weights, of b for biases
+    span: Span | None = None
+    label: str = ""
+
+
+@dataclass
+class NormSpec:
+    objective: list[tuple[float, str]] = field(default_factory=lambda: [(1.0, "linf")])
+    bounds: dict[str, float] = field(default_factory=dict)  # norm -> upper bound
+    bound_spans: dict[str, Span | None] = field(default_factory=dict)
+
+
+@dataclass
+class DeltaLayout:
+    """Which query variables are which parameter deltas, for lifting a solution back onto the network."""
+
+    edits: list[EditSpec]
+    var_index: list[np.ndarray]  # per edit: variable index of each masked entry (row-major order of the mask)
+
+    def apply(self, net: Network, x: np.ndarray) -> Network:
+        out = net
+        for edit, idx in zip(self.edits, self.var_index):
+            layer = out.affine(edit.layer)
+            if edit.kind == "weights":
+                W = layer.W.copy()
+                W[edit.mask] += x[idx]
+                out = out.with_affine(edit.layer, W=W)
+            else:
+                b = layer.b.copy()
+                b[edit.mask] += x[idx]
+                out = out.with_affine(edit.layer, b=b)
+        return out
+
+    def deltas(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x[idx] for idx in self.var_index]) if self.var_index else np.zeros(0)
+
+    @property
+    def size(self) -> int:
+        return int(sum(i.size for i in self.var_index))
+
+
+@dataclass
+class PatchEncoding:
+    query: Query
+    layout: DeltaLayout
+    n_unstable: int
+    n_points: int
+
+
+def first_edited_position(net: Network, edits: list[EditSpec]) -> int:
+    """Position in ``net.layers`` of the most upstream edited affine layer."""
+    idx = net.affine_indices()
+    return min(idx[e.layer] for e in edits)
+
+
+def _interval(E: sp.csr_matrix, c: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sound bounds of ``E x + c`` for ``lb <= x <= ub`` (infinite where an unbounded variable enters)."""
+    Ep = E.maximum(0).tocsr()
+    En = E.minimum(0).tocsr()
+    lbf = np.where(np.isfinite(lb), lb, 0.0)
+    ubf = np.where(np.isfinite(ub), ub, 0.0)
+    lo = c + Ep @ lbf + En @ ubf
+    hi = c + Ep @ ubf + En @ lbf
+    inf_lo = (Ep @ (~np.isfinite(lb)).astype(float)) + (En.multiply(-1) @ (~np.isfinite(ub)).astype(float))
+    inf_hi = (Ep @ (~np.isfinite(ub)).astype(float)) + (En.multiply(-1) @ (~np.isfinite(lb)).astype(float))
+    lo = np.where(inf_lo > 0, -np.inf, lo)
+    hi = np.where(inf_hi > 0, np.inf, hi)
+    return lo, hi
+
+
+class PatchEncoder:
+    """Builds the Query for one patch problem; see the module docstring for the encoding."""
+
+    def __init__(self, net: Network, edits: list[EditSpec], norms: NormSpec, name: str = "patch"):
+        if not edits:
+            raise PatchlangError("nothing may move: the patch has no `edit` statement",
+                                 help="add e.g. `edit layer -1 weights`")
+        self.net = net
+        self.edits = edits
+        self.norms = norms
+        self.b = QueryBuilder(name)
+        self.start = first_edited_position(net, edits)
+        self._make_delta_vars()
+        self.n_unstable = 0
+        self.n_points = 0
+
+    # ------------------------------------------------------------------ unknowns
+    def _make_delta_vars(self) -> None:
+        linf = self.norms.bounds.get("linf", np.inf)
+        var_index = []
+        for e in self.edits:
+            n = int(np.count_nonzero(e.mask))
+            var_index.append(self.b.add_vars(n, -linf, linf, name=e.label or f"delta_{e.layer}_{e.kind}",
+                                             kind="delta", span=e.span))
+        self.layout = DeltaLayout(self.edits, var_index)
+        self._edits_at: dict[int, list[tuple[EditSpec, np.ndarray]]] = {}
+        idx = self.net.affine_indices()
+        for e, v in zip(self.edits, var_index):
+            self._edits_at.setdefault(idx[e.layer], []).append((e, v))
+
+    # ------------------------------------------------------------------ one point through the network
+    def _edited_affine(self, pos: int, layer: Affine, E: sp.csr_matrix | None, c: np.ndarray
+                       ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Pre-activation of an affine layer as ``E' x + c'`` including the deltas it owns."""
+        n_out = layer.out_size
+        if E is None:
+            base_E = sp.csr_matrix((n_out, self.b.n_vars))
+        else:
+            base_E = sp.csr_matrix(layer.W) @ E
+            base_E = sp.csr_matrix(base_E, shape=(n_out, self.b.n_vars))
+        new_c = layer.W @ c + layer.b
+        rows, cols, vals = [], [], []
+        for edit, var in self._edits_at.get(pos, []):
+            if edit.kind == "weights":
+                if E is not None and E.nnz:
+                    raise PatchlangError("internal: weights edited downstream of another edit (bilinear)")
+                r, j = np.nonzero(edit.mask)
+                rows.append(r)
+                cols.append(var)
+                vals.append(c[j])
+            else:
+                (r,) = np.nonzero(edit.mask)
+                rows.append(r)
+                cols.append(var)
+                vals.append(np.ones(r.size))
+        if rows:
+            D = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(n_out, self.b.n_vars))
+            base_E = base_E + D
+        return sp.csr_matrix(base_E), new_c
+
+    def _materialize(self, E: sp.csr_matrix, c: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Introduce variables ``z = E x + c`` with their sound bounds; return the unit expression of ``z``."""
+        lb, ub = self.b.var_bounds()
+        E = sp.csr_matrix(E, shape=(E.shape[0], lb.size))
+        lo, hi = _interval(E, c, lb, ub)
+        n = E.shape[0]
+        z = self.b.add_vars(n, lo, hi, name=name, kind="neuron")
+        M = sp.hstack([E, sp.csr_matrix((n, self.b.n_vars - E.shape[1]))]).tocsr()
+        M = M - sp.csr_matrix((np.ones(n), (np.arange(n), z)), shape=(n, self.b.n_vars))
+        self.b.add_rows(M, -c, -c, label=name, group="network")
+        return sp.csr_matrix((np.ones(n), (np.arange(n), z)), shape=(n, self.b.n_vars)), np.zeros(n)
+
+    def _relu(self, E: sp.csr_matrix, c: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
+        lb, ub = self.b.var_bounds()
+        E = sp.csr_matrix(E, shape=(E.shape[0], lb.size))
+        lo, hi = _interval(E, c, lb, ub)
+        active = lo >= 0
+        inactive = hi <= 0
+        unstable = ~(active | inactive)
+        keep = sp.diags(active.astype(float))
+        E_out = sp.csr_matrix(keep @ E)
+        c_out = np.where(active, c, 0.0)
+        if np.any(unstable):
+            u = np.nonzero(unstable)[0]
+            if not (np.all(np.isfinite(lo[u])) and np.all(np.isfinite(hi[u]))):
+                raise PatchlangError(
+                    "a ReLU downstream of the edit cannot be bounded, so it cannot be encoded exactly",
+                    help="add a bound on the change, e.g. `bound linf <= 1`")
+            x_e, x_c = self._materialize(E[u], c[u], f"{name}.in")
+            x_idx = x_e.indices  # unit rows: one column each
+            y = self.b.add_vars(u.size, 0.0, np.maximum(hi[u], 0.0), name=f"{name}.out", kind="neuron")
+            self.b.add_relu(y, x_idx)
+            self.n_unstable += int(u.size)
+            add = sp.csr_matrix((np.ones(u.size), (u, y)), shape=(E.shape[0], self.b.n_vars))
+            E_out = sp.csr_matrix(E_out, shape=(E.shape[0], self.b.n_vars)) + add
+        return sp.csr_matrix(E_out), c_out
+
+    def _through_network(self, h: np.ndarray, point: str) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Outputs of the network at one point as an expression over the query variables."""
+        net = self.net
+        c = net.forward_suffix(h[None, :], 0, self.start)[0]
+        E: sp.csr_matrix | None = None
+        last_affine = net.affine_indices()[-1]
+        for pos in range(self.start, len(net.layers)):
+            layer = net.layers[pos]
+            if isinstance(layer, Affine):
+                E, c = self._edited_affine(pos, layer, E, c)
+                if pos != last_affine or E.nnz > 4 * E.shape[0]:
+                    E, c = self._materialize(E, c, f"{point}.{layer.name}")
+            elif isinstance(layer, Relu):
+                assert E is not None
+                E, c = self._relu(E, c, f"{point}.{layer.name}")
+            elif isinstance(layer, Clip):
+                assert E is not None
+                E, c = self._clip(E, c, layer, f"{point}.{layer.name}")
+            elif isinstance(layer, Elementwise):
+                s = layer.scale.reshape(-1)
+                E = sp.csr_matrix(sp.diags(s) @ E) if E is not None else None
+                c = c * s + layer.shift.reshape(-1)
+            else:
+                raise PatchlangError(f"layer {layer!r} cannot be encoded")
+        assert E is not None
+        return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), c
+
+    def _clip(self, E: sp.csr_matrix, c: np.ndarray, layer: Clip, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
+        """``clip(x, lo, hi) = lo + relu(x - lo) - relu(x - hi)``: two ReLU encodings, stable ones free."""
+        E1, c1 = self._relu(E, c - layer.lo, f"{name}.lo")
+        E2, c2 = self._relu(E, c - layer.hi, f"{name}.hi")
+        n = self.b.n_vars
+        E1 = sp.csr_matrix(E1, shape=(E1.shape[0], n))
+        E2 = sp.csr_matrix(E2, shape=(E2.shape[0], n))
+        return sp.csr_matrix(E1 - E2), layer.lo + c1 - c2
+
+    # ------------------------------------------------------------------ goals
+    def add_goal_group(self, group: GoalGroup) -> None:
+        for pg in group.points:
+            E, c = self._through_network(pg.h, pg.point)
+            self.n_points += 1
+            for clause in pg.clauses:
+                if len(clause) == 1:
+                    alt = clause[0]
+                    M = sp.csr_matrix(alt.C) @ E
+                    off = alt.C @ c
+                    self.b.add_rows(M, alt.lo - off, alt.hi - off, label=f"{group.label} [{pg.point}]",
+                                    group=group.group, span=group.span)
+                else:
+                    mats, los, his, alts = [], [], [], []
+                    for k, alt in enumerate(clause):
+                        mats.append(sp.csr_matrix(alt.C) @ E)
+                        off = alt.C @ c
+                        los.append(alt.lo - off)
+                        his.append(alt.hi - off)
+                        alts.append(np.full(alt.C.shape[0], k))
+                    n = self.b.n_vars
+                    M = sp.vstack([sp.csr_matrix(m, shape=(m.shape[0], n)) for m in mats]).tocsr()
+                    self.b.add_disjunction(M, np.concatenate(los), np.concatenate(his), np.concatenate(alts),
+                                           label=f"{group.label} [{pg.point}]", group=group.group, span=group.span)
+
+    # ------------------------------------------------------------------ norms and objective
+    def _add_norms(self) -> None:
+        deltas = np.concatenate(self.layout.var_index)
+        n = deltas.size
+        wanted = {norm for _, norm in self.norms.objective} | set(self.norms.bounds)
+        weights = {norm: w for w, norm in self.norms.objective}
+        if "linf" in wanted and "linf" in weights:
+            t = self.b.add_vars(1, 0.0, self.norms.bounds.get("linf", np.inf), name="linf", kind="norm")
+            self._abs_rows(deltas, np.repeat(t, n), "linf")
+            self.b.add_objective(t, weights["linf"])
+        if "l1" in wanted:
+            u = self.b.add_vars(n, 0.0, self.norms.bounds.get("linf", np.inf), name="abs", kind="norm")
+            self._abs_rows(deltas, u, "l1")
+            if "l1" in weights:
+                self.b.add_objective(u, weights["l1"])
+            if "l1" in self.norms.bounds:
+                self.b.add_rows(sp.csr_matrix((np.ones(n), (np.zeros(n, int), u)), shape=(1, self.b.n_vars)),
+                                -np.inf, self.norms.bounds["l1"], label=f"bound l1 <= {self.norms.bounds['l1']:g}",
+                                group="bound", span=self.norms.bound_spans.get("l1"))
+        if "l0" in wanted:
+            M = self.norms.bounds.get("linf", np.inf)
+            if not np.isfinite(M):
+                raise PatchlangError("l0 needs a finite bound on each changed parameter",
+                                     help="add `bound linf <= c` next to the l0 norm")
+            s = self.b.add_vars(n, 0.0, 1.0, integer=True, name="changed", kind="binary")
+            rows = np.arange(n)
+            for sign in (1.0, -1.0):
+                A = sp.csr_matrix((np.concatenate([np.full(n, sign), np.full(n, -M)]),
+                                   (np.concatenate([rows, rows]), np.concatenate([deltas, s]))),
+                                  shape=(n, self.b.n_vars))
+                self.b.add_rows(A, -np.inf, 0.0, label="l0 indicator", group="norm")
+            if "l0" in weights:
+                self.b.add_objective(s, weights["l0"])
+            if "l0" in self.norms.bounds:
+                self.b.add_rows(sp.csr_matrix((np.ones(n), (np.zeros(n, int), s)), shape=(1, self.b.n_vars)),
+                                -np.inf, self.norms.bounds["l0"], label=f"bound l0 <= {self.norms.bounds['l0']:g}",
+                                group="bound", span=self.norms.bound_spans.get("l0"))
+
+    def _abs_rows(self, x: np.ndarray, t: np.ndarray, label: str) -> None:
+        """``-t <= x <= t`` as ``x - t <= 0`` and ``-x - t <= 0``."""
+        n = x.size
+        rows = np.arange(n)
+        for sign in (1.0, -1.0):
+            A = sp.csr_matrix((np.concatenate([np.full(n, sign), np.full(n, -1.0)]),
+                               (np.concatenate([rows, rows]), np.concatenate([x, t]))), shape=(n, self.b.n_vars))
+            self.b.add_rows(A, -np.inf, 0.0, label=f"{label} norm", group="norm")
+
+    def build(self) -> PatchEncoding:
+        self._add_norms()
+        return PatchEncoding(self.b.build(), self.layout, self.n_unstable, self.n_points)
+
+
+def encode_patch(net: Network, edits: list[EditSpec], goals: list[GoalGroup], norms: NormSpec,
+                 name: str = "patch") -> PatchEncoding:
+    enc = PatchEncoder(net, edits, norms, name)
+    for g in goals:
+        enc.add_goal_group(g)
+    return enc.build()

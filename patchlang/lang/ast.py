@@ -1,0 +1,318 @@
+"""The abstract syntax tree of a `.patch` file: frozen dataclasses, each with the span it came from.
+
+The AST is pure syntax: names are unresolved and paths are as written.  :mod:`patchlang.lang.check` turns
+it into a resolved :class:`~patchlang.lang.program.Program`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from ..errors import Span
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span
+
+
+# ---------------------------------------------------------------------------- literals
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    start: int | None
+    stop: int | None
+    step: int | None
+
+
+IndexItem = Union[int, SliceSpec]
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelDecl(Node):
+    name: str
+    path: str
+    format: str | None  # onnx | nnet | None (from the extension)
+    decision: str  # argmax | argmin
+
+
+# ---------------------------------------------------------------------------- point sets
+
+
+@dataclass(frozen=True)
+class PointsFile(Node):
+    path: str
+    options: tuple[tuple[str, str | float, Span], ...]
+
+
+@dataclass(frozen=True)
+class PointsRef(Node):
+    name: str
+
+
+@dataclass(frozen=True)
+class PointsInline(Node):
+    rows: tuple[tuple[float, ...], ...]
+    labels: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class PointsIndexed(Node):
+    base: "PointsExpr"
+    items: tuple[IndexItem, ...]
+
+
+@dataclass(frozen=True)
+class LabelCmp(Node):
+    op: str
+    value: int
+
+
+@dataclass(frozen=True)
+class LabelIn(Node):
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Correct(Node):
+    model: str
+    negated: bool  # True for misclassified(model)
+
+
+Condition = Union[LabelCmp, LabelIn, Correct]
+
+
+@dataclass(frozen=True)
+class PointsWhere(Node):
+    base: "PointsExpr"
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class PointsUnion(Node):
+    parts: tuple["PointsExpr", ...]
+
+
+PointsExpr = Union[PointsFile, PointsRef, PointsInline, PointsIndexed, PointsWhere, PointsUnion]
+
+
+@dataclass(frozen=True)
+class PointsDecl(Node):
+    name: str
+    expr: PointsExpr
+
+
+# ---------------------------------------------------------------------------- output constraints
+
+
+@dataclass(frozen=True)
+class LinExpr:
+    """``sum(coef * y[index]) + const``."""
+
+    terms: tuple[tuple[int, float], ...]
+    const: float
+
+
+@dataclass(frozen=True)
+class AtomCompare(Node):
+    lhs: LinExpr
+    op: str  # <= >= < > == !=
+    rhs: LinExpr
+
+
+@dataclass(frozen=True)
+class AtomExtreme(Node):
+    """``y[i] is [not] min|max``."""
+
+    index: int
+    negated: bool
+    which: str  # min | max
+
+
+@dataclass(frozen=True)
+class AtomLabelIs(Node):
+    label: int
+    negated: bool
+
+
+@dataclass(frozen=True)
+class AtomLabelStays(Node):
+    pass
+
+
+OutputAtom = Union[AtomCompare, AtomExtreme, AtomLabelIs, AtomLabelStays]
+
+
+@dataclass(frozen=True)
+class OutputCNF(Node):
+    clauses: tuple[tuple[OutputAtom, ...], ...]
+
+
+# ---------------------------------------------------------------------------- patch items
+
+
+@dataclass(frozen=True)
+class EditLayer(Node):
+    layer: int | str
+    params: frozenset[str]  # {"weights", "biases"}
+    rows: tuple[IndexItem, ...] | None
+
+
+@dataclass(frozen=True)
+class EditAllBiases(Node):
+    pass
+
+
+@dataclass(frozen=True)
+class Keep(Node):
+    points: PointsExpr
+    within: float | None  # None: keep the label; a number: keep every output within this distance
+
+
+@dataclass(frozen=True)
+class Change(Node):
+    points: PointsExpr
+    kind: str  # to | one_of | runner_up | away
+    labels: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Require(Node):
+    points: PointsExpr
+    cnf: OutputCNF
+
+
+@dataclass(frozen=True)
+class Minimize(Node):
+    terms: tuple[tuple[float, str], ...]  # (weight, norm)
+
+
+@dataclass(frozen=True)
+class Bound(Node):
+    norm: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Margin(Node):
+    value: float
+
+
+@dataclass(frozen=True)
+class Save(Node):
+    path: str
+
+
+@dataclass(frozen=True)
+class Using(Node):
+    backend: str
+    options: tuple[tuple[str, str | float, Span], ...]
+
+
+@dataclass(frozen=True)
+class Round(Node):
+    bits: int
+
+
+@dataclass(frozen=True)
+class Limit(Node):
+    name: str
+    value: float
+
+
+PatchItem = Union[EditLayer, EditAllBiases, Keep, Change, Require, Minimize, Bound, Margin, Save, Using, Round, Limit]
+
+
+@dataclass(frozen=True)
+class PatchBlock(Node):
+    name: str
+    model: str
+    items: tuple[PatchItem, ...]
+    model_span: Span
+
+
+# ---------------------------------------------------------------------------- properties, verify, repair
+
+
+@dataclass(frozen=True)
+class InputBox(Node):
+    lo: tuple[float, ...] | float
+    hi: tuple[float, ...] | float
+
+
+@dataclass(frozen=True)
+class InputBall(Node):
+    norm: str
+    eps: float
+    points: PointsExpr
+
+
+@dataclass(frozen=True)
+class PropertyBlock(Node):
+    name: str
+    inputs: tuple[InputBox | InputBall, ...]
+    ensures: tuple[OutputCNF, ...]
+
+
+@dataclass(frozen=True)
+class PropertyVnnlib(Node):
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Verify(Node):
+    model: str
+    prop: str
+    timeout: float | None
+    using: Using | None
+    save: str | None
+
+
+@dataclass(frozen=True)
+class RepairBlock(Node):
+    model: str
+    prop: str
+    result_name: str | None
+    items: tuple[PatchItem, ...]
+
+
+# ---------------------------------------------------------------------------- assertions
+
+
+@dataclass(frozen=True)
+class AssertExists(Node):
+    task: str
+    negated: bool
+
+
+@dataclass(frozen=True)
+class AssertDistance(Node):
+    task: str
+    norm: str
+    op: str
+    value: float
+
+
+@dataclass(frozen=True)
+class AssertAccuracy(Node):
+    subject: str  # a patch/repair result or a model
+    points: PointsExpr
+    op: str
+    value: float
+
+
+Statement = Union[ModelDecl, PointsDecl, PatchBlock, PropertyBlock, PropertyVnnlib, Verify, RepairBlock,
+                  AssertExists, AssertDistance, AssertAccuracy]
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    path: str
+    source: str
+    statements: tuple[Statement, ...]

@@ -1,0 +1,581 @@
+"""AST -> Program: resolve names, load files, check shapes and decide every task's problem class.
+
+All problems are collected (not just the first) and raised together as one :class:`SpecError`, each with a
+PL code, the span, and a ``help`` line that says what to do.  Nothing here solves an optimisation problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..compile.patch import EditSpec, NormSpec
+from ..errors import Diagnostic, PatchlangError, Span, SpecError
+from ..model.ir import Affine, Clip, Network, Relu
+from ..spec import points as P
+from . import ast as A
+from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
+                      RepairTask, VerifyTask)
+
+DEFAULT_MARGIN = 1e-3
+BACKENDS = ("auto", "highs", "gurobi", "z3", "marabou", "milp")
+NORMS = ("linf", "l1", "l0")
+
+
+class _Failed(Exception):
+    """Raised inside one statement after its diagnostic was recorded, to skip the rest of it."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _suggest(name: str, known: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if known:
+        return "declared names: " + ", ".join(sorted(known))
+    return None
+
+
+def _render_points(expr: A.PointsExpr) -> str:
+    if isinstance(expr, A.PointsRef):
+        return expr.name
+    if isinstance(expr, A.PointsFile):
+        return f'"{expr.path}"'
+    if isinstance(expr, A.PointsInline):
+        return "[inline]"
+    if isinstance(expr, A.PointsIndexed):
+        items = ", ".join(str(i) if isinstance(i, int) else
+                          f"{'' if i.start is None else i.start}:{'' if i.stop is None else i.stop}"
+                          + ("" if i.step is None else f":{i.step}") for i in expr.items)
+        return f"{_render_points(expr.base)}[{items}]"
+    if isinstance(expr, A.PointsWhere):
+        return f"{_render_points(expr.base)} where ..."
+    if isinstance(expr, A.PointsUnion):
+        return " + ".join(_render_points(p) for p in expr.parts)
+    return "?"
+
+
+def _select_indices(size: int, items: tuple[A.IndexItem, ...]) -> np.ndarray:
+    """Positions ``0..size-1`` picked by indices and slices (negative counts from the end)."""
+    everything = np.arange(size)
+    picked = []
+    for item in items:
+        if isinstance(item, int):
+            if not -size <= item < size:
+                raise PatchlangError(f"index {item} is out of range for {size} rows")
+            picked.append(np.array([everything[item]]))
+        else:
+            picked.append(everything[slice(item.start, item.stop, item.step)])
+    return np.unique(np.concatenate(picked)) if picked else everything
+
+
+class Checker:
+    def __init__(self, spec: A.SpecFile, base_dir: Path | None = None, load_models: bool = True):
+        self.spec = spec
+        self.base = base_dir if base_dir is not None else Path(spec.path).resolve().parent
+        self.diags: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+        self.models: dict[str, ModelEntry] = {}
+        self.points: dict[str, P.PointSet] = {}
+        self.properties: dict[str, PropertySpec] = {}
+        self.tasks: list[Any] = []
+        self.assertions: list[Assertion] = []
+        self.inputs: dict[str, str] = {}
+        self.names: dict[str, tuple[str, Span]] = {}
+        self.load_models = load_models
+
+    # ------------------------------------------------------------------ helpers
+    def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, help))
+
+    def fail(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
+        self.error(code, message, span, help)
+        raise _Failed
+
+    def path(self, p: str, span: Span, what: str) -> Path:
+        full = (self.base / p).resolve() if not Path(p).is_absolute() else Path(p)
+        if not full.exists():
+            self.fail("PL210", f"{what} not found: {p}", span,
+                      f"looked for {full}; paths are relative to the .patch file's folder")
+        self.inputs[str(full)] = sha256_file(full)
+        return full
+
+    def declare(self, name: str, kind: str, span: Span) -> bool:
+        if name in self.names:
+            other_kind, other = self.names[name]
+            self.error("PL201", f"`{name}` is already declared (as a {other_kind} at line {other.line})", span,
+                       "choose a different name")
+            return False
+        self.names[name] = (kind, span)
+        return True
+
+    def guarded(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _Failed:
+            return None
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> Program:
+        for st in self.spec.statements:
+            self.guarded(lambda st=st: self.statement(st))
+        if self.diags:
+            raise SpecError(items=self.diags)
+        return Program(self.spec.path, self.spec.source, self.models, self.points, self.properties, self.tasks,
+                       self.assertions, self.inputs, self.warnings)
+
+    def statement(self, st: Any) -> None:
+        if isinstance(st, A.ModelDecl):
+            self.model_decl(st)
+        elif isinstance(st, A.PointsDecl):
+            if self.declare(st.name, "point set", st.span):
+                ps = self.points_expr(st.expr)
+                self.points[st.name] = dataclasses.replace(ps, name=st.name)
+        elif isinstance(st, A.PatchBlock):
+            if self.declare(st.name, "patch", st.span):
+                self.tasks.append(self.patch_block(st.name, st.model, st.model_span, st.items, st.span))
+        elif isinstance(st, (A.PropertyBlock, A.PropertyVnnlib)):
+            if self.declare(st.name, "property", st.span):
+                self.properties[st.name] = self.property_decl(st)
+        elif isinstance(st, A.Verify):
+            self.tasks.append(self.verify_stmt(st))
+        elif isinstance(st, A.RepairBlock):
+            self.tasks.append(self.repair_block(st))
+        elif isinstance(st, (A.AssertExists, A.AssertDistance, A.AssertAccuracy)):
+            self.assertion(st)
+        else:  # pragma: no cover - the parser produces nothing else
+            self.fail("PL199", f"unsupported statement {type(st).__name__}", getattr(st, "span", None))
+
+    # ------------------------------------------------------------------ models
+    def model_decl(self, st: A.ModelDecl) -> None:
+        if not self.declare(st.name, "model", st.span):
+            return
+        full = self.path(st.path, st.span, "model file")
+        from ..errors import ModelError
+        from ..model.loader import load_model
+
+        try:
+            net = load_model(str(full), fmt=st.format, name=st.name)
+        except ModelError as exc:
+            self.fail("PL211", f"cannot load model `{st.name}`: {exc.message}", st.span, exc.help)
+        except PatchlangError as exc:
+            self.fail("PL211", f"cannot load model `{st.name}`: {exc.message}", st.span, exc.help)
+        net.decision = st.decision
+        self.models[st.name] = ModelEntry(st.name, net, str(full), st.span)
+
+    def model_ref(self, name: str, span: Span) -> ModelEntry:
+        if name not in self.models:
+            kind = self.names.get(name, (None,))[0]
+            if kind:
+                self.fail("PL203", f"`{name}` is a {kind}, not a model", span)
+            self.fail("PL202", f"unknown model `{name}`", span, _suggest(name, list(self.models)))
+        return self.models[name]
+
+    # ------------------------------------------------------------------ point sets
+    def points_expr(self, e: A.PointsExpr) -> P.PointSet:
+        try:
+            return self._points_expr(e)
+        except PatchlangError as exc:
+            self.fail("PL212", exc.message, e.span, exc.help)
+
+    def _points_expr(self, e: A.PointsExpr) -> P.PointSet:
+        if isinstance(e, A.PointsRef):
+            if e.name not in self.points:
+                kind = self.names.get(e.name, (None,))[0]
+                if kind:
+                    self.fail("PL203", f"`{e.name}` is a {kind}, not a point set", e.span)
+                self.fail("PL202", f"unknown point set `{e.name}`", e.span, _suggest(e.name, list(self.points)))
+            return self.points[e.name]
+        if isinstance(e, A.PointsFile):
+            full = self.path(e.path, e.span, "point file")
+            opts: dict[str, Any] = {}
+            for key, value, span in e.options:
+                if key not in ("labels", "x", "y", "scale"):
+                    self.fail("PL213", f"unknown option `{key}` for a point file", span,
+                              "options: labels = \"file\", x = \"array\", y = \"array\", scale = number")
+                if key == "labels":
+                    opts["labels_path"] = str(self.path(str(value), span, "label file"))
+                elif key == "scale":
+                    if not isinstance(value, float):
+                        self.fail("PL213", "scale takes a number", span)
+                    opts["scale"] = value
+                else:
+                    if not isinstance(value, str):
+                        self.fail("PL213", f"`{key}` takes the name of an array in quotes", span)
+                    opts[f"{key}_key"] = value
+            return P.load_points(str(full), **opts)
+        if isinstance(e, A.PointsInline):
+            rows = [list(r) for r in e.rows]
+            if len({len(r) for r in rows}) > 1:
+                self.fail("PL214", "inline points must all have the same length", e.span)
+            if e.labels is not None and len(e.labels) != len(rows):
+                self.fail("PL214", f"{len(rows)} inline points but {len(e.labels)} labels", e.span)
+            return P.inline_points(rows, list(e.labels) if e.labels is not None else None)
+        if isinstance(e, A.PointsIndexed):
+            base = self._points_expr(e.base)
+            items: list[int | slice] = [i if isinstance(i, int) else slice(i.start, i.stop, i.step) for i in e.items]
+            return P.select(base, items)
+        if isinstance(e, A.PointsWhere):
+            ps = self._points_expr(e.base)
+            for cond in e.conditions:
+                ps = self.condition(ps, cond)
+            return ps
+        if isinstance(e, A.PointsUnion):
+            parts = [self._points_expr(p) for p in e.parts]
+            out = parts[0]
+            for p in parts[1:]:
+                out = out.union(p)
+            return out
+        self.fail("PL199", "unsupported point expression", e.span)
+        raise AssertionError
+
+    def condition(self, ps: P.PointSet, cond: A.Condition) -> P.PointSet:
+        if isinstance(cond, A.LabelCmp):
+            return P.filter_label(ps, cond.op, cond.value)
+        if isinstance(cond, A.LabelIn):
+            return P.filter_label(ps, "in", set(cond.values))
+        if isinstance(cond, A.Correct):
+            entry = self.model_ref(cond.model, cond.span)
+            if ps.y is None:
+                self.fail("PL215", "correct()/misclassified() need labelled points", cond.span,
+                          'add labels, e.g. `with labels = "labels.txt"`')
+            self.check_shape(ps, entry.net, cond.span)
+            pred = entry.net.labels(ps.x)
+            mask = pred == ps.y
+            return P.filter_mask(ps, ~mask if cond.negated else mask)
+        self.fail("PL199", "unsupported condition", cond.span)
+        raise AssertionError
+
+    def check_shape(self, ps: P.PointSet, net: Network, span: Span) -> None:
+        size = int(np.prod(ps.x.shape[1:])) if ps.x.ndim > 1 else 1
+        if len(ps) and size != net.input_size:
+            self.fail("PL216", f"points have {size} values each but model `{net.name}` takes "
+                               f"{net.input_size} (shape {tuple(net.input_shape)})", span,
+                      "select the right point set, or reshape/scale the data when saving it")
+
+    # ------------------------------------------------------------------ patches
+    def patch_block(self, name: str, model_name: str, model_span: Span, items: tuple, span: Span,
+                    kind: str = "patch") -> PatchTask:
+        entry = self.model_ref(model_name, model_span)
+        net = entry.net
+        edits: list[EditSpec] = []
+        goals: list[GoalSpec] = []
+        norms = NormSpec(objective=[])
+        margin = DEFAULT_MARGIN
+        save = None
+        backend = BackendChoice("auto")
+        round_bits = None
+        limits: dict[str, float] = {}
+        seen: dict[str, Span] = {}
+
+        def once(key: str, item_span: Span) -> None:
+            if key in seen:
+                self.fail("PL240", f"`{key}` is given twice in this block (first at line {seen[key].line})",
+                          item_span, "keep one")
+            seen[key] = item_span
+
+        for item in items:
+            def one(item=item) -> None:
+                nonlocal margin, save, backend, round_bits
+                if isinstance(item, A.EditLayer):
+                    edits.extend(self.edit_layer(net, item))
+                elif isinstance(item, A.EditAllBiases):
+                    for k, layer in enumerate(net.affine(i) for i in range(len(net.affine_indices()))):
+                        edits.append(EditSpec(k, "biases", np.ones(layer.out_size, dtype=bool), item.span,
+                                              f"{layer.name}.bias"))
+                elif isinstance(item, (A.Keep, A.Change, A.Require)):
+                    goals.append(self.goal(net, item))
+                elif isinstance(item, A.Minimize):
+                    once("minimize", item.span)
+                    for w, norm in item.terms:
+                        if w <= 0:
+                            self.fail("PL241", "norm weights must be positive", item.span)
+                    norms.objective = [(w, n) for w, n in item.terms]
+                elif isinstance(item, A.Bound):
+                    once(f"bound {item.norm}", item.span)
+                    if item.value < 0:
+                        self.fail("PL241", "a bound must be non-negative", item.span)
+                    norms.bounds[item.norm] = item.value
+                    norms.bound_spans[item.norm] = item.span
+                elif isinstance(item, A.Margin):
+                    once("margin", item.span)
+                    if item.value < 0:
+                        self.fail("PL241", "the margin must be non-negative", item.span)
+                    margin = item.value
+                elif isinstance(item, A.Save):
+                    once("save", item.span)
+                    save = str((self.base / item.path).resolve())
+                    src = {e.path for e in self.models.values()}
+                    if save in src:
+                        self.fail("PL242", "refusing to overwrite an input model", item.span,
+                                  "save the patched network under a new name")
+                    if not save.endswith((".onnx", ".nnet")):
+                        self.fail("PL242", "save path must end in .onnx (or .nnet)", item.span)
+                elif isinstance(item, A.Using):
+                    once("using", item.span)
+                    backend = self.using(item)
+                elif isinstance(item, A.Round):
+                    once("round", item.span)
+                    if not 1 <= item.bits <= 52:
+                        self.fail("PL241", "round significand takes 1 to 52 bits", item.span)
+                    round_bits = item.bits
+                elif isinstance(item, A.Limit):
+                    if item.name not in ("iterations", "time", "counterexamples"):
+                        self.fail("PL243", f"unknown limit `{item.name}`", item.span,
+                                  "limits: iterations, time (seconds), counterexamples (per iteration)")
+                    limits[item.name] = item.value
+            self.guarded(one)
+        if not edits:
+            self.error("PL231", f"{kind} `{name}` says nothing may move", span,
+                       "add an edit statement, e.g. `edit layer -1 weights`")
+        if kind == "patch" and not goals:
+            self.error("PL232", f"patch `{name}` has no keep, change or require statement", span,
+                       "say what must hold, e.g. `change wm[0] to 7`")
+        if not norms.objective:
+            norms.objective = [(1.0, "linf")]
+        for _, n in norms.objective:
+            if n == "l0" and not np.isfinite(norms.bounds.get("linf", np.inf)):
+                self.error("PL233", "minimizing l0 needs a bound on each parameter's change", span,
+                           "add `bound linf <= c` (e.g. 1.0); it is also the big-M of the indicators")
+        if "l0" in norms.bounds and not np.isfinite(norms.bounds.get("linf", np.inf)):
+            self.error("PL233", "`bound l0` needs a bound on each parameter's change", norms.bound_spans["l0"],
+                       "add `bound linf <= c`")
+        problem_class, reason = self.classify(net, edits, goals, norms, backend, span)
+        return PatchTask(name, entry, edits, goals, norms, margin, save, backend, span, problem_class, reason,
+                         round_bits, limits, kind)
+
+    def edit_layer(self, net: Network, item: A.EditLayer) -> list[EditSpec]:
+        k = net.find_affine(item.layer)
+        if k is None:
+            names = net.layer_names()
+            listing = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
+            self.fail("PL220", f"model `{net.name}` has no editable layer {item.layer!r}", item.span,
+                      f"editable affine layers (index: name): {listing}" +
+                      (f"; layers before the opaque prefix end ({net.prefix.description}) cannot move"
+                       if net.prefix else ""))
+        layer = net.affine(k)
+        rows = np.arange(layer.out_size)
+        if item.rows is not None:
+            try:
+                rows = _select_indices(layer.out_size, item.rows)
+            except PatchlangError as exc:
+                self.fail("PL221", f"rows of layer {layer.name}: {exc.message}", item.span)
+        out = []
+        for kind in sorted(item.params, reverse=True):  # weights before biases
+            if kind == "weights":
+                mask = np.zeros(layer.W.shape, dtype=bool)
+                mask[rows, :] = True
+            else:
+                mask = np.zeros(layer.out_size, dtype=bool)
+                mask[rows] = True
+            label = f"{layer.name}.{'weight' if kind == 'weights' else 'bias'}"
+            out.append(EditSpec(k, kind, mask, item.span, label))
+        return out
+
+    def goal(self, net: Network, item: A.Keep | A.Change | A.Require) -> GoalSpec:
+        ps = self.points_expr(item.points)
+        self.check_shape(ps, net, item.points.span)
+        text_points = _render_points(item.points)
+        if len(ps) == 0:
+            self.warnings.append(Diagnostic("PL250", f"`{text_points}` selects no points", item.span,
+                                            severity="warning"))
+        n_out = net.output_size
+        if isinstance(item, A.Keep):
+            if item.within is None:
+                return GoalSpec("keep", ps, item.span, f"keep {text_points}")
+            return GoalSpec("keep_within", ps, item.span, f"keep {text_points} outputs within {item.within:g}",
+                            tolerance=item.within)
+        if isinstance(item, A.Require):
+            self.check_cnf(item.cnf, n_out, ps)
+            return GoalSpec("require", ps, item.span, f"require {text_points}", cnf=item.cnf)
+        for lab in item.labels:
+            if not 0 <= lab < n_out:
+                self.fail("PL222", f"label {lab} is out of range: model `{net.name}` has {n_out} outputs", item.span,
+                          f"labels are 0..{n_out - 1}")
+        words = {"to": f"to {item.labels[0] if item.labels else ''}", "one_of": f"to one of {set(item.labels)}",
+                 "runner_up": "to runner-up", "away": "away from label"}[item.kind]
+        if item.kind == "runner_up" and n_out < 2:
+            self.fail("PL222", "runner-up needs at least two outputs", item.span)
+        return GoalSpec(item.kind, ps, item.span, f"change {text_points} {words}", labels=item.labels)
+
+    def check_cnf(self, cnf: A.OutputCNF, n_out: int, ps: P.PointSet | None) -> None:
+        for clause in cnf.clauses:
+            for atom in clause:
+                refs: list[int] = []
+                if isinstance(atom, A.AtomCompare):
+                    refs = [i for i, _ in atom.lhs.terms] + [i for i, _ in atom.rhs.terms]
+                    if atom.op == "!=":
+                        self.fail("PL223", "`!=` is not supported in output constraints", atom.span,
+                                  "write it as `a < b or a > b`")
+                elif isinstance(atom, A.AtomExtreme):
+                    refs = [atom.index]
+                elif isinstance(atom, A.AtomLabelIs):
+                    if not 0 <= atom.label < n_out:
+                        self.fail("PL222", f"label {atom.label} is out of range (0..{n_out - 1})", atom.span)
+                for r in refs:
+                    if not 0 <= r < n_out:
+                        self.fail("PL222", f"y[{r}] does not exist: the model has {n_out} outputs", atom.span,
+                                  f"outputs are y[0]..y[{n_out - 1}]")
+
+    def using(self, item: A.Using) -> BackendChoice:
+        if item.backend not in BACKENDS:
+            self.fail("PL244", f"unknown backend `{item.backend}`", item.span,
+                      "backends: " + ", ".join(BACKENDS))
+        opts: dict[str, Any] = {}
+        for key, value, span in item.options:
+            opts[key] = value
+        return BackendChoice(item.backend, opts, item.span)
+
+    def classify(self, net: Network, edits: list[EditSpec], goals: list[GoalSpec], norms: NormSpec,
+                 backend: BackendChoice, span: Span) -> tuple[str, str]:
+        """The problem class and why, decided before anything is solved."""
+        if not edits:
+            return "LP", "nothing to edit"
+        idx = net.affine_indices()
+        positions = sorted({idx[e.layer] for e in edits})
+        first = positions[0]
+        weight_layers = sorted({idx[e.layer] for e in edits if e.kind == "weights"})
+        bilinear = [p for p in weight_layers if p != first]
+        if bilinear:
+            names = ", ".join(net.layers[p].name for p in bilinear)
+            if backend.name != "z3":
+                e = next(e for e in edits if e.kind == "weights" and idx[e.layer] in bilinear)
+                self.fail("PL230", f"editing the weights of {names} multiplies them by values that another edit "
+                                   f"upstream also changes (bilinear): not an LP or MILP", e.span,
+                          "edit weights of one layer only, plus biases downstream of it; "
+                          "or say `using z3` to search the nonlinear problem exactly (may not end)")
+            return "SMT", f"weights of {names} are multiplied by other unknowns (nonlinear)"
+        downstream = [layer for layer in net.layers[first + 1:] if isinstance(layer, (Relu, Clip))]
+        reasons = []
+        if downstream:
+            reasons.append(f"{len(downstream)} activation layer(s) after the first edited layer "
+                           f"({net.layers[first].name}); ReLUs whose phase the bounds fix cost nothing")
+        away_points = sum(len(g.points) for g in goals if g.kind == "away")
+        disjunctive = [g for g in goals if g.kind == "one_of" or (g.kind == "require" and g.cnf is not None
+                                                                    and any(len(c) > 1 for c in g.cnf.clauses))]
+        if away_points > 1 or (away_points == 1 and (disjunctive or downstream)):
+            reasons.append("`away from label` is a disjunction over the other labels")
+        if disjunctive:
+            reasons.append("a disjunctive goal (`one of`, `or`, `is not min/max`)")
+        if any(n == "l0" for _, n in norms.objective) or "l0" in norms.bounds:
+            reasons.append("l0 counts changed parameters with binary indicators")
+        if backend.name == "z3":
+            return "SMT", "`using z3`: exact rational arithmetic" + (f" ({'; '.join(reasons)})" if reasons else "")
+        if reasons:
+            return "MILP", "; ".join(reasons)
+        last = idx[-1]
+        what = "the last affine layer" if first == last else "affine layers with nothing piecewise after them"
+        extra = " (one LP per candidate label for `away from label`)" if away_points == 1 else ""
+        return "LP", f"only {what} moves and the goals are linear{extra}"
+
+    # ------------------------------------------------------------------ properties, verify, repair
+    def property_decl(self, st: A.PropertyBlock | A.PropertyVnnlib) -> PropertySpec:
+        if isinstance(st, A.PropertyVnnlib):
+            full = self.path(st.path, st.span, "VNN-LIB file")
+            from ..spec.vnnlib import parse_vnnlib
+
+            try:
+                prop = parse_vnnlib(str(full))
+            except PatchlangError as exc:
+                self.fail("PL260", f"cannot read VNN-LIB property: {exc.message}", st.span, exc.help)
+            boxes = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi, _ in prop.cases]
+            return PropertySpec(st.name, st.span, boxes, unsafe_dnf=[dnf for _, _, dnf in prop.cases],
+                                source="vnnlib")
+        boxes = []
+        centers = None
+        for inp in st.inputs:
+            if isinstance(inp, A.InputBox):
+                lo = np.atleast_1d(np.asarray(inp.lo, float))
+                hi = np.atleast_1d(np.asarray(inp.hi, float))
+                if lo.size != hi.size and lo.size != 1 and hi.size != 1:
+                    self.fail("PL261", f"box bounds differ in length ({lo.size} vs {hi.size})", inp.span)
+                if np.any(np.broadcast_to(lo, np.broadcast_shapes(lo.shape, hi.shape)) > hi):
+                    self.fail("PL261", "box has lo > hi", inp.span)
+                boxes.append((lo, hi))
+            else:
+                if inp.norm != "linf":
+                    self.fail("PL262", f"only linf balls are supported as input regions, not {inp.norm}", inp.span,
+                              "write `input within linf EPS of POINTS`")
+                ps = self.points_expr(inp.points)
+                flat = ps.x.reshape(len(ps), -1)
+                for row in flat:
+                    boxes.append((row - inp.eps, row + inp.eps))
+                centers = ps if centers is None else centers.union(ps)
+        if not boxes:
+            self.fail("PL263", f"property `{st.name}` has no input region", st.span,
+                      "add `input box lo [...] hi [...]` or `input within linf EPS of POINTS`")
+        if not st.ensures:
+            self.fail("PL264", f"property `{st.name}` has no `ensure` statement", st.span)
+        return PropertySpec(st.name, st.span, boxes, ensures=list(st.ensures), centers=centers)
+
+    def property_ref(self, name: str, span: Span) -> PropertySpec:
+        if name not in self.properties:
+            self.fail("PL202", f"unknown property `{name}`", span, _suggest(name, list(self.properties)))
+        return self.properties[name]
+
+    def check_property_fits(self, prop: PropertySpec, net: Network, span: Span) -> None:
+        for lo, hi in prop.boxes:
+            size = max(lo.size, hi.size)
+            if size not in (1, net.input_size):
+                self.fail("PL265", f"property `{prop.name}` has {size} input bounds but model `{net.name}` takes "
+                                   f"{net.input_size} inputs", span)
+        for cnf in prop.ensures:
+            self.check_cnf(cnf, net.output_size, prop.centers)
+        if prop.unsafe_dnf is not None:
+            for dnf in prop.unsafe_dnf:
+                for conj in dnf:
+                    for atom in conj:
+                        if any(i >= net.output_size for i in atom.coeffs):
+                            self.fail("PL265", f"property `{prop.name}` refers to outputs the model "
+                                               f"`{net.name}` does not have", span)
+
+    def verify_stmt(self, st: A.Verify) -> VerifyTask:
+        entry = self.model_ref(st.model, st.span)
+        prop = self.property_ref(st.prop, st.span)
+        self.check_property_fits(prop, entry.net, st.span)
+        backend = self.using(st.using) if st.using else BackendChoice("auto")
+        save = str((self.base / st.save).resolve()) if st.save else None
+        name = f"verify {st.model} satisfies {st.prop}"
+        return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span)
+
+    def repair_block(self, st: A.RepairBlock) -> RepairTask:
+        entry = self.model_ref(st.model, st.span)
+        prop = self.property_ref(st.prop, st.span)
+        self.check_property_fits(prop, entry.net, st.span)
+        name = st.result_name or f"repair_{st.model}_{st.prop}"
+        if st.result_name:
+            self.declare(st.result_name, "repair", st.span)
+        patch = self.patch_block(name, st.model, st.span, st.items, st.span, kind="repair")
+        return RepairTask(name, entry, prop, patch, st.span)
+
+    # ------------------------------------------------------------------ assertions
+    def assertion(self, st: Any) -> None:
+        task_names = {t.name for t in self.tasks}
+        subject = st.task if hasattr(st, "task") else st.subject
+        if subject not in task_names and not (isinstance(st, A.AssertAccuracy) and subject in self.models):
+            self.fail("PL202", f"unknown patch `{subject}`", st.span,
+                      _suggest(subject, list(task_names | (set(self.models) if isinstance(st, A.AssertAccuracy)
+                                                          else set()))))
+        pts = None
+        if isinstance(st, A.AssertAccuracy):
+            pts = self.points_expr(st.points)
+            if pts.y is None:
+                self.fail("PL215", "accuracy() needs labelled points", st.points.span)
+        text = self.spec.source.splitlines()[st.span.line - 1].strip() if st.span.line else "assert"
+        self.assertions.append(Assertion(st, pts, text, st.span))
+
+
+def check(spec: A.SpecFile, base_dir: Path | None = None) -> Program:
+    return Checker(spec, base_dir).run()

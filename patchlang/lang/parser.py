@@ -1,0 +1,394 @@
+"""Text -> AST.  The grammar lives in ``grammar/patchlang.lark`` (shipped in the wheel as package data)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import lark
+from lark import Token, Transformer, v_args
+
+from ..errors import Diagnostic, Span, SpecError
+from . import ast as A
+
+
+def grammar_path() -> Path:
+    """The grammar inside the installed package, or at the repository top level in a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "grammar" / "patchlang.lark", here.parent / "grammar" / "patchlang.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("patchlang.lark not found: the installation is incomplete (reinstall patchlang)")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> lark.Lark:
+    return lark.Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", propagate_positions=True,
+                     maybe_placeholders=False)
+
+
+def parse_text(source: str, filename: str = "<string>") -> A.SpecFile:
+    """Parse a spec; syntax errors become a :class:`SpecError` with a position and a hint."""
+    try:
+        tree = _parser().parse(source)
+    except lark.exceptions.UnexpectedInput as exc:
+        raise SpecError(items=[_syntax_diagnostic(exc, source, filename)]) from None
+    statements = _ToAst(filename).transform(tree)
+    return A.SpecFile(path=filename, source=source, statements=tuple(statements.children))
+
+
+def parse_file(path: str | Path) -> A.SpecFile:
+    p = Path(path)
+    try:
+        source = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(items=[Diagnostic("PL001", f"spec file not found: {p}", None,
+                                          "check the path; specs are usually named *.patch")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(items=[Diagnostic("PL001", f"cannot read spec file {p}: {exc}")]) from None
+    return parse_text(source, str(p))
+
+
+_TOKEN_NAMES = {
+    "NAME": "a name", "STRING": 'a quoted string like "file.onnx"', "SIGNED_INT_T": "an integer",
+    "SIGNED_NUMBER_T": "a number", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['", "RSQB": "']'",
+    "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "COMMA": "','", "COLON": "':'", "CMP": "a comparison",
+    "NORM": "linf, l1 or l0", "PARAM": "weights or biases", "$END": "end of file",
+}
+
+
+def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: str, filename: str) -> Diagnostic:
+    line = getattr(exc, "line", 0) or 0
+    column = getattr(exc, "column", 0) or 0
+    expected: set[str] = set()
+    if isinstance(exc, (lark.exceptions.UnexpectedToken,)):
+        expected = set(exc.expected)
+        tok = exc.token
+        got = "end of file" if tok.type == "$END" else repr(str(tok))
+        message = f"syntax error: unexpected {got}"
+    elif isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        expected = set(exc.allowed or ())
+        message = f"syntax error: unexpected character {source[exc.pos_in_stream]!r}"
+    else:
+        message = "syntax error: unexpected end of file"
+    words = sorted({_TOKEN_NAMES.get(e, e.strip('"').lower()) for e in expected})
+    hint = ("expected " + ", ".join(words[:8]) + (" ..." if len(words) > 8 else "")) if words else None
+    if hint is not None and "end of file" in message:
+        hint += " (an unclosed '{' or '[' earlier?)"
+    return Diagnostic("PL100", message, Span(filename, line, column, line, column + 1),
+                      (hint + "; see docs/language.md") if hint else "see docs/language.md")
+
+
+def _unquote(tok: Token | str) -> str:
+    s = str(tok)[1:-1]
+    return s.encode("utf-8").decode("unicode_escape") if "\\" in s else s
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Lark tree -> AST nodes; each node gets the span of its rule."""
+
+    def __init__(self, filename: str):
+        super().__init__()
+        self.filename = filename
+
+    def _span(self, meta: Any) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.filename, 0, 0)
+        return Span(self.filename, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok_span(self, tok: Token) -> Span:
+        return Span(self.filename, tok.line or 0, tok.column or 0, tok.end_line or 0, tok.end_column or 0)
+
+    # ------------------------------------------------------------------ literals
+    def int(self, meta, ch):  # noqa: A003 - grammar rule name
+        return int(str(ch[0]))
+
+    def number(self, meta, ch):
+        value = float(str(ch[0]))
+        if len(ch) == 2:
+            denominator = float(str(ch[1]))
+            if denominator == 0:
+                raise SpecError(items=[Diagnostic("PL101", "division by zero in a number", self._span(meta))])
+            value /= denominator
+        return value
+
+    def vector(self, meta, ch):
+        return tuple(ch)
+
+    def matrix(self, meta, ch):
+        return tuple(ch)
+
+    def int_set(self, meta, ch):
+        return tuple(ch)
+
+    def index(self, meta, ch):
+        return tuple(ch)
+
+    def index_single(self, meta, ch):
+        return ch[0]
+
+    def index_slice(self, meta, ch):
+        parts: list[int | None] = [None, None, None]
+        slot = 0
+        for c in ch:
+            if isinstance(c, Token) and c.type == "SLICE_COLON":
+                slot += 1
+            else:
+                parts[slot] = c
+        return A.SliceSpec(parts[0], parts[1], parts[2])
+
+    def load_option(self, meta, ch):
+        key = str(ch[0])
+        value = _unquote(ch[1]) if isinstance(ch[1], Token) else ch[1]
+        return (key, value, self._span(meta))
+
+    def load_options(self, meta, ch):
+        return tuple(ch)
+
+    solver_options = load_options
+
+    def inline_labels(self, meta, ch):
+        return tuple(int(v) for v in ch[0])
+
+    # ------------------------------------------------------------------ models and points
+    def model_format(self, meta, ch):
+        return str(ch[0])
+
+    def model_option(self, meta, ch):
+        return ("decide", str(ch[0]))
+
+    def model_decl(self, meta, ch):
+        name = str(ch[0])
+        rest = ch[1:]
+        fmt = rest.pop(0) if isinstance(rest[0], str) and not isinstance(rest[0], Token) else None
+        path = _unquote(rest.pop(0))
+        decision = "argmax"
+        for key, value in rest:
+            decision = value
+        return A.ModelDecl(self._span(meta), name, path, fmt, decision)
+
+    def points_file(self, meta, ch):
+        return A.PointsFile(self._span(meta), _unquote(ch[0]), ch[1] if len(ch) > 1 else ())
+
+    def points_ref(self, meta, ch):
+        return A.PointsRef(self._span(meta), str(ch[0]))
+
+    def points_inline(self, meta, ch):
+        labels = ch[1] if len(ch) > 1 else None
+        return A.PointsInline(self._span(meta), tuple(tuple(r) for r in ch[0]), labels)
+
+    def where_clause(self, meta, ch):
+        return ("where", tuple(ch))
+
+    def points_term(self, meta, ch):
+        node = ch[0]
+        for c in ch[1:]:
+            if isinstance(c, tuple) and c and c[0] == "where" and len(c) == 2 and isinstance(c[1], tuple) \
+                    and all(isinstance(x, (A.LabelCmp, A.LabelIn, A.Correct)) for x in c[1]):
+                node = A.PointsWhere(self._span(meta), node, c[1])
+            else:
+                node = A.PointsIndexed(self._span(meta), node, c)
+        return node
+
+    def points_expr(self, meta, ch):
+        return ch[0] if len(ch) == 1 else A.PointsUnion(self._span(meta), tuple(ch))
+
+    def points_decl(self, meta, ch):
+        return A.PointsDecl(self._span(meta), str(ch[0]), ch[1])
+
+    def cond_label_cmp(self, meta, ch):
+        return A.LabelCmp(self._span(meta), str(ch[0]), ch[1])
+
+    def cond_label_in(self, meta, ch):
+        return A.LabelIn(self._span(meta), ch[0])
+
+    def cond_correct(self, meta, ch):
+        return A.Correct(self._span(meta), str(ch[0]), False)
+
+    def cond_misclassified(self, meta, ch):
+        return A.Correct(self._span(meta), str(ch[0]), True)
+
+    # ------------------------------------------------------------------ patch items
+    def layer_ref(self, meta, ch):
+        c = ch[0]
+        return _unquote(c) if isinstance(c, Token) else c
+
+    def param_kinds(self, meta, ch):
+        return frozenset(str(c) for c in ch)
+
+    def rows(self, meta, ch):
+        return ch[0]
+
+    def edit_layer(self, meta, ch):
+        return A.EditLayer(self._span(meta), ch[0], ch[1], ch[2] if len(ch) > 2 else None)
+
+    def edit_layers(self, meta, ch):
+        params = ch[-1]
+        return [A.EditLayer(self._span(meta), layer, params, None) for layer in ch[:-1]]
+
+    def edit_all_biases(self, meta, ch):
+        return A.EditAllBiases(self._span(meta))
+
+    def keep_label(self, meta, ch):
+        return A.Keep(self._span(meta), ch[0], None)
+
+    def keep_outputs(self, meta, ch):
+        return A.Keep(self._span(meta), ch[0], ch[1])
+
+    def change_to(self, meta, ch):
+        return A.Change(self._span(meta), ch[0], "to", (ch[1],))
+
+    def change_to_one_of(self, meta, ch):
+        return A.Change(self._span(meta), ch[0], "one_of", ch[1])
+
+    def change_to_runner_up(self, meta, ch):
+        return A.Change(self._span(meta), ch[0], "runner_up")
+
+    def change_away(self, meta, ch):
+        return A.Change(self._span(meta), ch[0], "away")
+
+    def require_stmt(self, meta, ch):
+        return A.Require(self._span(meta), ch[0], ch[1])
+
+    def norm_term(self, meta, ch):
+        return (ch[0], str(ch[1])) if len(ch) == 2 else (1.0, str(ch[0]))
+
+    def minimize_stmt(self, meta, ch):
+        return A.Minimize(self._span(meta), tuple(ch))
+
+    def bound_stmt(self, meta, ch):
+        return A.Bound(self._span(meta), str(ch[0]), ch[1])
+
+    def margin_stmt(self, meta, ch):
+        return A.Margin(self._span(meta), ch[0])
+
+    def save_stmt(self, meta, ch):
+        return A.Save(self._span(meta), _unquote(ch[0]))
+
+    def using_stmt(self, meta, ch):
+        return A.Using(self._span(meta), str(ch[0]), ch[1] if len(ch) > 1 else ())
+
+    def round_stmt(self, meta, ch):
+        return A.Round(self._span(meta), ch[0])
+
+    def limit_stmt(self, meta, ch):
+        return A.Limit(self._span(meta), str(ch[0]), ch[1])
+
+    def patch_block(self, meta, ch):
+        name, model = str(ch[0]), ch[1]
+        return A.PatchBlock(self._span(meta), name, str(model), _flatten_items(ch[2:]), self._tok_span(model))
+
+    # ------------------------------------------------------------------ output constraints
+    def output_ref(self, meta, ch):
+        return int(str(ch[0]))
+
+    def term_scaled(self, meta, ch):
+        return ((ch[1], ch[0]),), 0.0
+
+    def term_ref(self, meta, ch):
+        return ((ch[0], 1.0),), 0.0
+
+    def term_const(self, meta, ch):
+        return (), ch[0]
+
+    def lin_expr(self, meta, ch):
+        terms: dict[int, float] = {}
+        const = 0.0
+        sign = 1.0
+        for c in ch:
+            if isinstance(c, Token):
+                sign = -1.0 if str(c) == "-" else 1.0
+                continue
+            t, k = c
+            for idx, coef in t:
+                terms[idx] = terms.get(idx, 0.0) + sign * coef
+            const += sign * k
+            sign = 1.0
+        return A.LinExpr(tuple(sorted(terms.items())), const)
+
+    def atom_compare(self, meta, ch):
+        return A.AtomCompare(self._span(meta), ch[0], str(ch[1]), ch[2])
+
+    def atom_extreme(self, meta, ch):
+        negated = any(isinstance(c, Token) and c.type == "NOT" for c in ch)
+        which = str([c for c in ch if isinstance(c, Token) and c.type == "EXTREME"][0])
+        return A.AtomExtreme(self._span(meta), ch[0], negated, which)
+
+    def atom_label_is(self, meta, ch):
+        negated = any(isinstance(c, Token) and c.type == "NOT" for c in ch)
+        return A.AtomLabelIs(self._span(meta), ch[-1], negated)
+
+    def atom_label_stays(self, meta, ch):
+        return A.AtomLabelStays(self._span(meta))
+
+    def output_clause(self, meta, ch):
+        return tuple(ch)
+
+    def output_cnf(self, meta, ch):
+        return A.OutputCNF(self._span(meta), tuple(ch))
+
+    # ------------------------------------------------------------------ properties, verify, repair
+    def input_box(self, meta, ch):
+        return A.InputBox(self._span(meta), ch[0], ch[1])
+
+    def input_ball(self, meta, ch):
+        return A.InputBall(self._span(meta), str(ch[0]), ch[1], ch[2])
+
+    def ensure_stmt(self, meta, ch):
+        return ch[0]
+
+    def property_vnnlib(self, meta, ch):
+        return A.PropertyVnnlib(self._span(meta), str(ch[0]), _unquote(ch[1]))
+
+    def property_block(self, meta, ch):
+        inputs = tuple(c for c in ch[1:] if isinstance(c, (A.InputBox, A.InputBall)))
+        ensures = tuple(c for c in ch[1:] if isinstance(c, A.OutputCNF))
+        return A.PropertyBlock(self._span(meta), str(ch[0]), inputs, ensures)
+
+    def opt_timeout(self, meta, ch):
+        return ("timeout", ch[0])
+
+    def opt_using(self, meta, ch):
+        return ("using", A.Using(self._span(meta), str(ch[0]), ch[1] if len(ch) > 1 else ()))
+
+    def opt_save(self, meta, ch):
+        return ("save", _unquote(ch[0]))
+
+    def verify_stmt(self, meta, ch):
+        opts = dict(ch[2:])
+        return A.Verify(self._span(meta), str(ch[0]), str(ch[1]), opts.get("timeout"), opts.get("using"),
+                        opts.get("save"))
+
+    def repair_block(self, meta, ch):
+        model, prop = str(ch[0]), str(ch[1])
+        rest = list(ch[2:])
+        result_name = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        return A.RepairBlock(self._span(meta), model, prop, result_name, _flatten_items(rest))
+
+    # ------------------------------------------------------------------ assertions
+    def assert_stmt(self, meta, ch):
+        return ch[0]
+
+    def assert_exists(self, meta, ch):
+        return A.AssertExists(self._span(meta), str(ch[0]), False)
+
+    def assert_not_exists(self, meta, ch):
+        return A.AssertExists(self._span(meta), str(ch[0]), True)
+
+    def assert_distance(self, meta, ch):
+        return A.AssertDistance(self._span(meta), str(ch[0]), str(ch[1]), str(ch[2]), ch[3])
+
+    def assert_accuracy(self, meta, ch):
+        return A.AssertAccuracy(self._span(meta), str(ch[0]), ch[1], str(ch[2]), ch[3])
+
+
+def _flatten_items(items: list) -> tuple:
+    out: list = []
+    for item in items:
+        if isinstance(item, list):
+            out.extend(item)
+        else:
+            out.append(item)
+    return tuple(out)

@@ -1,0 +1,141 @@
+"""The checked program: every name resolved, every file loaded, every task classified.
+
+The checker (:mod:`patchlang.lang.check`) produces it; :mod:`patchlang.tasks` runs it.  Nothing here solves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..compile.patch import EditSpec, NormSpec
+from ..errors import Span
+from ..model.ir import Network
+from ..spec.points import PointSet
+from . import ast as A
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    net: Network
+    path: str
+    span: Span
+
+
+@dataclass
+class GoalSpec:
+    """One keep/change/require statement with its points resolved (labels are computed when run)."""
+
+    kind: str  # keep | keep_within | to | one_of | runner_up | away | require
+    points: PointSet
+    span: Span
+    text: str  # the user's words, e.g. "change wm[3] to 7"
+    labels: tuple[int, ...] = ()
+    tolerance: float | None = None
+    cnf: A.OutputCNF | None = None
+
+    @property
+    def group(self) -> str:
+        return "keep" if self.kind.startswith("keep") else ("require" if self.kind == "require" else "change")
+
+
+@dataclass
+class BackendChoice:
+    name: str  # auto | highs | gurobi | z3 | marabou
+    options: dict[str, Any] = field(default_factory=dict)
+    span: Span | None = None
+
+
+@dataclass
+class PatchTask:
+    name: str
+    model: ModelEntry
+    edits: list[EditSpec]
+    goals: list[GoalSpec]
+    norms: NormSpec
+    margin: float
+    save: str | None
+    backend: BackendChoice
+    span: Span
+    problem_class: str  # LP | MILP | SMT
+    class_reason: str
+    round_bits: int | None = None
+    limits: dict[str, float] = field(default_factory=dict)
+    kind: str = "patch"
+
+
+@dataclass
+class InputRegion:
+    """A union of boxes (each ``lo``/``hi`` over the model's flat input)."""
+
+    boxes: list[tuple[np.ndarray, np.ndarray]]
+    centers: PointSet | None = None  # for epsilon-balls: the center of each box, in order
+
+
+@dataclass
+class PropertySpec:
+    """Input region and the output constraints that must hold there.
+
+    ``cases`` pairs each input box with an *unsafe* output DNF (VNN-LIB style) or, for property blocks, the CNF
+    that must hold (``ensures``); ``center_labels`` are filled when the property says "label stays".
+    """
+
+    name: str
+    span: Span
+    boxes: list[tuple[np.ndarray, np.ndarray]]
+    ensures: list[A.OutputCNF] = field(default_factory=list)
+    unsafe_dnf: list[list[Any]] | None = None  # VNN-LIB: per box, list of conjunctions of LinearAtom
+    centers: PointSet | None = None
+    source: str = "block"  # block | vnnlib
+
+
+@dataclass
+class VerifyTask:
+    name: str
+    model: ModelEntry
+    prop: PropertySpec
+    timeout: float | None
+    backend: BackendChoice
+    save: str | None
+    span: Span
+    kind: str = "verify"
+
+
+@dataclass
+class RepairTask:
+    name: str
+    model: ModelEntry
+    prop: PropertySpec
+    patch: PatchTask
+    span: Span
+    kind: str = "repair"
+
+
+@dataclass
+class Assertion:
+    node: Any  # AssertExists | AssertDistance | AssertAccuracy (AST)
+    points: PointSet | None
+    text: str
+    span: Span
+
+
+@dataclass
+class Program:
+    path: str
+    source: str
+    models: dict[str, ModelEntry]
+    points: dict[str, PointSet]
+    properties: dict[str, PropertySpec]
+    tasks: list[Any]  # PatchTask | VerifyTask | RepairTask, in source order
+    assertions: list[Assertion]
+    input_files: dict[str, str]  # path -> sha256
+    warnings: list[Any] = field(default_factory=list)
+
+    def task(self, name: str) -> Any:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)

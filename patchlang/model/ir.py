@@ -1,0 +1,227 @@
+"""The network IR: an opaque prefix followed by a chain of piecewise-linear layers on flat vectors.
+
+Why this shape: patchlang only ever *encodes* the part of a network from the first editable parameter on, and
+that part must be piecewise linear.  Everything before it (convolutions, pooling, any ONNX op) is evaluated
+concretely, so the IR keeps it as an opaque :class:`Prefix` run by onnxruntime and represents the rest as a
+list of simple layers whose parameters are plain float64 arrays.  Each affine layer remembers which ONNX
+initializer its parameters came from (:class:`ParamRef`) so that a patch is written back by replacing
+initializer values in a copy of the original ``ModelProto`` and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """Where an effective parameter lives in the ONNX file.
+
+    ``effective = scale * (stored.T if transposed else stored)``, reshaped to the IR shape.  Gemm's
+    ``alpha``/``beta`` become ``scale``; MatMul weights stored ``[in, out]`` are ``transposed``.
+    """
+
+    initializer: str
+    transposed: bool = False
+    scale: float = 1.0
+    stored_shape: tuple[int, ...] = ()
+
+
+@dataclass
+class Affine:
+    """``y = W @ x + b`` with ``W`` of shape ``(out, in)``."""
+
+    W: np.ndarray
+    b: np.ndarray
+    name: str
+    weight_ref: ParamRef | None = None
+    bias_ref: ParamRef | None = None
+
+    @property
+    def in_size(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def out_size(self) -> int:
+        return int(self.W.shape[0])
+
+
+@dataclass
+class Relu:
+    name: str = "relu"
+
+
+@dataclass
+class Clip:
+    """HardTanh / ONNX Clip: ``min(max(x, lo), hi)``."""
+
+    lo: float
+    hi: float
+    name: str = "clip"
+
+
+@dataclass
+class Elementwise:
+    """``y = x * scale + shift`` elementwise with constant vectors (Sub/Add/Mul/Div by constants)."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    name: str = "elementwise"
+
+
+Layer = Union[Affine, Relu, Clip, Elementwise]
+
+
+@dataclass
+class Prefix:
+    """The opaque front of a network, evaluated concretely.
+
+    ``run`` maps a batch in the model's input shape ``(N, *input_shape)`` to the flat suffix input
+    ``(N, suffix_in_size)``.  ``description`` names the ops it contains (for reports and errors).
+    """
+
+    run: Callable[[np.ndarray], np.ndarray]
+    output_name: str
+    description: str
+
+
+@dataclass
+class Network:
+    """A network as patchlang sees it.
+
+    ``input_shape`` is the per-sample input shape of the original model (without the batch axis);
+    ``layers`` act on flat float64 vectors of length ``suffix_in_size``.  ``decision`` is how a label is
+    read from the outputs: ``argmax`` for classifiers, ``argmin`` for ACAS Xu style advisories.
+    """
+
+    name: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    layers: list[Layer]
+    prefix: Prefix | None = None
+    proto: Any = None  # onnx.ModelProto of the original file, never mutated
+    source_path: str | None = None
+    source_format: str = "onnx"  # onnx | nnet | builtin
+    batch_fixed: bool = False  # the ONNX input has a fixed batch dimension of 1
+    input_rank_has_batch: bool = True  # the ONNX input has a leading batch axis
+    decision: str = "argmax"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape)) if self.input_shape else 1
+
+    @property
+    def suffix_in_size(self) -> int:
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                return layer.in_size
+            if isinstance(layer, Elementwise):
+                return int(np.size(layer.scale))
+        raise ValueError("network has no affine layer")
+
+    @property
+    def output_size(self) -> int:
+        for layer in reversed(self.layers):
+            if isinstance(layer, Affine):
+                return layer.out_size
+        raise ValueError("network has no affine layer")
+
+    def affine_indices(self) -> list[int]:
+        """Positions in ``layers`` of the affine layers, in order (what ``layer k`` in a spec counts)."""
+        return [i for i, layer in enumerate(self.layers) if isinstance(layer, Affine)]
+
+    def affine(self, k: int) -> Affine:
+        layer = self.layers[self.affine_indices()[k]]
+        assert isinstance(layer, Affine)
+        return layer
+
+    def find_affine(self, key: int | str) -> int | None:
+        """Index into ``affine_indices()`` for a layer given by position (negative from the end) or name.
+
+        A name matches the ONNX node name or either initializer name.  Returns ``None`` when absent.
+        """
+        idx = self.affine_indices()
+        if isinstance(key, int):
+            if -len(idx) <= key < len(idx):
+                return key % len(idx)
+            return None
+        for k, i in enumerate(idx):
+            layer = self.layers[i]
+            assert isinstance(layer, Affine)
+            names = {layer.name}
+            if layer.weight_ref:
+                names.add(layer.weight_ref.initializer)
+            if layer.bias_ref:
+                names.add(layer.bias_ref.initializer)
+            if key in names:
+                return k
+        return None
+
+    def layer_names(self) -> list[str]:
+        return [self.layers[i].name for i in self.affine_indices()]
+
+    # ----------------------------------------------------------------- evaluation (float64)
+    def to_suffix_input(self, x: np.ndarray) -> np.ndarray:
+        """Model inputs (any shape with N leading samples, or flat) -> flat suffix inputs ``(N, d)``."""
+        x = np.asarray(x, dtype=np.float64)
+        n = x.shape[0] if x.ndim > 1 else 1
+        if self.prefix is None:
+            return x.reshape(n, -1)
+        return np.asarray(self.prefix.run(x.reshape((n, *self.input_shape))), dtype=np.float64).reshape(n, -1)
+
+    def forward_suffix(self, h: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Run layers ``start:stop`` on flat vectors ``(N, d)`` in float64."""
+        h = np.asarray(h, dtype=np.float64)
+        for layer in self.layers[start:stop]:
+            h = apply_layer(layer, h)
+        return h
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Outputs ``(N, out)`` in float64 for model inputs ``x``."""
+        return self.forward_suffix(self.to_suffix_input(x))
+
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        """``[h0, h1, ...]`` where ``h0`` is the suffix input and ``h{i+1}`` the output of ``layers[i]``."""
+        h = self.to_suffix_input(x)
+        out = [h]
+        for layer in self.layers:
+            h = apply_layer(layer, h)
+            out.append(h)
+        return out
+
+    def labels(self, x: np.ndarray) -> np.ndarray:
+        return decide(self.forward(x), self.decision)
+
+    # ----------------------------------------------------------------- editing
+    def with_affine(self, k: int, W: np.ndarray | None = None, b: np.ndarray | None = None) -> "Network":
+        """A copy with affine layer ``k`` given new parameters (the original is untouched)."""
+        layers = list(self.layers)
+        i = self.affine_indices()[k]
+        old = layers[i]
+        assert isinstance(old, Affine)
+        layers[i] = replace(old, W=old.W if W is None else np.asarray(W, dtype=np.float64),
+                            b=old.b if b is None else np.asarray(b, dtype=np.float64))
+        return replace(self, layers=layers)
+
+
+def apply_layer(layer: Layer, h: np.ndarray) -> np.ndarray:
+    if isinstance(layer, Affine):
+        return h @ layer.W.T + layer.b
+    if isinstance(layer, Relu):
+        return np.maximum(h, 0.0)
+    if isinstance(layer, Clip):
+        return np.clip(h, layer.lo, layer.hi)
+    if isinstance(layer, Elementwise):
+        return h * layer.scale.reshape(-1) + layer.shift.reshape(-1)
+    raise TypeError(f"unknown layer {layer!r}")
+
+
+def decide(outputs: np.ndarray, decision: str = "argmax") -> np.ndarray:
+    """Labels from outputs; ties go to the lowest index (numpy's rule), which the margins make irrelevant."""
+    outputs = np.asarray(outputs)
+    return np.argmin(outputs, axis=-1) if decision == "argmin" else np.argmax(outputs, axis=-1)

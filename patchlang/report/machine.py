@@ -1,0 +1,100 @@
+"""Machine-readable reports: JSON (``format_version`` 1) and JUnit XML for CI systems."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from ..tasks.results import RunResult, TaskResult
+
+FORMAT_VERSION = 1
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else (("inf" if v > 0 else "-inf") if math.isinf(v) else v)
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item"):
+        return _clean(v.item())
+    return v
+
+
+def task_json(r: TaskResult) -> dict[str, Any]:
+    return _clean({
+        "name": r.name, "kind": r.kind, "status": r.status, "line": r.line, "class": r.problem_class,
+        "class_reason": r.class_reason, "backend": r.backend, "backend_version": r.backend_version,
+        "query": r.query_size, "objective": r.objective, "bound": r.bound, "gap": r.gap,
+        "distances": r.distances, "seconds": r.seconds, "files": r.files, "message": r.message, "notes": r.notes,
+        "conflict": r.core, "details": {k: v for k, v in r.details.items() if not hasattr(v, "shape")},
+        "checks": [{"text": c.text, "line": c.line, "points": c.n_points, "satisfied_float64": c.satisfied64,
+                    "satisfied_float32": c.satisfied32, "min_slack_float64": c.min_slack64,
+                    "min_slack_float32": c.min_slack32, "margin": c.requested_margin} for c in r.checks],
+    })
+
+
+def run_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "spec": result.spec_path,
+        "exit_code": result.exit_code,
+        "seconds": result.seconds,
+        "inputs": {p: {"sha256": h} for p, h in sorted(result.input_files.items())},
+        "versions": result.versions,
+        "tasks": [task_json(t) for t in result.tasks],
+        "assertions": [_clean({"text": a.text, "line": a.line, "holds": a.holds, "value": a.value,
+                               "message": a.message}) for a in result.assertions],
+        "warnings": result.warnings,
+    }
+
+
+def write_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(result: RunResult, path: str) -> None:
+    write_atomic(path, json.dumps(run_json(result), indent=2, sort_keys=False) + "\n")
+
+
+def write_junit(result: RunResult, path: str) -> None:
+    suite = ET.Element("testsuite", name=os.path.basename(result.spec_path), tests="0", failures="0", errors="0",
+                       skipped="0", time=f"{result.seconds:.3f}")
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+    for r in result.tasks:
+        case = ET.SubElement(suite, "testcase", classname=f"{r.kind}", name=r.name,
+                             time=f"{r.seconds.get('total', 0.0):.3f}")
+        counts["tests"] += 1
+        if r.failed:
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message=f"{r.status}: {r.message}").text = "\n".join(r.notes + r.core)
+        elif r.inconclusive:
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}")
+    for a in result.assertions:
+        case = ET.SubElement(suite, "testcase", classname="assert", name=f"line {a.line}: {a.text}")
+        counts["tests"] += 1
+        if a.holds is False:
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message=f"value {a.value}: {a.message}")
+        elif a.holds is None:
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", message=a.message)
+    for k, v in counts.items():
+        suite.set(k, str(v))
+    write_atomic(path, ET.tostring(suite, encoding="unicode") + "\n")

@@ -1,0 +1,145 @@
+"""The default backend: HiGHS through highspy, passed the whole model at once (``passModel``).
+
+Solver choice for LPs matters a lot here: the patch LPs are short and wide with dense rows (one coefficient
+per parameter of the edited layer), where interior point beats dual simplex by a large factor, so LPs above
+a small size use IPM (with crossover, so the answer is a vertex and exactly feasible).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..compile.query import Query
+from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions
+from .milp import LinearModel, lower_to_milp
+
+
+_BANNER_SHOWN = False
+
+
+def _new_highs():
+    """A Highs instance; the first one in a process prints a banner on the C-level stdout, which would corrupt
+    our report (and JSON on stdout), so that one is created with fd 1 pointed at /dev/null."""
+    import highspy
+
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return highspy.Highs()
+    _BANNER_SHOWN = True
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+class HighsBackend:
+    name = "highs"
+    capabilities = frozenset({"lp", "milp", "core"})
+
+    def available(self) -> bool:
+        try:
+            import highspy  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str:
+        try:
+            from importlib.metadata import version
+
+            return version("highspy")
+        except Exception:  # pragma: no cover - metadata missing in odd installs
+            return "unknown"
+
+    def check_size(self, query: Query) -> str | None:
+        return None
+
+    def solve(self, query: Query, options: SolveOptions) -> Solution:
+        t0 = time.perf_counter()
+        model = lower_to_milp(query)
+        sol = self.solve_linear(model, options, is_mip=bool(np.any(model.integer)))
+        if sol.x is not None:
+            sol.x = sol.x[: model.n_original]
+        sol.seconds = time.perf_counter() - t0
+        return sol
+
+    def solve_linear(self, m: LinearModel, options: SolveOptions, is_mip: bool) -> Solution:
+        import highspy
+
+        h = _new_highs()
+        h.setOptionValue("output_flag", bool(options.verbose))
+        h.setOptionValue("random_seed", int(options.seed))
+        if options.time_limit is not None:
+            h.setOptionValue("time_limit", float(options.time_limit))
+        if options.threads is not None:
+            h.setOptionValue("threads", int(options.threads))
+        if is_mip and options.mip_gap is not None:
+            h.setOptionValue("mip_rel_gap", float(options.mip_gap))
+        if not is_mip:
+            h.setOptionValue("solver", options.extra.get("lp_solver", self._lp_solver(m)))
+        for key, value in options.extra.items():
+            if key != "lp_solver":
+                h.setOptionValue(key, value)
+        inf = highspy.kHighsInf
+        lp = highspy.HighsLp()
+        lp.num_col_ = m.n_vars
+        lp.num_row_ = m.A.shape[0]
+        lp.col_cost_ = m.c
+        lp.col_lower_ = np.where(np.isfinite(m.lb), m.lb, -inf)
+        lp.col_upper_ = np.where(np.isfinite(m.ub), m.ub, inf)
+        lp.row_lower_ = np.where(np.isfinite(m.row_lo), m.row_lo, -inf)
+        lp.row_upper_ = np.where(np.isfinite(m.row_hi), m.row_hi, inf)
+        lp.offset_ = float(m.offset)
+        A = m.A.tocsc()
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = A.indices.astype(np.int32)
+        lp.a_matrix_.value_ = A.data.astype(np.float64)
+        if is_mip:
+            lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                               for i in m.integer]
+        h.passModel(lp)
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        S = highspy.HighsModelStatus
+        x = None
+        has_primal = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        if has_primal:
+            x = np.asarray(h.getSolution().col_value, dtype=np.float64)
+        objective = float(info.objective_function_value) if has_primal else None
+        bound = float(info.mip_dual_bound) if is_mip else objective
+        if status == S.kOptimal:
+            st = OPTIMAL
+        elif status == S.kInfeasible:
+            st = INFEASIBLE
+        elif status in (S.kUnbounded, S.kUnboundedOrInfeasible):
+            st = UNBOUNDED if status == S.kUnbounded else INFEASIBLE
+        elif status in (S.kTimeLimit, S.kIterationLimit, S.kSolutionLimit, S.kInterrupt):
+            st = FEASIBLE if has_primal else TIMEOUT
+        else:
+            st = FEASIBLE if has_primal else UNKNOWN
+        if st == INFEASIBLE and status == S.kUnboundedOrInfeasible:
+            # HiGHS could not tell which; rerun without presolve for a definite answer.
+            h.setOptionValue("presolve", "off")
+            h.run()
+            if h.getModelStatus() == S.kUnbounded:
+                st = UNBOUNDED
+        return Solution(status=st, x=x, objective=objective, bound=bound, backend=self.name,
+                        backend_version=self.version(), message=h.modelStatusToString(status),
+                        stats={"mip_gap": float(info.mip_gap) if is_mip else 0.0,
+                               "nodes": int(info.mip_node_count) if is_mip else 0})
+
+    @staticmethod
+    def _lp_solver(m: LinearModel) -> str:
+        return "ipm" if m.A.nnz > 200_000 else "choose"

@@ -1,0 +1,241 @@
+"""The minimal-modification task: encode, solve, lift the deltas onto the network, check independently, save.
+
+A single `away from label` point with nothing else disjunctive is solved as one LP per candidate label (the
+best wins), which is exact and avoids binaries entirely.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compile.goals import GoalGroup
+from ..compile.patch import NormSpec, PatchEncoding, encode_patch
+from ..errors import PatchlangError
+from ..lang.program import GoalSpec, PatchTask
+from ..model.ir import Network
+from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, Solution, SolveOptions
+from ..solvers.registry import choose_backend
+from .checking import check_group
+from .goals import goal_group
+from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
+
+
+@dataclass
+class RunOptions:
+    backend: str | None = None  # overrides the spec's `using`
+    time_limit: float | None = None
+    seed: int = 0
+    verbose: bool = False
+    write_files: bool = True
+
+
+def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:
+    opts = dict(task.backend.options)
+    tl = opts.pop("time_limit", None)
+    gap = opts.pop("mip_gap", None)
+    threads = opts.pop("threads", None)
+    seed = opts.pop("seed", run.seed)
+    return SolveOptions(time_limit=run.time_limit if run.time_limit is not None else tl, mip_gap=gap,
+                        threads=int(threads) if threads is not None else None, seed=int(seed),
+                        verbose=run.verbose, extra=opts)
+
+
+def round_significand(net: Network, bits: int) -> Network:
+    """Keep ``bits`` significand bits of every affine parameter (smaller exact problems, as in bias patching)."""
+    out = net
+    for k in range(len(net.affine_indices())):
+        layer = net.affine(k)
+        out = out.with_affine(k, W=_round_bits(layer.W, bits), b=_round_bits(layer.b, bits))
+    return out
+
+
+def _round_bits(a: np.ndarray, bits: int) -> np.ndarray:
+    m, e = np.frexp(a)
+    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e)
+
+
+def distances(deltas: np.ndarray) -> dict[str, float]:
+    if deltas.size == 0:
+        return {"linf": 0.0, "l1": 0.0, "l0": 0.0}
+    return {"linf": float(np.max(np.abs(deltas))), "l1": float(np.sum(np.abs(deltas))),
+            "l0": float(np.count_nonzero(np.abs(deltas) > 1e-9))}
+
+
+def build_groups(net: Network, goals: list[GoalSpec], margin: float,
+                 away_override: dict[int, dict[int, int]] | None = None) -> list[GoalGroup]:
+    return [goal_group(net, g, margin, override_labels=(away_override or {}).get(i)) for i, g in enumerate(goals)]
+
+
+def single_away_candidates(net: Network, task: PatchTask) -> tuple[int, list[int]] | None:
+    """(goal index, candidate labels) when exactly one point must move away from its label and the task is an LP."""
+    if task.problem_class != "LP":
+        return None
+    away = [(i, g) for i, g in enumerate(task.goals) if g.kind == "away" and len(g.points)]
+    if len(away) != 1 or len(away[0][1].points) != 1:
+        return None
+    i, g = away[0]
+    own = int(g.points.y[0]) if g.points.y is not None else int(net.labels(g.points.x[:1])[0])
+    return i, [j for j in range(net.output_size) if j != own]
+
+
+def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
+    t_start = time.perf_counter()
+    net = task.model.net
+    result = TaskResult(task.name, task.kind, INCONCLUSIVE, line=task.span.line, problem_class=task.problem_class,
+                        class_reason=task.class_reason)
+    if task.round_bits is not None:
+        net = round_significand(net, task.round_bits)
+        result.notes.append(f"parameters rounded to {task.round_bits} significand bits before patching")
+    options = solve_options(task, run)
+    backend_name = run.backend or task.backend.name
+
+    candidates = single_away_candidates(net, task)
+    attempts: list[tuple[dict[int, dict[int, int]] | None, str]] = [(None, "")]
+    if candidates is not None:
+        gi, labels = candidates
+        attempts = [({gi: {0: lab}}, f" (label {lab})") for lab in labels]
+
+    best: tuple[Solution, PatchEncoding, list[GoalGroup], dict | None] | None = None
+    t_build = t_solve = 0.0
+    statuses = []
+    for override, _ in attempts:
+        t0 = time.perf_counter()
+        groups = build_groups(net, task.goals, task.margin, override)
+        enc = encode_patch(net, task.edits, groups, task.norms, name=task.name)
+        t1 = time.perf_counter()
+        backend, notes = choose_backend(backend_name, enc.query, task.problem_class)
+        for n in notes:
+            if n not in result.notes:
+                result.notes.append(n)
+        sol = backend.solve(enc.query, options)
+        t_build += t1 - t0
+        t_solve += time.perf_counter() - t1
+        statuses.append(sol.status)
+        result.backend, result.backend_version = sol.backend, sol.backend_version
+        if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
+            if best is None or (sol.objective or 0.0) < (best[0].objective or 0.0) - 1e-12:
+                best = (sol, enc, groups, override)
+        elif best is None and sol.status == INFEASIBLE:
+            result.core = sol.core
+    if candidates is not None:
+        result.notes.append(f"`away from label` on one point: solved {len(attempts)} LPs, one per candidate label")
+    result.seconds.update(build=t_build, solve=t_solve)
+    last_enc = enc
+    q = (best[1] if best else last_enc).query
+    result.query_size = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
+                         "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions),
+                         "relu_atoms": len(q.relus), "disjunctions": len(q.disjunctions)}
+    result.problem_class = q.problem_class if task.problem_class != "SMT" else "SMT"
+    if best is None:
+        if all(s == INFEASIBLE for s in statuses):
+            result.status = NO_PATCH
+            result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
+        elif any(s == UNBOUNDED for s in statuses):
+            result.status = INCONCLUSIVE
+            result.message = "the problem is unbounded (internal: the norm should bound it)"
+        else:
+            result.status = INCONCLUSIVE
+            result.message = f"solver stopped without an answer ({', '.join(sorted(set(statuses)))})"
+            if TIMEOUT in statuses:
+                result.message = "time limit reached before any patch was found"
+        result.seconds["total"] = time.perf_counter() - t_start
+        return result
+    sol, enc, groups, override = best
+    result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
+    if task.norms.objective == [(1.0, "linf")] and enc.query.problem_class == "LP" and sol.status == OPTIMAL:
+        tidy = _tidy(net, task, groups, sol, backend_name, options)
+        if tidy is not None:
+            sol, enc = tidy
+            result.notes.append("among the L∞-minimal patches, the one with the least L1 change")
+    if sol.status == FEASIBLE:
+        result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}")
+    deltas = enc.layout.deltas(sol.x)
+    result.distances = distances(deltas)
+    patched = enc.layout.apply(net, sol.x)
+    result.patched = patched
+    for e, idx in zip(enc.layout.edits, enc.layout.var_index):
+        result.deltas.append((e.label, _delta_array(e, sol.x[idx])))
+    t2 = time.perf_counter()
+    _check_and_save(task, net, patched, groups, result, run)
+    result.seconds["check"] = time.perf_counter() - t2
+    result.seconds["total"] = time.perf_counter() - t_start
+    return result
+
+
+def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution, backend_name: str,
+          options: SolveOptions) -> tuple[Solution, PatchEncoding] | None:
+    """Second LP: keep the optimal L∞ (to 1e-7 relative) and minimise L1, so that parameters the goals do not
+    need stay untouched instead of sitting anywhere in the L∞ box."""
+    t = float(sol.objective or 0.0)
+    bound = t * (1 + 1e-7) + 1e-12
+    if task.norms.bounds.get("linf", np.inf) < bound:
+        bound = task.norms.bounds["linf"]
+    norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, "linf": bound},
+                     bound_spans=task.norms.bound_spans)
+    enc = encode_patch(net, task.edits, groups, norms, name=task.name + ".tidy")
+    backend, _ = choose_backend(backend_name, enc.query, "LP")
+    tidy = backend.solve(enc.query, options)
+    if tidy.status != OPTIMAL or tidy.x is None:
+        return None
+    tidy.objective, tidy.bound = sol.objective, sol.bound  # the task's objective is still L∞
+    tidy.seconds += sol.seconds
+    return tidy, enc
+
+
+def _delta_array(edit, values: np.ndarray) -> np.ndarray:
+    full = np.zeros(edit.mask.shape)
+    full[edit.mask] = values
+    return full
+
+
+def _check_and_save(task: PatchTask, original: Network, patched: Network, groups: list[GoalGroup],
+                    result: TaskResult, run: RunOptions) -> None:
+    """float64 check of every goal, then write the file (atomically) and check it with onnxruntime."""
+    from ..model.onnx_export import save_network
+    from ..model.runtime import OrtModel
+
+    target = task.save if (task.save and run.write_files) else None
+    tmpdir = tempfile.mkdtemp(prefix="patchlang-")
+    suffix = ".nnet" if target and target.endswith(".nnet") else ".onnx"
+    tmp_path = os.path.join(tmpdir, "patched" + suffix)
+    ort_path = tmp_path
+    try:
+        save_network(patched, tmp_path)
+        if suffix == ".nnet":
+            # onnxruntime cannot read NNet: check the same parameters through an ONNX build of them
+            ort_path = os.path.join(tmpdir, "patched_check.onnx")
+            save_network(patched, ort_path)
+        ort = OrtModel(ort_path)
+        all_ok = True
+        for spec, group in zip(task.goals, groups):
+            if not group.points:
+                continue
+            x = spec.points.x
+            y64 = patched.forward(x)
+            y32 = ort.run(x.reshape((len(x), *patched.input_shape)))
+            chk = check_group(group, y64, y32, task.margin, spec.span.line)
+            result.checks.append(chk)
+            all_ok &= chk.ok
+        if not all_ok:
+            result.status = UNSOUND
+            result.message = ("the solver's patch does not pass the independent check "
+                              "(see the check table); nothing was saved — try a larger `margin`")
+            return
+        result.status = PATCHED
+        if target:
+            save_network(patched, target)  # atomic: temp file in the target folder, then rename
+            result.files.append(target)
+    except PatchlangError:
+        raise
+    finally:
+        for f in os.listdir(tmpdir):
+            try:
+                os.remove(os.path.join(tmpdir, f))
+            except OSError:
+                pass
+        os.rmdir(tmpdir)

@@ -1,0 +1,111 @@
+"""Results of tasks, as the report sees them.  Plain data; no solving, no formatting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model.ir import Network
+
+# task statuses
+PATCHED = "patched"  # a patch was found and independently checked
+NO_PATCH = "no patch"  # proven infeasible: no patch within the given edits/bounds exists
+INCONCLUSIVE = "inconclusive"  # time limit or solver gave up
+UNSOUND = "check failed"  # solver claimed success but the independent check disagrees: never ship
+HOLDS = "holds"
+VIOLATED = "violated"
+UNKNOWN = "unknown"
+REPAIRED = "repaired"
+NOT_REPAIRED = "not repaired"
+
+
+@dataclass
+class GoalCheck:
+    """Independent re-evaluation of one statement's constraints on the patched network."""
+
+    text: str
+    line: int
+    n_points: int
+    satisfied64: int
+    satisfied32: int | None
+    min_slack64: float  # smallest slack beyond the constraint bounds (which include the requested margin)
+    min_slack32: float | None
+    requested_margin: float
+
+    @property
+    def ok(self) -> bool:
+        return self.satisfied64 == self.n_points and (self.satisfied32 is None or self.satisfied32 == self.n_points)
+
+
+@dataclass
+class TaskResult:
+    name: str
+    kind: str  # patch | verify | repair
+    status: str
+    line: int = 0
+    problem_class: str = ""
+    class_reason: str = ""
+    backend: str = ""
+    backend_version: str = ""
+    query_size: dict[str, int] = field(default_factory=dict)
+    objective: float | None = None
+    bound: float | None = None
+    gap: float | None = None
+    distances: dict[str, float] = field(default_factory=dict)
+    checks: list[GoalCheck] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    message: str = ""
+    notes: list[str] = field(default_factory=list)
+    core: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    patched: Network | None = None
+    deltas: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (parameter label, delta array)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in (PATCHED, HOLDS, REPAIRED)
+
+    @property
+    def failed(self) -> bool:
+        """A check the spec asserts did not hold (exit code 1)."""
+        return self.status in (NO_PATCH, UNSOUND, VIOLATED, NOT_REPAIRED)
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.status in (INCONCLUSIVE, UNKNOWN)
+
+
+@dataclass
+class AssertionResult:
+    text: str
+    line: int
+    holds: bool | None  # None: could not be decided (its task was inconclusive)
+    value: float | None = None
+    message: str = ""
+    covers_task: str | None = None  # `assert not exists(t)` makes t's "no patch" the expected outcome
+
+
+@dataclass
+class RunResult:
+    spec_path: str
+    tasks: list[TaskResult]
+    assertions: list[AssertionResult]
+    input_files: dict[str, str]
+    versions: dict[str, str]
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if any(a.holds is False for a in self.assertions):
+            return 1
+        covered = {a.covers_task for a in self.assertions if a.covers_task}
+        for t in self.tasks:
+            if t.failed and (t.name not in covered or t.status == UNSOUND):
+                return 1
+        if any(t.inconclusive for t in self.tasks) or any(a.holds is None for a in self.assertions):
+            return 3
+        return 0
