@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from conftest import EXAMPLE_MODELS
+
 from patchlang.errors import ModelError
 from patchlang.model import Affine, Clip, Elementwise, OrtModel, Relu, load_model, ort_outputs
 
+EXAMPLE_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 RNG = np.random.default_rng(0)
 
 

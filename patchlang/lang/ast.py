@@ -177,7 +177,7 @@ class Keep(Node):
 @dataclass(frozen=True)
 class Change(Node):
     points: PointsExpr
-    kind: str  # to | one_of | runner_up | away
+    kind: str  # to | to_own (the points' own labels) | one_of | runner_up | away
     labels: tuple[int, ...] = ()
 
 

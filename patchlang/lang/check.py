@@ -404,7 +404,13 @@ class Checker:
             if not 0 <= lab < n_out:
                 self.fail("PL222", f"label {lab} is out of range: model `{net.name}` has {n_out} outputs", item.span,
                           f"labels are 0..{n_out - 1}")
-        words = {"to": f"to {item.labels[0] if item.labels else ''}", "one_of": f"to one of {set(item.labels)}",
+        if item.kind == "to_own" and ps.y is None:
+            self.fail("PL215", "`to label` needs labelled points", item.points.span,
+                      'give the points labels, e.g. `with labels = "labels.txt"` or arrays x and y in an npz')
+        if item.kind == "to_own" and len(ps) and not np.all((ps.y >= 0) & (ps.y < n_out)):
+            self.fail("PL222", f"some labels are outside 0..{n_out - 1}", item.points.span)
+        words = {"to": f"to {item.labels[0] if item.labels else ''}", "to_own": "to label",
+                 "one_of": f"to one of {set(item.labels)}",
                  "runner_up": "to runner-up", "away": "away from label"}[item.kind]
         if item.kind == "runner_up" and n_out < 2:
             self.fail("PL222", "runner-up needs at least two outputs", item.span)

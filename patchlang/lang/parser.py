@@ -246,6 +246,9 @@ class _ToAst(Transformer):
     def change_to_runner_up(self, meta, ch):
         return A.Change(self._span(meta), ch[0], "runner_up")
 
+    def change_to_own_label(self, meta, ch):
+        return A.Change(self._span(meta), ch[0], "to_own")
+
     def change_away(self, meta, ch):
         return A.Change(self._span(meta), ch[0], "away")
 

@@ -74,6 +74,8 @@ def goal_group(net: Network, spec: GoalSpec, margin: float, *, suffix_inputs: np
             clauses = [G.outputs_within(y[i], float(spec.tolerance or 0.0))]
         elif spec.kind == "to":
             clauses = [G.label_is(spec.labels[0], n_out, margin, net.decision)]
+        elif spec.kind == "to_own":
+            clauses = [G.label_is(int(own[i]), n_out, margin, net.decision)]
         elif spec.kind == "one_of":
             clauses = [G.label_one_of(list(spec.labels), n_out, margin, net.decision)]
         elif spec.kind == "runner_up":
