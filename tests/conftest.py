@@ -38,14 +38,18 @@ def shared_dir() -> Path:
 
 
 def make_model(nodes: Sequence, initializers: dict[str, np.ndarray], input_dims: Sequence[int | str],
-               output: str = "y", input_name: str = "x", opset: int = 13, ir_version: int = 8):
-    """A small ``ModelProto`` from ``onnx.helper`` nodes and float32 initializers (output shape left to inference)."""
+               output: str = "y", input_name: str = "x", opset: int = 13, ir_version: int = 8,
+               output_dims: Sequence[int | str] | None = None):
+    """A small ``ModelProto`` from ``onnx.helper`` nodes and float32 initializers.
+
+    The output shape is left to onnxruntime unless ``output_dims`` is given (``onnx.checker`` wants it).
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
         list(nodes), "test",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_dims))],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None if output_dims is None else list(output_dims))],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir_version

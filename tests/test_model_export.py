@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from patchlang.errors import ModelError
-from patchlang.model import (Affine, Clip, Elementwise, Relu, build_onnx, format_nnet, load_model, network_from_arrays,
-                             ort_outputs, patched_proto, save_network)
+from patchlang.model import (Affine, Clip, Elementwise, Network, Relu, build_onnx, format_nnet, load_model,
+                             network_from_arrays, ort_outputs, patched_proto, save_network)
 
 EXAMPLE_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 RNG = np.random.default_rng(0)
@@ -127,7 +126,7 @@ def test_new_bias_gets_an_add_node(tmp_path: Path, write_model):
         helper.make_node("Relu", ["h"], ["r"]),
         helper.make_node("MatMul", ["r", "W2"], ["y"], name="head"),
     ], {"W1": RNG.standard_normal((3, 4)).astype(np.float32), "c1": np.zeros(3, np.float32),
-        "W2": RNG.standard_normal((3, 2)).astype(np.float32)}, ["N", 4], opset=11, ir_version=6)
+        "W2": RNG.standard_normal((3, 2)).astype(np.float32)}, ["N", 4], opset=11, ir_version=6, output_dims=["N", 2])
     net = load_model(src)
     assert net.affine(1).bias_ref is None
     patched = net.with_affine(1, b=np.array([0.5, -2.0]))
@@ -176,11 +175,7 @@ def test_build_onnx_all_layer_kinds(tmp_path: Path):
         assert model.graph.node[0].op_type == "Flatten"
         path = str(tmp_path / f"b{opset}.onnx")
         onnx.save(model, path)
-        x = RNG.standard_normal((5, 2, 3))
-        from patchlang.model import Network
-
-        net = Network("n", "input", (2, 3), [l for l in layers])
-        assert_file_matches_ir(net, path, x)
+        assert_file_matches_ir(Network("n", "input", (2, 3), list(layers)), path, RNG.standard_normal((5, 2, 3)))
 
 
 def test_network_from_arrays_saves_like_an_import(tmp_path: Path):
@@ -248,5 +243,6 @@ def test_watermark_new_bias_and_cifar_prefix(shared_dir: Path, tmp_path: Path):
     patched = cifar.with_affine(0, W=cifar.affine(0).W * 1.1)
     out = str(tmp_path / "cifar.onnx")
     save_network(patched, out)
-    assert changed_initializers(onnx.load(str(bench / "cifar10/onnx/cifar_base_kw.onnx")), onnx.load(out)) == {"5.weight"}
+    original = onnx.load(str(bench / "cifar10/onnx/cifar_base_kw.onnx"))
+    assert changed_initializers(original, onnx.load(out)) == {"5.weight"}
     assert_file_matches_ir(patched, out, RNG.uniform(0, 1, (2, 3, 32, 32)))

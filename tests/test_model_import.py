@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-
 from patchlang.errors import ModelError
-from patchlang.model import Affine, Clip, Elementwise, OrtModel, Relu, load_model, ort_outputs
+from patchlang.model import Clip, OrtModel, load_model, ort_outputs
 
 EXAMPLE_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 RNG = np.random.default_rng(0)
@@ -119,6 +118,17 @@ def test_weights_in_constant_nodes_and_derived_constants(write_model):
     assert kinds(net) == ["Affine", "Relu", "Affine"]
     assert net.affine(0).weight_ref.initializer == "Wc" and net.affine(1).weight_ref.initializer == "WtT"
     assert net.affine(1).bias_ref is None and not np.any(net.affine(1).b)
+    assert_matches_ort(net, path, f32(4, 3))
+
+
+def test_constants_are_folded_with_the_models_opset(write_model):
+    # Unsqueeze takes its axes as an attribute before opset 13; folding must not use the newest semantics.
+    path = write_model([
+        helper.make_node("Unsqueeze", ["c"], ["c2"], axes=[0]),
+        helper.make_node("Gemm", ["x", "W", "c2"], ["y"], transB=1, name="g"),
+    ], {"W": f32(2, 3), "c": f32(2)}, ["N", 3], opset=11, ir_version=6)
+    net = load_model(path)
+    assert net.affine(0).bias_ref.initializer == "c2"
     assert_matches_ort(net, path, f32(4, 3))
 
 

@@ -149,6 +149,12 @@ def test_csv_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("1,2\n3,x\n")
     with pytest.raises(PatchlangError, match="not a numeric table"):
         load_points(tmp_path / "bad.csv")
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    with pytest.raises(PatchlangError, match="number of columns changed from 2 to 1 at row 2$"):
+        load_points(tmp_path / "ragged.csv")
+    (tmp_path / "empty.csv").write_text("a,b\n\n")
+    with pytest.raises(PatchlangError, match="header but no data"):
+        load_points(tmp_path / "empty.csv")
     (tmp_path / "h.csv").write_text("a,b\n1,2\n")
     with pytest.raises(PatchlangError) as err:
         load_points(tmp_path / "h.csv", y_key="target")
@@ -247,8 +253,10 @@ def test_inline_points() -> None:
 
 
 def test_inline_errors() -> None:
-    with pytest.raises(PatchlangError, match="same length"):
+    with pytest.raises(PatchlangError, match=r"different shapes \(\(1,\), \(2,\)\)"):
         inline_points([[0.0, 1.0], [2.0]], None)
+    with pytest.raises(PatchlangError, match="only numbers"):
+        inline_points([[0.0, "a"]], None)
     with pytest.raises(PatchlangError, match="2 points but 3 labels"):
         inline_points([[0.0], [1.0]], [0, 1, 2])
     with pytest.raises(PatchlangError, match="no points"):

@@ -32,7 +32,8 @@ class _NNetReader:
 
     def fail(self, message: str) -> ModelError:
         return ModelError(f"{self.path}: invalid NNet file: {message}",
-                          help="NNet files start with '//' comments, then 'layers,inputs,outputs,max_size' and the sizes")
+                          help="NNet files start with '//' comments, then 'layers,inputs,outputs,max_size', "
+                               "the layer sizes, a flag, the normalisation and the weights")
 
     def header_row(self, k: int, count: int | None = None) -> list[float]:
         if k >= len(self.lines):
@@ -86,7 +87,8 @@ def load_nnet(path: str, name: str | None = None) -> Network:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read NNet file {path}: {exc}", help="check the path and that it is a text .nnet file") from exc
+        raise ModelError(f"cannot read NNet file {path}: {exc}",
+                         help="check the path and that it is a text .nnet file") from exc
     layers, metadata = _NNetReader(path, text).parse()
     first = layers[0]
     assert isinstance(first, Affine)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .ir import Affine, Network, ParamRef
+from .onnx_import import evaluate_node
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -93,9 +94,7 @@ class _TensorStore:
         if name in self.initializers:
             return numpy_helper.to_array(self.model.graph.initializer[self.initializers[name]])
         if name in self.constants:
-            from onnx.reference import ReferenceEvaluator
-
-            return np.asarray(ReferenceEvaluator(self.constants[name]).run(None, {})[0])
+            return evaluate_node(self.constants[name], {}, self.model.opset_import)[0]
         return self.derived.get(name)
 
     def write(self, ref: ParamRef, effective: np.ndarray, layer: str) -> None:
@@ -181,7 +180,8 @@ def _append_bias(store: _TensorStore, tensor: str, bias: np.ndarray, layer: str,
     producer.output[list(producer.output).index(tensor)] = before
     init = store.unique(f"{layer}.bias_added")
     graph.initializer.append(numpy_helper.from_array(np.asarray(bias).astype(dtype), init))
-    graph.node.insert(pos + 1, helper.make_node("Add", [before, init], [tensor], name=store.unique(f"{layer}_bias_added")))
+    add = helper.make_node("Add", [before, init], [tensor], name=store.unique(f"{layer}_bias_added"))
+    graph.node.insert(pos + 1, add)
 
 
 # --------------------------------------------------------------------------------------------------- entry points

@@ -102,7 +102,7 @@ class OrtModel:
             self.session = ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of failure
             raise ModelError(f"onnxruntime cannot load the model: {exc}",
-                             help="check that the file is a valid ONNX model with an opset onnxruntime supports") from exc
+                             help="check that the file is a valid ONNX model whose opset onnxruntime supports") from exc
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "

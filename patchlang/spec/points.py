@@ -166,17 +166,23 @@ def inline_points(rows: list[Any], labels: list[int] | None = None, *, name: str
     try:
         x = np.asarray(rows, dtype=np.float64)
     except (ValueError, TypeError):
-        lengths = sorted({len(r) if isinstance(r, (list, tuple)) else 1 for r in rows})
-        raise PatchlangError(
-            f"{where}: the points must all be lists of numbers of the same length (found lengths {lengths})",
-            help="every point of a set is one network input, so all have the same number of values",
-        ) from None
+        raise _inline_error(rows, where) from None
     x = _as_samples(x, where)
     y = None
     if labels is not None:
         y = _as_labels(np.asarray(labels), where)
         _check_label_count(len(x), len(y), where, "labels given")
     return _new_set(x, y, name, "inline")
+
+
+def _inline_error(rows: list[Any], where: str) -> PatchlangError:
+    """Why numpy could not make an array of ``rows``: ragged points, or values that are not numbers."""
+    shapes = sorted({str(np.shape(np.asarray(r, dtype=object))) for r in rows})
+    if len(shapes) > 1:
+        return PatchlangError(f"{where}: the points have different shapes ({', '.join(shapes)})",
+                              help="every point is one network input, so all points have the same shape")
+    return PatchlangError(f"{where}: the points must contain only numbers",
+                          help="write numbers such as 0.5 or -1e-3")
 
 
 def load_points(
@@ -199,11 +205,14 @@ def load_points(
     - IDX (``*-idx3-ubyte``, ``*.idx``, or any file with the IDX magic): samples (or labels, as ``labels_path``).
     - Any of these may be gzip-compressed (``.gz``); compression is recognised from the content.
 
-    ``labels_path`` loads labels from another file (npy, npz, csv, txt, IDX) and overrides labels found in
-    ``path``; the counts must match.  ``scale`` multiplies the samples (e.g. ``1/255``).  ``name`` defaults to
-    the file name without extensions.
+    ``labels_path`` loads labels from another file (npy, npz, csv, txt, IDX) instead of labels found in
+    ``path`` (it cannot be combined with ``y_key``); the counts must match.  ``scale`` multiplies the samples
+    (e.g. ``1/255``).  ``name`` defaults to the file name without extensions.
     """
     file = _existing_file(path, "point file")
+    if y_key is not None and labels_path is not None:
+        raise PatchlangError(f"{file}: labels are given twice (y_key={y_key!r} and labels_path)",
+                             help="keep only one of y_key and labels_path")
     data = _read_bytes(file)
     fmt = _format_of(file, data)
     x, y = _POINT_READERS[fmt](file, data, x_key, y_key)
@@ -231,7 +240,7 @@ def load_labels(path: str | Path) -> np.ndarray:
     if fmt == "npz":
         arr = _npz_single(file, data, preferred=("y", "labels"))
     elif fmt in ("csv", "txt"):
-        values, _ = _read_table(file, data, "," if fmt == "csv" else None)
+        values, _ = _read_table(file, data, _DELIMITERS[fmt])
         if 1 not in values.shape:
             raise PatchlangError(
                 f"{file}: a label file must hold one label per line, found a table of shape {values.shape}",
@@ -435,15 +444,16 @@ def _read_table(file: Path, data: bytes, delimiter: str | None) -> tuple[np.ndar
     fields = [f.strip() for f in lines[first].split(delimiter)]
     header = None if all(_is_number(f) for f in fields) else fields
     skip = first + 1 if header is not None else 0
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in lines[skip:]):
+        raise PatchlangError(f"{file} has a header but no data lines", help="add one point per line")
     try:
         values = np.loadtxt(io.StringIO(text), delimiter=delimiter, skiprows=skip, ndmin=2, comments="#",
                             dtype=np.float64)
     except ValueError as exc:
-        raise PatchlangError(f"{file}: not a numeric table: {exc}",
+        reason = str(exc).split("; use `usecols`")[0]  # numpy's advice names its own API: not for users
+        raise PatchlangError(f"{file}: not a numeric table: {reason}",
                              help="every line after an optional header must hold the same number of numbers") \
             from None
-    if values.shape[0] == 0:
-        raise PatchlangError(f"{file} has a header but no data lines", help="add one point per line")
     if header is not None and len(header) != values.shape[1]:
         raise PatchlangError(f"{file}: the header has {len(header)} columns but the data has {values.shape[1]}",
                              help="make the header and the data lines agree")
@@ -499,11 +509,13 @@ def _table_reader(delimiter: str | None):
     return read
 
 
+_DELIMITERS = {"csv": ",", "txt": None}  # None: any whitespace
+
 _POINT_READERS = {
     "npy": _read_npy,
     "npz": _read_npz,
-    "csv": _table_reader(","),
-    "txt": _table_reader(None),
+    "csv": _table_reader(_DELIMITERS["csv"]),
+    "txt": _table_reader(_DELIMITERS["txt"]),
     "idx": _read_idx,
 }
 

@@ -22,8 +22,10 @@ may only be bounded variable by variable (boxes); an atom may not mix inputs and
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import re
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -242,7 +244,7 @@ class _Decl:
 
 Dnf = list[list[_RawAtom]]
 
-_FLIP = {"<=": ">=", ">=": "<="}
+_MIRROR = {"<=": ">=", ">=": "<=", "<": ">", ">": "<", "=": "="}  # a op b  <=>  b mirror(op) a
 _NONSTRICT = {"<=": "<=", "<": "<=", ">=": ">=", ">": ">="}
 
 
@@ -307,7 +309,7 @@ class _Build(Transformer):
         op, pos = str(cmp_token), _pos(cmp_token)
         if not left.coeffs and right.coeffs:  # keep variables on the left: (<= 3 Y_0) is Y_0 >= 3
             left, right = right, left
-            op = {"<=": ">=", ">=": "<=", "<": ">", ">": "<", "=": "="}[op]
+            op = _MIRROR[op]
         expr = left.plus(right.scaled(-1.0))
         coeffs = {v: c for v, c in expr.coeffs.items() if c != 0.0}
         if not coeffs:
@@ -344,15 +346,19 @@ def _parser() -> Lark:
 
 
 def parse_vnnlib(path: str | Path) -> VnnlibProperty:
-    """Read a ``.vnnlib`` file (see the module docstring for the supported subset)."""
+    """Read a ``.vnnlib`` file, plain or gzip-compressed as VNN-COMP ships them (``.vnnlib.gz``).
+
+    See the module docstring for the supported subset.
+    """
     file = Path(path).expanduser().absolute()
     try:
-        text = file.read_text(encoding="utf-8")
+        data = file.read_bytes()
+        text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8")
     except FileNotFoundError:
         raise PatchlangError(f"VNN-LIB file not found: {file}",
                              help="check the file name; relative paths are resolved from the working "
                                   f"directory ({Path.cwd()}) unless the spec says otherwise") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise PatchlangError(f"cannot read VNN-LIB file {file}: {exc}",
                              help="give the path of a readable VNN-LIB text file") from None
     return parse_vnnlib_text(text, str(file))
@@ -365,7 +371,8 @@ def parse_vnnlib_text(text: str, filename: str = "<vnnlib>") -> VnnlibProperty:
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
     except _Located as exc:
-        raise PatchlangError(f"{filename}:{exc.line}:{exc.column}: {exc.message}", help=_HELP) from None
+        where = f"{filename}:{exc.line}:{exc.column}" if exc.line else filename
+        raise PatchlangError(f"{where}: {exc.message}", help=_HELP) from None
     decls = [item for item in items if isinstance(item, _Decl)]
     dnfs = [item for item in items if not isinstance(item, _Decl)]
     return _Resolver(filename, decls).property(dnfs)

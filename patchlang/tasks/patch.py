@@ -169,10 +169,10 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
 
 def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution, backend_name: str,
           options: SolveOptions) -> tuple[Solution, PatchEncoding] | None:
-    """Second LP: keep the optimal L∞ (to 1e-7 relative) and minimise L1, so that parameters the goals do not
+    """Second LP: keep the optimal L∞ (to 1e-9) and minimise L1, so that parameters the goals do not
     need stay untouched instead of sitting anywhere in the L∞ box."""
     t = float(sol.objective or 0.0)
-    bound = t * (1 + 1e-7) + 1e-12
+    bound = t + 1e-9 * max(1.0, t)
     if task.norms.bounds.get("linf", np.inf) < bound:
         bound = task.norms.bounds["linf"]
     norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, "linf": bound},
