@@ -341,6 +341,10 @@ def test_filter_label_errors(ten: PointSet) -> None:
         filter_label(ten, "=~", 1)
     with pytest.raises(PatchlangError, match="single label"):
         filter_label(ten, "<", {1, 2})
+    with pytest.raises(PatchlangError, match="labels must be integers"):
+        filter_label(ten, "==", True)
+    with pytest.raises(PatchlangError, match="labels must be integers"):
+        filter_label(ten, "in", {1.5})
     assert len(filter_label(ten, "==", 9)) == 0  # an empty result is data, not an error
 
 

@@ -49,18 +49,14 @@ class GoalGroup:
         return any(len(clause) > 1 for p in self.points for clause in p.clauses)
 
 
-def _sign(decision: str) -> float:
-    return -1.0 if decision == "argmin" else 1.0
+def _extreme(decision: str) -> str:
+    """The output a decision picks: the maximum for argmax classifiers, the minimum for argmin advisories."""
+    return "min" if decision == "argmin" else "max"
 
 
 def label_alternative(label: int, n_out: int, margin: float, decision: str) -> Alternative:
-    """Rows saying the decision is ``label`` with a margin: ``s*(y_label - y_j) >= margin`` for all ``j``."""
-    others = [j for j in range(n_out) if j != label]
-    C = np.zeros((len(others), n_out))
-    s = _sign(decision)
-    C[np.arange(len(others)), label] = s
-    C[np.arange(len(others)), others] = -s
-    return Alternative(C, np.full(len(others), margin), np.full(len(others), np.inf))
+    """Rows saying the decision is ``label`` with a margin over every other output."""
+    return extreme_is(label, _extreme(decision), n_out, margin)[0]
 
 
 def label_is(label: int, n_out: int, margin: float, decision: str) -> Clause:
@@ -73,15 +69,7 @@ def label_one_of(labels: list[int], n_out: int, margin: float, decision: str) ->
 
 def label_not(label: int, n_out: int, margin: float, decision: str) -> Clause:
     """Any decision but ``label``: some other output beats it by the margin (one row per alternative)."""
-    s = _sign(decision)
-    clause = []
-    for j in range(n_out):
-        if j == label:
-            continue
-        C = np.zeros((1, n_out))
-        C[0, j], C[0, label] = s, -s
-        clause.append(Alternative(C, np.array([margin]), np.array([np.inf])))
-    return clause
+    return extreme_is_not(label, _extreme(decision), n_out, margin)
 
 
 def outputs_within(ref: np.ndarray, tol: float) -> Clause:

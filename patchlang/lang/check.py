@@ -279,6 +279,7 @@ class Checker:
         round_bits = None
         limits: dict[str, float] = {}
         seen: dict[str, Span] = {}
+        errors_before = len(self.diags)
 
         def once(key: str, item_span: Span) -> None:
             if key in seen:
@@ -337,10 +338,11 @@ class Checker:
                                   "limits: iterations, time (seconds), counterexamples (per iteration)")
                     limits[item.name] = item.value
             self.guarded(one)
-        if not edits:
+        block_had_errors = len(self.diags) > errors_before
+        if not edits and not block_had_errors:
             self.error("PL231", f"{kind} `{name}` says nothing may move", span,
                        "add an edit statement, e.g. `edit layer -1 weights`")
-        if kind == "patch" and not goals:
+        if kind == "patch" and not goals and not block_had_errors:
             self.error("PL232", f"patch `{name}` has no keep, change or require statement", span,
                        "say what must hold, e.g. `change wm[0] to 7`")
         if not norms.objective:

@@ -646,7 +646,7 @@ _COMPARISONS = {
 
 
 def _label_values(values: set[int] | Iterable[int] | int) -> np.ndarray:
-    items = [values] if _is_int(values) else list(values)  # type: ignore[arg-type]
+    items = list(values) if isinstance(values, (set, frozenset, list, tuple, np.ndarray)) else [values]
     if not all(_is_int(v) for v in items):
         raise PatchlangError(f"labels must be integers, got {sorted(map(repr, items))}",
                              help="write e.g. label in {1, 7}")
