@@ -55,6 +55,7 @@ _TOKEN_NAMES = {
     "SIGNED_NUMBER_T": "a number", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['", "RSQB": "']'",
     "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "COMMA": "','", "COLON": "':'", "CMP": "a comparison",
     "NORM": "linf, l1 or l0", "PARAM": "weights or biases", "$END": "end of file",
+    "DECISION": "argmax or argmin", "FORMAT": "onnx or nnet", "EXTREME": "min or max", "INT": "an index",
 }
 
 
@@ -63,7 +64,9 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: str, filena
     column = getattr(exc, "column", 0) or 0
     expected: set[str] = set()
     if isinstance(exc, (lark.exceptions.UnexpectedToken,)):
-        expected = set(exc.expected)
+        # `accepts` follows the pending reductions, so it names what can really come next (e.g. only
+        # weights/biases after `edit layer -1`); `expected` is the raw LALR state's much larger lookahead set.
+        expected = set(getattr(exc, "accepts", None) or exc.expected)
         tok = exc.token
         got = "end of file" if tok.type == "$END" else repr(str(tok))
         message = f"syntax error: unexpected {got}"
