@@ -131,6 +131,9 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
                          "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions),
                          "relu_atoms": len(q.relus), "disjunctions": len(q.disjunctions)}
     result.problem_class = q.problem_class if task.problem_class != "SMT" else "SMT"
+    if result.problem_class != task.problem_class:
+        result.class_reason += (f"; compiled to an {result.problem_class}: the bounds fixed every ReLU phase and "
+                                "every disjunction had one alternative" if result.problem_class == "LP" else "")
     if best is None:
         if all(s == INFEASIBLE for s in statuses):
             result.status = NO_PATCH
@@ -147,11 +150,13 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
         return result
     sol, enc, groups, override = best
     result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
-    if task.norms.objective == [(1.0, "linf")] and enc.query.problem_class == "LP" and sol.status == OPTIMAL:
-        tidy = _tidy(net, task, groups, sol, backend_name, options)
+    primary = task.norms.objective[0][1] if len(task.norms.objective) == 1 else None
+    if primary in ("linf", "l0") and sol.status == OPTIMAL and task.problem_class != "SMT":
+        tidy = _tidy(net, task, groups, sol, backend_name, options, primary)
         if tidy is not None:
             sol, enc = tidy
-            result.notes.append("among the L∞-minimal patches, the one with the least L1 change")
+            name = "L∞" if primary == "linf" else "L0"
+            result.notes.append(f"among the {name}-minimal patches, the one with the least L1 change")
     if sol.status == FEASIBLE:
         result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}")
     deltas = enc.layout.deltas(sol.x)
@@ -168,17 +173,20 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
 
 
 def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution, backend_name: str,
-          options: SolveOptions) -> tuple[Solution, PatchEncoding] | None:
-    """Second LP: keep the optimal L∞ (to 1e-9) and minimise L1, so that parameters the goals do not
-    need stay untouched instead of sitting anywhere in the L∞ box."""
+          options: SolveOptions, primary: str = "linf") -> tuple[Solution, PatchEncoding] | None:
+    """Second solve: keep the optimal L∞ (to 1e-9) or L0 and minimise L1, so that parameters the goals do
+    not need stay untouched instead of sitting anywhere in the L∞ box (or at the big-M bound for L0)."""
     t = float(sol.objective or 0.0)
-    bound = t + 1e-9 * max(1.0, t)
-    if task.norms.bounds.get("linf", np.inf) < bound:
-        bound = task.norms.bounds["linf"]
-    norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, "linf": bound},
+    if primary == "linf":
+        bound = t + 1e-9 * max(1.0, t)
+        if task.norms.bounds.get("linf", np.inf) < bound:
+            bound = task.norms.bounds["linf"]
+    else:
+        bound = float(np.round(t))
+    norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, primary: bound},
                      bound_spans=task.norms.bound_spans)
     enc = encode_patch(net, task.edits, groups, norms, name=task.name + ".tidy")
-    backend, _ = choose_backend(backend_name, enc.query, "LP")
+    backend, _ = choose_backend(backend_name, enc.query, enc.query.problem_class)
     tidy = backend.solve(enc.query, options)
     if tidy.status != OPTIMAL or tidy.x is None:
         return None
