@@ -32,8 +32,10 @@ def load_program_text(source: str, base_dir: str | Path, filename: str = "<strin
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("patchlang", "numpy", "scipy", "onnx", "onnxruntime", "highspy", "z3-solver", "gurobipy",
+    from . import __version__
+
+    out = {"patchlang": __version__}  # also when run from a source checkout (no installed metadata)
+    for pkg in ("numpy", "scipy", "onnx", "onnxruntime", "highspy", "z3-solver", "gurobipy",
                 "maraboupy", "lark"):
         try:
             out[pkg] = metadata.version(pkg)

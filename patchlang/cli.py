@@ -7,6 +7,7 @@ Exit codes: 0 everything holds, 1 a check failed (no patch exists, property viol
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -88,10 +89,19 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed, verbose=args.verbose,
                          write_files=not args.no_save)
     status = out.status("running", spinner="dots") if not args.quiet and out.is_terminal else None
+    total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
+    started = 0
 
     def on_task(name: str, result) -> None:
-        if status is not None and result is None:
-            status.update(f"running {name}")
+        nonlocal started
+        if status is None:
+            return
+        if result is None:
+            started += 1
+            status.update(f"task {started}/{total}  {name}")
+        elif total > 1:  # a line per finished task, so a long run shows where it is
+            out.print(f"  {started}/{total}  {name}: {result.status} "
+                      f"({result.seconds.get('total', 0.0):.1f}s)", markup=False, highlight=False)
 
     if status is not None:
         with status:
@@ -125,6 +135,8 @@ def cmd_export(args: argparse.Namespace, out: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Console(highlight=False, soft_wrap=True)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 120  # CI logs and pipes: wide enough that the check table does not wrap its words
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         handler = {"check": cmd_check, "run": cmd_run, "export": cmd_export}[args.command]

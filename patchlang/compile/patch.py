@@ -11,7 +11,8 @@ The encoding, per point:
 
 Norms of the deltas are added once: L∞ with one bound variable, L1 with one per delta, L0 with one binary
 per delta (needs a finite per-parameter bound).  Multiplying two unknowns (weights of a layer whose input
-depends on another edit) is rejected by the checker before we get here.
+depends on another edit) becomes ``products`` atoms ``p = delta * h`` over a materialised input ``h``: the
+checker only lets that through with `using z3`, and the MILP lowering refuses it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError, Span
 from ..model.ir import Affine, Clip, Elementwise, Network, Relu
-from .goals import GoalGroup
+from .goals import Alternative, GoalGroup
 from .query import Query, QueryBuilder
 
 
@@ -122,6 +123,11 @@ class PatchEncoder:
     # ------------------------------------------------------------------ unknowns
     def _make_delta_vars(self) -> None:
         linf = self.norms.bounds.get("linf", np.inf)
+        if np.isfinite(linf):
+            from .query import RowBlock
+
+            self.b.var_bound_source = RowBlock(f"bound linf <= {linf:g}", 0, 0, "bound",
+                                               self.norms.bound_spans.get("linf"))
         var_index = []
         for e in self.edits:
             n = int(np.count_nonzero(e.mask))
@@ -134,9 +140,12 @@ class PatchEncoder:
             self._edits_at.setdefault(idx[e.layer], []).append((e, v))
 
     # ------------------------------------------------------------------ one point through the network
-    def _edited_affine(self, pos: int, layer: Affine, E: sp.csr_matrix | None, c: np.ndarray
+    def _edited_affine(self, pos: int, layer: Affine, E: sp.csr_matrix | None, c: np.ndarray, name: str = ""
                        ) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Pre-activation of an affine layer as ``E' x + c'`` including the deltas it owns."""
+        """Pre-activation of an affine layer as ``E' x + c'`` including the deltas it owns.
+
+        Edited weights meeting an input that depends on other unknowns give products ``delta * h``: the input is
+        materialised as variables ``h`` and each product becomes a ``products`` atom (SMT only)."""
         n_out = layer.out_size
         if E is None:
             base_E = sp.csr_matrix((n_out, self.b.n_vars))
@@ -145,14 +154,19 @@ class PatchEncoder:
             base_E = sp.csr_matrix(base_E, shape=(n_out, self.b.n_vars))
         new_c = layer.W @ c + layer.b
         rows, cols, vals = [], [], []
+        h_vars: np.ndarray | None = None
         for edit, var in self._edits_at.get(pos, []):
             if edit.kind == "weights":
-                if E is not None and E.nnz:
-                    raise PatchlangError("internal: weights edited downstream of another edit (bilinear)")
                 r, j = np.nonzero(edit.mask)
                 rows.append(r)
-                cols.append(var)
-                vals.append(c[j])
+                if E is not None and E.nnz:
+                    if h_vars is None:
+                        h_vars = self._materialize(E, c, f"{name or layer.name}.in")[0].indices
+                    cols.append(self._products(var, h_vars[j], f"{name or layer.name}.prod"))
+                    vals.append(np.ones(r.size))
+                else:
+                    cols.append(var)
+                    vals.append(c[j])
             else:
                 (r,) = np.nonzero(edit.mask)
                 rows.append(r)
@@ -163,6 +177,16 @@ class PatchEncoder:
                               shape=(n_out, self.b.n_vars))
             base_E = base_E + D
         return sp.csr_matrix(base_E), new_c
+
+    def _products(self, a: np.ndarray, h: np.ndarray, name: str) -> np.ndarray:
+        """New variables ``p = x_a * x_h`` (elementwise) with their interval bounds."""
+        lb, ub = self.b.var_bounds()
+        with np.errstate(invalid="ignore"):
+            cands = np.stack([lb[a] * lb[h], lb[a] * ub[h], ub[a] * lb[h], ub[a] * ub[h]])
+        cands = np.nan_to_num(cands, nan=0.0, posinf=np.inf, neginf=-np.inf)  # 0 * inf: the product is 0
+        p = self.b.add_vars(a.size, cands.min(axis=0), cands.max(axis=0), name=name, kind="neuron")
+        self.b.add_product(p, a, h)
+        return p
 
     def _materialize(self, E: sp.csr_matrix, c: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
         """Introduce variables ``z = E x + c`` with their sound bounds; return the unit expression of ``z``."""
@@ -187,11 +211,8 @@ class PatchEncoder:
         E_out = sp.csr_matrix(keep @ E)
         c_out = np.where(active, c, 0.0)
         if np.any(unstable):
+            # infinite bounds are fine for SMT backends; the MILP lowering refuses them with a clear error
             u = np.nonzero(unstable)[0]
-            if not (np.all(np.isfinite(lo[u])) and np.all(np.isfinite(hi[u]))):
-                raise PatchlangError(
-                    "a ReLU downstream of the edit cannot be bounded, so it cannot be encoded exactly",
-                    help="add a bound on the change, e.g. `bound linf <= 1`")
             x_e, x_c = self._materialize(E[u], c[u], f"{name}.in")
             x_idx = x_e.indices  # unit rows: one column each
             y = self.b.add_vars(u.size, 0.0, np.maximum(hi[u], 0.0), name=f"{name}.out", kind="neuron")
@@ -201,8 +222,12 @@ class PatchEncoder:
             E_out = sp.csr_matrix(E_out, shape=(E.shape[0], self.b.n_vars)) + add
         return sp.csr_matrix(E_out), c_out
 
-    def _through_network(self, h: np.ndarray, point: str) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Outputs of the network at one point as an expression over the query variables."""
+    def _through_network(self, h: np.ndarray, point: str, materialize_last: bool = True
+                         ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Outputs of the network at one point as an expression over the query variables.
+
+        ``materialize_last=False`` keeps the last affine layer as an expression even when it is dense (used by
+        :func:`delta_expression`, which wants the outputs directly in terms of the deltas)."""
         net = self.net
         c = net.forward_suffix(h[None, :], 0, self.start)[0]
         E: sp.csr_matrix | None = None
@@ -210,8 +235,8 @@ class PatchEncoder:
         for pos in range(self.start, len(net.layers)):
             layer = net.layers[pos]
             if isinstance(layer, Affine):
-                E, c = self._edited_affine(pos, layer, E, c)
-                if pos != last_affine or E.nnz > 4 * E.shape[0]:
+                E, c = self._edited_affine(pos, layer, E, c, f"{point}.{layer.name}")
+                if pos != last_affine or (materialize_last and E.nnz > 4 * E.shape[0]):
                     E, c = self._materialize(E, c, f"{point}.{layer.name}")
             elif isinstance(layer, Relu):
                 assert E is not None
@@ -248,7 +273,7 @@ class PatchEncoder:
                     M = sp.csr_matrix(alt.C) @ E
                     off = alt.C @ c
                     self.b.add_rows(M, alt.lo - off, alt.hi - off, label=f"{group.label} [{pg.point}]",
-                                    group=group.group, span=group.span)
+                                    group=group.group, span=group.span, statement=group.label, point=pg.point)
                 else:
                     mats, los, his, alts = [], [], [], []
                     for k, alt in enumerate(clause):
@@ -260,7 +285,8 @@ class PatchEncoder:
                     n = self.b.n_vars
                     M = sp.vstack([sp.csr_matrix(m, shape=(m.shape[0], n)) for m in mats]).tocsr()
                     self.b.add_disjunction(M, np.concatenate(los), np.concatenate(his), np.concatenate(alts),
-                                           label=f"{group.label} [{pg.point}]", group=group.group, span=group.span)
+                                           label=f"{group.label} [{pg.point}]", group=group.group, span=group.span,
+                                           statement=group.label, point=pg.point)
 
     # ------------------------------------------------------------------ norms and objective
     def _add_norms(self) -> None:
@@ -320,3 +346,52 @@ def encode_patch(net: Network, edits: list[EditSpec], goals: list[GoalGroup], no
     for g in goals:
         enc.add_goal_group(g)
     return enc.build()
+
+
+def delta_expression(net: Network, edits: list[EditSpec], norms: NormSpec, h: np.ndarray
+                     ) -> tuple[sp.csr_matrix, np.ndarray] | None:
+    """The outputs at suffix input ``h`` as ``E @ deltas + c`` when they are affine in the deltas alone (the
+    edited layer is the last affine one and nothing nonlinear follows), else ``None``.
+
+    Columns of ``E`` are in the order of :attr:`DeltaLayout.deltas`.  Used for cheap, exact lower bounds
+    (:func:`alternative_lower_bound`) without building or solving a query."""
+    enc = PatchEncoder(net, edits, norms, "bound")
+    n_delta = enc.b.n_vars
+    E, c = enc._through_network(np.asarray(h, dtype=np.float64), "bound", materialize_last=False)
+    if enc.b.n_vars != n_delta:  # a hidden neuron or unstable ReLU had to become a variable
+        return None
+    return sp.csr_matrix(E, shape=(E.shape[0], n_delta)), c
+
+
+def alternative_lower_bound(E: sp.csr_matrix, c: np.ndarray, alt: Alternative, norms: NormSpec) -> float:
+    """A lower bound on the objective of every patch that makes ``alt`` hold for outputs ``E @ d + c``.
+
+    Each row ``a @ d >= r`` with ``r > 0`` needs ``||d||_inf >= r / ||a||_1`` and ``||d||_1 >= r / ||a||_inf``
+    (Hölder); the best row gives the bound of each norm, and the objective's weights combine them.  For a
+    single row and a single norm this is the exact optimum, so candidates ordered by it are solved in the
+    right order and the rest are skipped without changing the optimum.  ``inf`` when a row cannot hold at all;
+    ``-inf`` (no information) for objectives it cannot bound."""
+    A = sp.csr_matrix(alt.C) @ E
+    off = alt.C @ c
+    rows, need = [], []
+    for sign, side in ((1.0, alt.lo), (-1.0, alt.hi)):
+        r = sign * (side - off)
+        sel = np.isfinite(r) & (r > 0)
+        if np.any(sel):
+            rows.append(sign * A[np.nonzero(sel)[0]])
+            need.append(r[sel])
+    if not rows:
+        return 0.0 if all(w >= 0 for w, _ in norms.objective) else -np.inf
+    M = abs(sp.vstack(rows).tocsr())
+    r = np.concatenate(need)
+    n1 = np.asarray(M.sum(axis=1)).ravel()
+    if np.any(n1 == 0):
+        return np.inf  # a row with no delta in it that must move: no patch for this alternative
+    ninf = np.asarray(M.max(axis=1).todense()).ravel()
+    per_norm = {"linf": float(np.max(r / n1)), "l1": float(np.max(r / ninf)), "l0": 1.0}
+    total = 0.0
+    for w, norm in norms.objective:
+        if w < 0:
+            return -np.inf
+        total += w * per_norm.get(norm, 0.0)
+    return total

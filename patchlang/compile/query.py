@@ -6,7 +6,9 @@ to mixed-integer rows (HiGHS, Gurobi; see :mod:`patchlang.solvers.milp`):
 
 - ``relus``: pairs ``(y, x)`` meaning ``x_y = max(0, x_x)``; the big-M constants come from the variable
   bounds, which the compiler derives soundly;
-- ``disjunctions``: "at least one alternative holds", each alternative a conjunction of linear rows.
+- ``disjunctions``: "at least one alternative holds", each alternative a conjunction of linear rows;
+- ``products``: triples ``(z, x, y)`` meaning ``x_z = x_x * x_y`` (edits that multiply two unknowns); only
+  SMT backends (Z3) take them, the MILP lowering refuses them.
 
 Every row and variable belongs to a labelled block that carries the source span of the statement it came from,
 so an infeasibility core or a report can speak the user's words ("keep clean[12]", line 7).
@@ -42,6 +44,8 @@ class RowBlock:
     size: int
     group: str  # keep | change | require | norm | network | bound | property
     span: Span | None = None
+    statement: str = ""  # the user's statement ("keep good") when the rows are one point's goal
+    point: str = ""  # that point ("test[12]")
 
     @property
     def slice(self) -> slice:
@@ -59,6 +63,8 @@ class Disjunction:
     label: str
     group: str
     span: Span | None = None
+    statement: str = ""
+    point: str = ""
 
     @property
     def n_alternatives(self) -> int:
@@ -80,6 +86,10 @@ class Query:
     var_blocks: list[VarBlock] = field(default_factory=list)
     row_blocks: list[RowBlock] = field(default_factory=list)
     name: str = "query"
+    products: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    # The statement the finite bounds of delta/norm/neuron variables derive from (`bound linf <= c`), if any:
+    # an infeasibility explanation must name it when those bounds take part in the conflict.
+    var_bound_source: RowBlock | None = None
 
     @property
     def n_vars(self) -> int:
@@ -96,6 +106,8 @@ class Query:
     @property
     def problem_class(self) -> str:
         """LP when nothing needs a binary; MILP otherwise (ReLU atoms, disjunctions or integer variables)."""
+        if len(self.products):
+            return "SMT"
         unstable = len(self.relus) > 0
         if unstable or self.disjunctions or self.n_integer:
             return "MILP"
@@ -109,6 +121,8 @@ class Query:
             extra.append(f"{len(self.disjunctions)} disjunctions")
         if self.n_integer:
             extra.append(f"{self.n_integer} integer vars")
+        if len(self.products):
+            extra.append(f"{len(self.products)} products")
         tail = (", " + ", ".join(extra)) if extra else ""
         return f"{self.n_vars} vars, {self.n_rows} rows, {self.A.nnz} nonzeros{tail}"
 
@@ -146,6 +160,8 @@ class QueryBuilder:
         self.row_blocks: list[RowBlock] = []
         self.relus: list[np.ndarray] = []
         self.disjunctions: list[Disjunction] = []
+        self.products: list[np.ndarray] = []
+        self.var_bound_source: RowBlock | None = None
         self._c: dict[int, float] = {}
         self._c_arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.offset = 0.0
@@ -175,7 +191,8 @@ class QueryBuilder:
 
     # ------------------------------------------------------------------ rows
     def add_rows(self, M: sp.spmatrix | np.ndarray, lo: float | np.ndarray, hi: float | np.ndarray, *,
-                 label: str, group: str, span: Span | None = None) -> np.ndarray:
+                 label: str, group: str, span: Span | None = None, statement: str = "",
+                 point: str = "") -> np.ndarray:
         """Add ``lo <= M x <= hi``; ``M`` has ``n_vars`` columns (or fewer: the rest are zero)."""
         M = sp.coo_matrix(M)
         m = M.shape[0]
@@ -186,7 +203,7 @@ class QueryBuilder:
         self._row_lo.append(np.broadcast_to(np.asarray(lo, dtype=np.float64), (m,)).copy())
         self._row_hi.append(np.broadcast_to(np.asarray(hi, dtype=np.float64), (m,)).copy())
         idx = np.arange(self.n_rows, self.n_rows + m, dtype=np.int64)
-        self.row_blocks.append(RowBlock(label, self.n_rows, m, group, span))
+        self.row_blocks.append(RowBlock(label, self.n_rows, m, group, span, statement, point))
         self.n_rows += m
         return idx
 
@@ -194,9 +211,13 @@ class QueryBuilder:
         self.relus.append(np.stack([np.asarray(y, dtype=np.int64), np.asarray(x, dtype=np.int64)], axis=1))
 
     def add_disjunction(self, M: sp.spmatrix, lo: np.ndarray, hi: np.ndarray, alt: np.ndarray, *, label: str,
-                        group: str, span: Span | None = None) -> None:
+                        group: str, span: Span | None = None, statement: str = "", point: str = "") -> None:
         self.disjunctions.append(Disjunction(sp.csr_matrix(M), np.asarray(lo, float), np.asarray(hi, float),
-                                             np.asarray(alt, dtype=np.int64), label, group, span))
+                                             np.asarray(alt, dtype=np.int64), label, group, span, statement, point))
+
+    def add_product(self, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """``x_z = x_x * x_y`` elementwise (a nonlinear atom: SMT backends only)."""
+        self.products.append(np.stack([np.asarray(a, dtype=np.int64).reshape(-1) for a in (z, x, y)], axis=1))
 
     # ------------------------------------------------------------------ objective
     def add_objective(self, idx: np.ndarray, coef: float | np.ndarray) -> None:
@@ -226,9 +247,11 @@ class QueryBuilder:
             D = d.A
             if D.shape[1] < n:
                 D = sp.csr_matrix((D.data, D.indices, D.indptr), shape=(D.shape[0], n))
-            disj.append(Disjunction(D, d.lo, d.hi, d.alt, d.label, d.group, d.span))
+            disj.append(Disjunction(D, d.lo, d.hi, d.alt, d.label, d.group, d.span, d.statement, d.point))
+        products = np.concatenate(self.products) if self.products else np.zeros((0, 3), dtype=np.int64)
         return Query(lb=lb, ub=ub, integer=integer, A=A,
                      row_lo=np.concatenate(self._row_lo) if self._row_lo else np.zeros(0),
                      row_hi=np.concatenate(self._row_hi) if self._row_hi else np.zeros(0),
                      c=c, offset=self.offset, relus=relus, disjunctions=disj, var_blocks=list(self.var_blocks),
-                     row_blocks=list(self.row_blocks), name=self.name)
+                     row_blocks=list(self.row_blocks), name=self.name, products=products,
+                     var_bound_source=self.var_bound_source)

@@ -397,6 +397,9 @@ class Checker:
         if isinstance(item, A.Keep):
             if item.within is None:
                 return GoalSpec("keep", ps, item.span, f"keep {text_points}")
+            if item.within < 0:  # would make the task silently infeasible ("no patch")
+                self.fail("PL241", "`outputs within` takes a non-negative tolerance", item.span,
+                          "e.g. `keep good outputs within 0.1`")
             return GoalSpec("keep_within", ps, item.span, f"keep {text_points} outputs within {item.within:g}",
                             tolerance=item.within)
         if isinstance(item, A.Require):

@@ -34,7 +34,12 @@ def parse_text(source: str, filename: str = "<string>") -> A.SpecFile:
         tree = _parser().parse(source)
     except lark.exceptions.UnexpectedInput as exc:
         raise SpecError(items=[_syntax_diagnostic(exc, source, filename)]) from None
-    statements = _ToAst(filename).transform(tree)
+    try:
+        statements = _ToAst(filename).transform(tree)
+    except lark.exceptions.VisitError as exc:  # lark wraps what the transformer raises (e.g. PL101)
+        if isinstance(exc.orig_exc, SpecError):
+            raise exc.orig_exc from None
+        raise
     return A.SpecFile(path=filename, source=source, statements=tuple(statements.children))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -55,17 +54,10 @@ def run_json(result: RunResult) -> dict[str, Any]:
 
 
 def write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Atomic, with normal file permissions and a user-facing error (not a traceback) when unwritable."""
+    from ..model.onnx_export import write_atomic as write_bytes
+
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(result: RunResult, path: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 
 import numpy as np
 
@@ -27,8 +26,8 @@ _METADATA = {"Software": "patchlang"}  # fixed, so identical patches give identi
 
 
 def plot_name(task: str, param: str, kind: str) -> str:
-    """``{task}_{param}_{kind}.png`` with anything but letters, digits, ``.``, ``-``, ``_`` replaced by ``_``."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{task}_{param}").strip("_") or "patch"
+    """``{task}_{param}_{kind}.png``; anything but letters, digits, ``.``, ``-`` becomes one ``_``."""
+    safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9._-]", "_", f"{task}_{param}")).strip("_") or "patch"
     return f"{safe}_{kind}.png"
 
 
@@ -77,6 +76,10 @@ def _heatmap(task: str, param: str, delta: np.ndarray):
     ax = fig.add_subplot()
     image = ax.imshow(grid, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
     fig.colorbar(image, ax=ax, label="change")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # unit indices, never 0.5
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if delta.ndim <= 1:
         ax.set_xlabel("output unit")
         ax.set_yticks([])
@@ -105,17 +108,9 @@ def _histogram(task: str, param: str, delta: np.ndarray):
 
 
 def _save(fig, path: str) -> None:
-    """Render to memory, then temp file in the target folder + rename: a reader never sees half a PNG."""
+    """Render to memory, then write atomically: a reader never sees half a PNG."""
+    from ..model.onnx_export import write_atomic
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata=_METADATA)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, buf.getvalue())

@@ -31,6 +31,9 @@ class SolveOptions:
     verbose: bool = False
     feasibility_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # A known feasible assignment of the Query's variables (e.g. from the fixed-phase LP): MILP backends lift it
+    # to their binaries (solvers.milp.lift_start) and pass it as incumbent; None when there is none.
+    start: np.ndarray | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..compile.query import Query
 from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions
-from .milp import LinearModel, lower_to_milp
+from .milp import LinearModel, lift_start, lower_to_milp
 
 
 _BANNER_SHOWN = False
@@ -67,13 +67,16 @@ class HighsBackend:
     def solve(self, query: Query, options: SolveOptions) -> Solution:
         t0 = time.perf_counter()
         model = lower_to_milp(query)
-        sol = self.solve_linear(model, options, is_mip=bool(np.any(model.integer)))
+        is_mip = bool(np.any(model.integer))
+        start = lift_start(query, model, options.start) if is_mip and options.start is not None else None
+        sol = self.solve_linear(model, options, is_mip=is_mip, start=start)
         if sol.x is not None:
             sol.x = sol.x[: model.n_original]
         sol.seconds = time.perf_counter() - t0
         return sol
 
-    def solve_linear(self, m: LinearModel, options: SolveOptions, is_mip: bool) -> Solution:
+    def solve_linear(self, m: LinearModel, options: SolveOptions, is_mip: bool,
+                     start: np.ndarray | None = None) -> Solution:
         import highspy
 
         h = _new_highs()
@@ -109,6 +112,8 @@ class HighsBackend:
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in m.integer]
         h.passModel(lp)
+        if start is not None:  # a feasible incumbent (milp_strategy): HiGHS prunes with it from the root
+            h.setSolution(int(start.size), np.arange(start.size, dtype=np.int32), start.astype(np.float64))
         h.run()
         status = h.getModelStatus()
         info = h.getInfo()

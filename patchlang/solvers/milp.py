@@ -1,9 +1,12 @@
 """Lowering of a Query's piecewise atoms to mixed-integer linear rows, shared by HiGHS and Gurobi.
 
 ReLU ``y = max(0, x)`` with ``l < 0 < u`` (from the variable bounds, which the compiler derived soundly):
-``y >= x``, ``y >= 0``, ``y <= x - l (1 - z)``, ``y <= u z`` with binary ``z``.  A disjunction gets one binary
-per alternative (at least one set) and each of its rows is relaxed by a big-M computed by interval arithmetic
-from the variable bounds; a row whose big-M would be infinite makes the problem unencodable, which we report.
+``y >= x``, ``y >= 0``, ``y <= x - l (1 - z)``, ``y <= u z`` with binary ``z``.  A disjunction gets the fewest
+binaries the bounds allow (see :class:`_DisjunctionPlan`: impossible alternatives dropped, two alternatives
+share one binary, k > 2 get one each and "at least one") and each of its rows is relaxed by a big-M computed by
+interval arithmetic over that row's own expression; a row whose big-M would be infinite makes the problem
+unencodable, which we report.  :func:`lift_start` extends a feasible assignment of the Query to the binaries,
+for warm starts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class LinearModel:
     integer: np.ndarray
     offset: float
     n_original: int  # the Query's variables come first
+    relu_z: np.ndarray | None = None  # binary of each ReLU atom (same order as Query.relus)
+    # per disjunction, per alternative: (binary index or -1, a, b) with "alternative enforced" w = a*z + b;
+    # None for an alternative that cannot hold; an all -1 plan means the disjunction needed no binary.
+    disj_layout: list[np.ndarray] | None = None
 
     @property
     def n_vars(self) -> int:
@@ -47,10 +54,127 @@ def _row_range(A: sp.csr_matrix, lb: np.ndarray, ub: np.ndarray) -> tuple[np.nda
     return lo, hi
 
 
+@dataclass
+class _DisjunctionPlan:
+    """How one disjunction is lowered with the fewest binaries, decided from the variable bounds alone.
+
+    An alternative whose rows cannot hold within the bounds is dropped; a disjunction with an alternative that
+    always holds needs nothing; one surviving alternative becomes plain rows; two share one binary (``z`` and
+    ``1 - z``); more get one binary each and "at least one" row.  Rows that always hold are never relaxed.
+    Big-Ms are the exact interval ranges of each row's own expression (not of its outputs separately)."""
+
+    alive: np.ndarray  # bool per alternative
+    redundant: bool
+    rlo: np.ndarray
+    rhi: np.ndarray
+    row_true: np.ndarray  # bool per row: holds for every value within the bounds
+
+    @property
+    def n_binaries(self) -> int:
+        k = int(np.count_nonzero(self.alive))
+        return 0 if self.redundant or k <= 1 else (1 if k == 2 else k)
+
+    def binary_of_alt(self, start: int) -> np.ndarray:
+        """Per alternative ``(binary index or -1, a, b)``: the alternative is enforced when ``a*z + b == 1``."""
+        k = self.alive.size
+        lay = np.tile(np.array([-1.0, 0.0, 1.0]), (k, 1))  # no binary: enforced unconditionally (if alive)
+        alive = np.nonzero(self.alive)[0]
+        if self.n_binaries == 1:
+            lay[alive[0]] = (start, 1.0, 0.0)
+            lay[alive[1]] = (start, -1.0, 1.0)
+        elif self.n_binaries > 1:
+            lay[alive, 0] = start + np.arange(alive.size)
+            lay[alive, 1] = 1.0
+            lay[alive, 2] = 0.0
+        return lay
+
+    def rows(self, d, n: int, N: int, lay: np.ndarray) -> tuple[list, list, list]:
+        blocks: list = []
+        los: list = []
+        his: list = []
+        if self.redundant:
+            return blocks, los, his
+        if not np.any(self.alive):  # no alternative can hold: one visibly infeasible row
+            return [sp.csr_matrix((1, N))], [np.array([1.0])], [np.array([np.inf])]
+        D = sp.csr_matrix(sp.csr_matrix(d.A, shape=(d.A.shape[0], n)), shape=(d.A.shape[0], N))
+        need = self.alive[d.alt] & ~self.row_true
+        zrow, arow, brow = lay[d.alt, 0], lay[d.alt, 1], lay[d.alt, 2]
+        relaxed = zrow >= 0
+        for side in ("lo", "hi"):
+            bound = d.lo if side == "lo" else d.hi
+            sel = np.nonzero(need & np.isfinite(bound))[0]
+            if not sel.size:
+                continue
+            M = (bound - self.rlo if side == "lo" else self.rhi - bound)[sel]
+            M = np.where(relaxed[sel], np.maximum(M, 0.0), 0.0)
+            if not np.all(np.isfinite(M)):
+                raise PatchlangError(f"the disjunction '{d.label}' cannot be encoded: its rows are unbounded",
+                                     help="add a bound on the change, e.g. `bound linf <= 1`")
+            # lo side: D x >= lo - M (1 - w) with w = a z + b  <=>  D x - M a z >= lo - M (1 - b)
+            sign = -1.0 if side == "lo" else 1.0
+            r = np.nonzero(relaxed[sel])[0]
+            Z = sp.csr_matrix((sign * M[r] * arow[sel][r], (r, zrow[sel][r].astype(np.int64))), shape=(sel.size, N))
+            blocks.append(sp.csr_matrix(D[sel] + Z))
+            shifted = bound[sel] + sign * M * (1.0 - brow[sel])
+            if side == "lo":
+                los.append(shifted); his.append(np.full(sel.size, np.inf))
+            else:
+                los.append(np.full(sel.size, -np.inf)); his.append(shifted)
+        if self.n_binaries > 2:
+            z = lay[self.alive, 0].astype(np.int64)
+            blocks.append(sp.csr_matrix((np.ones(z.size), (np.zeros(z.size, dtype=np.int64), z)), shape=(1, N)))
+            los.append(np.array([1.0])); his.append(np.array([np.inf]))
+        return blocks, los, his
+
+
+def _plan_disjunction(d, q: Query) -> _DisjunctionPlan:
+    D = sp.csr_matrix(d.A, shape=(d.A.shape[0], q.n_vars))
+    rlo, rhi = _row_range(D, q.lb, q.ub)
+    k = d.n_alternatives
+    has_lo, has_hi = np.isfinite(d.lo), np.isfinite(d.hi)
+    row_true = (~has_lo | (rlo >= d.lo)) & (~has_hi | (rhi <= d.hi))
+    # dropped only when clearly impossible: a tolerance on the safe side keeps borderline alternatives
+    tol_lo = 1e-9 * (1.0 + np.abs(np.where(has_lo, d.lo, 0.0)))
+    tol_hi = 1e-9 * (1.0 + np.abs(np.where(has_hi, d.hi, 0.0)))
+    impossible = (has_lo & (rhi < d.lo - tol_lo)) | (has_hi & (rlo > d.hi + tol_hi))
+    alive = np.bincount(d.alt[impossible], minlength=k) == 0
+    always = np.bincount(d.alt[~row_true], minlength=k) == 0
+    return _DisjunctionPlan(alive, bool(np.any(always & alive)), rlo, rhi, row_true)
+
+
+def lift_start(q: Query, m: "LinearModel", x: np.ndarray) -> np.ndarray | None:
+    """A feasible assignment ``x`` of the Query's variables extended to the model's binaries (ReLU phase
+    indicators and the disjunction binaries of an alternative that holds), or None when some disjunction has
+    no alternative that holds at ``x`` (then ``x`` is no start)."""
+    full = np.zeros(m.n_vars)
+    full[: m.n_original] = x
+    if m.relu_z is not None and len(q.relus):
+        full[m.relu_z] = (x[q.relus[:, 1]] > 0).astype(float)
+    for d, lay in zip(q.disjunctions, m.disj_layout or []):
+        if not np.any(lay[:, 0] >= 0):
+            continue
+        v = sp.csr_matrix(d.A, shape=(d.A.shape[0], q.n_vars)) @ x
+        tol = 1e-7 * (1.0 + np.abs(v))
+        ok = (v >= d.lo - tol) & (v <= d.hi + tol)
+        alt_ok = np.bincount(d.alt[~ok], minlength=lay.shape[0]) == 0
+        cands = np.nonzero(alt_ok & (lay[:, 0] >= 0))[0]
+        if not cands.size:
+            return None
+        zi, a, b = lay[cands[0]]
+        full[int(zi)] = (1.0 - b) / a
+    return full
+
+
 def lower_to_milp(q: Query) -> LinearModel:
+    if len(q.products):
+        raise PatchlangError(f"this problem multiplies unknowns ({len(q.products)} products of two edited "
+                             "quantities): it is not an LP or MILP",
+                             help="say `using z3` in the patch block (exact nonlinear search; it may not end), "
+                                  "or edit the weights of one layer only")
     n = q.n_vars
     relus = q.relus
-    n_bin = len(relus) + sum(d.n_alternatives for d in q.disjunctions)
+    plans = [_plan_disjunction(d, q) for d in q.disjunctions]
+    n_bin = len(relus) + sum(p.n_binaries for p in plans)
     lb = np.concatenate([q.lb, np.zeros(n_bin)])
     ub = np.concatenate([q.ub, np.ones(n_bin)])
     integer = np.concatenate([q.integer, np.ones(n_bin, dtype=bool)])
@@ -79,39 +203,15 @@ def lower_to_milp(q: Query) -> LinearModel:
         blocks.append(sp.csr_matrix((np.r_[np.ones(k), -u], (np.r_[r, r], np.r_[y, z])), shape=(k, N)))
         los.append(np.full(k, -np.inf)); his.append(np.zeros(k))
         lb[y] = np.maximum(lb[y], 0.0)
-    for d in q.disjunctions:
-        m = d.A.shape[0]
-        k = d.n_alternatives
-        z = np.arange(nb, nb + k)
-        nb += k
-        D = sp.csr_matrix(d.A, shape=(m, n))
-        rlo, rhi = _row_range(D, q.lb, q.ub)
-        D = sp.csr_matrix(D, shape=(m, N))
-        zcol = z[d.alt]
-        # lower sides: D x >= lo - M_lo (1 - z)  <=>  D x - M_lo z >= lo - M_lo, with M_lo = lo - rlo
-        has_lo = np.isfinite(d.lo)
-        has_hi = np.isfinite(d.hi)
-        M_lo = np.where(has_lo, d.lo - rlo, 0.0)
-        M_hi = np.where(has_hi, rhi - d.hi, 0.0)
-        if np.any(~np.isfinite(M_lo)) or np.any(~np.isfinite(M_hi)):
-            raise PatchlangError(f"the disjunction '{d.label}' cannot be encoded: its rows are unbounded",
-                                 help="add a bound on the change, e.g. `bound linf <= 1`")
-        M_lo = np.maximum(M_lo, 0.0)
-        M_hi = np.maximum(M_hi, 0.0)
-        rows = np.arange(m)
-        if np.any(has_lo):
-            sel = np.nonzero(has_lo)[0]
-            Z = sp.csr_matrix((-M_lo[sel], (np.arange(sel.size), zcol[sel])), shape=(sel.size, N))
-            blocks.append(sp.csr_matrix(D[sel] + Z))
-            los.append(d.lo[sel] - M_lo[sel]); his.append(np.full(sel.size, np.inf))
-        if np.any(has_hi):
-            sel = np.nonzero(has_hi)[0]
-            Z = sp.csr_matrix((M_hi[sel], (np.arange(sel.size), zcol[sel])), shape=(sel.size, N))
-            blocks.append(sp.csr_matrix(D[sel] + Z))
-            los.append(np.full(sel.size, -np.inf)); his.append(d.hi[sel] + M_hi[sel])
-        del rows
-        blocks.append(sp.csr_matrix((np.ones(k), (np.zeros(k, dtype=int), z)), shape=(1, N)))
-        los.append(np.array([1.0])); his.append(np.array([np.inf]))
+    disj_layout = []
+    for d, plan in zip(q.disjunctions, plans):
+        zi = plan.binary_of_alt(nb)
+        nb += plan.n_binaries
+        disj_layout.append(zi)
+        rows_b, lo_b, hi_b = plan.rows(d, n, N, zi)
+        blocks.extend(rows_b); los.extend(lo_b); his.extend(hi_b)
     A = sp.vstack(blocks).tocsr() if len(blocks) > 1 else blocks[0]
     c = np.concatenate([q.c, np.zeros(n_bin)])
-    return LinearModel(A, np.concatenate(los), np.concatenate(his), lb, ub, c, integer, q.offset, n)
+    relu_z = np.arange(n, n + len(relus))
+    return LinearModel(A, np.concatenate(los), np.concatenate(his), lb, ub, c, integer, q.offset, n, relu_z,
+                       disj_layout)

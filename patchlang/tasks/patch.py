@@ -1,7 +1,8 @@
 """The minimal-modification task: encode, solve, lift the deltas onto the network, check independently, save.
 
-A single `away from label` point with nothing else disjunctive is solved as one LP per candidate label (the
-best wins), which is exact and avoids binaries entirely.
+A single `away from label` point with nothing else disjunctive is solved as one LP per alternative of its
+clause ("label j beats the old label", the best wins), which is exact and avoids binaries entirely; the
+candidates are ordered by a closed-form lower bound and those that cannot beat the incumbent are skipped.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..compile.goals import GoalGroup
-from ..compile.patch import NormSpec, PatchEncoding, encode_patch
+from ..compile.goals import Alternative, GoalGroup, PointGoal
+from ..compile.patch import (NormSpec, PatchEncoding, alternative_lower_bound, delta_expression, encode_patch,
+                             first_edited_position)
 from ..errors import PatchlangError
 from ..lang.program import GoalSpec, PatchTask
 from ..model.ir import Network
@@ -22,6 +24,8 @@ from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, So
 from ..solvers.registry import choose_backend
 from .checking import check_group
 from .goals import goal_group
+from .lazy import LazyKeep
+from .milp_strategy import MilpPlan, prepare_encoding
 from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
 
 
@@ -83,6 +87,83 @@ def single_away_candidates(net: Network, task: PatchTask) -> tuple[int, list[int
     return i, [j for j in range(net.output_size) if j != own]
 
 
+def _away_alternative(point: PointGoal, label: int) -> Alternative:
+    """The alternative of the point's `away from label` clause in which output ``label`` beats the old label."""
+    (clause,) = point.clauses
+    return next(a for a in clause if a.C[0, label] != 0)
+
+
+def _pin_away(groups: list[GoalGroup], gi: int, label: int) -> list[GoalGroup]:
+    """The goals with the single `away from label` point pinned to one alternative of its clause: the clause is
+    the disjunction of these alternatives, so the best of these LPs is exactly the disjunctive optimum."""
+    point = groups[gi].points[0]
+    pinned = replace(groups[gi], points=[replace(point, clauses=[[_away_alternative(point, label)]])])
+    return [pinned if i == gi else g for i, g in enumerate(groups)]
+
+
+def _away_attempts(net: Network, task: PatchTask, point: PointGoal, labels: list[int]
+                   ) -> list[tuple[int | None, float]]:
+    """Candidate labels with a lower bound on their optimum, best first (ties by label, as the plain order).
+
+    The bound ignores every other goal, so it is valid for the full problem; with the point alone at the last
+    layer it is the exact optimum and only the winning candidate is ever solved."""
+    expr = delta_expression(net, task.edits, task.norms, point.h)
+    out = []
+    for lab in labels:
+        lower = -np.inf if expr is None else alternative_lower_bound(*expr, _away_alternative(point, lab), task.norms)
+        out.append((lab, lower))
+    return sorted(out, key=lambda a: (a[1], a[0]))
+
+
+def _tie_tol(sol: Solution) -> float:
+    """Objectives of separately solved LPs closer than this are treated as equal (solver tolerances)."""
+    return 1e-9 * max(1.0, abs(sol.objective or 0.0))
+
+
+def _better(sol: Solution, label: int | None, best: Solution, best_label: int | None) -> bool:
+    """Strictly better objective, or equal within tolerance and a lower label (the order without pruning)."""
+    a, b = sol.objective or 0.0, best.objective or 0.0
+    if a < b - _tie_tol(best):
+        return True
+    return abs(a - b) <= _tie_tol(best) and label is not None and best_label is not None and label < best_label
+
+
+def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKeep | None:
+    """Working sets for the large `keep` groups of an LP (see :mod:`patchlang.tasks.lazy`), or None."""
+    eligible = LazyKeep.eligible(groups)
+    if task.problem_class != "LP" or not eligible:
+        return None
+    return LazyKeep(net, groups, first_edited_position(net, task.edits), eligible)
+
+
+def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], norms: NormSpec | None,
+                      backend_name: str, options: SolveOptions, notes: list[str], lazy: LazyKeep | None
+                      ) -> tuple[Solution, PatchEncoding, float, float]:
+    """Encode and solve, returning build and solve seconds too.  ``norms=None``: the task's own problem
+    (prepared by milp_strategy for MILPs); otherwise the tidy problem with these norms.  With ``lazy``, round
+    after round until no keep point outside the working sets is broken: the same optimum as encoding them all."""
+    t_build = t_solve = 0.0
+    while True:
+        t0 = time.perf_counter()
+        sub = lazy.subset(groups) if lazy is not None else groups
+        if norms is None:
+            plan = prepare_encoding(net, task, sub, options)  # MILPs: derived bound, warm start (milp_strategy)
+        else:
+            plan = MilpPlan(encode_patch(net, task.edits, sub, norms, name=task.name + ".tidy"), options)
+        enc = plan.enc
+        t1 = time.perf_counter()
+        backend, bnotes = choose_backend(backend_name, enc.query,
+                                         task.problem_class if norms is None else enc.query.problem_class)
+        notes.extend(n for n in plan.notes + bnotes if n not in notes)
+        sol = backend.solve(enc.query, plan.options)
+        t_build += t1 - t0 - plan.lp_seconds
+        t_solve += time.perf_counter() - t1 + plan.lp_seconds
+        if lazy is None or sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
+            return sol, enc, t_build, t_solve  # an infeasible relaxation means the full problem is infeasible
+        if not lazy.add_violated(groups, enc.layout.apply(net, sol.x)):
+            return sol, enc, t_build, t_solve
+
+
 def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     t_start = time.perf_counter()
     net = task.model.net
@@ -95,35 +176,35 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     backend_name = run.backend or task.backend.name
 
     candidates = single_away_candidates(net, task)
-    attempts: list[tuple[dict[int, dict[int, int]] | None, str]] = [(None, "")]
+    attempts: list[tuple[int | None, float]] = [(None, -np.inf)]  # (pinned label, lower bound of its optimum)
+    base_groups = build_groups(net, task.goals, task.margin)
     if candidates is not None:
         gi, labels = candidates
-        attempts = [({gi: {0: lab}}, f" (label {lab})") for lab in labels]
+        attempts = _away_attempts(net, task, base_groups[gi].points[0], labels)
+    lazy = _lazy_keep(net, task, base_groups)
 
-    best: tuple[Solution, PatchEncoding, list[GoalGroup], dict | None] | None = None
+    best: tuple[Solution, PatchEncoding, list[GoalGroup], int | None] | None = None
     t_build = t_solve = 0.0
     statuses = []
-    for override, _ in attempts:
-        t0 = time.perf_counter()
-        groups = build_groups(net, task.goals, task.margin, override)
-        enc = encode_patch(net, task.edits, groups, task.norms, name=task.name)
-        t1 = time.perf_counter()
-        backend, notes = choose_backend(backend_name, enc.query, task.problem_class)
-        for n in notes:
-            if n not in result.notes:
-                result.notes.append(n)
-        sol = backend.solve(enc.query, options)
-        t_build += t1 - t0
-        t_solve += time.perf_counter() - t1
+    for label, lower in attempts:
+        if best is not None and lower > (best[0].objective or 0.0) + _tie_tol(best[0]):
+            break  # attempts are sorted by lower bound: no later candidate can beat (or tie) the incumbent
+        groups = base_groups if label is None else _pin_away(base_groups, gi, label)
+        sol, enc, tb, ts = _encode_and_solve(net, task, groups, None, backend_name, options, result.notes, lazy)
+        t_build += tb
+        t_solve += ts
         statuses.append(sol.status)
         result.backend, result.backend_version = sol.backend, sol.backend_version
         if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
-            if best is None or (sol.objective or 0.0) < (best[0].objective or 0.0) - 1e-12:
-                best = (sol, enc, groups, override)
+            if best is None or _better(sol, label, best[0], best[3]):
+                best = (sol, enc, groups, label)
         elif best is None and sol.status == INFEASIBLE:
             result.core = sol.core
     if candidates is not None:
-        result.notes.append(f"`away from label` on one point: solved {len(attempts)} LPs, one per candidate label")
+        result.notes.append(f"`away from label` on one point: one LP per candidate label, best lower bound first; "
+                            f"solved {len(statuses)} of {len(attempts)}, the others provably cannot do better")
+    if lazy is not None:
+        result.notes.append(lazy.describe(base_groups))
     result.seconds.update(build=t_build, solve=t_solve)
     last_enc = enc
     q = (best[1] if best else last_enc).query
@@ -148,11 +229,11 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
                 result.message = "time limit reached before any patch was found"
         result.seconds["total"] = time.perf_counter() - t_start
         return result
-    sol, enc, groups, override = best
+    sol, enc, groups, _ = best
     result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
     primary = task.norms.objective[0][1] if len(task.norms.objective) == 1 else None
     if primary in ("linf", "l0") and sol.status == OPTIMAL and task.problem_class != "SMT":
-        tidy = _tidy(net, task, groups, sol, backend_name, options, primary)
+        tidy = _tidy(net, task, groups, sol, backend_name, options, primary, lazy)
         if tidy is not None:
             sol, enc = tidy
             name = "L∞" if primary == "linf" else "L0"
@@ -173,7 +254,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
 
 
 def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution, backend_name: str,
-          options: SolveOptions, primary: str = "linf") -> tuple[Solution, PatchEncoding] | None:
+          options: SolveOptions, primary: str = "linf", lazy: LazyKeep | None = None
+          ) -> tuple[Solution, PatchEncoding] | None:
     """Second solve: keep the optimal L∞ (to 1e-9) or L0 and minimise L1, so that parameters the goals do
     not need stay untouched instead of sitting anywhere in the L∞ box (or at the big-M bound for L0)."""
     t = float(sol.objective or 0.0)
@@ -185,9 +267,7 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
         bound = float(np.round(t))
     norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, primary: bound},
                      bound_spans=task.norms.bound_spans)
-    enc = encode_patch(net, task.edits, groups, norms, name=task.name + ".tidy")
-    backend, _ = choose_backend(backend_name, enc.query, enc.query.problem_class)
-    tidy = backend.solve(enc.query, options)
+    tidy, enc, _, _ = _encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
     if tidy.status != OPTIMAL or tidy.x is None:
         return None
     tidy.objective, tidy.bound = sol.objective, sol.bound  # the task's objective is still L∞

@@ -1,0 +1,468 @@
+"""Complete verification of a property over input boxes: the unsafe region, its Query, and the input-split search.
+
+A property is reduced to *cases*: an input box and an **unsafe output region** in one normal form,
+:class:`UnsafeSpec` (an OR of conjunctions of rows ``a·y <= d``).  The property holds on the box iff no input in
+the box maps into the unsafe region.  Two complete procedures decide that, both sound by construction:
+
+1. :func:`encode_region_query` lowers "some ``x`` in the box reaches the unsafe region" to the solver-neutral
+   :class:`~patchlang.compile.query.Query` (input variables with box bounds, ReLU atoms only for the neurons
+   whose phase the bounds leave open, a disjunction when several conjunctions are open).  Feasible means a
+   counterexample candidate, infeasible means the box is safe.  Any backend solves it (HiGHS, Gurobi, Marabou).
+2. :func:`search_box` splits the input box (branch on the input dimension whose bound coefficient times width is
+   largest) and decides most sub-boxes with symbolic bounds alone (:mod:`patchlang.compile.bounds`): a conjunction
+   is refuted on a box when one of its rows has a lower bound above the tolerance.  Box centres and the corners
+   minimising each linear bound are evaluated as counterexample candidates; boxes whose bounds leave few
+   unstable ReLUs (or all stable: then the network is affine there) go to the Query of (1).
+
+Soundness: the unsafe rows are enlarged by ``tol`` (``a·y <= d + tol``) in every bound test and every Query, so
+float rounding cannot turn a reachable unsafe point into a "holds".  Candidates are only *candidates*: the caller
+confirms each one (float64 IR and onnxruntime float32 on the original file) before reporting a violation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import PatchlangError
+from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
+from .goals import Alternative, Clause
+from .query import Query, QueryBuilder
+
+DEFAULT_TOL = 1e-6
+MAX_CONJUNCTIONS = 4096
+
+
+# ============================================================================ the unsafe region
+
+
+@dataclass
+class UnsafeSpec:
+    """OR over conjunctions ``j`` of AND over its rows ``r``: ``A[r] @ y <= d[r]`` (``<`` where ``strict``).
+
+    A conjunction with no rows is "every output is unsafe".  ``texts`` describe each conjunction in the user's
+    words (for reports).
+    """
+
+    A: np.ndarray  # (R, n_out)
+    d: np.ndarray  # (R,)
+    conj: np.ndarray  # (R,) conjunction of each row
+    strict: np.ndarray  # (R,) bool
+    n_conj: int
+    texts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.A = np.asarray(self.A, float).reshape(-1, self.A.shape[-1] if np.ndim(self.A) == 2 else 0)
+        self.d = np.asarray(self.d, float).reshape(-1)
+        self.conj = np.asarray(self.conj, np.int64).reshape(-1)
+        self.strict = np.asarray(self.strict, bool).reshape(-1)
+
+    @property
+    def always_unsafe(self) -> bool:
+        counts = np.bincount(self.conj, minlength=self.n_conj)
+        return bool(np.any(counts == 0))
+
+    def row_values(self, y: np.ndarray) -> np.ndarray:
+        """``A y - d`` for outputs ``(N, n_out)``: ``(N, R)``; a row's atom holds where this is ``<= 0``."""
+        return np.atleast_2d(y) @ self.A.T - self.d
+
+    def satisfaction(self, y: np.ndarray) -> np.ndarray:
+        """Per point, ``min_j max_{r in j} (A_r y - d_r)``: ``<= 0`` exactly where ``y`` is unsafe (closed)."""
+        v = self.row_values(y)
+        worst = np.full((v.shape[0], self.n_conj), -np.inf)
+        if self.conj.size:
+            np.maximum.at(worst.T, self.conj, v.T)
+        return worst.min(axis=1)
+
+    def violated(self, y: np.ndarray, tol: float = 0.0) -> np.ndarray:
+        """Which points are unsafe, honouring strictness (``tol`` > 0 enlarges the region)."""
+        v = self.row_values(y)
+        ok = np.where(self.strict, v < tol, v <= tol) if tol == 0.0 else v <= tol
+        hit = np.ones((ok.shape[0], self.n_conj), dtype=bool)
+        if self.conj.size:
+            np.logical_and.at(hit.T, self.conj, ok.T)
+        return hit.any(axis=1)
+
+    def which(self, y: np.ndarray) -> list[int]:
+        """The conjunctions a single output vector satisfies (honouring strictness)."""
+        v = self.row_values(y)[0]
+        ok = np.where(self.strict, v < 0, v <= 0)
+        return [j for j in range(self.n_conj) if np.all(ok[self.conj == j])]
+
+    def safe_clauses(self, n_out: int, margin: float) -> list[Clause]:
+        """The property as output clauses for a patch: for every conjunction, some row is violated by ``margin``.
+
+        ``not (a y <= d)`` is ``a y > d``, required as ``a y >= d + margin``; an always-unsafe conjunction
+        yields an empty clause, which no patch can satisfy.
+        """
+        clauses: list[Clause] = []
+        for j in range(self.n_conj):
+            rows = np.nonzero(self.conj == j)[0]
+            clauses.append([Alternative(self.A[r:r + 1].copy(), np.array([self.d[r] + margin]), np.array([np.inf]))
+                            for r in rows])
+        return clauses
+
+
+def _atom_text(a: np.ndarray, d: float, strict: bool) -> str:
+    terms = [f"{'-' if c < 0 else '+'} {'' if abs(c) == 1 else f'{abs(c):g}*'}y[{j}]" for j, c in enumerate(a) if c]
+    lhs = " ".join(terms) or "0"
+    lhs = lhs[2:] if lhs.startswith("+ ") else "-" + lhs[2:]
+    return f"{lhs} {'<' if strict else '<='} {d:g}"
+
+
+def _make_spec(conjs: list[list[tuple[np.ndarray, float, bool]]], n_out: int) -> UnsafeSpec:
+    A, d, cj, st, texts = [], [], [], [], []
+    for j, rows in enumerate(conjs):
+        for a, rhs, strict in rows:
+            A.append(np.asarray(a, float))
+            d.append(float(rhs))
+            cj.append(j)
+            st.append(bool(strict))
+        texts.append(" and ".join(_atom_text(a, rhs, s) for a, rhs, s in rows) or "any output")
+    A_arr = np.array(A).reshape(len(A), n_out) if A else np.zeros((0, n_out))
+    return UnsafeSpec(A_arr, np.array(d), np.array(cj, dtype=np.int64), np.array(st, dtype=bool), len(conjs), texts)
+
+
+def unsafe_from_vnnlib(dnf: list[list[Any]], n_out: int) -> UnsafeSpec:
+    """A VNN-LIB unsafe DNF (lists of :class:`~patchlang.spec.vnnlib.LinearAtom`) in normal form."""
+    conjs = []
+    for conj in dnf:
+        rows = []
+        for atom in conj:
+            a = np.zeros(n_out)
+            for j, c in atom.coeffs.items():
+                a[j] += c
+            rows.append((a, atom.rhs, False) if atom.op == "<=" else (-a, -atom.rhs, False))
+        conjs.append(rows)
+    return _make_spec(conjs, n_out)
+
+
+def unsafe_from_clauses(clauses: list[Clause], n_out: int) -> UnsafeSpec:
+    """The negation of a CNF of alternatives (the property's ``ensure``): an OR of conjunctions.
+
+    ``not clause`` = every alternative fails; an alternative ``lo <= C y <= hi`` fails when one of its rows
+    leaves that range (``C_r y < lo_r`` or ``C_r y > hi_r``), so each clause expands into the product of its
+    alternatives' failure sides.
+    """
+    conjs: list[list[tuple[np.ndarray, float, bool]]] = []
+    for clause in clauses:
+        options = []
+        for alt in clause:
+            sides = []
+            for r in range(alt.C.shape[0]):
+                if np.isfinite(alt.lo[r]):
+                    sides.append((alt.C[r].astype(float), float(alt.lo[r]), True))
+                if np.isfinite(alt.hi[r]):
+                    sides.append((-alt.C[r].astype(float), -float(alt.hi[r]), True))
+            options.append(sides)
+        if any(len(o) == 0 for o in options):
+            continue  # an alternative that always holds: the clause can never fail
+        count = int(np.prod([len(o) for o in options])) if options else 1
+        if len(conjs) + count > MAX_CONJUNCTIONS:
+            raise PatchlangError(f"the property's negation has more than {MAX_CONJUNCTIONS} cases",
+                                 help="split the property into several smaller ones")
+        for combo in itertools.product(*options):
+            conjs.append(list(combo))
+    return _make_spec(conjs, n_out)
+
+
+@dataclass
+class RegionCase:
+    """One input box and the unsafe outputs for it; ``label`` names the box (e.g. a point's index)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    spec: UnsafeSpec
+    label: str = ""
+
+
+# ============================================================================ the Query
+
+
+@dataclass
+class RegionEncoding:
+    query: Query
+    inputs: np.ndarray  # variable index of each input
+    outputs: np.ndarray  # variable index of each output
+    n_unstable: int
+
+
+def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, conj_open: np.ndarray | None,
+                        bounds: LayerBounds | None = None, tol: float = DEFAULT_TOL, name: str = "verify"
+                        ) -> RegionEncoding:
+    """"Some input in ``[lo, hi]`` has outputs in the (``tol``-enlarged) unsafe region" as a Query.
+
+    ``bounds`` are sound pre-activation bounds for this box (computed when absent); ReLUs they fix cost nothing,
+    the others become ``relu`` atoms.  ``conj_open`` selects the conjunctions still to refute (default all).
+    """
+    lo = np.asarray(lo, float).reshape(-1)
+    hi = np.asarray(hi, float).reshape(-1)
+    if bounds is None:
+        fb = forward_bounds(rn, lo[None], hi[None])
+        bounds = backward_bounds(rn, lo[None], hi[None], fb) if rn.input_size > 20 else fb
+    qb = QueryBuilder(name)
+    x = qb.add_vars(lo.size, lo, hi, name="input", kind="input")
+    h_idx = x  # variable index per coordinate of the current layer's input; -1 means the constant 0
+    n_unstable = 0
+    for k in range(rn.n_hidden + 1):
+        W, b = rn.Ws[k], rn.bs[k]
+        live = h_idx >= 0
+        Wl = W[:, live]
+        if k < rn.n_hidden:
+            l, u = bounds.lower[k][0], bounds.upper[k][0]
+        else:  # outputs: interval bounds from the last hidden layer's post-activation bounds
+            in_lo = np.maximum(bounds.lower[k - 1][0], 0.0) if k else lo
+            in_hi = np.maximum(bounds.upper[k - 1][0], 0.0) if k else hi
+            l, u = (v[0] for v in affine_interval(W, b, in_lo[None], in_hi[None]))
+        n_out = W.shape[0]
+        z = qb.add_vars(n_out, l - 1e-9 * (1 + np.abs(l)), u + 1e-9 * (1 + np.abs(u)), name=f"z{k}", kind="neuron")
+        M = sp.hstack([sp.csr_matrix(Wl), -sp.eye(n_out)]).tocoo()
+        cols = np.concatenate([h_idx[live], z])
+        qb.add_rows(sp.coo_matrix((M.data, (M.row, cols[M.col])), shape=(n_out, qb.n_vars)), -b, -b,
+                    label=f"layer {k}", group="network")
+        if k == rn.n_hidden:
+            y = z
+            break
+        active, inactive = l >= 0, u <= 0
+        unstable = ~(active | inactive)
+        nxt = np.where(active, z, -1)
+        if np.any(unstable):
+            ui = np.nonzero(unstable)[0]
+            r = qb.add_vars(ui.size, 0.0, np.maximum(u[ui], 0.0) * (1 + 1e-9) + 1e-9, name=f"relu{k}", kind="neuron")
+            qb.add_relu(r, z[ui])
+            nxt[ui] = r
+            n_unstable += ui.size
+        h_idx = nxt
+    open_j = np.arange(spec.n_conj) if conj_open is None else np.nonzero(conj_open)[0]
+    if open_j.size == 0:
+        raise PatchlangError("internal: no unsafe conjunction left to encode")
+    n = qb.n_vars
+
+    def rows_of(j: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        rows = np.nonzero(spec.conj == j)[0]
+        A = spec.A[rows]
+        M = sp.coo_matrix(A)
+        return sp.csr_matrix((M.data, (M.row, y[M.col])), shape=(rows.size, n)), spec.d[rows] + tol
+
+    if open_j.size == 1:
+        M, rhs = rows_of(int(open_j[0]))
+        if M.shape[0]:
+            qb.add_rows(M, -np.inf, rhs, label=spec.texts[open_j[0]] if spec.texts else "unsafe", group="property")
+    else:
+        mats, his, alts = [], [], []
+        for k, j in enumerate(open_j):
+            M, rhs = rows_of(int(j))
+            if M.shape[0] == 0:  # an always-unsafe alternative: the disjunction is trivially true
+                mats, his, alts = [], [], []
+                break
+            mats.append(M)
+            his.append(rhs)
+            alts.append(np.full(M.shape[0], k))
+        if mats:
+            qb.add_disjunction(sp.vstack(mats).tocsr(), np.full(sum(m.shape[0] for m in mats), -np.inf),
+                               np.concatenate(his), np.concatenate(alts), label="unsafe region", group="property")
+    return RegionEncoding(qb.build(), x, y, n_unstable)
+
+
+# ============================================================================ the input-split search
+
+
+@dataclass
+class SearchOptions:
+    tol: float = DEFAULT_TOL
+    batch: int = 2048
+    milp_unstable: int = 10  # boxes with at most this many unstable ReLUs go to the Query (0: only affine boxes)
+    max_boxes: int = 5_000_000
+    deadline: float | None = None  # time.perf_counter() value
+    split: bool = True  # False: one Query for the whole box (plain MILP)
+
+
+@dataclass
+class SearchResult:
+    status: str  # holds | violated | unknown
+    x: np.ndarray | None = None
+    reason: str = ""
+    boxes: int = 0
+    queries: int = 0
+    evaluations: int = 0
+    max_depth: int = 0
+    unconfirmed: int = 0
+    conj: list[int] = field(default_factory=list)
+
+
+LeafSolver = Callable[[Query], Any]  # returns a Solution (status, x)
+Confirm = Callable[[np.ndarray], bool]
+
+
+def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
+               options: SearchOptions | None = None) -> SearchResult:
+    """Decide one case completely (or until the deadline): see the module docstring."""
+    opt = options or SearchOptions()
+    spec = case.spec
+    lo0 = np.asarray(case.lo, float).reshape(1, -1)
+    hi0 = np.asarray(case.hi, float).reshape(1, -1)
+    res = SearchResult("unknown")
+    if spec.always_unsafe:
+        x = (lo0[0] + hi0[0]) / 2
+        if confirm(x):
+            res.status, res.x = "violated", x
+            return res
+    if not opt.split:
+        return _leaf(rn, lo0[0], hi0[0], np.ones(spec.n_conj, bool), None, spec, solve, confirm, opt, res, final=True)
+
+    stack_lo, stack_hi = [lo0], [hi0]
+    stack_open = [np.ones((1, spec.n_conj), bool)]
+    stack_depth = [np.zeros(1, np.int64)]
+    pending = 1
+    undecided = 0
+    while pending:
+        if opt.deadline is not None and time.perf_counter() > opt.deadline:
+            res.reason = f"time limit reached with {pending} sub-boxes left ({res.boxes} examined)"
+            return res
+        if res.boxes > opt.max_boxes:
+            res.reason = f"gave up after {res.boxes} sub-boxes"
+            return res
+        lo, hi, op, dep = _pop(stack_lo, stack_hi, stack_open, stack_depth, opt.batch)
+        pending -= lo.shape[0]
+        res.boxes += lo.shape[0]
+        res.max_depth = max(res.max_depth, int(dep.max()))
+        fb = forward_bounds(rn, lo, hi)
+        lb, Lam, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
+        refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
+        refuted = np.zeros_like(op)
+        np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
+        op = op & ~refuted
+        alive = op.any(axis=1)
+        if not np.any(alive):
+            continue
+        lo, hi, op, dep, lb, Lam, corner = lo[alive], hi[alive], op[alive], dep[alive], lb[alive], Lam[alive], \
+            corner[alive]
+        fb = fb.take(np.nonzero(alive)[0])
+        # counterexample candidates: centres and, per open conjunction, the corner of its most promising row
+        best_row = _best_rows(lb, spec, op)  # (B, n_conj), -1 where closed
+        cand = [(lo + hi) / 2]
+        for j in range(spec.n_conj):
+            sel = best_row[:, j] >= 0
+            if np.any(sel):
+                cand.append(corner[np.nonzero(sel)[0], best_row[sel, j]])
+        cand_x = np.concatenate(cand)
+        y = rn.forward(cand_x)
+        res.evaluations += cand_x.shape[0]
+        hits = np.nonzero(spec.violated(y))[0]
+        for i in hits[:8]:
+            if confirm(cand_x[i]):
+                res.status, res.x, res.conj = "violated", cand_x[i], spec.which(y[i:i + 1])
+                return res
+            res.unconfirmed += 1
+        # leaves: few unstable ReLUs -> the exact Query
+        unstable = fb.n_unstable()
+        leaf = unstable <= opt.milp_unstable
+        for i in np.nonzero(leaf)[0]:
+            sub = _leaf(rn, lo[i], hi[i], op[i], fb.take(np.array([i])), spec, solve, confirm, opt,
+                        SearchResult("unknown"), final=False)
+            res.queries += sub.queries
+            res.unconfirmed += sub.unconfirmed
+            if sub.status == "violated":
+                sub.boxes, sub.evaluations, sub.max_depth = res.boxes, res.evaluations, res.max_depth
+                sub.queries = res.queries
+                return sub
+            if sub.status == "unknown":
+                undecided += 1
+                res.reason = sub.reason
+        split = ~leaf
+        if not np.any(split):
+            continue
+        lo, hi, op, dep, Lam, best_row = lo[split], hi[split], op[split], dep[split], Lam[split], best_row[split]
+        dim = _split_dims(Lam, best_row, hi - lo)
+        idx = np.arange(lo.shape[0])
+        mid = (lo[idx, dim] + hi[idx, dim]) / 2
+        hi_left, lo_right = hi.copy(), lo.copy()
+        hi_left[idx, dim] = mid
+        lo_right[idx, dim] = mid
+        stack_lo.append(np.concatenate([lo_right, lo]))
+        stack_hi.append(np.concatenate([hi, hi_left]))
+        stack_open.append(np.concatenate([op, op]))
+        stack_depth.append(np.concatenate([dep + 1, dep + 1]))
+        pending += 2 * lo.shape[0]
+    if undecided:
+        res.status = "unknown"
+        res.reason = f"{undecided} sub-box(es) undecided: {res.reason}"
+        return res
+    res.status = "holds"
+    return res
+
+
+def _pop(stack_lo: list[np.ndarray], stack_hi: list[np.ndarray], stack_open: list[np.ndarray],
+         stack_depth: list[np.ndarray], n: int) -> tuple[np.ndarray, ...]:
+    """Take up to ``n`` boxes from the end of the stack (depth first keeps the stack small)."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    taken = 0
+    while stack_lo and taken < n:
+        lo, hi, op, dep = stack_lo[-1], stack_hi[-1], stack_open[-1], stack_depth[-1]
+        k = min(n - taken, lo.shape[0])
+        parts.append((lo[-k:], hi[-k:], op[-k:], dep[-k:]))
+        if k == lo.shape[0]:
+            stack_lo.pop(); stack_hi.pop(); stack_open.pop(); stack_depth.pop()
+        else:
+            stack_lo[-1], stack_hi[-1], stack_open[-1], stack_depth[-1] = lo[:-k], hi[:-k], op[:-k], dep[:-k]
+        taken += k
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+
+
+def _best_rows(lb: np.ndarray, spec: UnsafeSpec, op: np.ndarray) -> np.ndarray:
+    """For each box and open conjunction, the row with the largest lower bound (closest to refuting it)."""
+    B = lb.shape[0]
+    best = np.full((B, spec.n_conj), -1, dtype=np.int64)
+    for j in range(spec.n_conj):
+        rows = np.nonzero(spec.conj == j)[0]
+        if rows.size == 0:
+            continue
+        pick = rows[np.argmax(lb[:, rows], axis=1)]
+        best[:, j] = np.where(op[:, j], pick, -1)
+    return best
+
+
+def _split_dims(Lam: np.ndarray, best_row: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """The input dimension to split: largest ``|coefficient| * width`` summed over the open conjunctions' rows."""
+    B = Lam.shape[0]
+    score = np.zeros_like(width)
+    for j in range(best_row.shape[1]):
+        sel = best_row[:, j] >= 0
+        if np.any(sel):
+            ii = np.nonzero(sel)[0]
+            score[ii] += np.abs(Lam[ii, best_row[ii, j]]) * width[ii]
+    score = np.where(width > 0, score + 1e-12 * width, -1.0)
+    return np.argmax(score, axis=1) if B else np.zeros(0, np.int64)
+
+
+def _leaf(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, conj_open: np.ndarray, bounds: LayerBounds | None,
+          spec: UnsafeSpec, solve: LeafSolver, confirm: Confirm, opt: SearchOptions, res: SearchResult,
+          final: bool) -> SearchResult:
+    """Decide one box with the exact Query."""
+    from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
+
+    enc = encode_region_query(rn, lo, hi, spec, conj_open, bounds, opt.tol)
+    res.queries += 1
+    sol = solve(enc.query)
+    if sol.status == INFEASIBLE:
+        res.status = "holds"
+        return res
+    if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
+        x = np.clip(sol.x[enc.inputs], lo, hi)
+        if confirm(x):
+            res.status, res.x = "violated", x
+            res.conj = spec.which(rn.forward(x[None]))
+            return res
+        res.unconfirmed += 1
+        res.status = "unknown"
+        res.reason = ("the solver found a point within the tolerance of the unsafe region that does not confirm "
+                      "(a boundary case)")
+        return res
+    res.status = "unknown"
+    res.reason = f"the solver stopped without an answer ({sol.status}: {sol.message})"
+    return res

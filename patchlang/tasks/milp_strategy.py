@@ -1,0 +1,190 @@
+"""How a MILP patch problem is prepared before the MILP solver sees it: fixed-phase LPs, derived bounds, warm start.
+
+Why: the MILP's difficulty is its binaries, and their number and big-Ms come from the bounds on the change.
+A cheap LP answers two questions at once:
+
+1. *A sound bound.*  Fixing every ReLU phase to the original network's (and each disjunction to its best
+   alternative, each l0 indicator to "may change") restricts the problem to an LP
+   (:func:`patchlang.compile.fixed_phase.fixed_phase_query`); its answer is a genuine patch, so the optimum is at
+   most its objective ``N``.  With objective ``w_inf*linf + w_1*l1 (+ w_0*l0)`` and ``l1 >= linf`` every optimal
+   patch has ``linf <= N / (w_inf + w_1)``: that is a sound `bound linf` for the exact MILP, usually far below the
+   user's (or none), so far fewer neurons are unstable and the big-Ms are small.
+2. *A feasible start.*  The LP answer, propagated through the encoded problem, is an incumbent for the MILP
+   solver (HiGHS ``setSolution``, Gurobi ``Start``), which prunes from the first node.
+
+The LP is repeated with the phases of its own answer while that improves (each round's answer is feasible for
+the next round's LP, so the objective never increases).  Everything here is checked: the LP answer is applied to
+the network and every goal re-evaluated in float64 before it is used as a bound or a start.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..compile.fixed_phase import fixed_phase_query, propagate, violation
+from ..compile.goals import GoalGroup, clause_slack
+from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch
+from ..errors import PatchlangError
+from ..lang.program import PatchTask
+from ..model.ir import Network
+from ..solvers.base import OPTIMAL, SolveOptions
+from ..solvers.registry import get_backend
+
+MAX_ROUNDS = 4  # fixed-phase LPs; the objective rarely improves after the second
+# Relative slack on a derived bound.  Far above the LP's feasibility tolerance, and large enough that the
+# neuron the optimum pushes to exactly 0 is not left with a big-M of 1e-7 (MILP presolve mistreats those).
+INFLATE = 1e-3
+DEFAULT_MIP_GAP = 1e-6  # a claim of minimality should mean it; HiGHS's and Gurobi's default is 1e-4
+START_TOL = 1e-6
+HUGE_NONZEROS = 5_000_000
+HUGE_BINARIES = 50_000
+
+
+@dataclass
+class MilpPlan:
+    enc: PatchEncoding
+    options: SolveOptions
+    notes: list[str] = field(default_factory=list)
+    lp_seconds: float = 0.0
+    lp_objective: float | None = None
+
+
+def objective_value(deltas: np.ndarray, norms: NormSpec) -> float:
+    """The task's objective at a patch (l0 counts every exactly non-zero delta: an upper bound of it)."""
+    values = {"linf": float(np.max(np.abs(deltas))) if deltas.size else 0.0,
+              "l1": float(np.sum(np.abs(deltas))), "l0": float(np.count_nonzero(deltas))}
+    return float(sum(w * values[n] for w, n in norms.objective))
+
+
+def derived_linf_bound(value: float, norms: NormSpec) -> float | None:
+    """``linf`` of every optimal patch when some patch has objective ``value`` (None if the objective has no
+    linf or l1 term, e.g. pure l0)."""
+    w = sum(wt for wt, n in norms.objective if n in ("linf", "l1"))
+    if w <= 0:
+        return None
+    return value / w
+
+
+def goals_hold(net: Network, groups: list[GoalGroup], tol: float = 1e-6) -> bool:
+    """Every clause of every point holds on ``net`` in float64 (the independent check, before trusting an LP)."""
+    for g in groups:
+        if not g.points:
+            continue
+        y = net.forward_suffix(np.stack([p.h for p in g.points]))
+        scale = 1.0 + float(np.max(np.abs(y)))
+        for p, out in zip(g.points, y):
+            if any(clause_slack(c, out) < -tol * scale for c in p.clauses):
+                return False
+    return True
+
+
+def within_bounds(deltas: np.ndarray, norms: NormSpec) -> bool:
+    values = {"linf": float(np.max(np.abs(deltas))) if deltas.size else 0.0,
+              "l1": float(np.sum(np.abs(deltas))), "l0": float(np.count_nonzero(deltas))}
+    return all(values[n] <= b * (1 + 1e-9) + 1e-9 for n, b in norms.bounds.items())
+
+
+def _delta_vector(layout: DeltaLayout, deltas: np.ndarray, n_vars: int) -> np.ndarray:
+    x = np.zeros(n_vars)
+    x[np.concatenate(layout.var_index)] = deltas
+    return x
+
+
+def start_for(enc: PatchEncoding, deltas: np.ndarray) -> np.ndarray | None:
+    """A complete, checked feasible assignment of ``enc.query`` for a patch given by its deltas, or None."""
+    q = enc.query
+    x = propagate(q, enc.layout, _delta_vector(enc.layout, deltas, q.n_vars))
+    if x is None or violation(q, x) > START_TOL:
+        return None
+    return x
+
+
+def with_start(options: SolveOptions, enc: PatchEncoding, deltas: np.ndarray | None) -> SolveOptions:
+    """``options`` with a warm start for ``enc`` built from ``deltas`` (unchanged when it is not feasible)."""
+    if deltas is None or enc.query.problem_class != "MILP":
+        return options
+    x = start_for(enc, deltas)
+    return replace(options, start=x) if x is not None else options
+
+
+def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup], norms: NormSpec,
+                        options: SolveOptions) -> tuple[np.ndarray | None, float | None, int]:
+    """Best deltas found by fixed-phase LPs (checked on the network), their objective, and the rounds run."""
+    q = enc.query
+    x_ref = propagate(q, enc.layout, np.zeros(q.n_vars))
+    if x_ref is None:
+        return None, None, 0
+    highs = get_backend("highs")
+    lp_options = replace(options, start=None, mip_gap=None)
+    best: tuple[np.ndarray, float] | None = None
+    rounds = 0
+    for _ in range(MAX_ROUNDS):
+        rounds += 1
+        sol = highs.solve(fixed_phase_query(q, x_ref), lp_options)
+        if sol.status != OPTIMAL or sol.x is None:
+            break
+        deltas = enc.layout.deltas(sol.x)
+        if not (within_bounds(deltas, norms) and goals_hold(enc.layout.apply(net, sol.x), groups)):
+            break
+        value = objective_value(deltas, norms)
+        if best is not None and value >= best[1] * (1 - 1e-6):
+            break
+        best = (deltas, value)
+        x_ref = propagate(q, enc.layout, sol.x)
+        if x_ref is None:
+            break
+    return (best[0], best[1], rounds) if best else (None, None, rounds)
+
+
+def _warn_if_huge(enc: PatchEncoding, notes: list[str]) -> None:
+    q = enc.query
+    binaries = q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)
+    if q.A.nnz > HUGE_NONZEROS or binaries > HUGE_BINARIES:
+        notes.append(f"warning: a very large MILP ({q.A.nnz} nonzeros, {binaries} binaries) may not finish; "
+                     "a smaller `bound linf`, fewer points or fewer editable parameters make it smaller")
+
+
+def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
+    """Encode the task's MILP with the tightest sound bound we can derive and a warm start."""
+    t0 = time.perf_counter()
+    enc = encode_patch(net, task.edits, groups, task.norms, name=task.name)
+    if enc.query.problem_class != "MILP":
+        return MilpPlan(enc, options)
+    if options.mip_gap is None:
+        options = replace(options, mip_gap=DEFAULT_MIP_GAP)
+    deltas, value, rounds = _fixed_phase_search(net, enc, groups, task.norms, options)
+    lp_seconds = time.perf_counter() - t0
+    notes: list[str] = []
+    user = task.norms.bounds.get("linf", np.inf)
+    if deltas is None:
+        if not np.isfinite(user):
+            raise PatchlangError(
+                f"patch `{task.name}` needs a bound on the change to encode the ReLUs after the edit exactly, and "
+                "none could be derived: the LP with every ReLU phase kept as in the original network has no "
+                "solution", help="add `bound linf <= c` to the patch block (any c that surely allows a patch)")
+        _warn_if_huge(enc, notes)
+        return MilpPlan(enc, options, notes, lp_seconds)
+    bound = derived_linf_bound(value, task.norms)
+    if bound is not None:
+        bound = bound * (1 + INFLATE) + 1e-12
+        if bound < user:
+            norms = NormSpec(objective=task.norms.objective, bounds={**task.norms.bounds, "linf": bound},
+                             bound_spans=task.norms.bound_spans)
+            enc = encode_patch(net, task.edits, groups, norms, name=task.name)
+            notes.append(f"bound linf <= {bound:.6g} derived from a fixed-phase LP patch with objective {value:.6g} "
+                         f"({rounds} LP round(s)); sound: every optimal patch lies within it")
+    _warn_if_huge(enc, notes)
+    plan = MilpPlan(enc, with_start(options, enc, deltas), notes, lp_seconds, value)
+    if plan.options.start is not None:
+        plan.notes.append(f"MILP warm-started from the fixed-phase LP patch (objective {value:.6g})")
+    return plan
+
+
+def prepare_encoding(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
+    """The hook `run_patch` calls: the plain encoding for LP/SMT tasks, :func:`plan_milp` for MILPs."""
+    if task.problem_class != "MILP":
+        return MilpPlan(encode_patch(net, task.edits, groups, task.norms, name=task.name), options)
+    return plan_milp(net, task, groups, options)
