@@ -529,6 +529,10 @@ class Checker:
                       "add `input box lo [...] hi [...]` or `input within linf EPS of POINTS`")
         if not st.ensures:
             self.fail("PL264", f"property `{st.name}` has no `ensure` statement", st.span)
+        stays = [a for cnf in st.ensures for clause in cnf.clauses for a in clause if isinstance(a, A.AtomLabelStays)]
+        if stays and (centers is None or any(isinstance(i, A.InputBox) for i in st.inputs)):
+            self.fail("PL266", "`label stays` needs a centre point for every input region", stays[0].span,
+                      "use `input within linf EPS of POINTS` regions only, or write `label is N`")
         return PropertySpec(st.name, st.span, boxes, ensures=list(st.ensures), centers=centers)
 
     def property_ref(self, name: str, span: Span) -> PropertySpec:

@@ -85,7 +85,8 @@ def goal_group(net: Network, spec: GoalSpec, margin: float, *, suffix_inputs: np
             clauses = [G.label_not(int(own[i]), n_out, margin, net.decision)]
         elif spec.kind == "require":
             assert spec.cnf is not None
-            clauses = cnf_clauses(spec.cnf, n_out, margin, net.decision, int(own[i]))
+            # `label stays` means the label the unpatched network gives, as for `keep`
+            clauses = cnf_clauses(spec.cnf, n_out, margin, net.decision, int(pred[i]))
         else:  # pragma: no cover
             raise ValueError(spec.kind)
         group.points.append(G.PointGoal(name, h[i], clauses))

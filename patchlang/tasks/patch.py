@@ -260,7 +260,7 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
     not need stay untouched instead of sitting anywhere in the L∞ box (or at the big-M bound for L0)."""
     t = float(sol.objective or 0.0)
     if primary == "linf":
-        bound = t + 1e-9 * max(1.0, t)
+        bound = t + 1e-9 * max(1.0, t) if t > 1e-12 else 0.0
         if task.norms.bounds.get("linf", np.inf) < bound:
             bound = task.norms.bounds["linf"]
     else:
