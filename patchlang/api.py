@@ -78,5 +78,8 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
     assertions = [evaluate(program, a, results) for a in program.assertions
                   if not only or getattr(a.node, "task", getattr(a.node, "subject", None)) in results
                   or getattr(a.node, "subject", None) in program.models]
+    from .tasks.rounding import add_assertion_notes
+
+    add_assertion_notes(program, results)
     return RunResult(program.path, ordered, assertions, program.input_files, versions(),
                      time.perf_counter() - t0, [w.render() for w in program.warnings])

@@ -175,7 +175,7 @@ class PatchEncoder:
         if rows:
             D = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                               shape=(n_out, self.b.n_vars))
-            base_E = base_E + D
+            base_E = sp.csr_matrix(base_E, shape=D.shape) + D  # products may have added variables
         return sp.csr_matrix(base_E), new_c
 
     def _products(self, a: np.ndarray, h: np.ndarray, name: str) -> np.ndarray:

@@ -178,9 +178,13 @@ class QueryBuilder:
         return idx
 
     def var_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        lb = np.concatenate(self._lb) if self._lb else np.zeros(0)
-        ub = np.concatenate(self._ub) if self._ub else np.zeros(0)
-        return lb, ub
+        """All bounds so far (read-only views of the builder's state).  The pieces are merged into one array on
+        each call, so the encoder's per-point calls copy one big array plus a few new blocks instead of
+        re-joining thousands of small ones (which made encoding quadratic in the number of points)."""
+        if len(self._lb) != 1:
+            self._lb = [np.concatenate(self._lb) if self._lb else np.zeros(0)]
+            self._ub = [np.concatenate(self._ub) if self._ub else np.zeros(0)]
+        return self._lb[0], self._ub[0]
 
     def tighten_bounds(self, idx: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
         """Intersect the bounds of existing variables (used once sound bounds are known)."""
@@ -227,7 +231,7 @@ class QueryBuilder:
     # ------------------------------------------------------------------ freeze
     def build(self) -> Query:
         n = self.n_vars
-        lb, ub = self.var_bounds()
+        lb, ub = (a.copy() for a in self.var_bounds())
         integer = np.concatenate(self._int) if self._int else np.zeros(0, dtype=bool)
         if self._rows:
             rows = np.concatenate([r.row for r in self._rows])

@@ -280,6 +280,7 @@ class SearchOptions:
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)
+    heuristic: str = "lookahead"  # lookahead | width | smear
 
 
 @dataclass
@@ -378,7 +379,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         if not np.any(split):
             continue
         lo, hi, op, dep, Lam, best_row = lo[split], hi[split], op[split], dep[split], Lam[split], best_row[split]
-        dim = _split_dims(Lam, best_row, hi - lo)
+        dim = _choose_split(rn, spec, lo, hi, op, Lam, best_row, opt, lo0, hi0)
         idx = np.arange(lo.shape[0])
         mid = (lo[idx, dim] + hi[idx, dim]) / 2
         hi_left, lo_right = hi.copy(), lo.copy()
@@ -425,6 +426,43 @@ def _best_rows(lb: np.ndarray, spec: UnsafeSpec, op: np.ndarray) -> np.ndarray:
         pick = rows[np.argmax(lb[:, rows], axis=1)]
         best[:, j] = np.where(op[:, j], pick, -1)
     return best
+
+
+def _choose_split(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, Lam: np.ndarray,
+                  best_row: np.ndarray, opt: SearchOptions, lo0: np.ndarray, hi0: np.ndarray) -> np.ndarray:
+    """Which input dimension to bisect, per box.
+
+    ``lookahead`` bounds both halves for every dimension and keeps the dimension whose worse half gets the best
+    bound (2d extra bound computations per box, but far fewer boxes); ``width`` bisects the widest dimension
+    relative to the original box; ``smear`` weighs widths by the bound's input coefficients.
+    """
+    if opt.heuristic == "width":
+        rel = (hi - lo) / np.maximum(hi0 - lo0, 1e-300)
+        return np.argmax(rel, axis=1)
+    if opt.heuristic == "smear":
+        return _split_dims(Lam, best_row, hi - lo)
+    B, d = lo.shape
+    tol = opt.tol * (1.0 + np.abs(spec.d))
+    score = np.full((B, d), -np.inf)
+    for i in range(d):
+        mid = (lo[:, i] + hi[:, i]) / 2
+        l2 = np.concatenate([lo, lo])
+        h2 = np.concatenate([hi, hi])
+        h2[:B, i] = mid
+        l2[B:, i] = mid
+        fb = forward_bounds(rn, l2, h2)
+        lb, _, _ = spec_lower_bounds(rn, spec.A, -spec.d, l2, h2, fb)
+        lb = np.minimum(lb, tol)  # refuted is refuted: no credit beyond it
+        per = np.full((2 * B, spec.n_conj), 0.0)
+        for j in range(spec.n_conj):
+            rows = np.nonzero(spec.conj == j)[0]
+            if rows.size:
+                per[:, j] = lb[:, rows].max(axis=1)
+        op2 = np.concatenate([op, op])
+        child = np.where(op2, per, 0.0).sum(axis=1)
+        score[:, i] = np.minimum(child[:B], child[B:]) + 1e-3 * (child[:B] + child[B:])
+    score = np.where(hi - lo > 0, score, -np.inf)
+    return np.argmax(score, axis=1)
 
 
 def _split_dims(Lam: np.ndarray, best_row: np.ndarray, width: np.ndarray) -> np.ndarray:

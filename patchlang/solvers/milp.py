@@ -142,6 +142,67 @@ def _plan_disjunction(d, q: Query) -> _DisjunctionPlan:
     return _DisjunctionPlan(alive, bool(np.any(always & alive)), rlo, rhi, row_true)
 
 
+def affine_roots(q: Query, v: np.ndarray, max_steps: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write each variable ``v[i]`` as ``alpha[i] * x[root[i]] + beta[i]`` by following equality rows with two
+    nonzeros towards earlier variables (the encoder defines each materialized neuron from earlier ones, so a
+    neuron fed by one bias delta is ``delta + const`` after one or two such rows)."""
+    A = q.A.tocsr()
+    nnz = np.diff(A.indptr)
+    rows = np.nonzero((nnz == 2) & (q.row_lo == q.row_hi))[0]
+    parent = np.full(q.n_vars, -1, dtype=np.int64)
+    p_alpha = np.zeros(q.n_vars)
+    p_beta = np.zeros(q.n_vars)
+    if rows.size:
+        cols = A.indices[A.indptr[rows][:, None] + np.arange(2)]
+        vals = A.data[A.indptr[rows][:, None] + np.arange(2)]
+        late = np.argmax(cols, axis=1)  # the later variable is the one the row defines
+        early = 1 - late
+        r = np.arange(rows.size)
+        j, i = cols[r, late], cols[r, early]
+        aj, ai = vals[r, late], vals[r, early]
+        # ai x_i + aj x_j = rhs  =>  x_j = (-ai/aj) x_i + rhs/aj
+        parent[j], p_alpha[j], p_beta[j] = i, -ai / aj, q.row_lo[rows] / aj
+    root = np.asarray(v, dtype=np.int64).copy()
+    alpha = np.ones(root.size)
+    beta = np.zeros(root.size)
+    for _ in range(max_steps):
+        step = parent[root] >= 0
+        if not np.any(step):
+            break
+        s = np.nonzero(step)[0]
+        beta[s] += alpha[s] * p_beta[root[s]]
+        alpha[s] *= p_alpha[root[s]]
+        root[s] = parent[root[s]]
+    return root, alpha, beta
+
+
+def relu_order_rows(q: Query, z: np.ndarray, N: int) -> sp.csr_matrix | None:
+    """Valid ordering rows between the phase binaries of ReLUs whose inputs are affine in one shared variable.
+
+    If ``x_p = alpha_p v + beta_p`` with ``alpha_p > 0``, the ReLU is active iff ``v > theta_p = -beta_p/alpha_p``;
+    so with thresholds sorted, each phase implies the next one's (``z_later <= z_earlier``), and conversely for
+    ``alpha_p < 0``.  The binaries ``z = [x > 0]`` of any feasible point satisfy these rows, so nothing feasible is
+    cut off, while the LP relaxation gets much tighter (bias patching: every point's copy of a hidden neuron is
+    ``bias delta + const``).  None when no two ReLUs share a root."""
+    x = q.relus[:, 1]
+    root, alpha, beta = affine_roots(q, x)
+    ok = alpha != 0
+    if not np.any(ok):
+        return None
+    theta = np.where(ok, -beta / np.where(ok, alpha, 1.0), 0.0)
+    sign = np.sign(alpha)
+    # active iff sign * v > sign * theta: sort by (root, sign, sign * theta) so that each phase implies the next's
+    idx = np.nonzero(ok)[0]
+    order = idx[np.lexsort((sign[idx] * theta[idx], sign[idx], root[idx]))]
+    same = (root[order[1:]] == root[order[:-1]]) & (sign[order[1:]] == sign[order[:-1]])
+    if not np.any(same):
+        return None
+    first, second = order[:-1][same], order[1:][same]  # second's threshold is higher: active(second) => active(first)
+    k = first.size
+    r = np.arange(k)
+    return sp.csr_matrix((np.r_[np.ones(k), -np.ones(k)], (np.r_[r, r], np.r_[z[second], z[first]])), shape=(k, N))
+
+
 def lift_start(q: Query, m: "LinearModel", x: np.ndarray) -> np.ndarray | None:
     """A feasible assignment ``x`` of the Query's variables extended to the model's binaries (ReLU phase
     indicators and the disjunction binaries of an alternative that holds), or None when some disjunction has
@@ -203,6 +264,10 @@ def lower_to_milp(q: Query) -> LinearModel:
         blocks.append(sp.csr_matrix((np.r_[np.ones(k), -u], (np.r_[r, r], np.r_[y, z])), shape=(k, N)))
         los.append(np.full(k, -np.inf)); his.append(np.zeros(k))
         lb[y] = np.maximum(lb[y], 0.0)
+        order = relu_order_rows(q, z, N)
+        if order is not None:
+            blocks.append(order)
+            los.append(np.full(order.shape[0], -np.inf)); his.append(np.zeros(order.shape[0]))
     disj_layout = []
     for d, plan in zip(q.disjunctions, plans):
         zi = plan.binary_of_alt(nb)

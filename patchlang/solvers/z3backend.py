@@ -459,6 +459,10 @@ class Z3Backend:
                     stopped = res
                     break
                 step *= 2
+        if lo is not None and hi > lo and calls < max_calls:  # the static bound is often attained (0 change)
+            res = probe(p.objective <= _z3_rat(lo, p.ctx))
+            if res not in ("sat", "unsat"):
+                stopped = res
         while lo is not None and not stopped and calls < max_calls and not clock.expired():
             if hi <= lo:
                 exact = True

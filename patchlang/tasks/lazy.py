@@ -16,10 +16,11 @@ import numpy as np
 
 from ..compile.goals import GoalGroup
 from ..model.ir import Network
+from ..solvers.base import Solution
 from .checking import _slacks
 
 LAZY_MIN_POINTS = 64  # smaller keep sets are encoded whole: a second round would cost more than it saves
-INITIAL_POINTS = 16  # the most fragile points (smallest slack on the original network) start in the set
+INITIAL_POINTS = 32  # the most fragile points start in the set (smallest slack per unit of input size)
 MAX_ADD = 64  # per round, at most this many of the most violated points are added (plus twice the set size)
 
 
@@ -32,9 +33,12 @@ class LazyKeep:
         self.inputs = {i: net.forward_suffix(np.stack([p.h for p in groups[i].points]), 0, start) for i in eligible}
         self.working: dict[int, np.ndarray] = {}
         self.rounds = 0
+        self.tidied: list[tuple[Solution, Solution, object]] = []
         for i in eligible:
             y = net.forward_suffix(self.inputs[i], start)
-            order = np.argsort(_slacks(groups[i], y), kind="stable")
+            # a change of size t moves an output by at most about t * ||input of the edited layer||_1
+            fragility = _slacks(groups[i], y) / (1.0 + np.abs(self.inputs[i]).sum(axis=1))
+            order = np.argsort(fragility, kind="stable")
             mask = np.zeros(len(groups[i].points), dtype=bool)
             mask[order[:INITIAL_POINTS]] = True
             self.working[i] = mask
@@ -65,6 +69,16 @@ class LazyKeep:
                 mask[bad] = True
                 added += int(bad.size)
         return added
+
+    def remember_tidy(self, sol: Solution, tidy: tuple[Solution, object]) -> None:
+        """The tidy (least-L1) patch already found for ``sol`` while growing the working sets."""
+        self.tidied.append((sol, *tidy))
+
+    def tidy_of(self, sol: Solution) -> tuple[Solution, object] | None:
+        for s, t, enc in self.tidied:
+            if s is sol:
+                return t, enc
+        return None
 
     def describe(self, groups: list[GoalGroup]) -> str:
         parts = [f"{int(np.count_nonzero(m))} of {len(groups[i].points)} points of `{groups[i].label}`"

@@ -27,13 +27,16 @@ import numpy as np
 from ..compile.fixed_phase import fixed_phase_query, propagate, violation
 from ..compile.goals import GoalGroup, clause_slack
 from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch
+from ..compile.query import Query
 from ..errors import PatchlangError
 from ..lang.program import PatchTask
 from ..model.ir import Network
 from ..solvers.base import OPTIMAL, SolveOptions
+from ..solvers.highs import HighsBackend
+from ..solvers.milp import lower_to_milp
 from ..solvers.registry import get_backend
 
-MAX_ROUNDS = 4  # fixed-phase LPs; the objective rarely improves after the second
+MAX_ROUNDS = 5  # fixed-phase LPs (one may be spent on the relaxation's phases)
 # Relative slack on a derived bound.  Far above the LP's feasibility tolerance, and large enough that the
 # neuron the optimum pushes to exactly 0 is not left with a big-M of 1e-7 (MILP presolve mistreats those).
 INFLATE = 1e-3
@@ -110,9 +113,24 @@ def with_start(options: SolveOptions, enc: PatchEncoding, deltas: np.ndarray | N
     return replace(options, start=x) if x is not None else options
 
 
+def _relaxation_point(q: Query, options: SolveOptions) -> np.ndarray | None:
+    """The LP relaxation's answer (binaries continuous), a reference whose phases often admit a patch when the
+    original network's do not; None when the relaxation cannot be built (unbounded ReLUs) or solved."""
+    try:
+        m = lower_to_milp(q)
+    except PatchlangError:
+        return None
+    m.integer[:] = False
+    sol = HighsBackend().solve_linear(m, options, is_mip=False)
+    return sol.x[: q.n_vars] if sol.status == OPTIMAL and sol.x is not None else None
+
+
 def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup], norms: NormSpec,
                         options: SolveOptions) -> tuple[np.ndarray | None, float | None, int]:
-    """Best deltas found by fixed-phase LPs (checked on the network), their objective, and the rounds run."""
+    """Best deltas found by fixed-phase LPs (checked on the network), their objective, and the rounds run.
+
+    Round one keeps the original network's phases; if that LP has no answer, the phases at the LP relaxation's
+    answer are tried instead; later rounds use the phases of the previous answer while the objective drops."""
     q = enc.query
     x_ref = propagate(q, enc.layout, np.zeros(q.n_vars))
     if x_ref is None:
@@ -121,14 +139,22 @@ def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup
     lp_options = replace(options, start=None, mip_gap=None)
     best: tuple[np.ndarray, float] | None = None
     rounds = 0
-    for _ in range(MAX_ROUNDS):
+    tried_relaxation = False
+    while rounds < MAX_ROUNDS:
         rounds += 1
         sol = highs.solve(fixed_phase_query(q, x_ref), lp_options)
-        if sol.status != OPTIMAL or sol.x is None:
-            break
-        deltas = enc.layout.deltas(sol.x)
-        if not (within_bounds(deltas, norms) and goals_hold(enc.layout.apply(net, sol.x), groups)):
-            break
+        deltas = enc.layout.deltas(sol.x) if sol.x is not None else None
+        ok = (sol.status == OPTIMAL and deltas is not None and within_bounds(deltas, norms)
+              and goals_hold(enc.layout.apply(net, sol.x), groups))
+        if not ok:
+            if best is not None or tried_relaxation:
+                break
+            tried_relaxation = True
+            relaxed = _relaxation_point(q, lp_options)
+            x_ref = propagate(q, enc.layout, relaxed) if relaxed is not None else None
+            if x_ref is None:
+                break
+            continue
         value = objective_value(deltas, norms)
         if best is not None and value >= best[1] * (1 - 1e-6):
             break

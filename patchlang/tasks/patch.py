@@ -128,6 +128,11 @@ def _better(sol: Solution, label: int | None, best: Solution, best_label: int | 
     return abs(a - b) <= _tie_tol(best) and label is not None and best_label is not None and label < best_label
 
 
+def _tidy_primary(task: PatchTask) -> str | None:
+    """The norm a second, least-L1 solve follows up on (a single-norm objective), else None."""
+    return task.norms.objective[0][1] if len(task.norms.objective) == 1 else None
+
+
 def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKeep | None:
     """Working sets for the large `keep` groups of an LP (see :mod:`patchlang.tasks.lazy`), or None."""
     eligible = LazyKeep.eligible(groups)
@@ -137,11 +142,12 @@ def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKe
 
 
 def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], norms: NormSpec | None,
-                      backend_name: str, options: SolveOptions, notes: list[str], lazy: LazyKeep | None
-                      ) -> tuple[Solution, PatchEncoding, float, float]:
+                      backend_name: str, options: SolveOptions, notes: list[str], lazy: LazyKeep | None,
+                      cutoff: float = np.inf) -> tuple[Solution, PatchEncoding, float, float]:
     """Encode and solve, returning build and solve seconds too.  ``norms=None``: the task's own problem
     (prepared by milp_strategy for MILPs); otherwise the tidy problem with these norms.  With ``lazy``, round
-    after round until no keep point outside the working sets is broken: the same optimum as encoding them all."""
+    after round until no keep point outside the working sets is broken: the same optimum as encoding them all.
+    A round whose (relaxed, so lower) optimum is above ``cutoff`` ends the loop: that answer cannot win."""
     t_build = t_solve = 0.0
     while True:
         t0 = time.perf_counter()
@@ -160,7 +166,19 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         t_solve += time.perf_counter() - t1 + plan.lp_seconds
         if lazy is None or sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
             return sol, enc, t_build, t_solve  # an infeasible relaxation means the full problem is infeasible
-        if not lazy.add_violated(groups, enc.layout.apply(net, sol.x)):
+        if sol.status == OPTIMAL and (sol.objective or 0.0) > cutoff:
+            return sol, enc, t_build, t_solve
+        probe = None
+        if norms is None and _tidy_primary(task) == "linf" and sol.status == OPTIMAL:
+            # an L∞ optimum is far from unique and its arbitrary corner breaks many points no optimum needs to
+            # break; the least-L1 patch among the L∞-optimal ones (the answer we report) is the one to test
+            t2 = time.perf_counter()
+            probe = _tidy(net, task, lazy.subset(groups), sol, backend_name, options, "linf", None)
+            t_solve += time.perf_counter() - t2
+        x, layout = (probe[0].x, probe[1].layout) if probe is not None else (sol.x, enc.layout)
+        if not lazy.add_violated(groups, layout.apply(net, x)):
+            if probe is not None:
+                lazy.remember_tidy(sol, probe)
             return sol, enc, t_build, t_solve
 
 
@@ -172,6 +190,10 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     if task.round_bits is not None:
         net = round_significand(net, task.round_bits)
         result.notes.append(f"parameters rounded to {task.round_bits} significand bits before patching")
+        from .rounding import rounding_notes
+
+        result.notes.extend(rounding_notes(task.model.net, net, task.round_bits,
+                                           [(g.text, g.points) for g in task.goals if len(g.points)]))
     options = solve_options(task, run)
     backend_name = run.backend or task.backend.name
 
@@ -190,11 +212,14 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
         if best is not None and lower > (best[0].objective or 0.0) + _tie_tol(best[0]):
             break  # attempts are sorted by lower bound: no later candidate can beat (or tie) the incumbent
         groups = base_groups if label is None else _pin_away(base_groups, gi, label)
-        sol, enc, tb, ts = _encode_and_solve(net, task, groups, None, backend_name, options, result.notes, lazy)
+        cutoff = (best[0].objective or 0.0) + _tie_tol(best[0]) if best is not None else np.inf
+        sol, enc, tb, ts = _encode_and_solve(net, task, groups, None, backend_name, options, result.notes, lazy,
+                                             cutoff)
         t_build += tb
         t_solve += ts
         statuses.append(sol.status)
         result.backend, result.backend_version = sol.backend, sol.backend_version
+        _exact_details(sol, enc.query, result)
         if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
             if best is None or _better(sol, label, best[0], best[3]):
                 best = (sol, enc, groups, label)
@@ -219,6 +244,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
         if all(s == INFEASIBLE for s in statuses):
             result.status = NO_PATCH
             result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
+            if len(statuses) == 1:
+                _explain(enc.query, options, result)
         elif any(s == UNBOUNDED for s in statuses):
             result.status = INCONCLUSIVE
             result.message = "the problem is unbounded (internal: the norm should bound it)"
@@ -231,7 +258,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
         return result
     sol, enc, groups, _ = best
     result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
-    primary = task.norms.objective[0][1] if len(task.norms.objective) == 1 else None
+    primary = _tidy_primary(task)
     if primary in ("linf", "l0") and sol.status == OPTIMAL and task.problem_class != "SMT":
         tidy = _tidy(net, task, groups, sol, backend_name, options, primary, lazy)
         if tidy is not None:
@@ -258,6 +285,8 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
           ) -> tuple[Solution, PatchEncoding] | None:
     """Second solve: keep the optimal L∞ (to 1e-9) or L0 and minimise L1, so that parameters the goals do
     not need stay untouched instead of sitting anywhere in the L∞ box (or at the big-M bound for L0)."""
+    if lazy is not None and lazy.tidy_of(sol) is not None:
+        return lazy.tidy_of(sol)  # found (and checked on every keep point) while growing the working sets
     t = float(sol.objective or 0.0)
     if primary == "linf":
         bound = t + 1e-9 * max(1.0, t) if t > 1e-12 else 0.0
@@ -273,6 +302,46 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
     tidy.objective, tidy.bound = sol.objective, sol.bound  # the task's objective is still L∞
     tidy.seconds += sol.seconds
     return tidy, enc
+
+
+def _exact_details(sol: Solution, q, result: TaskResult) -> None:
+    """Z3's exact figures (method, calls, bracket) for the report, and the warning for nonlinear searches."""
+    if len(getattr(q, "products", ())):
+        note = (f"nonlinear: {len(q.products)} products of unknowns; Z3's search may not end — "
+                "set a time limit (`using z3 (time_limit = 60)` or --time-limit)")
+        if note not in result.notes:
+            result.notes.append(note)
+    st = sol.stats
+    if sol.backend != "z3" or "method" not in st:
+        return
+    text = f"{st['method']}, {st.get('calls', 1)} call(s)"
+    if "bracket_float" in st and st["bracket_float"][0] is not None:
+        lo, hi = st["bracket_float"]
+        text += f", bracket [{lo:.10g}, {hi:.10g}]"
+    if sol.status == OPTIMAL and sol.objective is not None:
+        text += ", optimum exact"
+    result.details["z3"] = text
+    result.details["z3_exact"] = {k: st[k] for k in ("objective_exact", "bracket") if k in st}
+
+
+def _explain(q, options: SolveOptions, result: TaskResult) -> None:
+    """Name a small set of the user's statements that conflict (see :mod:`patchlang.tasks.explain`)."""
+    from .explain import explain_infeasible
+
+    t0 = time.perf_counter()
+    try:
+        why = explain_infeasible(q, options)
+    except PatchlangError as exc:
+        result.notes.append(f"no conflict explanation: {exc.message}")
+        return
+    result.seconds["explain"] = time.perf_counter() - t0
+    if why is None:
+        result.notes.append("no conflict explanation was found within the time limit")
+        return
+    result.core = why.lines
+    result.message = f"no patch exists: {why.sentence}"
+    result.notes.append(f"conflict found by {why.method} ({why.calls} solver calls)"
+                        + ("; each statement listed is needed" if why.minimal else "; it may not be minimal"))
 
 
 def _delta_array(edit, values: np.ndarray) -> np.ndarray:
