@@ -17,50 +17,33 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .fixed_phase import defining_rows, schedule
 from .patch import DeltaLayout, _interval
 from .query import Query, RowBlock
 
 
-def _defining_rows(A: sp.csr_matrix, rows: slice, own: slice) -> sp.csr_matrix:
-    """The rows ``E x - z = -c`` of a materialized block with ``z``'s own entries removed (leaves ``E``)."""
-    block = A[rows].tocoo()
-    keep = (block.col < own.start) | (block.col >= own.stop)
-    return sp.csr_matrix((block.data[keep], (block.row[keep], block.col[keep])), shape=block.shape)
-
-
-def rebound(q: Query, layout: DeltaLayout, linf: float) -> Query | None:
-    """``q`` restricted to ``|delta| <= linf`` with every bound recomputed; None when a block is not understood."""
+def rebound(q: Query, layout: DeltaLayout, linf: float, source: Query | None = None) -> Query | None:
+    """``q`` restricted to ``|delta| <= linf`` with every bound recomputed; None when a block is not understood.
+    ``source``: the query as encoded when ``q`` is itself a rebound one (its ReLU atoms name every ReLU output,
+    including those ``q`` already made linear)."""
+    sch = schedule(q, layout, source)
+    if sch is None:
+        return None
     lb, ub = q.lb.copy(), q.ub.copy()
-    deltas = np.concatenate(layout.var_index) if layout.var_index else np.zeros(0, dtype=np.int64)
-    lb[deltas] = np.maximum(lb[deltas], -linf)
-    ub[deltas] = np.minimum(ub[deltas], linf)
-    network = {b.label: b for b in q.row_blocks if b.group == "network"}
-    relu_src = np.full(q.n_vars, -1, dtype=np.int64)
-    if len(q.relus):
-        relu_src[q.relus[:, 0]] = q.relus[:, 1]
+    lb[sch.deltas] = np.maximum(lb[sch.deltas], -linf)
+    ub[sch.deltas] = np.minimum(ub[sch.deltas], linf)
     A = q.A.tocsr()
-    for block in q.var_blocks:
-        idx = np.arange(block.start, block.start + block.size)
-        if block.kind == "delta":
-            continue
-        if block.kind == "neuron":
-            rows = network.get(block.name)
-            if rows is not None and rows.size == block.size:
-                E = _defining_rows(A, rows.slice, block.slice)
-                lo, hi = _interval(E, -q.row_lo[rows.slice], lb, ub)
-            elif np.any(relu_src[idx] >= 0):
-                # ReLU outputs; those of atoms an earlier rebound made linear keep their bounds (still sound)
-                idx = idx[relu_src[idx] >= 0]
-                src = relu_src[idx]
-                lo, hi = np.maximum(lb[src], 0.0), np.maximum(ub[src], 0.0)
-            else:
-                return None
-            lb[idx] = np.maximum(lb[idx], lo)
-            ub[idx] = np.minimum(ub[idx], hi)
-        elif block.kind == "norm" and block.name in ("linf", "abs"):
-            ub[idx] = np.minimum(ub[idx], linf)
-        elif block.kind not in ("norm", "binary"):
-            return None
+    for level in sch.levels:
+        if level.rows.size:
+            lo, hi = _interval(defining_rows(A, level), -q.row_lo[level.rows], lb, ub)
+            lb[level.defined] = np.maximum(lb[level.defined], lo)
+            ub[level.defined] = np.minimum(ub[level.defined], hi)
+        if level.relu_y.size:
+            lb[level.relu_y] = np.maximum(lb[level.relu_y], np.maximum(lb[level.relu_x], 0.0))
+            ub[level.relu_y] = np.minimum(ub[level.relu_y], np.maximum(ub[level.relu_x], 0.0))
+    for block in sch.norms:
+        if block.name in ("linf", "abs"):
+            ub[block.slice] = np.minimum(ub[block.slice], linf)
     return _drop_stable_relus(q, lb, ub)
 
 

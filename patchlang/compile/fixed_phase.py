@@ -16,6 +16,8 @@ so a convention change costs a warm start, never correctness: every start is re-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -25,33 +27,113 @@ from .query import Disjunction, Query
 FEAS_TOL = 1e-7
 
 
-def propagate(q: Query, layout: DeltaLayout, x_delta: np.ndarray) -> np.ndarray | None:
-    """Every variable of ``q`` at the given query-variable values of the deltas (other entries ignored)."""
+@dataclass
+class Level:
+    """Variables that depend only on variables of earlier levels: ``defined`` by their network rows ``rows``
+    (``x[defined] = A[rows] @ x - row_lo[rows]`` while ``x[defined]`` is still 0), and ReLU outputs ``relu_y`` of
+    sources ``relu_x``."""
+
+    defined: np.ndarray
+    rows: np.ndarray
+    relu_y: np.ndarray
+    relu_x: np.ndarray
+
+
+@dataclass
+class Schedule:
+    """The order in which a patch Query's variables can be evaluated from the deltas, one :class:`Level` per
+    network depth, so that evaluating (or bounding) thousands of points costs a few sparse products, not one per
+    block.  ``norms``: the ``linf`` / ``abs`` / ``changed`` blocks, computed from the deltas."""
+
+    levels: list[Level]
+    deltas: np.ndarray
+    norms: list  # VarBlock
+
+
+def schedule(q: Query, layout: DeltaLayout, source: Query | None = None) -> Schedule | None:
+    """The evaluation schedule of ``q`` (None for a block it does not understand).  ``source``: the query as
+    encoded when ``q`` was derived from it (its ReLU atoms name every ReLU output)."""
     if len(getattr(q, "products", ())):
         return None
-    x = np.zeros(q.n_vars)
-    deltas = np.concatenate(layout.var_index) if layout.var_index else np.zeros(0, dtype=np.int64)
-    x[deltas] = x_delta[deltas]
-    network = {b.label: b for b in q.row_blocks if b.group == "network"}
+    network: dict[str, list] = {}
+    for rb in q.row_blocks:
+        if rb.group == "network":
+            network.setdefault(rb.label, []).append(rb)
+    atoms = (source if source is not None else q).relus
     relu_src = np.full(q.n_vars, -1, dtype=np.int64)
-    if len(q.relus):
-        relu_src[q.relus[:, 0]] = q.relus[:, 1]
+    if len(atoms):
+        relu_src[atoms[:, 0]] = atoms[:, 1]
     A = q.A.tocsr()
-    d = x[deltas]
+    depth = np.zeros(q.n_vars, dtype=np.int64)
+    steps: dict[int, tuple[list, list, list, list]] = {}
+    norms = []
     for block in q.var_blocks:
         idx = np.arange(block.start, block.start + block.size)
         if block.kind == "delta":
             continue
-        if block.kind == "neuron":
-            rows = network.get(block.name)
-            if rows is not None and rows.size == block.size:
-                # rows read  E x - z = -c  (z's own entries are still 0 here)
-                x[idx] = A[rows.slice] @ x - q.row_lo[rows.slice]
-            elif np.all(relu_src[idx] >= 0):
-                x[idx] = np.maximum(0.0, x[relu_src[idx]])
-            else:
-                return None
-        elif block.name == "linf" and block.size == 1:
+        if block.kind != "neuron":
+            if block.name in ("linf", "abs", "changed") and block.kind in ("norm", "binary"):
+                norms.append(block)
+                continue
+            return None
+        rows = _defining_block(A, network.get(block.name, []), block)
+        if rows is not None:
+            refs = A.indices[A.indptr[rows.start]:A.indptr[rows.start + rows.size]]
+            refs = refs[(refs < block.start) | (refs >= block.start + block.size)]
+            d = 1 + (int(depth[refs].max()) if refs.size else 0)
+            steps.setdefault(d, ([], [], [], []))
+            steps[d][0].append(idx)
+            steps[d][1].append(np.arange(rows.start, rows.start + rows.size))
+        elif np.all(relu_src[idx] >= 0):
+            d = 1 + int(depth[relu_src[idx]].max())
+            steps.setdefault(d, ([], [], [], []))
+            steps[d][2].append(idx)
+            steps[d][3].append(relu_src[idx])
+        else:
+            return None
+        depth[idx] = d
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
+    levels = [Level(cat(v), cat(r), cat(y), cat(x)) for _, (v, r, y, x) in sorted(steps.items())]
+    deltas = np.concatenate(layout.var_index) if layout.var_index else np.zeros(0, dtype=np.int64)
+    return Schedule(levels, deltas, norms)
+
+
+def _defining_block(A: sp.csr_matrix, candidates: list, block):
+    """The row block that defines a materialized variable block: same label and size, and ``-1`` on each of the
+    block's variables (labels alone can repeat, e.g. a point named in two statements)."""
+    for rb in candidates:
+        if rb.size != block.size:
+            continue
+        first, last = A[rb.start, block.start], A[rb.start + rb.size - 1, block.start + block.size - 1]
+        if first == -1.0 and last == -1.0:
+            return rb
+    return None
+
+
+def defining_rows(A: sp.csr_matrix, level: Level) -> sp.csr_matrix:
+    """``E`` of the level's rows ``E x - z = -c``: the rows with each defined variable's own entry removed."""
+    block = A[level.rows].tocoo()
+    keep = block.col != level.defined[block.row]
+    return sp.csr_matrix((block.data[keep], (block.row[keep], block.col[keep])), shape=block.shape)
+
+
+def propagate(q: Query, layout: DeltaLayout, x_delta: np.ndarray, source: Query | None = None) -> np.ndarray | None:
+    """Every variable of ``q`` at the given query-variable values of the deltas (other entries ignored)."""
+    sch = schedule(q, layout, source)
+    if sch is None:
+        return None
+    x = np.zeros(q.n_vars)
+    x[sch.deltas] = x_delta[sch.deltas]
+    A = q.A.tocsr()
+    for level in sch.levels:
+        if level.rows.size:
+            x[level.defined] = A[level.rows] @ x - q.row_lo[level.rows]  # their own entries are still 0
+        if level.relu_y.size:
+            x[level.relu_y] = np.maximum(0.0, x[level.relu_x])
+    d = x[sch.deltas]
+    for block in sch.norms:
+        idx = np.arange(block.start, block.start + block.size)
+        if block.name == "linf" and block.size == 1:
             x[idx] = np.max(np.abs(d)) if d.size else 0.0
         elif block.name == "abs" and block.size == d.size:
             x[idx] = np.abs(d)
@@ -87,7 +169,7 @@ def _excess(v: np.ndarray, scale: np.ndarray) -> float:
 
 def _alt_violations(dj: Disjunction, x: np.ndarray) -> np.ndarray:
     """Per alternative, how far its rows are from holding (0 when it holds)."""
-    v = dj.A @ x
+    v = dj.A @ x[: dj.A.shape[1]]
     with np.errstate(invalid="ignore"):
         bad = np.maximum(np.nan_to_num(dj.lo - v, nan=0.0, neginf=0.0),
                          np.nan_to_num(v - dj.hi, nan=0.0, neginf=0.0)) / (1.0 + np.abs(v))
@@ -98,7 +180,7 @@ def _alt_violations(dj: Disjunction, x: np.ndarray) -> np.ndarray:
 
 def _alt_slack(dj: Disjunction, x: np.ndarray) -> np.ndarray:
     """Per alternative, its worst row slack at ``x`` (>= 0 iff it holds): the best one is the one to fix."""
-    v = dj.A @ x
+    v = dj.A @ x[: dj.A.shape[1]]
     with np.errstate(invalid="ignore"):
         slack = np.minimum(np.nan_to_num(v - dj.lo, nan=np.inf, posinf=np.inf),
                            np.nan_to_num(dj.hi - v, nan=np.inf, posinf=np.inf))
@@ -107,10 +189,18 @@ def _alt_slack(dj: Disjunction, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def fixed_phase_query(q: Query, x_ref: np.ndarray) -> Query:
+def relaxed_phases(q: Query, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """The phases an LP-relaxation answer leans to: active where its ReLU input is >= 0 *or* it uses the output
+    (``y > 0`` is only possible inside the triangle when the relaxation wants the neuron on)."""
+    y, src = q.relus[:, 0], q.relus[:, 1]
+    return (x[src] >= 0) | (x[y] > tol * (1.0 + np.abs(x[src])))
+
+
+def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = None) -> Query:
     """The LP restriction of ``q``: every ReLU atom fixed to its phase at ``x_ref`` (active: ``y = x >= 0``,
-    inactive: ``y = 0 >= x``), every disjunction to its alternative with the best slack at ``x_ref``, every
-    integer variable (the l0 indicators) to its upper bound ("may change").  Nothing here relaxes a constraint."""
+    inactive: ``y = 0 >= x``) or to ``active`` when given, every disjunction to its alternative with the best
+    slack at ``x_ref``, every integer variable (the l0 indicators) to its upper bound ("may change").  Nothing
+    here relaxes a constraint."""
     lb, ub = q.lb.copy(), q.ub.copy()
     extra_rows: list[sp.csr_matrix] = []
     extra_lo: list[np.ndarray] = []
@@ -118,7 +208,7 @@ def fixed_phase_query(q: Query, x_ref: np.ndarray) -> Query:
     n = q.n_vars
     if len(q.relus):
         y, src = q.relus[:, 0], q.relus[:, 1]
-        active = x_ref[src] >= 0
+        active = x_ref[src] >= 0 if active is None else np.asarray(active, dtype=bool)
         lb[src[active]] = np.maximum(lb[src[active]], 0.0)
         ub[src[~active]] = np.minimum(ub[src[~active]], 0.0)
         ub[y[~active]] = 0.0

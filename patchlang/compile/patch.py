@@ -24,8 +24,8 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError, Span
 from ..model.ir import Affine, Clip, Elementwise, Network, Relu
-from .goals import Alternative, GoalGroup
-from .query import Query, QueryBuilder
+from .goals import Alternative, GoalGroup, PointGoal
+from .query import Query, QueryBuilder, RowBlock
 
 
 @dataclass
@@ -81,6 +81,9 @@ class PatchEncoding:
     layout: DeltaLayout
     n_unstable: int
     n_points: int
+    # The query as encoded, when ``query`` was derived from it by tighter bounds (same variables, fewer ReLU
+    # atoms; see compile.bounds_tighten): warm starts are propagated through the encoder's own atoms.
+    source: Query | None = None
 
 
 def first_edited_position(net: Network, edits: list[EditSpec]) -> int:
@@ -262,31 +265,188 @@ class PatchEncoder:
         E2 = sp.csr_matrix(E2, shape=(E2.shape[0], n))
         return sp.csr_matrix(E1 - E2), layer.lo + c1 - c2
 
+    # ------------------------------------------------------------------ many points at once
+    BATCH_NONZEROS = 4_000_000  # per chunk of points: rows of the block-diagonal layer products
+
+    def _batchable(self) -> bool:
+        """Points can go through the network together unless edited weights meet an input that depends on another
+        edit (those give per-point products, SMT only)."""
+        idx = self.net.affine_indices()
+        return not any(e.kind == "weights" and idx[e.layer] != self.start for e in self.edits)
+
+    def _add_points_batched(self, group: GoalGroup) -> None:
+        """Encode a group's points in chunks: each layer costs a few sparse products for the whole chunk instead of
+        a dozen small ones per point (thousands of `keep` points behind a hidden-layer edit).  The variables and
+        rows are the same as point by point; only their blocks are per chunk."""
+        later = [l for l in self.net.layers[self.start + 1:] if isinstance(l, Affine)]
+        widest = max([np.count_nonzero(l.W) for l in later] + [1])
+        edited = sum(int(np.count_nonzero(e.mask)) for e in self.edits)
+        per_point = max(widest, edited, 1)
+        size = max(1, min(len(group.points), self.BATCH_NONZEROS // per_point))
+        for k in range(0, len(group.points), size):
+            chunk = group.points[k:k + size]
+            E, C = self._through_network_batch(np.stack([p.h for p in chunk]), f"{group.label}[{k}:{k + len(chunk)}]")
+            n_out = C.shape[1]
+            for i, pg in enumerate(chunk):
+                self._add_point_goal(group, pg, E[i * n_out:(i + 1) * n_out], C[i])
+
+    def _through_network_batch(self, H: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
+        """:meth:`_through_network` for the rows of ``H`` at once: ``E`` stacks the points' output rows
+        (point-major) and ``C`` holds their constants, one row per point."""
+        net = self.net
+        P = H.shape[0]
+        C = net.forward_suffix(H, 0, self.start)
+        E: sp.csr_matrix | None = None
+        last_affine = net.affine_indices()[-1]
+        for pos in range(self.start, len(net.layers)):
+            layer = net.layers[pos]
+            label = f"{name}.{layer.name}"
+            if isinstance(layer, Affine):
+                E, C = self._edited_affine_batch(pos, layer, E, C)
+                if pos != last_affine or E.nnz > 4 * E.shape[0]:
+                    E, c = self._materialize(E, C.ravel(), label)
+                    C = c.reshape(P, -1)
+            elif isinstance(layer, Relu):
+                E, c = self._relu(E, C.ravel(), label)
+                C = c.reshape(P, -1)
+            elif isinstance(layer, Clip):
+                E, c = self._clip(E, C.ravel(), layer, label)
+                C = c.reshape(P, -1)
+            elif isinstance(layer, Elementwise):
+                s = layer.scale.reshape(-1)
+                E = sp.csr_matrix(sp.diags(np.tile(s, P)) @ E) if E is not None else None
+                C = C * s + layer.shift.reshape(-1)
+            else:
+                raise PatchlangError(f"layer {layer!r} cannot be encoded")
+        assert E is not None
+        return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), C
+
+    def _edited_affine_batch(self, pos: int, layer: Affine, E: sp.csr_matrix | None, C: np.ndarray
+                             ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """:meth:`_edited_affine` for a chunk of points (``C`` one row per point); weights are only edited where
+        the input is constant (see :meth:`_batchable`)."""
+        P, n_out = C.shape[0], layer.out_size
+        n = self.b.n_vars
+        if E is None:
+            base_E = sp.csr_matrix((P * n_out, n))
+        else:
+            W = sp.kron(sp.identity(P, format="csr"), sp.csr_matrix(layer.W), format="csr")
+            base_E = sp.csr_matrix(W @ E, shape=(P * n_out, n))
+        rows, cols, vals = [], [], []
+        offsets = (np.arange(P) * n_out)[:, None]
+        for edit, var in self._edits_at.get(pos, []):
+            if edit.kind == "weights":
+                r, j = np.nonzero(edit.mask)
+                vals.append(C[:, j].ravel())
+            else:
+                (r,) = np.nonzero(edit.mask)
+                vals.append(np.ones(P * r.size))
+            rows.append((offsets + r).ravel())
+            cols.append(np.tile(var, P))
+        if rows:
+            base_E = base_E + sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                            shape=(P * n_out, n))
+        return sp.csr_matrix(base_E), C @ layer.W.T + layer.b
+
     # ------------------------------------------------------------------ goals
     def add_goal_group(self, group: GoalGroup) -> None:
-        for pg in group.points:
+        if self._last_layer_only():
+            points = self._add_last_layer_points(group)
+        elif len(group.points) > 1 and self._batchable():
+            self._add_points_batched(group)  # hidden-layer edits: all points through the network together
+            return
+        else:
+            points = group.points
+        for pg in points:
             E, c = self._through_network(pg.h, pg.point)
-            self.n_points += 1
-            for clause in pg.clauses:
-                if len(clause) == 1:
-                    alt = clause[0]
-                    M = sp.csr_matrix(alt.C) @ E
+            self._add_point_goal(group, pg, E, c)
+
+    def _add_point_goal(self, group: GoalGroup, pg: PointGoal, E: sp.csr_matrix, c: np.ndarray) -> None:
+        """The rows (or disjunctions) of one point's clauses over its outputs ``E x + c``."""
+        self.n_points += 1
+        for clause in pg.clauses:
+            if len(clause) == 1:
+                alt = clause[0]
+                M = sp.csr_matrix(alt.C) @ E
+                off = alt.C @ c
+                self.b.add_rows(M, alt.lo - off, alt.hi - off, label=f"{group.label} [{pg.point}]",
+                                group=group.group, span=group.span, statement=group.label, point=pg.point)
+            else:
+                mats, los, his, alts = [], [], [], []
+                for k, alt in enumerate(clause):
+                    mats.append(sp.csr_matrix(alt.C) @ E)
                     off = alt.C @ c
-                    self.b.add_rows(M, alt.lo - off, alt.hi - off, label=f"{group.label} [{pg.point}]",
-                                    group=group.group, span=group.span, statement=group.label, point=pg.point)
-                else:
-                    mats, los, his, alts = [], [], [], []
-                    for k, alt in enumerate(clause):
-                        mats.append(sp.csr_matrix(alt.C) @ E)
-                        off = alt.C @ c
-                        los.append(alt.lo - off)
-                        his.append(alt.hi - off)
-                        alts.append(np.full(alt.C.shape[0], k))
-                    n = self.b.n_vars
-                    M = sp.vstack([sp.csr_matrix(m, shape=(m.shape[0], n)) for m in mats]).tocsr()
-                    self.b.add_disjunction(M, np.concatenate(los), np.concatenate(his), np.concatenate(alts),
-                                           label=f"{group.label} [{pg.point}]", group=group.group, span=group.span,
-                                           statement=group.label, point=pg.point)
+                    los.append(alt.lo - off)
+                    his.append(alt.hi - off)
+                    alts.append(np.full(alt.C.shape[0], k))
+                n = self.b.n_vars
+                M = sp.vstack([sp.csr_matrix(m, shape=(m.shape[0], n)) for m in mats]).tocsr()
+                self.b.add_disjunction(M, np.concatenate(los), np.concatenate(his), np.concatenate(alts),
+                                       label=f"{group.label} [{pg.point}]", group=group.group, span=group.span,
+                                       statement=group.label, point=pg.point)
+
+    def _last_layer_only(self) -> bool:
+        """Only the network's final layer (affine) is edited: the common LP, which has a bulk encoding."""
+        idx = self.net.affine_indices()
+        return self.start == idx[-1] == len(self.net.layers) - 1
+
+    def _add_last_layer_points(self, group: GoalGroup) -> list[PointGoal]:
+        """Encode the group's points in bulk when only the final affine layer moves; return the points left to the
+        per-point path (those with a disjunctive clause, or too few nonzero coefficients to materialise).
+
+        The same rows as the per-point path, built with a handful of array operations instead of a dozen sparse
+        matrices per point: each output ``y_k = c_k + sum_j x_j d_kj (+ d_k)`` becomes a variable (one block for
+        the group, with its defining `network` rows of the same name) and each point's goal rows its own row
+        block "statement [point]", as before."""
+        pos = self.start
+        layer = self.net.layers[pos]
+        n_out = layer.out_size
+        entries = [(np.nonzero(e.mask)[0], np.nonzero(e.mask)[1] if e.kind == "weights" else None, v)
+                   for e, v in self._edits_at.get(pos, [])]
+        if not entries or not group.points:
+            return group.points
+        X = self.net.forward_suffix(np.stack([pg.h for pg in group.points]), 0, pos)  # inputs of the layer
+        r_e = np.concatenate([r for r, _, _ in entries])
+        v_e = np.concatenate([v for _, _, v in entries])
+        coef = np.concatenate([X[:, j] if j is not None else np.ones((X.shape[0], r.size)) for r, j, _ in entries],
+                              axis=1)  # (points, entries): the coefficient of each delta in its output
+        dense = np.count_nonzero(coef, axis=1) > 4 * n_out  # the per-point path's materialisation rule
+        bulk = np.nonzero(dense & np.array([all(len(cl) == 1 for cl in pg.clauses) for pg in group.points]))[0]
+        if bulk.size == 0:
+            return group.points
+        pi, ei = np.nonzero(coef[bulk])
+        E = sp.csr_matrix((coef[bulk][pi, ei], (pi * n_out + r_e[ei], v_e[ei])),
+                          shape=(bulk.size * n_out, self.b.n_vars))
+        c = (X[bulk] @ layer.W.T + layer.b).ravel()
+        unit, _ = self._materialize(E, c, f"{group.label} outputs.{layer.name}")
+        z = unit.indices.reshape(bulk.size, n_out)  # unit rows in order: variable of (point, output)
+        self.n_points += int(bulk.size)
+        rows, cols, vals, los, his, spans = [], [], [], [], [], []
+        n = 0
+        for k, i in enumerate(bulk):
+            pg = group.points[i]
+            first = n
+            for (alt,) in pg.clauses:
+                rr, kk = np.nonzero(alt.C)
+                rows.append(rr + n)
+                cols.append(z[k, kk])
+                vals.append(alt.C[rr, kk])
+                los.append(alt.lo)
+                his.append(alt.hi)
+                n += alt.C.shape[0]
+            spans.append((pg.point, first, n - first))
+        if n:
+            M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(n, self.b.n_vars))
+            start = int(self.b.add_rows(M, np.concatenate(los), np.concatenate(his), label=group.label,
+                                        group=group.group, span=group.span, statement=group.label)[0])
+            self.b.row_blocks.pop()  # one block per point instead, so cores and reports name the point
+            self.b.row_blocks.extend(RowBlock(f"{group.label} [{point}]", start + off, size, group.group, group.span,
+                                              statement=group.label, point=point)
+                                     for point, off, size in spans if size)
+        rest = np.ones(len(group.points), dtype=bool)
+        rest[bulk] = False
+        return [pg for pg, r in zip(group.points, rest) if r]
 
     # ------------------------------------------------------------------ norms and objective
     def _add_norms(self) -> None:

@@ -281,6 +281,7 @@ class SearchOptions:
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)
     heuristic: str = "lookahead"  # lookahead | width | smear
+    bounds: str = "hybrid"  # hybrid | backward | forward
 
 
 @dataclass
@@ -332,7 +333,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         pending -= lo.shape[0]
         res.boxes += lo.shape[0]
         res.max_depth = max(res.max_depth, int(dep.max()))
-        fb = forward_bounds(rn, lo, hi)
+        fb = layer_bounds(rn, lo, hi, opt.bounds)
         lb, Lam, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
         refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
         refuted = np.zeros_like(op)
@@ -398,6 +399,15 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
     return res
 
 
+def layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, method: str) -> LayerBounds:
+    """Hidden-layer bounds for a batch of boxes: forward symbolic (cheap) or backward substitution (tight)."""
+    if method == "forward":
+        return forward_bounds(rn, lo, hi)
+    if method == "backward":
+        return backward_bounds(rn, lo, hi)
+    return forward_bounds(rn, lo, hi, refine=True)
+
+
 def _pop(stack_lo: list[np.ndarray], stack_hi: list[np.ndarray], stack_open: list[np.ndarray],
          stack_depth: list[np.ndarray], n: int) -> tuple[np.ndarray, ...]:
     """Take up to ``n`` boxes from the end of the stack (depth first keeps the stack small)."""
@@ -450,7 +460,7 @@ def _choose_split(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray,
         h2 = np.concatenate([hi, hi])
         h2[:B, i] = mid
         l2[B:, i] = mid
-        fb = forward_bounds(rn, l2, h2)
+        fb = layer_bounds(rn, l2, h2, opt.bounds)
         lb, _, _ = spec_lower_bounds(rn, spec.A, -spec.d, l2, h2, fb)
         lb = np.minimum(lb, tol)  # refuted is refuted: no credit beyond it
         per = np.full((2 * B, spec.n_conj), 0.0)

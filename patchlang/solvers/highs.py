@@ -85,7 +85,10 @@ class HighsBackend:
         if is_mip and options.mip_gap is not None:
             h.setOptionValue("mip_rel_gap", float(options.mip_gap))
         if not is_mip:
-            h.setOptionValue("solver", options.extra.get("lp_solver", self._lp_solver(m)))
+            solver = options.extra.get("lp_solver", self._lp_solver(m))
+            h.setOptionValue("solver", "simplex" if solver == "primal" else solver)
+            if solver == "primal":
+                h.setOptionValue("simplex_strategy", 4)
         for key, value in options.extra.items():
             if key != "lp_solver":
                 h.setOptionValue(key, value)
@@ -146,13 +149,15 @@ class HighsBackend:
 
     @staticmethod
     def _lp_solver(m: LinearModel) -> str:
-        """Interior point for large LPs, and for mid-sized ones with a dense column (the L∞ bound variable in
-        every norm row, e.g. 100 points at once at the last layer: 0.6 s with IPM, 1.9 s with dual simplex);
-        HiGHS's own choice (dual simplex) otherwise, which wins on small and on least-L1 problems."""
+        """The LP algorithm by size and shape (``lp_solver`` in `using highs(...)` overrides it; "primal" is the
+        primal simplex).  Measured on the watermark LPs (bench/watermark.py): with a dense column (the L∞ bound
+        variable in every norm row), interior point wins above ~100k nonzeros (100 points at once: 1.0 s vs 1.9 s
+        dual, 6.8 s primal simplex) and the primal simplex between 20k and 100k (a single point with `keep` on
+        150 points: 0.3 s vs 1.0 s); HiGHS's own choice (dual simplex) wins on small and on least-L1 problems."""
         if m.A.nnz > 200_000:
             return "ipm"
-        if m.A.nnz > 50_000 and np.bincount(m.A.indices, minlength=m.n_vars).max() > 1_000:
-            return "ipm"
+        if m.A.nnz > 20_000 and np.bincount(m.A.indices, minlength=m.n_vars).max() > 1_000:
+            return "ipm" if m.A.nnz > 100_000 else "primal"
         return "choose"
 
 

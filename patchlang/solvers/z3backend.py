@@ -10,7 +10,7 @@ variables ``Int``, products of two unknowns ``*`` (nonlinear real arithmetic).
 Minimisation: Z3's ``Optimize`` (exact simplex-based optimisation) or a bisection on the objective with a final
 strict check ``objective < best`` that, when unsatisfiable, proves the best value exactly optimal.  Which one
 ``method = "auto"`` picks was decided by measuring (see ``bench/backends.py`` and docs/backends.md): ``Optimize``
-for linear problems, bisection when products (nonlinear) are present.  The bracket ``[lo, hi]`` and the number
+for LPs, bisection when ReLU atoms, disjunctions, integers or products are present.  The bracket ``[lo, hi]`` and the number
 of solver calls are reported in ``Solution.stats``.
 """
 
@@ -325,8 +325,9 @@ class Z3Backend:
 
             raise PatchlangError(f"unknown z3 method `{method}`", help='use method = "optimize" or "bisect"')
         has_objective = bool(np.any(query.c)) and not options.feasibility_only
-        if method == "auto":
-            method = "bisect" if len(query.products) else "optimize"
+        if method == "auto":  # measured: Optimize wins on LPs, bisection on ReLU/disjunctive/nonlinear queries
+            piecewise = len(query.products) or len(query.relus) or query.disjunctions or np.any(query.integer)
+            method = "bisect" if piecewise else "optimize"
         if not has_objective:
             sol = self._feasible(parsed, options, clock)
         elif method == "optimize":
@@ -431,6 +432,7 @@ class Z3Backend:
         lo = self._static_lower_bound(q)
         exact = False
         stopped = ""
+        strict_checks = 0  # `objective < best` may keep finding slightly better points off a vertex
 
         def probe(constraint) -> str:
             nonlocal calls, model, hi
@@ -469,6 +471,10 @@ class Z3Backend:
                 break
             width = hi - lo
             if width <= tol * max(1, abs(hi)):
+                if strict_checks == 3:
+                    stopped = f"bracket within {tol:g} (not proven exact)"
+                    break
+                strict_checks += 1
                 res = probe(p.objective < _z3_rat(hi, p.ctx))
                 if res == "unsat":
                     lo, exact = hi, True

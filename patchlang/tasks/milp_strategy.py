@@ -23,15 +23,17 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import scipy.sparse as sp
 
-from ..compile.fixed_phase import fixed_phase_query, propagate, violation
+from ..compile.bounds_tighten import rebound
+from ..compile.fixed_phase import fixed_phase_query, propagate, relaxed_phases, violation
 from ..compile.goals import GoalGroup, clause_slack
 from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch
-from ..compile.query import Query
+from ..compile.query import Query, RowBlock, VarBlock
 from ..errors import PatchlangError
 from ..lang.program import PatchTask
 from ..model.ir import Network
-from ..solvers.base import OPTIMAL, SolveOptions
+from ..solvers.base import OPTIMAL, Solution, SolveOptions
 from ..solvers.highs import HighsBackend
 from ..solvers.milp import lower_to_milp
 from ..solvers.registry import get_backend
@@ -97,9 +99,10 @@ def _delta_vector(layout: DeltaLayout, deltas: np.ndarray, n_vars: int) -> np.nd
 
 
 def start_for(enc: PatchEncoding, deltas: np.ndarray) -> np.ndarray | None:
-    """A complete, checked feasible assignment of ``enc.query`` for a patch given by its deltas, or None."""
+    """A complete, checked feasible assignment of ``enc.query`` for a patch given by its deltas, or None
+    (propagated through the encoder's own query, ``enc.source``, when ``enc.query`` was derived from it)."""
     q = enc.query
-    x = propagate(q, enc.layout, _delta_vector(enc.layout, deltas, q.n_vars))
+    x = propagate(enc.source or q, enc.layout, _delta_vector(enc.layout, deltas, q.n_vars))
     if x is None or violation(q, x) > START_TOL:
         return None
     return x
@@ -127,41 +130,41 @@ def _relaxation_point(q: Query, options: SolveOptions) -> np.ndarray | None:
 
 def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup], norms: NormSpec,
                         options: SolveOptions) -> tuple[np.ndarray | None, float | None, int]:
-    """Best deltas found by fixed-phase LPs (checked on the network), their objective, and the rounds run.
+    """Best deltas found by fixed-phase LPs (checked on the network), their objective, and the LPs solved.
 
-    Round one keeps the original network's phases; if that LP has no answer, the phases at the LP relaxation's
-    answer are tried instead; later rounds use the phases of the previous answer while the objective drops."""
+    The first reference is the original network; if its phases admit no patch, the LP relaxation's answer is
+    tried (the network's phases at its deltas, then the phases the relaxation leans to); once an answer is found,
+    the phases at that answer are tried while the objective drops."""
     q = enc.query
-    x_ref = propagate(q, enc.layout, np.zeros(q.n_vars))
-    if x_ref is None:
+    x0 = propagate(q, enc.layout, np.zeros(q.n_vars))
+    if x0 is None:
         return None, None, 0
     highs = get_backend("highs")
     lp_options = replace(options, start=None, mip_gap=None)
+    refs: list[tuple[np.ndarray, np.ndarray | None]] = [(x0, None)]
     best: tuple[np.ndarray, float] | None = None
     rounds = 0
     tried_relaxation = False
-    while rounds < MAX_ROUNDS:
+    while refs and rounds < MAX_ROUNDS:
+        x_ref, active = refs.pop(0)
         rounds += 1
-        sol = highs.solve(fixed_phase_query(q, x_ref), lp_options)
+        sol = highs.solve(fixed_phase_query(q, x_ref, active), lp_options)
         deltas = enc.layout.deltas(sol.x) if sol.x is not None else None
         ok = (sol.status == OPTIMAL and deltas is not None and within_bounds(deltas, norms)
               and goals_hold(enc.layout.apply(net, sol.x), groups))
-        if not ok:
-            if best is not None or tried_relaxation:
+        if ok:
+            value = objective_value(deltas, norms)
+            if best is not None and value >= best[1] * (1 - 1e-6):
                 break
+            best = (deltas, value)
+            x_next = propagate(q, enc.layout, sol.x)
+            refs = [(x_next, None)] if x_next is not None else []
+        elif best is None and not refs and not tried_relaxation:
             tried_relaxation = True
             relaxed = _relaxation_point(q, lp_options)
-            x_ref = propagate(q, enc.layout, relaxed) if relaxed is not None else None
-            if x_ref is None:
-                break
-            continue
-        value = objective_value(deltas, norms)
-        if best is not None and value >= best[1] * (1 - 1e-6):
-            break
-        best = (deltas, value)
-        x_ref = propagate(q, enc.layout, sol.x)
-        if x_ref is None:
-            break
+            if relaxed is not None:
+                x_true = propagate(q, enc.layout, relaxed)
+                refs = ([(x_true, None)] if x_true is not None else []) + [(relaxed, relaxed_phases(q, relaxed))]
     return (best[0], best[1], rounds) if best else (None, None, rounds)
 
 
@@ -181,25 +184,25 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
         return MilpPlan(enc, options)
     if options.mip_gap is None:
         options = replace(options, mip_gap=DEFAULT_MIP_GAP)
+    t1 = time.perf_counter()
     deltas, value, rounds = _fixed_phase_search(net, enc, groups, task.norms, options)
-    lp_seconds = time.perf_counter() - t0
+    lp_seconds = time.perf_counter() - t1
     notes: list[str] = []
     user = task.norms.bounds.get("linf", np.inf)
     if deltas is None:
         if not np.isfinite(user):
             raise PatchlangError(
-                f"patch `{task.name}` needs a bound on the change to encode the ReLUs after the edit exactly, and "
-                "none could be derived: the LP with every ReLU phase kept as in the original network has no "
-                "solution", help="add `bound linf <= c` to the patch block (any c that surely allows a patch)")
+                f"patch `{task.name}` needs a `bound linf` on the change to encode the ReLUs after the edit "
+                "exactly, and none could be derived: no LP with the ReLU phases fixed (as in the original network, "
+                "or as an LP relaxation suggests) has an answer",
+                help="add `bound linf <= c` to the patch block (any c that surely allows a patch)")
         _warn_if_huge(enc, notes)
         return MilpPlan(enc, options, notes, lp_seconds)
     bound = derived_linf_bound(value, task.norms)
     if bound is not None:
         bound = bound * (1 + INFLATE) + 1e-12
         if bound < user:
-            norms = NormSpec(objective=task.norms.objective, bounds={**task.norms.bounds, "linf": bound},
-                             bound_spans=task.norms.bound_spans)
-            enc = encode_patch(net, task.edits, groups, norms, name=task.name)
+            enc = _restrict(net, task, groups, enc, bound)
             notes.append(f"bound linf <= {bound:.6g} derived from a fixed-phase LP patch with objective {value:.6g} "
                          f"({rounds} LP round(s)); sound: every optimal patch lies within it")
     _warn_if_huge(enc, notes)
@@ -209,8 +212,79 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
     return plan
 
 
+def _restrict(net: Network, task: PatchTask, groups: list[GoalGroup], enc: PatchEncoding, bound: float
+              ) -> PatchEncoding:
+    """``enc`` restricted to ``|delta| <= bound``: re-bounded in place when possible, else encoded again."""
+    q = rebound(enc.query, enc.layout, bound, enc.source)
+    if q is not None:
+        return PatchEncoding(q, enc.layout, len(q.relus), enc.n_points, source=enc.source or enc.query)
+    norms = NormSpec(objective=task.norms.objective, bounds={**task.norms.bounds, "linf": bound},
+                     bound_spans=task.norms.bound_spans)
+    return encode_patch(net, task.edits, groups, norms, name=task.name)
+
+
 def prepare_encoding(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
     """The hook `run_patch` calls: the plain encoding for LP/SMT tasks, :func:`plan_milp` for MILPs."""
     if task.problem_class != "MILP":
         return MilpPlan(encode_patch(net, task.edits, groups, task.norms, name=task.name), options)
     return plan_milp(net, task, groups, options)
+
+
+def _with_l1_objective(q: Query, layout: DeltaLayout, extra: list[tuple[sp.csr_matrix, float]]) -> Query:
+    """``q`` with its objective replaced by the L1 norm of the deltas (new variables ``u >= |delta|``) and
+    ``extra`` rows ``row @ x <= rhs`` over its existing variables."""
+    d = np.concatenate(layout.var_index)
+    n, k = q.n_vars, d.size
+    N = n + k
+    r = np.arange(k)
+    u = n + r
+    rows = [sp.csr_matrix(q.A, shape=(q.n_rows, N))]
+    for sign in (1.0, -1.0):  # sign*delta - u <= 0
+        rows.append(sp.csr_matrix((np.r_[np.full(k, sign), -np.ones(k)], (np.r_[r, r], np.r_[d, u])), shape=(k, N)))
+    los, his = [q.row_lo, np.full(2 * k, -np.inf)], [q.row_hi, np.zeros(2 * k)]
+    for row, rhs in extra:
+        rows.append(sp.csr_matrix(row, shape=(1, N)))
+        los.append(np.array([-np.inf]))
+        his.append(np.array([rhs]))
+    blocks = list(q.row_blocks) + [RowBlock("l1 norm", q.n_rows, 2 * k, "norm"),
+                                   RowBlock("bound on the first objective", q.n_rows + 2 * k, len(extra), "bound")]
+    return Query(lb=np.r_[q.lb, np.zeros(k)], ub=np.r_[q.ub, np.full(k, np.inf)],
+                 integer=np.r_[q.integer, np.zeros(k, dtype=bool)], A=sp.vstack(rows).tocsr(),
+                 row_lo=np.concatenate(los), row_hi=np.concatenate(his), c=np.r_[np.zeros(n), np.ones(k)],
+                 relus=q.relus, disjunctions=list(q.disjunctions),
+                 var_blocks=list(q.var_blocks) + [VarBlock("abs", n, k, "norm")], row_blocks=blocks,
+                 name=q.name + ".tidy", var_bound_source=q.var_bound_source)
+
+
+def plan_tidy(main: PatchEncoding, sol: Solution, primary: str, bound: float, options: SolveOptions
+              ) -> MilpPlan | None:
+    """The least-L1 follow-up of a MILP optimum (``primary`` kept within ``bound``) from the main encoding, with
+    the optimum as warm start: no second encoding of every point.  None when the main problem is not a MILP or
+    its structure is not understood (the caller then encodes the tidy problem itself)."""
+    q = main.query
+    if q.problem_class != "MILP" or sol.x is None:
+        return None
+    extra: list[tuple[sp.csr_matrix, float]] = []
+    if primary == "linf":
+        q = rebound(q, main.layout, bound, main.source)
+    else:
+        changed = next((b for b in q.var_blocks if b.name == "changed" and b.kind == "binary"), None)
+        if changed is None:
+            return None
+        extra.append((sp.csr_matrix((np.ones(changed.size), (np.zeros(changed.size, dtype=np.int64),
+                                                              np.arange(changed.start, changed.start + changed.size))),
+                                    shape=(1, q.n_vars)), bound))
+    if q is None:
+        return None
+    tq = _with_l1_objective(q, main.layout, extra)
+    enc = PatchEncoding(tq, main.layout, len(tq.relus), main.n_points, source=None)
+    deltas = main.layout.deltas(sol.x)
+    x = propagate(main.source or main.query, main.layout, _delta_vector(main.layout, deltas, main.query.n_vars))
+    if options.mip_gap is None:
+        options = replace(options, mip_gap=DEFAULT_MIP_GAP)
+    options = replace(options, start=None)
+    if x is not None and tq.problem_class == "MILP":
+        x = np.r_[x, np.abs(deltas)]
+        if violation(tq, x) <= START_TOL:
+            options = replace(options, start=x)
+    return MilpPlan(enc, options)

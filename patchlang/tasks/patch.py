@@ -25,7 +25,7 @@ from ..solvers.registry import choose_backend
 from .checking import check_group
 from .goals import goal_group
 from .lazy import LazyKeep
-from .milp_strategy import MilpPlan, prepare_encoding
+from .milp_strategy import MilpPlan, plan_tidy, prepare_encoding
 from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
 
 
@@ -260,7 +260,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
     primary = _tidy_primary(task)
     if primary in ("linf", "l0") and sol.status == OPTIMAL and task.problem_class != "SMT":
-        tidy = _tidy(net, task, groups, sol, backend_name, options, primary, lazy)
+        tidy = _tidy(net, task, groups, sol, backend_name, options, primary, lazy, enc)
         if tidy is not None:
             sol, enc = tidy
             name = "L∞" if primary == "linf" else "L0"
@@ -281,8 +281,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
 
 
 def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution, backend_name: str,
-          options: SolveOptions, primary: str = "linf", lazy: LazyKeep | None = None
-          ) -> tuple[Solution, PatchEncoding] | None:
+          options: SolveOptions, primary: str = "linf", lazy: LazyKeep | None = None,
+          main: PatchEncoding | None = None) -> tuple[Solution, PatchEncoding] | None:
     """Second solve: keep the optimal L∞ (to 1e-9) or L0 and minimise L1, so that parameters the goals do
     not need stay untouched instead of sitting anywhere in the L∞ box (or at the big-M bound for L0)."""
     if lazy is not None and lazy.tidy_of(sol) is not None:
@@ -296,7 +296,12 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
         bound = float(np.round(t))
     norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, primary: bound},
                      bound_spans=task.norms.bound_spans)
-    tidy, enc, _, _ = _encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
+    plan = plan_tidy(main, sol, primary, bound, options) if main is not None else None
+    if plan is not None:  # a MILP: restrict the main encoding (with the optimum as start), no second encoding
+        backend, _ = choose_backend(backend_name, plan.enc.query, plan.enc.query.problem_class)
+        tidy, enc = backend.solve(plan.enc.query, plan.options), plan.enc
+    else:
+        tidy, enc, _, _ = _encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
     if tidy.status != OPTIMAL or tidy.x is None:
         return None
     tidy.objective, tidy.bound = sol.objective, sol.bound  # the task's objective is still L∞

@@ -1,0 +1,160 @@
+"""The LP path's fast paths give exactly the plain path's optimum, on small random problems.
+
+Fast paths under test (see tasks/patch.py, tasks/lazy.py, compile/patch.py, solvers/highs.py):
+
+- a single `away from label` point: one LP per alternative of its clause, ordered by a closed-form lower bound,
+  the rest skipped once they cannot beat the incumbent (or cut off after one relaxed round)  == the disjunctive
+  MILP encoding of the same clause, and == solving every alternative;
+- large `keep` groups added lazily (cutting planes, tested on the tidy patch for L∞)  == encoding every point;
+- the bulk encoding of last-layer edits  == the per-point encoding (same query size, same optimum);
+- the LP algorithm chosen by size (dual / primal simplex, IPM)  == each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from patchlang.api import load_program_text, run_program
+from patchlang.compile import patch as compile_patch
+from patchlang.compile.patch import alternative_lower_bound, delta_expression, encode_patch
+from patchlang.model import network_from_arrays, save_network
+from patchlang.solvers.base import INFEASIBLE, OPTIMAL, SolveOptions
+from patchlang.solvers.highs import HighsBackend
+from patchlang.tasks import lazy as lazy_module
+from patchlang.tasks.patch import RunOptions, _away_alternative, _pin_away, build_groups, single_away_candidates
+
+N_IN, N_HIDDEN, N_OUT = 6, 8, 5
+N_KEEP = 80  # above lazy.LAZY_MIN_POINTS, so the lazy path is taken
+REL = 1e-6
+
+
+def make_case(seed: int, folder: Path) -> Path:
+    """A random 6 -> 8 ReLU -> 5 network and points (``x.npz``: 90 random inputs, no labels)."""
+    rng = np.random.default_rng(seed)
+    net = network_from_arrays([rng.normal(size=(N_HIDDEN, N_IN)), rng.normal(size=(N_OUT, N_HIDDEN))],
+                              [rng.normal(size=N_HIDDEN) * 0.3, rng.normal(size=N_OUT) * 0.3], name="net")
+    save_network(net, str(folder / "net.onnx"))
+    np.savez(folder / "x.npz", x=rng.normal(size=(N_KEEP + 10, N_IN)))
+    return folder
+
+
+def program(folder: Path, body: str):
+    source = f'model net = "net.onnx"\npoints x = "x.npz"\npoints keepers = x[10:{10 + N_KEEP}]\n' \
+             f"patch t on net {{\n{body}\n}}\n"
+    return load_program_text(source, folder, filename=str(folder / "spec.patch"))
+
+
+def run(folder: Path, body: str):
+    result = run_program(program(folder, body), RunOptions(write_files=False)).tasks[0]
+    assert result.status == "patched", (result.status, result.message)
+    return result
+
+
+def solve(net, task, groups, norms=None) -> float:
+    enc = encode_patch(net, task.edits, groups, norms or task.norms)
+    sol = HighsBackend().solve(enc.query, SolveOptions())
+    if sol.status == INFEASIBLE:
+        return np.inf
+    assert sol.status == OPTIMAL
+    return float(sol.objective)
+
+
+# ------------------------------------------------------------------ single `away from label`
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@pytest.mark.parametrize("keep", [False, True])
+def test_single_away_equals_disjunction_and_every_alternative(seed: int, norm: str, keep: bool,
+                                                              tmp_path: Path) -> None:
+    folder = make_case(seed, tmp_path)
+    body = (f"edit layer -1 weights and biases\nchange x[{seed}] away from label\n"
+            + ("keep keepers\n" if keep else "") + f"minimize {norm}\nmargin 0.01\nbound linf <= 100")
+    fast = run(folder, body)
+    task = program(folder, body).tasks[0]
+    net = task.model.net
+    groups = build_groups(net, task.goals, task.margin)
+    # plain path 1: the clause as a disjunction (one MILP; its big-Ms need the loose `bound linf`)
+    milp = solve(net, task, groups)
+    # plain path 2: every alternative solved, the best wins
+    gi, labels = single_away_candidates(net, task)
+    every = min(solve(net, task, _pin_away(groups, gi, lab)) for lab in labels)
+    assert fast.objective == pytest.approx(milp, rel=REL)
+    assert fast.objective == pytest.approx(every, rel=REL)
+    assert fast.distances[norm] == pytest.approx(every, rel=REL)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_lower_bound_exact_alone_and_below_with_keep(seed: int, norm: str, tmp_path: Path) -> None:
+    folder = make_case(seed, tmp_path)
+    task = program(folder, f"edit layer -1 weights\nchange x[0] away from label\nkeep keepers\n"
+                           f"minimize {norm}\nmargin 0.01").tasks[0]
+    net = task.model.net
+    groups = build_groups(net, task.goals, task.margin)
+    gi, labels = single_away_candidates(net, task)
+    point = groups[gi].points[0]
+    expr = delta_expression(net, task.edits, task.norms, point.h)
+    assert expr is not None
+    for lab in labels:
+        pinned = _pin_away(groups, gi, lab)
+        bound = alternative_lower_bound(*expr, _away_alternative(point, lab), task.norms)
+        alone = solve(net, task, [pinned[gi]])
+        assert bound == pytest.approx(alone, rel=REL)  # one row, one norm: the bound is the optimum
+        assert bound <= solve(net, task, pinned) * (1 + REL)  # other goals only raise it
+
+
+def test_no_closed_form_for_a_hidden_layer(tmp_path: Path) -> None:
+    folder = make_case(5, tmp_path)
+    task = program(folder, "edit layer 0 biases\nchange x[0] to 1\nbound linf <= 0.5\nminimize linf").tasks[0]
+    assert delta_expression(task.model.net, task.edits, task.norms, np.zeros(N_IN)) is None
+
+
+# ------------------------------------------------------------------ lazy keep
+@pytest.mark.parametrize("seed", [6, 7, 8])
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_lazy_keep_equals_full_encoding(seed: int, norm: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_case(seed, tmp_path)
+    body = f"edit layer -1 weights and biases\nchange x[0] to runner-up\nkeep keepers\nminimize {norm}\nmargin 0.01"
+    lazy = run(folder, body)
+    assert any("added lazily" in n for n in lazy.notes)
+    monkeypatch.setattr(lazy_module, "LAZY_MIN_POINTS", 10**9)
+    full = run(folder, body)
+    assert not any("added lazily" in n for n in full.notes)
+    assert lazy.objective == pytest.approx(full.objective, rel=REL)
+    assert lazy.distances["l1"] == pytest.approx(full.distances["l1"], rel=1e-5)  # L∞: the tidy too
+    assert lazy.query_size["rows"] < full.query_size["rows"]
+
+
+# ------------------------------------------------------------------ bulk last-layer encoding
+@pytest.mark.parametrize("seed", [9, 10])
+@pytest.mark.parametrize("edit", ["weights", "biases", "weights and biases", "weights rows [1, 3]"])
+def test_bulk_last_layer_encoding_equals_per_point(seed: int, edit: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_case(seed, tmp_path)
+    task = program(folder, f"edit layer -1 {edit}\nchange x[0:3] to runner-up\nkeep keepers\n"
+                           "minimize linf\nmargin 0.01").tasks[0]
+    net = task.model.net
+    groups = build_groups(net, task.goals, task.margin)
+    bulk = encode_patch(net, task.edits, groups, task.norms).query
+    monkeypatch.setattr(compile_patch.PatchEncoder, "_last_layer_only", lambda self: False)
+    plain = encode_patch(net, task.edits, groups, task.norms).query
+    assert (bulk.n_vars, bulk.n_rows) == (plain.n_vars, plain.n_rows)
+    assert bulk.A.nnz == plain.A.nnz
+    labels = {b.label for b in plain.row_blocks if b.group in ("keep", "change")}
+    assert labels == {b.label for b in bulk.row_blocks if b.group in ("keep", "change")}
+    backend = HighsBackend()
+    a, b = backend.solve(bulk, SolveOptions()), backend.solve(plain, SolveOptions())
+    assert a.status == b.status
+    if a.status == OPTIMAL:
+        assert a.objective == pytest.approx(b.objective, rel=REL)
+
+
+# ------------------------------------------------------------------ LP algorithm choice
+def test_lp_algorithms_agree(tmp_path: Path) -> None:
+    folder = make_case(11, tmp_path)
+    body = "edit layer -1 weights and biases\nchange x[0:2] to runner-up\nkeep keepers\nminimize linf\nmargin 0.01"
+    values = [run(folder, body + f'\nusing highs(lp_solver = "{s}")').objective for s in ("simplex", "ipm", "primal")]
+    assert values == pytest.approx([values[0]] * 3, rel=REL)
