@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from patchlang.api import load_program_text
+from patchlang.compile.patch import PatchEncoding
 from patchlang.compile.query import Query
 from patchlang.lang.program import PatchTask
 from patchlang.model.build import network_from_arrays
@@ -75,8 +76,13 @@ def case_task(case: Case, folder: Path) -> PatchTask:
     return program.tasks[0]
 
 
-def case_query(case: Case, folder: Path) -> tuple[PatchTask, Query]:
-    from patchlang.tasks.export import task_query
+def case_encoding(case: Case, folder: Path) -> tuple[PatchTask, PatchEncoding]:
+    from patchlang.tasks.export import task_encoding
 
     task = case_task(case, folder)
-    return task, task_query(task)
+    return task, task_encoding(task)
+
+
+def case_query(case: Case, folder: Path) -> tuple[PatchTask, Query]:
+    task, enc = case_encoding(case, folder)
+    return task, enc.query

@@ -303,9 +303,11 @@ class PatchEncoder:
             label = f"{name}.{layer.name}"
             if isinstance(layer, Affine):
                 E, C = self._edited_affine_batch(pos, layer, E, C)
-                if pos != last_affine or E.nnz > 4 * E.shape[0]:
+                if pos != last_affine:
                     E, c = self._materialize(E, C.ravel(), label)
                     C = c.reshape(P, -1)
+                else:
+                    E, C = self._materialize_dense_points(E, C, label)
             elif isinstance(layer, Relu):
                 E, c = self._relu(E, C.ravel(), label)
                 C = c.reshape(P, -1)
@@ -320,6 +322,23 @@ class PatchEncoder:
                 raise PatchlangError(f"layer {layer!r} cannot be encoded")
         assert E is not None
         return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), C
+
+    def _materialize_dense_points(self, E: sp.csr_matrix, C: np.ndarray, name: str
+                                  ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The last layer's outputs become variables for the points whose expression is dense (more than 4
+        nonzeros per output), as :meth:`_through_network` decides point by point; the others stay expressions."""
+        P, n_out = C.shape
+        per_point = np.add.reduceat(np.diff(E.indptr), np.arange(0, P * n_out, n_out)) if P else np.zeros(0)
+        dense_rows = np.repeat(per_point > 4 * n_out, n_out)
+        if not np.any(dense_rows):
+            return E, C
+        rows = np.nonzero(dense_rows)[0]
+        Ez, _ = self._materialize(E[rows], C.ravel()[rows], name)
+        n = self.b.n_vars
+        keep = sp.diags((~dense_rows).astype(float))
+        S = sp.csr_matrix((np.ones(rows.size), (rows, Ez.indices)), shape=(E.shape[0], n))
+        c = np.where(dense_rows, 0.0, C.ravel())
+        return sp.csr_matrix(keep @ sp.csr_matrix(E, shape=(E.shape[0], n)) + S), c.reshape(P, n_out)
 
     def _edited_affine_batch(self, pos: int, layer: Affine, E: sp.csr_matrix | None, C: np.ndarray
                              ) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -280,7 +280,7 @@ class SearchOptions:
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)
-    heuristic: str = "lookahead"  # lookahead | width | smear
+    heuristic: str = "smear"  # smear | width | lookahead
     bounds: str = "hybrid"  # hybrid | backward | forward
 
 
@@ -332,12 +332,14 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         lo, hi, op, dep = _pop(stack_lo, stack_hi, stack_open, stack_depth, opt.batch)
         pending -= lo.shape[0]
         res.boxes += lo.shape[0]
+        
         res.max_depth = max(res.max_depth, int(dep.max()))
         fb = layer_bounds(rn, lo, hi, opt.bounds)
-        lb, Lam, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
+        lb, Lam, const, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
         refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
         refuted = np.zeros_like(op)
         np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
+        refuted |= _refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
         op = op & ~refuted
         alive = op.any(axis=1)
         if not np.any(alive):
@@ -425,6 +427,35 @@ def _pop(stack_lo: list[np.ndarray], stack_hi: list[np.ndarray], stack_open: lis
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
+_WEIGHTS = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
+
+
+def _refuted_by_combinations(spec: UnsafeSpec, Lam: np.ndarray, const: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                             tol: float) -> np.ndarray:
+    """Conjunctions refuted by a convex combination of two of their rows' linear lower bounds.
+
+    Each row ``r`` has a sound linear lower bound ``g_r(x) = Lam_r x + const_r <= a_r y - d_r`` on the box; an
+    unsafe point needs every ``g_r(x) <= tol``, so if ``min_x (w g_r + (1-w) g_s) > tol`` for some ``w`` in
+    [0, 1], no point of the box is unsafe for that conjunction.  Cheap (the input dimension is small) and it
+    decides boxes where the rows are refuted in different parts of the box.
+    """
+    B = lo.shape[0]
+    out = np.zeros((B, spec.n_conj), dtype=bool)
+    c, r = (lo + hi) * 0.5, (hi - lo) * 0.5
+    for j in range(spec.n_conj):
+        rows = np.nonzero(spec.conj == j)[0]
+        if rows.size < 2:
+            continue
+        for a_i, b_i in itertools.combinations(rows, 2):
+            w = _WEIGHTS[None, :, None]
+            G = w * Lam[:, a_i, None, :] + (1 - w) * Lam[:, b_i, None, :]  # (B, W, d)
+            g0 = _WEIGHTS[None, :] * const[:, a_i, None] + (1 - _WEIGHTS[None, :]) * const[:, b_i, None]
+            low = np.einsum("bwd,bd->bw", G, c) - np.einsum("bwd,bd->bw", np.abs(G), r) + g0
+            t = tol * (1.0 + max(abs(spec.d[a_i]), abs(spec.d[b_i])))
+            out[:, j] |= np.any(low > t, axis=1)
+    return out
+
+
 def _best_rows(lb: np.ndarray, spec: UnsafeSpec, op: np.ndarray) -> np.ndarray:
     """For each box and open conjunction, the row with the largest lower bound (closest to refuting it)."""
     B = lb.shape[0]
@@ -461,7 +492,7 @@ def _choose_split(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray,
         h2[:B, i] = mid
         l2[B:, i] = mid
         fb = layer_bounds(rn, l2, h2, opt.bounds)
-        lb, _, _ = spec_lower_bounds(rn, spec.A, -spec.d, l2, h2, fb)
+        lb, _, _, _ = spec_lower_bounds(rn, spec.A, -spec.d, l2, h2, fb)
         lb = np.minimum(lb, tol)  # refuted is refuted: no credit beyond it
         per = np.full((2 * B, spec.n_conj), 0.0)
         for j in range(spec.n_conj):

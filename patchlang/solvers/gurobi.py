@@ -163,6 +163,11 @@ class GurobiBackend:
     def _set_params(model, options: SolveOptions, is_mip: bool) -> None:
         model.Params.OutputFlag = 1 if options.verbose else 0
         model.Params.Seed = int(options.seed)
+        # Gurobi's defaults (1e-6 rows, 1e-5 integrality) let a big-M row with a "binary" of 1e-5 bend a goal by
+        # ~1e-5, enough for the independent float64 check to reject the patch; the tightest values it allows
+        # make its answers as exact as HiGHS's.
+        model.Params.FeasibilityTol = 1e-9
+        model.Params.IntFeasTol = 1e-9
         if options.time_limit is not None:
             model.Params.TimeLimit = float(options.time_limit)
         if options.threads is not None:

@@ -10,12 +10,14 @@ variables ``Int``, products of two unknowns ``*`` (nonlinear real arithmetic).
 Minimisation: Z3's ``Optimize`` (exact simplex-based optimisation) or a bisection on the objective with a final
 strict check ``objective < best`` that, when unsatisfiable, proves the best value exactly optimal.  Which one
 ``method = "auto"`` picks was decided by measuring (see ``bench/backends.py`` and docs/backends.md): ``Optimize``
-for LPs, bisection when ReLU atoms, disjunctions, integers or products are present.  The bracket ``[lo, hi]`` and the number
+for linear problems (with or without integers), bisection when ReLU atoms, disjunctions or products are present.
+An objective that only counts (L0) is bisected over the integers, so refuting ``<= k`` proves ``>= k + 1``.  The bracket ``[lo, hi]`` and the number
 of solver calls are reported in ``Solution.stats``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -325,8 +327,8 @@ class Z3Backend:
 
             raise PatchlangError(f"unknown z3 method `{method}`", help='use method = "optimize" or "bisect"')
         has_objective = bool(np.any(query.c)) and not options.feasibility_only
-        if method == "auto":  # measured: Optimize wins on LPs, bisection on ReLU/disjunctive/nonlinear queries
-            piecewise = len(query.products) or len(query.relus) or query.disjunctions or np.any(query.integer)
+        if method == "auto":  # measured: Optimize wins on LPs (also with L0 integers), bisection on ReLU,
+            piecewise = len(query.products) or len(query.relus) or query.disjunctions  # disjunctive, nonlinear
             method = "bisect" if piecewise else "optimize"
         if not has_objective:
             sol = self._feasible(parsed, options, clock)
@@ -430,6 +432,9 @@ class Z3Backend:
         model = s.model()
         hi = z3_value(model.eval(p.objective, model_completion=True))
         lo = self._static_lower_bound(q)
+        integral = self._integral_objective(q)  # L0: counts, so refuting `<= k` proves `>= k + 1`
+        if integral and lo is not None:
+            lo = Fraction(math.ceil(lo))
         exact = False
         stopped = ""
         strict_checks = 0  # `objective < best` may keep finding slightly better points off a vertex
@@ -470,6 +475,18 @@ class Z3Backend:
                 exact = True
                 break
             width = hi - lo
+            if integral:
+                if width < 1:
+                    lo, exact = hi, True
+                    break
+                mid = Fraction(math.floor((lo + hi) / 2))
+                res = probe(p.objective <= _z3_rat(mid, p.ctx))
+                if res == "unsat":
+                    lo = mid + 1
+                elif res != "sat":
+                    stopped = res
+                    break
+                continue
             if width <= tol * max(1, abs(hi)):
                 if strict_checks == 3:
                     stopped = f"bracket within {tol:g} (not proven exact)"
@@ -499,6 +516,13 @@ class Z3Backend:
         msg = stopped or ("time limit" if clock.expired() else f"stopped after {calls} calls")
         return Solution(status=FEASIBLE, x=x, objective=float(hi), bound=float(lo) if lo is not None else None,
                         message=f"z3 bisection: {msg}", stats=stats)
+
+    @staticmethod
+    def _integral_objective(q: Query) -> bool:
+        """Whether every objective value is an integer (integer variables, integer weights and offset)."""
+        nz = np.nonzero(q.c)[0]
+        return (nz.size > 0 and bool(np.all(q.integer[nz])) and bool(np.all(q.c[nz] == np.round(q.c[nz])))
+                and float(q.offset).is_integer())
 
     @staticmethod
     def _static_lower_bound(q: Query) -> Fraction | None:

@@ -146,9 +146,12 @@ def _z3_core(q: Query, tracking: Tracking, options: SolveOptions, deadline: floa
     return ids, minimal, calls
 
 
-def find_core(q: Query, options: SolveOptions, budget: float | None = None
+def find_core(q: Query, options: SolveOptions, budget: float | None = None, prefer: str = ""
               ) -> tuple[list[Item], list[int], bool, str, int] | None:
-    """``(items, conflicting item ids, minimal?, method, solver calls)`` or None if no conflict was found."""
+    """``(items, conflicting item ids, minimal?, method, solver calls)`` or None if no conflict was found.
+
+    LPs go to HiGHS's IIS first unless ``prefer`` is ``"z3"`` (the user asked for exact arithmetic); Z3's
+    unsat cores handle everything else and are the fall-back when HiGHS has no (checkable) IIS."""
     items, tracking = tracked_items(q)
     if not items:
         return None
@@ -156,7 +159,7 @@ def find_core(q: Query, options: SolveOptions, budget: float | None = None
     deadline = time.perf_counter() + budget
     found = None
     method = ""
-    if q.problem_class == "LP":
+    if q.problem_class == "LP" and prefer != "z3":
         try:
             found = _highs_core(q, tracking, options, deadline)
             method = "HiGHS IIS + deletion filter"
@@ -216,9 +219,10 @@ def _and(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def explain_infeasible(q: Query, options: SolveOptions, budget: float | None = None) -> Explanation | None:
+def explain_infeasible(q: Query, options: SolveOptions, budget: float | None = None, prefer: str = ""
+                       ) -> Explanation | None:
     """A conflict among the statements of an infeasible query, in the user's words (None if none found)."""
-    found = find_core(q, options, budget)
+    found = find_core(q, options, budget, prefer)
     if found is None:
         return None
     items, ids, minimal, method, calls = found

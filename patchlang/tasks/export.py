@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compile.patch import encode_patch
+from ..compile.patch import PatchEncoding, encode_patch
 from ..compile.query import Query
 from ..errors import PatchlangError
 from ..lang.check import check
@@ -30,13 +30,17 @@ from .patch import build_groups, round_significand
 FORMATS = ("lp", "mps", "smt2", "vnnlib")
 
 
-def task_query(task: PatchTask) -> Query:
-    """The Query of a patch task exactly as `run` would first build it (rounding included, all goals)."""
+def task_encoding(task: PatchTask) -> PatchEncoding:
+    """The encoding of a patch task as `run` would first build it (rounding included, all goals at once)."""
     net = task.model.net
     if task.round_bits is not None:
         net = round_significand(net, task.round_bits)
     groups = build_groups(net, task.goals, task.margin)
-    return encode_patch(net, task.edits, groups, task.norms, name=task.name).query
+    return encode_patch(net, task.edits, groups, task.norms, name=task.name)
+
+
+def task_query(task: PatchTask) -> Query:
+    return task_encoding(task).query
 
 
 def export_task(spec_path: str, task_name: str, fmt: str, output: str) -> None:

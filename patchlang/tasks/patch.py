@@ -335,7 +335,7 @@ def _explain(q, options: SolveOptions, result: TaskResult) -> None:
 
     t0 = time.perf_counter()
     try:
-        why = explain_infeasible(q, options)
+        why = explain_infeasible(q, options, prefer=result.backend)
     except PatchlangError as exc:
         result.notes.append(f"no conflict explanation: {exc.message}")
         return
