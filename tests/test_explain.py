@@ -96,7 +96,7 @@ def test_cli_prints_conflict_and_exits_1(tmp_path: Path, capsys) -> None:
     del program
     assert main(["run", str(tmp_path / "c.patch"), "--no-save"]) == 1
     out = capsys.readouterr().out
-    assert "conflict  keep p: p[1] (line 7)" in out
+    assert "conflict  change p[1] to " in out and "conflict  keep p: p[" in out
 
 
 def test_core_is_minimal_and_really_conflicts(tmp_path: Path) -> None:

@@ -276,7 +276,8 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
 class SearchOptions:
     tol: float = DEFAULT_TOL
     batch: int = 2048
-    milp_unstable: int = 10  # boxes with at most this many unstable ReLUs go to the Query (0: only affine boxes)
+    milp_unstable: int = 12  # boxes this deep with at most this many unstable ReLUs go to the Query
+    milp_depth: int = 24  # (boxes with no unstable ReLU at all, where the network is affine, always do)
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)
@@ -365,7 +366,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
             res.unconfirmed += 1
         # leaves: few unstable ReLUs -> the exact Query
         unstable = fb.n_unstable()
-        leaf = unstable <= opt.milp_unstable
+        leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (dep >= opt.milp_depth))
         for i in np.nonzero(leaf)[0]:
             sub = _leaf(rn, lo[i], hi[i], op[i], fb.take(np.array([i])), spec, solve, confirm, opt,
                         SearchResult("unknown"), final=False)
@@ -382,7 +383,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         if not np.any(split):
             continue
         lo, hi, op, dep, Lam, best_row = lo[split], hi[split], op[split], dep[split], Lam[split], best_row[split]
-        dim = _choose_split(rn, spec, lo, hi, op, Lam, best_row, opt, lo0, hi0)
+        dim = _choose_split(rn, spec, lo, hi, op, Lam, best_row, opt, lo0, hi0, fb.take(np.nonzero(split)[0]))
         idx = np.arange(lo.shape[0])
         mid = (lo[idx, dim] + hi[idx, dim]) / 2
         hi_left, lo_right = hi.copy(), lo.copy()
@@ -470,7 +471,8 @@ def _best_rows(lb: np.ndarray, spec: UnsafeSpec, op: np.ndarray) -> np.ndarray:
 
 
 def _choose_split(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, Lam: np.ndarray,
-                  best_row: np.ndarray, opt: SearchOptions, lo0: np.ndarray, hi0: np.ndarray) -> np.ndarray:
+                  best_row: np.ndarray, opt: SearchOptions, lo0: np.ndarray, hi0: np.ndarray, bounds: LayerBounds
+                  ) -> np.ndarray:
     """Which input dimension to bisect, per box.
 
     ``lookahead`` bounds both halves for every dimension and keeps the dimension whose worse half gets the best
@@ -481,7 +483,7 @@ def _choose_split(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray,
         rel = (hi - lo) / np.maximum(hi0 - lo0, 1e-300)
         return np.argmax(rel, axis=1)
     if opt.heuristic == "smear":
-        return _split_dims(Lam, best_row, hi - lo)
+        return _split_dims(Lam, best_row, hi - lo, _influence(rn, bounds, hi - lo))
     B, d = lo.shape
     tol = opt.tol * (1.0 + np.abs(spec.d))
     score = np.full((B, d), -np.inf)
@@ -506,8 +508,28 @@ def _choose_split(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray,
     return np.argmax(score, axis=1)
 
 
-def _split_dims(Lam: np.ndarray, best_row: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """The input dimension to split: largest ``|coefficient| * width`` summed over the open conjunctions' rows."""
+def _influence(rn: ReluNet, bounds: LayerBounds, width: np.ndarray) -> np.ndarray:
+    """How much each input dimension's width feeds the unstable ReLUs: ``sum_k unstable_k @ P_k * width`` with
+    ``P_k = |W_k| ... |W_0|`` row-normalised (a fixed matrix per layer)."""
+    P = getattr(rn, "_influence", None)
+    if P is None:
+        P, M = [], np.eye(rn.input_size)
+        for W in rn.Ws[:-1]:
+            M = np.abs(W) @ M
+            P.append(M / np.maximum(M.sum(axis=1, keepdims=True), 1e-300))
+        rn._influence = P  # type: ignore[attr-defined]
+    score = np.zeros_like(width)
+    for Pk, l, u in zip(P, bounds.lower, bounds.upper):
+        score += ((l < 0) & (u > 0)).astype(float) @ Pk
+    return score * width
+
+
+def _split_dims(Lam: np.ndarray, best_row: np.ndarray, width: np.ndarray, influence: np.ndarray) -> np.ndarray:
+    """The input dimension to split: largest ``|coefficient| * width`` summed over the open conjunctions' rows
+    (the smear of the bound), plus the dimension's share in feeding unstable ReLUs; each normalised per box.
+
+    The second term matters when a relaxation flattens the bound's dependence on a wide dimension that is in fact
+    what keeps many ReLUs unstable."""
     B = Lam.shape[0]
     score = np.zeros_like(width)
     for j in range(best_row.shape[1]):
@@ -515,6 +537,8 @@ def _split_dims(Lam: np.ndarray, best_row: np.ndarray, width: np.ndarray) -> np.
         if np.any(sel):
             ii = np.nonzero(sel)[0]
             score[ii] += np.abs(Lam[ii, best_row[ii, j]]) * width[ii]
+    score = score / np.maximum(score.max(axis=1, keepdims=True), 1e-300)
+    score += influence / np.maximum(influence.max(axis=1, keepdims=True), 1e-300)
     score = np.where(width > 0, score + 1e-12 * width, -1.0)
     return np.argmax(score, axis=1) if B else np.zeros(0, np.int64)
 

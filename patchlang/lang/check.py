@@ -142,7 +142,10 @@ class Checker:
         elif isinstance(st, A.PointsDecl):
             if self.declare(st.name, "point set", st.span):
                 ps = self.points_expr(st.expr)
-                self.points[st.name] = dataclasses.replace(ps, name=st.name)
+                # A set read straight from a file is known by its declared name; a derived set keeps the
+                # name and numbering of its source, so that `wrong[0]` is never reported as `wrong[2]`.
+                root = isinstance(st.expr, (A.PointsFile, A.PointsInline)) and ps.origins is None
+                self.points[st.name] = dataclasses.replace(ps, name=st.name) if root else ps
         elif isinstance(st, A.PatchBlock):
             if self.declare(st.name, "patch", st.span):
                 self.tasks.append(self.patch_block(st.name, st.model, st.model_span, st.items, st.span))
@@ -178,6 +181,8 @@ class Checker:
     def model_ref(self, name: str, span: Span) -> ModelEntry:
         if name not in self.models:
             kind = self.names.get(name, (None,))[0]
+            if kind == "model":
+                raise _Failed  # its declaration failed and was reported there
             if kind:
                 self.fail("PL203", f"`{name}` is a {kind}, not a model", span)
             self.fail("PL202", f"unknown model `{name}`", span, _suggest(name, list(self.models)))
@@ -194,6 +199,8 @@ class Checker:
         if isinstance(e, A.PointsRef):
             if e.name not in self.points:
                 kind = self.names.get(e.name, (None,))[0]
+                if kind == "point set":
+                    raise _Failed  # its declaration failed and was reported there
                 if kind:
                     self.fail("PL203", f"`{e.name}` is a {kind}, not a point set", e.span)
                 self.fail("PL202", f"unknown point set `{e.name}`", e.span, _suggest(e.name, list(self.points)))

@@ -81,6 +81,9 @@ class HighsBackend:
         if options.time_limit is not None:
             h.setOptionValue("time_limit", float(options.time_limit))
         if options.threads is not None:
+            # HiGHS keeps one thread scheduler per process: a different thread count than an earlier solve's
+            # makes run() fail ("Not Set") unless the scheduler is reset first.
+            highspy.Highs.resetGlobalScheduler(True)
             h.setOptionValue("threads", int(options.threads))
         if is_mip and options.mip_gap is not None:
             h.setOptionValue("mip_rel_gap", float(options.mip_gap))
@@ -127,8 +130,12 @@ class HighsBackend:
                                "nodes": int(info.mip_node_count) if is_mip else 0})
 
     def iis(self, m: LinearModel, options: SolveOptions) -> tuple[np.ndarray, np.ndarray] | None:
-        """An irreducible infeasible subset of an infeasible LP as (row indices, column indices whose bounds
-        take part), or None when HiGHS cannot give one (MIP, feasible model, or an error)."""
+        """An infeasible subset of an infeasible LP as (row indices, column indices whose bounds take part), or
+        None when HiGHS cannot give one (MIP, feasible model, or an error).
+
+        HiGHS's IIS first; HiGHS 1.16 sometimes returns a "valid" but empty one, and then the rows of a Farkas
+        certificate (the dual ray, without presolve) are used, with every column (their bounds may take part).
+        Either may be larger than irreducible: callers re-check and shrink it."""
         import highspy
 
         if np.any(m.integer):
@@ -143,9 +150,17 @@ class HighsBackend:
         if h.getModelStatus() != highspy.HighsModelStatus.kInfeasible:
             return None
         status, iis = h.getIis()
-        if status == highspy.HighsStatus.kError or not iis.valid_:
+        if status != highspy.HighsStatus.kError and iis.valid_ and (len(iis.row_index_) or len(iis.col_index_)):
+            return np.asarray(iis.row_index_, dtype=np.int64), np.asarray(iis.col_index_, dtype=np.int64)
+        h.setOptionValue("presolve", "off")
+        h.passModel(to_highs_lp(m, False))
+        h.run()
+        status, has_ray, ray = h.getDualRay()
+        if status == highspy.HighsStatus.kError or not has_ray:
             return None
-        return np.asarray(iis.row_index_, dtype=np.int64), np.asarray(iis.col_index_, dtype=np.int64)
+        ray = np.asarray(ray, dtype=np.float64)
+        rows = np.nonzero(np.abs(ray) > 1e-9 * max(1.0, float(np.max(np.abs(ray)))))[0]
+        return rows.astype(np.int64), np.arange(m.n_vars, dtype=np.int64)
 
     @staticmethod
     def _lp_solver(m: LinearModel) -> str:

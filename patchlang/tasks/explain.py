@@ -13,6 +13,7 @@ The conflict is re-checked before it is reported: an explanation must never be w
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 
@@ -93,20 +94,22 @@ def restrict(q: Query, tracking: Tracking, keep: set[int]) -> Query:
 # --------------------------------------------------------------------------------------------- finding a core
 def _highs_core(q: Query, tracking: Tracking, options: SolveOptions, deadline: float
                 ) -> tuple[list[int], bool, int] | None:
-    """IIS of the LP, mapped to groups, then a deletion filter with HiGHS; None when HiGHS cannot help."""
+    """HiGHS's infeasible subset of the LP, mapped to groups (every group when HiGHS has none to give), then
+    shrunk with HiGHS; None when HiGHS cannot help."""
     from ..solvers.highs import HighsBackend
     from ..solvers.milp import lower_to_milp
 
     backend = HighsBackend()
     if not backend.available():
         return None
-    iis = backend.iis(lower_to_milp(q), options)
-    if iis is None:
-        return None
-    rows, cols = iis
-    ids = {int(g) for g in tracking.row_group[rows] if g >= 0}
-    if tracking.bound_group >= 0 and np.any(tracking.bound_vars[cols]):
-        ids.add(tracking.bound_group)
+    iis = backend.iis(lower_to_milp(q), replace(options, time_limit=max(1.0, deadline - time.perf_counter())))
+    everything = set(range(tracking.n_groups))
+    ids = everything
+    if iis is not None:
+        rows, cols = iis
+        ids = {int(g) for g in tracking.row_group[rows] if g >= 0}
+        if tracking.bound_group >= 0 and np.any(tracking.bound_vars[cols]):
+            ids.add(tracking.bound_group)
     calls = 1
 
     def infeasible(keep: set[int]) -> bool | None:
@@ -119,17 +122,34 @@ def _highs_core(q: Query, tracking: Tracking, options: SolveOptions, deadline: f
         st = backend.solve(restrict(q, tracking, keep), opts).status
         return True if st == INFEASIBLE else (False if st in ("optimal", "feasible") else None)
 
-    if infeasible(ids) is not True:  # never report a set that is not shown to conflict
+    if ids != everything and infeasible(ids) is not True:  # never report a set not shown to conflict
+        ids = everything
+    if ids == everything and infeasible(ids) is not True:  # a feasible query: nothing to explain
         return None
-    minimal = True
-    for g in sorted(ids):
-        verdict = infeasible(ids - {g})
-        if verdict is True:
-            ids = ids - {g}
-        elif verdict is None:
-            minimal = False
-            break
-    return sorted(ids), minimal, calls
+    kept, minimal = shrink(sorted(ids), infeasible)
+    return kept, minimal, calls
+
+
+def shrink(ids: list[int], infeasible) -> tuple[list[int], bool]:
+    """Deletion filter in halving chunks: drop chunks whose removal keeps the set infeasible, down to single
+    groups (so the result is irreducible when it ends in time: ``(groups, True)``).  ``infeasible(set)`` answers
+    True / False / None (no answer in time)."""
+    keep = list(ids)
+    chunk = max(1, len(keep) // 2)
+    while True:
+        i = 0
+        while i < len(keep):
+            trial = keep[:i] + keep[i + chunk:]
+            verdict = infeasible(set(trial)) if trial else False
+            if verdict is None:
+                return keep, False
+            if verdict:
+                keep = trial
+            else:
+                i += chunk
+        if chunk == 1:
+            return keep, True
+        chunk = max(1, chunk // 2)
 
 
 def _z3_core(q: Query, tracking: Tracking, options: SolveOptions, deadline: float
@@ -157,21 +177,21 @@ def find_core(q: Query, options: SolveOptions, budget: float | None = None, pref
         return None
     budget = budget if budget is not None else (options.time_limit or DEFAULT_BUDGET)
     deadline = time.perf_counter() + budget
-    found = None
-    method = ""
-    if q.problem_class == "LP" and prefer != "z3":
+    finders = [(_z3_core, "Z3 unsat core + deletion filter")]
+    if q.problem_class == "LP":
+        highs = (_highs_core, "HiGHS IIS + deletion filter")
+        finders = finders + [highs] if prefer == "z3" else [highs] + finders
+    for finder, method in finders:
+        if time.perf_counter() >= deadline:
+            break
         try:
-            found = _highs_core(q, tracking, options, deadline)
-            method = "HiGHS IIS + deletion filter"
+            found = finder(q, tracking, options, deadline)
         except PatchlangError:
             found = None
-    if found is None:
-        found = _z3_core(q, tracking, options, deadline)
-        method = "Z3 unsat core + deletion filter"
-    if found is None:
-        return None
-    ids, minimal, calls = found
-    return items, ids, minimal, method, calls
+        if found is not None:
+            ids, minimal, calls = found
+            return items, ids, minimal, method, calls
+    return None
 
 
 # --------------------------------------------------------------------------------------------- the user's words
@@ -194,7 +214,7 @@ def describe(items: list[Item], ids: list[int]) -> tuple[list[str], str]:
     goals: list[str] = []
     bounds: list[str] = []
     for (statement, _, group), its in entries:
-        points = [it.point for it in its if it.point]
+        points = sorted((it.point for it in its if it.point), key=_natural)
         text = statement
         if points and not (len(points) == 1 and points[0] in statement):
             shown = ", ".join(points[:8]) + (f" and {len(points) - 8} more" if len(points) > 8 else "")
@@ -213,6 +233,11 @@ def describe(items: list[Item], ids: list[int]) -> tuple[list[str], str]:
     elif goals:
         sentence += " with the allowed edits" if len(goals) < 2 else " whatever the change"
     return lines, sentence
+
+
+def _natural(text: str) -> tuple:
+    """``p[9]`` before ``p[10]``."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
 def _and(parts: list[str]) -> str:

@@ -1,0 +1,142 @@
+"""Falsify first: a cheap search for counterexamples before (and instead of) the complete method.
+
+The *satisfaction function* of a case is ``s(x) = min_j max_{r in j} (a_r·y(x) - d_r)`` over the unsafe
+conjunctions ``j`` of its :class:`~patchlang.compile.verify.UnsafeSpec`: it is ``<= 0`` exactly where ``x`` is a
+counterexample.  We sample the box uniformly, then run batched projected sign-gradient descent on ``s`` from the
+best samples (the network is piecewise linear, so the exact gradient of the active row is a product of masked
+weight matrices), and finally polish the best point with scipy's L-BFGS-B.  Every network evaluation is
+counted so the report can say what the search cost.
+
+Nothing here proves anything: a point is returned only when ``s(x) < 0`` strictly in float64 (honouring strict
+rows); the caller confirms it with onnxruntime before calling the property violated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compile.bounds import ReluNet
+from ..compile.verify import RegionCase, UnsafeSpec
+
+
+@dataclass
+class FalsifyOptions:
+    samples: int = 2000
+    starts: int = 32
+    steps: int = 60
+    polish: int = 3  # L-BFGS-B runs from the best points
+    seed: int = 0
+    deadline: float | None = None  # time.perf_counter() value
+
+
+@dataclass
+class FalsifyResult:
+    x: np.ndarray | None  # a float64 counterexample candidate, or None
+    best: float  # the smallest satisfaction value found (< 0: violated)
+    best_x: np.ndarray  # where it was found
+    evaluations: int
+    seconds: float
+    candidates: list[np.ndarray] | None = None  # further distinct candidates (for repair)
+
+
+def _values_and_grads(rn: ReluNet, spec: UnsafeSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``s(x)`` and a subgradient for a batch ``(N, d)``."""
+    v, G = rn.forward_with_gradient(x, spec.A)  # (N, R) of A y, (N, R, d)
+    v = v - spec.d
+    N = x.shape[0]
+    worst_val = np.full((N, spec.n_conj), -np.inf)
+    worst_row = np.zeros((N, spec.n_conj), dtype=np.int64)
+    for j in range(spec.n_conj):
+        rows = np.nonzero(spec.conj == j)[0]
+        if rows.size == 0:
+            worst_val[:, j] = -np.inf
+            continue
+        k = np.argmax(v[:, rows], axis=1)
+        worst_row[:, j] = rows[k]
+        worst_val[:, j] = v[np.arange(N), rows[k]]
+    jstar = np.argmin(worst_val, axis=1)
+    s = worst_val[np.arange(N), jstar]
+    rstar = worst_row[np.arange(N), jstar]
+    grad = G[np.arange(N), rstar] if G.shape[1] else np.zeros_like(x)
+    return s, grad
+
+
+def falsify_case(rn: ReluNet, case: RegionCase, options: FalsifyOptions | None = None, keep: int = 0
+                 ) -> FalsifyResult:
+    """Search one case; ``keep`` > 0 also collects up to that many distinct violating points."""
+    opt = options or FalsifyOptions()
+    t0 = time.perf_counter()
+    spec = case.spec
+    lo = np.asarray(case.lo, float).reshape(-1)
+    hi = np.asarray(case.hi, float).reshape(-1)
+    width = hi - lo
+    rng = np.random.default_rng(opt.seed)
+    evals = 0
+    found: list[np.ndarray] = []
+
+    def harvest(x: np.ndarray, s: np.ndarray) -> None:
+        if not np.any(s <= 0):
+            return
+        y = rn.forward(x[s <= 0])
+        ok = spec.violated(y)
+        for p in x[s <= 0][ok]:
+            if len(found) < max(keep, 1) and all(np.max(np.abs(p - q)) > 1e-6 for q in found):
+                found.append(p.copy())
+
+    def done() -> bool:
+        return len(found) >= max(keep, 1) or (opt.deadline is not None and time.perf_counter() > opt.deadline)
+
+    X = np.vstack([(lo + hi)[None] / 2, lo + rng.random((opt.samples, lo.size)) * width])
+    s, _ = _values_and_grads(rn, spec, X)
+    evals += X.shape[0]
+    harvest(X, s)
+    best_i = int(np.argmin(s))
+    best, best_x = float(s[best_i]), X[best_i].copy()
+    if not done() and opt.steps > 0:
+        order = np.argsort(s)[:opt.starts]
+        x = X[order].copy()
+        for it in range(opt.steps):
+            eta = 0.1 * (0.02 ** (it / max(1, opt.steps - 1)))  # geometric decay from 10% to 0.2% of the width
+            sv, g = _values_and_grads(rn, spec, x)
+            evals += x.shape[0]
+            harvest(x, sv)
+            i = int(np.argmin(sv))
+            if sv[i] < best:
+                best, best_x = float(sv[i]), x[i].copy()
+            if done():
+                break
+            x = np.clip(x - eta * width * np.sign(g), lo, hi)
+    if not done() and opt.polish > 0 and lo.size <= 1000:
+        best, best_x, n = _polish(rn, spec, lo, hi, best_x, best, opt, harvest, done)
+        evals += n
+    x_out = found[0] if found else None
+    return FalsifyResult(x_out, best, best_x, evals, time.perf_counter() - t0, found or None)
+
+
+def _polish(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, x0: np.ndarray, best: float,
+            opt: FalsifyOptions, harvest, done) -> tuple[float, np.ndarray, int]:
+    """L-BFGS-B from the best point (and jittered copies) with the exact piecewise gradient."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(opt.seed + 1)
+    count = [0]
+    best_x = x0.copy()
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        s, g = _values_and_grads(rn, spec, x[None])
+        count[0] += 1
+        harvest(x[None], s)
+        return float(s[0]), g[0]
+
+    for k in range(opt.polish):
+        if done():
+            break
+        start = x0 if k == 0 else np.clip(x0 + (hi - lo) * 0.05 * rng.standard_normal(x0.size), lo, hi)
+        r = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
+                     options={"maxiter": 50})
+        if r.fun < best:
+            best, best_x = float(r.fun), np.asarray(r.x, float)
+    return best, best_x, count[0]

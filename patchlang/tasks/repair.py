@@ -1,0 +1,187 @@
+"""`repair MODEL for PROPERTY { ... }`: counterexample-guided repair until a complete verifier proves the result.
+
+Loop (each patch is computed from the *original* network, so the distance reported is the true distance):
+
+1. verify the current network (falsify first, then the complete search of :mod:`patchlang.tasks.verify`);
+   holds -> done; unknown -> stop, nothing is claimed;
+2. violated -> add the confirmed counterexample plus a few more violating points found by falsification of the
+   current network (``limit counterexamples N``, default 8 per iteration) to the set of repair points; each must
+   satisfy the property's output constraints (the unsafe region's negation, :meth:`UnsafeSpec.safe_clauses`, with
+   the patch's ``margin``);
+3. the minimal patch for ``keep``/``change`` goals + all repair points, with the existing LP/MILP encoding
+   (:func:`~patchlang.compile.patch.encode_patch`); no patch -> not repairable with these edits;
+4. round the edited parameters to float32 (what the file stores), and repeat.
+
+The result network is written only after the final "holds" and after the usual independent check of every
+goal in float64 and with onnxruntime on the written file.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..compile.bounds import relu_network
+from ..compile.goals import GoalGroup, PointGoal
+from ..compile.patch import encode_patch
+from ..lang.program import RepairTask
+from ..model.ir import Affine, Network
+from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
+from ..solvers.registry import choose_backend
+from .falsify import FalsifyOptions, falsify_case
+from .patch import _check_and_save, build_groups, distances, solve_options
+from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
+from .verify import property_cases, verify_cases
+
+DEFAULT_ITERATIONS = 20
+DEFAULT_CEX_PER_ITERATION = 8
+
+
+def round_to_float32(net: Network) -> Network:
+    """The network with every affine parameter rounded to float32, i.e. exactly what the ONNX file holds."""
+    out = net
+    for k in range(len(net.affine_indices())):
+        layer = net.affine(k)
+        out = out.with_affine(k, W=layer.W.astype(np.float32).astype(np.float64),
+                              b=layer.b.astype(np.float32).astype(np.float64))
+    return out
+
+
+def _more_counterexamples(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
+    """Up to ``n`` distinct violating inputs of the current network, found by falsification (float64)."""
+    if n <= 0:
+        return []
+    rn = relu_network(net)
+    out: list[tuple[np.ndarray, int]] = []
+    for i, case in enumerate(cases):
+        fr = falsify_case(rn, case, FalsifyOptions(seed=seed, starts=max(32, 4 * n), deadline=deadline), keep=n)
+        for x in fr.candidates or []:
+            out.append((x, i))
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def run_repair(task: RepairTask, run: Any) -> TaskResult:
+    t_start = time.perf_counter()
+    ptask = task.patch
+    net = task.model.net
+    result = TaskResult(task.name, task.kind, UNKNOWN, line=task.span.line, problem_class=ptask.problem_class,
+                        class_reason="counterexample-guided: verify, add counterexamples, minimal patch, verify again")
+    cases = property_cases(task.prop, net)
+    n_out = net.output_size
+    max_iter = int(ptask.limits.get("iterations", DEFAULT_ITERATIONS))
+    time_limit = float(ptask.limits.get("time", run.time_limit or 3600.0))
+    per_iter = int(ptask.limits.get("counterexamples", DEFAULT_CEX_PER_ITERATION))
+    deadline = t_start + time_limit
+    backend_name = run.backend or ptask.backend.name
+    verify_backend = backend_name if backend_name in ("highs", "gurobi", "marabou") else "auto"
+    options = solve_options(ptask, run)
+    base_groups = build_groups(net, ptask.goals, ptask.margin)
+    repair_points: list[tuple[np.ndarray, int]] = []
+    current = net
+    iterations: list[dict[str, Any]] = []
+    groups: list[GoalGroup] = base_groups
+    last_dist: dict[str, float] = {}
+    for it in range(max_iter + 1):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            result.status = INCONCLUSIVE
+            result.message = f"time limit ({time_limit:g} s) reached after {it} iteration(s); nothing proven"
+            break
+        t0 = time.perf_counter()
+        verdict = verify_cases(current, cases, timeout=left, backend=verify_backend, seed=run.seed + it)
+        t_verify = time.perf_counter() - t0
+        record: dict[str, Any] = {"iteration": it, "verify": verdict.status, "verify_seconds": round(t_verify, 3)}
+        iterations.append(record)
+        if verdict.status == HOLDS:
+            if it == 0:
+                result.status = REPAIRED
+                result.message = "the network already satisfies the property: nothing to repair"
+                result.distances = distances(np.zeros(0))
+            else:
+                result.status = REPAIRED
+            break
+        if verdict.status != VIOLATED:
+            result.status = INCONCLUSIVE
+            result.message = f"iteration {it}: the verifier could not decide the property ({verdict.reason})"
+            break
+        if it == max_iter:
+            result.status = NOT_REPAIRED
+            result.message = f"limit of {max_iter} iteration(s) reached while the property is still violated"
+            break
+        new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
+        new += _more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
+        repair_points.extend(new)
+        record["counterexamples_added"] = len(new)
+        t1 = time.perf_counter()
+        cex_group = GoalGroup(f"{task.prop.name} at counterexamples", "require", task.span,
+                              [PointGoal(f"cex[{k}]", x, cases[ci].spec.safe_clauses(n_out, ptask.margin))
+                               for k, (x, ci) in enumerate(repair_points)])
+        groups = base_groups + [cex_group]
+        enc = encode_patch(net, ptask.edits, groups, ptask.norms, name=task.name)
+        backend, notes = choose_backend(backend_name if backend_name != "marabou" else "auto", enc.query,
+                                        enc.query.problem_class)
+        opts = options
+        if opts.time_limit is None:
+            opts = type(options)(**{**options.__dict__, "time_limit": max(1.0, deadline - time.perf_counter())})
+        sol = backend.solve(enc.query, opts)
+        record["patch_seconds"] = round(time.perf_counter() - t1, 3)
+        record["patch_status"] = sol.status
+        result.backend, result.backend_version = sol.backend, sol.backend_version
+        if sol.status == INFEASIBLE:
+            result.status = NOT_REPAIRED
+            result.message = (f"iteration {it}: no patch with the allowed edits makes the property hold at the "
+                              f"{len(repair_points)} counterexample(s) while meeting the other goals")
+            break
+        if sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
+            result.status = INCONCLUSIVE
+            result.message = f"iteration {it}: the patch solver stopped without a patch ({sol.status})"
+            break
+        current = round_to_float32(enc.layout.apply(net, sol.x))
+        last_dist = distances(_param_deltas(net, current, ptask.edits))
+        record.update({"linf": last_dist["linf"], "l1": last_dist["l1"], "points": len(repair_points),
+                       "gap": sol.gap})
+        result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
+        q = enc.query
+        result.query_size = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
+                             "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)}
+    result.details["iterations"] = len([r for r in iterations if "patch_status" in r])
+    result.details["counterexamples"] = len(repair_points)
+    result.details["log"] = iterations
+    for r in iterations:
+        line = f"iteration {r['iteration']}: verify {r['verify']} ({r['verify_seconds']:.2f}s)"
+        if "counterexamples_added" in r:
+            line += f", +{r['counterexamples_added']} counterexample(s)"
+        if "linf" in r:
+            line += f", patch linf {r['linf']:.4g} l1 {r['l1']:.4g} ({r['patch_seconds']:.2f}s)"
+        elif "patch_status" in r:
+            line += f", patch {r['patch_status']} ({r['patch_seconds']:.2f}s)"
+        result.notes.append(line)
+    if result.status == REPAIRED and current is not net:
+        result.distances = last_dist
+        result.patched = current
+        for e in ptask.edits:
+            layer0, layer1 = net.affine(e.layer), current.affine(e.layer)
+            delta = (layer1.W - layer0.W) if e.kind == "weights" else (layer1.b - layer0.b)
+            result.deltas.append((e.label, np.where(e.mask, delta, 0.0)))
+        t2 = time.perf_counter()
+        _check_and_save(ptask, net, current, groups, result, run)
+        result.seconds["check"] = time.perf_counter() - t2
+        if result.status == PATCHED:
+            result.status = REPAIRED
+            result.message = (f"proven: the patched network satisfies `{task.prop.name}` on every input box "
+                              f"after {result.details['iterations']} iteration(s)")
+    result.seconds["total"] = time.perf_counter() - t_start
+    return result
+
+
+def _param_deltas(net: Network, patched: Network, edits) -> np.ndarray:
+    parts = []
+    for e in edits:
+        a, b = net.affine(e.layer), patched.affine(e.layer)
+        assert isinstance(a, Affine) and isinstance(b, Affine)
+        parts.append(((b.W - a.W) if e.kind == "weights" else (b.b - a.b))[e.mask])
+    return np.concatenate(parts) if parts else np.zeros(0)

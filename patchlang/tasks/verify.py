@@ -1,0 +1,297 @@
+"""`verify MODEL satisfies PROPERTY`: falsify first, then decide every input box completely; check every answer.
+
+Per case (input box + unsafe outputs, see :mod:`patchlang.compile.verify`):
+
+1. :func:`~patchlang.tasks.falsify.falsify_case` looks for a counterexample cheaply;
+2. otherwise the input-split search (:func:`~patchlang.compile.verify.search_box`) decides the box with sound
+   bounds, sending small leaf boxes to the MILP Query (HiGHS by default); ``using marabou`` instead sends the
+   whole box's Query to Marabou;
+3. a counterexample counts only after :class:`Confirmer` re-evaluates it in float64 (the IR) **and** with
+   onnxruntime (float32) on the model file, at the float32 input that is saved.
+
+"holds" is reported only when every case was decided by the complete method; anything else is "unknown" with the
+reason.  One time limit covers the whole property.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..compile.bounds import ReluNet, relu_network
+from ..compile.verify import RegionCase, SearchOptions, UnsafeSpec, search_box, unsafe_from_clauses, unsafe_from_vnnlib
+from ..errors import PatchlangError
+from ..lang.program import PropertySpec, VerifyTask
+from ..model.ir import Network
+from ..solvers.base import SolveOptions, Solution
+from .falsify import FalsifyOptions, falsify_case
+from .goals import cnf_clauses
+from .results import HOLDS, UNKNOWN, VIOLATED, TaskResult
+
+DEFAULT_TIMEOUT = 600.0
+
+
+# ============================================================================ property -> cases
+
+
+def property_cases(prop: PropertySpec, net: Network) -> list[RegionCase]:
+    """The property as (box, unsafe region) cases over the model's flat input."""
+    n_in, n_out = net.input_size, net.output_size
+    boxes = [(np.broadcast_to(np.asarray(lo, float).reshape(-1), (n_in,)).copy(),
+              np.broadcast_to(np.asarray(hi, float).reshape(-1), (n_in,)).copy()) for lo, hi in prop.boxes]
+    if prop.unsafe_dnf is not None:
+        return [RegionCase(lo, hi, unsafe_from_vnnlib(dnf, n_out), f"box {i}")
+                for i, ((lo, hi), dnf) in enumerate(zip(boxes, prop.unsafe_dnf))]
+    labels = _center_labels(prop, net, len(boxes))
+    cases = []
+    for i, (lo, hi) in enumerate(boxes):
+        clauses = []
+        for cnf in prop.ensures:
+            clauses.extend(cnf_clauses(cnf, n_out, 0.0, net.decision, labels[i] if labels is not None else None))
+        name = prop.centers.describe(i) if prop.centers is not None and labels is not None else f"box {i}"
+        cases.append(RegionCase(lo, hi, unsafe_from_clauses(clauses, n_out), name))
+    return cases
+
+
+def _uses_label_stays(prop: PropertySpec) -> bool:
+    from ..lang import ast as A
+
+    return any(isinstance(atom, A.AtomLabelStays) for cnf in prop.ensures for clause in cnf.clauses
+               for atom in clause)
+
+
+def _center_labels(prop: PropertySpec, net: Network, n_boxes: int) -> list[int] | None:
+    """Labels of the ball centres (their own labels when given, else the network's decisions)."""
+    if prop.centers is None or len(prop.centers) != n_boxes:
+        if _uses_label_stays(prop):
+            raise PatchlangError(f"property `{prop.name}` says `label stays` but not every input region is a ball "
+                                 "around a point", span=prop.span,
+                                 help="use `input within linf EPS of POINTS` only, or name the label: `label is 3`")
+        return None
+    if prop.centers.y is not None:
+        return [int(v) for v in prop.centers.y]
+    return [int(v) for v in net.labels(prop.centers.x)]
+
+
+# ============================================================================ confirming counterexamples
+
+
+class Confirmer:
+    """Re-evaluates a candidate counterexample in float64 (IR) and float32 (onnxruntime on the model file).
+
+    The confirmed input is the float32 vector inside the box (nudged by one ulp where rounding left the box),
+    because that is what a user feeds the file and what is saved.
+    """
+
+    def __init__(self, net: Network):
+        self.net = net
+        self.ort = None
+        self.note = ""
+        self._tmp: str | None = None
+        try:
+            from ..model.onnx_export import patched_proto
+            from ..model.runtime import OrtModel
+
+            if net.source_format == "nnet" and net.proto is None:
+                raise PatchlangError("NNet model")
+            self.ort = OrtModel(patched_proto(net), input_shape=net.input_shape)
+        except PatchlangError as exc:
+            self.note = f"onnxruntime check skipped: {exc.message}"
+
+    @staticmethod
+    def to_float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        x32 = np.clip(x, lo, hi).astype(np.float32)
+        below = x32.astype(np.float64) < lo
+        x32[below] = np.nextafter(x32[below], np.float32(np.inf))
+        above = x32.astype(np.float64) > hi
+        x32[above] = np.nextafter(x32[above], np.float32(-np.inf))
+        return x32
+
+    def check(self, x: np.ndarray, case: RegionCase) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(confirmed, x32, y64, y32) for a candidate of ``case``."""
+        x32 = self.to_float32_in_box(np.asarray(x, float).reshape(-1), case.lo, case.hi)
+        inside = bool(np.all(x32 >= case.lo) and np.all(x32 <= case.hi))
+        y64 = self.net.forward(x32.astype(np.float64)[None])
+        ok = inside and bool(case.spec.violated(y64)[0])
+        y32 = None
+        if ok and self.ort is not None:
+            y32 = self.ort.run(x32.reshape((1, *self.net.input_shape)))
+            ok = bool(case.spec.violated(y32.astype(np.float64))[0])
+        return ok, x32, y64[0], None if y32 is None else y32[0]
+
+
+# ============================================================================ the procedure
+
+
+@dataclass
+class Verdict:
+    status: str  # holds | violated | unknown
+    reason: str = ""
+    case: int | None = None
+    x32: np.ndarray | None = None
+    y64: np.ndarray | None = None
+    y32: np.ndarray | None = None
+    unsafe: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    found_by: str = ""
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """The bound computations are many small GEMMs: BLAS threads only spin on a shared machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
+def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
+    from ..solvers.registry import choose_backend
+
+    def solve(query) -> Solution:
+        left = max(0.1, deadline - time.perf_counter())
+        opts = SolveOptions(time_limit=min(left, options.time_limit or left), seed=options.seed,
+                            threads=1, extra=dict(options.extra))
+        backend, _ = choose_backend(backend_name, query, "MILP")
+        return backend.solve(query, opts)
+
+    return solve
+
+
+def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = None, backend: str = "auto",
+                 seed: int = 0, strategy: str = "split", falsify: bool = True, rn: ReluNet | None = None,
+                 search: SearchOptions | None = None) -> Verdict:
+    """Decide ``cases`` (all must be safe for "holds"), stopping at the first confirmed counterexample."""
+    t0 = time.perf_counter()
+    deadline = t0 + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+    rn = rn or relu_network(net)
+    confirmer = Confirmer(net)
+    stats: dict[str, Any] = {"evaluations": 0, "sub-boxes": 0, "queries": 0, "unconfirmed": 0}
+    unknown: list[str] = []
+    with _one_blas_thread():
+        # falsify every case first: violations are usually cheap to find, proofs are not
+        if falsify:
+            for i, case in enumerate(cases):
+                fr = falsify_case(rn, case, FalsifyOptions(seed=seed, deadline=deadline))
+                stats["evaluations"] += fr.evaluations
+                if fr.x is not None:
+                    ok, x32, y64, y32 = confirmer.check(fr.x, case)
+                    if ok:
+                        return _violated(case, i, x32, y64, y32, stats, t0, "falsification", confirmer)
+                    stats["unconfirmed"] += 1
+        if backend == "marabou":
+            strategy = "milp"
+        leaf = _leaf_solver(backend, SolveOptions(seed=seed), deadline)
+        for i, case in enumerate(cases):
+            if time.perf_counter() > deadline:
+                unknown.append(f"{case.label}: time limit reached before it was examined")
+                continue
+            confirmed: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+            def confirm(x: np.ndarray, case: RegionCase = case) -> bool:
+                ok, x32, y64, y32 = confirmer.check(x, case)
+                if ok:
+                    confirmed.append((x32, y64, y32))
+                return ok
+
+            opts = search or SearchOptions()
+            opts = SearchOptions(**{**opts.__dict__, "deadline": deadline, "split": strategy != "milp"})
+            res = search_box(rn, case, leaf, confirm, opts)
+            stats["sub-boxes"] += res.boxes
+            stats["queries"] += res.queries
+            stats["evaluations"] += res.evaluations
+            stats["unconfirmed"] += res.unconfirmed
+            if res.status == "violated" and confirmed:
+                x32, y64, y32 = confirmed[-1]
+                return _violated(case, i, x32, y64, y32, stats, t0, "complete search", confirmer)
+            if res.status != "holds":
+                unknown.append(f"{case.label}: {res.reason or 'undecided'}")
+    seconds = time.perf_counter() - t0
+    if unknown:
+        return Verdict(UNKNOWN, "; ".join(unknown[:3]) + (f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""),
+                       stats=stats, seconds=seconds)
+    return Verdict(HOLDS, stats=stats, seconds=seconds)
+
+
+def _violated(case: RegionCase, i: int, x32: np.ndarray, y64: np.ndarray, y32: np.ndarray | None,
+              stats: dict[str, Any], t0: float, how: str, confirmer: Confirmer) -> Verdict:
+    which = case.spec.which(y64[None])
+    text = "; ".join(case.spec.texts[j] for j in which if j < len(case.spec.texts))
+    v = Verdict(VIOLATED, case=i, x32=x32, y64=y64, y32=y32, unsafe=text, stats=stats,
+                seconds=time.perf_counter() - t0, found_by=how)
+    if confirmer.note:
+        v.reason = confirmer.note
+    return v
+
+
+def save_counterexample(path: str, x32: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Write the counterexample as a float32 ``.npy`` in the model's input shape, atomically."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cex-", suffix=".npy", dir=folder)
+    os.close(fd)
+    try:
+        np.save(tmp, np.asarray(x32, np.float32).reshape(shape))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fmt_vec(v: np.ndarray | None) -> str:
+    if v is None:
+        return "-"
+    v = np.asarray(v).reshape(-1)
+    body = ", ".join(f"{float(a):.6g}" for a in v[:8])
+    return f"[{body}{', ...' if v.size > 8 else ''}]"
+
+
+def run_verify(task: VerifyTask, run: Any) -> TaskResult:
+    """The `verify` statement (``run`` is the CLI's RunOptions)."""
+    net = task.model.net
+    result = TaskResult(task.name, task.kind, UNKNOWN, line=task.span.line, problem_class="MILP",
+                        class_reason="complete verification over an input region (falsify first, then input "
+                                     "splitting with symbolic bounds and MILP leaves)")
+    cases = property_cases(task.prop, net)
+    opts = dict(task.backend.options)
+    backend = run.backend or task.backend.name
+    timeout = task.timeout if task.timeout is not None else (run.time_limit or DEFAULT_TIMEOUT)
+    strategy = str(opts.get("strategy", "split"))
+    verdict = verify_cases(net, cases, timeout, backend if backend != "milp" else "auto", seed=run.seed,
+                           strategy=strategy, falsify=bool(opts.get("falsify", 1)))
+    result.status = verdict.status
+    result.backend = "patchlang-bab" + (f" + {backend}" if backend not in ("auto", "milp") else " + highs")
+    result.seconds["total"] = verdict.seconds
+    result.details.update({"cases": len(cases), "evaluations": verdict.stats.get("evaluations", 0),
+                           "sub-boxes": verdict.stats.get("sub-boxes", 0),
+                           "queries": verdict.stats.get("queries", 0)})
+    if verdict.status == VIOLATED:
+        case = cases[verdict.case or 0]
+        result.message = (f"counterexample in {case.label} (found by {verdict.found_by}), unsafe: {verdict.unsafe}; "
+                          "confirmed in float64" + ("" if verdict.y32 is None else " and by onnxruntime (float32)"))
+        result.details["input"] = _fmt_vec(verdict.x32)
+        result.details["output64"] = _fmt_vec(verdict.y64)
+        if verdict.y32 is not None:
+            result.details["output32"] = _fmt_vec(verdict.y32)
+        result.details["counterexample"] = np.asarray(verdict.x32, np.float32).reshape(-1).tolist()
+        if verdict.reason:
+            result.notes.append(verdict.reason)
+        if task.save and run.write_files:
+            save_counterexample(task.save, verdict.x32, net.input_shape)
+            result.files.append(task.save)
+    elif verdict.status == HOLDS:
+        result.message = (f"proven on all {len(cases)} input box(es): no input reaches the unsafe region "
+                          "(bounds enlarged by 1e-6 toward unsafe)")
+    else:
+        result.message = f"undecided: {verdict.reason}"
+    return result
