@@ -13,9 +13,9 @@ generated `.patch` spec (written to a temporary folder, shown with ``--show``) r
 3. keep: the single removals again with ``keep`` on the first 1000 MNIST training images (and, for a fair
    comparison, without it at the same margin) -> ``bench/results/watermark_keep.csv``.
 
-    python bench/watermark.py                   # everything (keep: the first --keep-count watermarks)
+    python bench/watermark.py                   # everything (about 7 minutes; keep is most of it)
     python bench/watermark.py --only single     # or multi / keep
-    python bench/watermark.py --keep-count 100  # the keep comparison on all 100 watermarks
+    python bench/watermark.py --keep-count 20   # the keep comparison on the first 20 watermarks only
 
 Targets (2-core machine): the 100 single L∞ removals < 10 s in total; all 100 at once (L∞) < 5 s; five at once
 with L1 < 5 s.  Times are patchlang's own: parse/check once, then ``run_program`` (encode, solve, tidy, float64
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", help="the shared folder (default: $PATCHLANG_SHARED or ../shared)")
     ap.add_argument("--only", choices=("single", "multi", "keep"), action="append")
-    ap.add_argument("--keep-count", type=int, default=20, help="watermarks in the keep comparison (max 100)")
+    ap.add_argument("--keep-count", type=int, default=100, help="watermarks in the keep comparison (max 100)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--show", action="store_true", help="print the generated .patch specs")
     args = ap.parse_args(argv)

@@ -368,6 +368,10 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         unstable = fb.n_unstable()
         leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (dep >= opt.milp_depth))
         for i in np.nonzero(leaf)[0]:
+            if opt.deadline is not None and time.perf_counter() > opt.deadline:
+                undecided += 1
+                res.reason = "time limit reached while solving leaf boxes"
+                continue
             sub = _leaf(rn, lo[i], hi[i], op[i], fb.take(np.array([i])), spec, solve, confirm, opt,
                         SearchResult("unknown"), final=False)
             res.queries += sub.queries
@@ -428,32 +432,41 @@ def _pop(stack_lo: list[np.ndarray], stack_hi: list[np.ndarray], stack_open: lis
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
-_WEIGHTS = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
+def _simplex_grid(k: int, m: int) -> np.ndarray:
+    """All weight vectors of ``k`` non-negative multiples of ``1/m`` summing to 1 (``(P, k)``)."""
+    pts = [c for c in itertools.product(range(m + 1), repeat=k) if sum(c) == m]
+    return np.array(pts, dtype=float) / m
+
+
+_GRIDS: dict[int, np.ndarray] = {}
 
 
 def _refuted_by_combinations(spec: UnsafeSpec, Lam: np.ndarray, const: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                              tol: float) -> np.ndarray:
-    """Conjunctions refuted by a convex combination of two of their rows' linear lower bounds.
+    """Conjunctions refuted by a convex combination of their rows' linear lower bounds.
 
     Each row ``r`` has a sound linear lower bound ``g_r(x) = Lam_r x + const_r <= a_r y - d_r`` on the box; an
-    unsafe point needs every ``g_r(x) <= tol``, so if ``min_x (w g_r + (1-w) g_s) > tol`` for some ``w`` in
-    [0, 1], no point of the box is unsafe for that conjunction.  Cheap (the input dimension is small) and it
-    decides boxes where the rows are refuted in different parts of the box.
+    unsafe point needs every ``g_r(x) <= tol``, so if ``min_x sum_r w_r g_r(x) > tol`` for some weights ``w`` on the
+    simplex, no point of the box is unsafe for that conjunction (weak duality of the tiny LP over ``x``).  The
+    weights are a grid on the simplex (rows of up to 6 per conjunction); cheap because the input dimension is
+    small, and it decides boxes where different rows are refuted in different parts of the box.
     """
     B = lo.shape[0]
     out = np.zeros((B, spec.n_conj), dtype=bool)
     c, r = (lo + hi) * 0.5, (hi - lo) * 0.5
     for j in range(spec.n_conj):
         rows = np.nonzero(spec.conj == j)[0]
-        if rows.size < 2:
+        k = rows.size
+        if k < 2 or k > 6:
             continue
-        for a_i, b_i in itertools.combinations(rows, 2):
-            w = _WEIGHTS[None, :, None]
-            G = w * Lam[:, a_i, None, :] + (1 - w) * Lam[:, b_i, None, :]  # (B, W, d)
-            g0 = _WEIGHTS[None, :] * const[:, a_i, None] + (1 - _WEIGHTS[None, :]) * const[:, b_i, None]
-            low = np.einsum("bwd,bd->bw", G, c) - np.einsum("bwd,bd->bw", np.abs(G), r) + g0
-            t = tol * (1.0 + max(abs(spec.d[a_i]), abs(spec.d[b_i])))
-            out[:, j] |= np.any(low > t, axis=1)
+        if k not in _GRIDS:
+            _GRIDS[k] = _simplex_grid(k, {2: 16, 3: 12, 4: 8, 5: 6, 6: 5}[k])
+        w = _GRIDS[k]  # (P, k)
+        G = np.einsum("pk,bkd->bpd", w, Lam[:, rows])
+        g0 = const[:, rows] @ w.T  # (B, P)
+        low = np.einsum("bpd,bd->bp", G, c) - np.einsum("bpd,bd->bp", np.abs(G), r) + g0
+        t = tol * (1.0 + float(np.max(np.abs(spec.d[rows]))))
+        out[:, j] = np.any(low > t, axis=1)
     return out
 
 
@@ -561,6 +574,17 @@ def _leaf(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, conj_open: np.ndarray, bo
             res.status, res.x = "violated", x
             res.conj = spec.which(rn.forward(x[None]))
             return res
+        # the solver returns points on the boundary of the enlarged region: ask for one strictly inside
+        shrink = -1e-4 * (1.0 + float(np.max(np.abs(spec.d), initial=0.0)))
+        deep = encode_region_query(rn, lo, hi, spec, conj_open, bounds, shrink)
+        res.queries += 1
+        sol2 = solve(deep.query)
+        if sol2.x is not None and sol2.status in (OPTIMAL, FEASIBLE):
+            x = np.clip(sol2.x[deep.inputs], lo, hi)
+            if confirm(x):
+                res.status, res.x = "violated", x
+                res.conj = spec.which(rn.forward(x[None]))
+                return res
         res.unconfirmed += 1
         res.status = "unknown"
         res.reason = ("the solver found a point within the tolerance of the unsafe region that does not confirm "

@@ -23,6 +23,9 @@ def _factories() -> dict[str, type]:
         table["z3"] = Z3Backend
     except ImportError:
         pass
+    from .marabou import MarabouBackend
+
+    table["marabou"] = MarabouBackend
     return table
 
 
@@ -33,7 +36,8 @@ def get_backend(name: str) -> Backend:
                                 help="available: " + ", ".join(sorted(table)))
     backend = table[name]()
     if not backend.available():
-        extra = {"gurobi": "pip install 'patchlang[gurobi]'", "z3": "pip install z3-solver"}.get(name, "")
+        extra = {"gurobi": "pip install 'patchlang[gurobi]'", "z3": "pip install z3-solver",
+                 "marabou": "pip install 'patchlang[marabou]'"}.get(name, "")
         raise SolverUnavailable(f"backend `{name}` is not installed", help=extra or None)
     return backend
 

@@ -288,3 +288,13 @@ def plan_tidy(main: PatchEncoding, sol: Solution, primary: str, bound: float, op
         if violation(tq, x) <= START_TOL:
             options = replace(options, start=x)
     return MilpPlan(enc, options)
+
+
+def bound_reached(sol: Solution) -> str:
+    """What a solver that stopped early proved: ``"; every patch has objective >= B"`` (empty when nothing)."""
+    if sol.bound is None or not np.isfinite(sol.bound) or sol.bound <= 0:
+        return ""
+    text = f"; every patch has objective >= {sol.bound:.6g}"
+    if sol.objective is not None:
+        text += f" (best found {sol.objective:.6g})"
+    return text

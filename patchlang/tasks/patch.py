@@ -25,7 +25,7 @@ from ..solvers.registry import choose_backend
 from .checking import check_group
 from .goals import goal_group
 from .lazy import LazyKeep
-from .milp_strategy import MilpPlan, plan_tidy, prepare_encoding
+from .milp_strategy import MilpPlan, bound_reached, plan_tidy, prepare_encoding
 from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
 
 
@@ -147,8 +147,11 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
     """Encode and solve, returning build and solve seconds too.  ``norms=None``: the task's own problem
     (prepared by milp_strategy for MILPs); otherwise the tidy problem with these norms.  With ``lazy``, round
     after round until no keep point outside the working sets is broken: the same optimum as encoding them all.
-    A round whose (relaxed, so lower) optimum is above ``cutoff`` ends the loop: that answer cannot win."""
+    A round whose (relaxed, so lower) optimum is above ``cutoff`` ends the loop: that answer cannot win.
+    The rounds share the time limit; running out with points still broken gives no answer (never a patch that
+    breaks a point it was not asked about)."""
     t_build = t_solve = 0.0
+    deadline = time.perf_counter() + options.time_limit if options.time_limit is not None else None
     while True:
         t0 = time.perf_counter()
         sub = lazy.subset(groups) if lazy is not None else groups
@@ -161,7 +164,10 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         backend, bnotes = choose_backend(backend_name, enc.query,
                                          task.problem_class if norms is None else enc.query.problem_class)
         notes.extend(n for n in plan.notes + bnotes if n not in notes)
-        sol = backend.solve(enc.query, plan.options)
+        solve_opts = plan.options
+        if lazy is not None and deadline is not None:
+            solve_opts = replace(solve_opts, time_limit=max(deadline - time.perf_counter(), 1e-3))
+        sol = backend.solve(enc.query, solve_opts)
         t_build += t1 - t0 - plan.lp_seconds
         t_solve += time.perf_counter() - t1 + plan.lp_seconds
         if lazy is None or sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
@@ -180,6 +186,9 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
             if probe is not None:
                 lazy.remember_tidy(sol, probe)
             return sol, enc, t_build, t_solve
+        if deadline is not None and time.perf_counter() >= deadline:
+            return (Solution(TIMEOUT, backend=sol.backend, backend_version=sol.backend_version,
+                             message="time limit reached while adding keep points lazily"), enc, t_build, t_solve)
 
 
 def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
@@ -253,7 +262,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             result.status = INCONCLUSIVE
             result.message = f"solver stopped without an answer ({', '.join(sorted(set(statuses)))})"
             if TIMEOUT in statuses:
-                result.message = "time limit reached before any patch was found"
+                result.message = "time limit reached before any patch was found" + bound_reached(sol)
+                result.bound = sol.bound
         result.seconds["total"] = time.perf_counter() - t_start
         return result
     sol, enc, groups, _ = best
@@ -266,7 +276,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             name = "L∞" if primary == "linf" else "L0"
             result.notes.append(f"among the {name}-minimal patches, the one with the least L1 change")
     if sol.status == FEASIBLE:
-        result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}")
+        result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}"
+                            + bound_reached(sol))
     deltas = enc.layout.deltas(sol.x)
     result.distances = distances(deltas)
     patched = enc.layout.apply(net, sol.x)

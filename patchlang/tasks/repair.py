@@ -25,7 +25,7 @@ import numpy as np
 
 from ..compile.bounds import relu_network
 from ..compile.goals import GoalGroup, PointGoal
-from ..compile.patch import encode_patch
+from ..compile.patch import NormSpec, encode_patch
 from ..lang.program import RepairTask
 from ..model.ir import Affine, Network
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
@@ -80,6 +80,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
     verify_backend = backend_name if backend_name in ("highs", "gurobi", "marabou") else "auto"
     options = solve_options(ptask, run)
     base_groups = build_groups(net, ptask.goals, ptask.margin)
+    norms = _bounded_norms(net, ptask, result)
     repair_points: list[tuple[np.ndarray, int]] = []
     current = net
     iterations: list[dict[str, Any]] = []
@@ -121,7 +122,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
                               [PointGoal(f"cex[{k}]", x, cases[ci].spec.safe_clauses(n_out, ptask.margin))
                                for k, (x, ci) in enumerate(repair_points)])
         groups = base_groups + [cex_group]
-        enc = encode_patch(net, ptask.edits, groups, ptask.norms, name=task.name)
+        enc = encode_patch(net, ptask.edits, groups, norms, name=task.name)
         backend, notes = choose_backend(backend_name if backend_name != "marabou" else "auto", enc.query,
                                         enc.query.problem_class)
         opts = options
@@ -146,6 +147,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
                        "gap": sol.gap})
         result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
         q = enc.query
+        result.problem_class = q.problem_class
         result.query_size = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
                              "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)}
     result.details["iterations"] = len([r for r in iterations if "patch_status" in r])
@@ -176,6 +178,21 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
                               f"after {result.details['iterations']} iteration(s)")
     result.seconds["total"] = time.perf_counter() - t_start
     return result
+
+
+def _bounded_norms(net: Network, ptask, result: TaskResult) -> NormSpec:
+    """The patch norms with a finite per-parameter bound: the property's clauses are disjunctions whose big-M
+    constants need one.  Without `bound linf`, a generous default (4x the largest edited magnitude, at least 1)
+    is used and said in the report."""
+    if np.isfinite(ptask.norms.bounds.get("linf", np.inf)):
+        return ptask.norms
+    biggest = max(float(np.max(np.abs(net.affine(e.layer).W if e.kind == "weights" else net.affine(e.layer).b),
+                               initial=0.0)) for e in ptask.edits)
+    bound = float(max(1.0, 4.0 * biggest))
+    result.notes.append(f"each parameter change bounded by {bound:g} (no `bound linf` given; the property's "
+                        "disjunctions need a finite bound)")
+    return NormSpec(objective=list(ptask.norms.objective), bounds={**ptask.norms.bounds, "linf": bound},
+                    bound_spans=dict(ptask.norms.bound_spans))
 
 
 def _param_deltas(net: Network, patched: Network, edits) -> np.ndarray:

@@ -200,6 +200,10 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
 
             def confirm(x: np.ndarray, case: RegionCase = case) -> bool:
                 ok, x32, y64, y32 = confirmer.check(x, case)
+                if not ok:  # a boundary point: look for a deeper one nearby before giving up on it
+                    x = _polish_near(rn, case, x, seed)
+                    if x is not None:
+                        ok, x32, y64, y32 = confirmer.check(x, case)
                 if ok:
                     confirmed.append((x32, y64, y32))
                 return ok
@@ -221,6 +225,15 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
         return Verdict(UNKNOWN, "; ".join(unknown[:3]) + (f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""),
                        stats=stats, seconds=seconds)
     return Verdict(HOLDS, stats=stats, seconds=seconds)
+
+
+def _polish_near(rn: ReluNet, case: RegionCase, x: np.ndarray, seed: int) -> np.ndarray | None:
+    """Falsification in a small box around ``x`` (1% of the case's widths): a candidate on the boundary of the
+    unsafe region usually has strictly unsafe neighbours, which survive float32 rounding."""
+    r = 0.01 * (case.hi - case.lo)
+    near = RegionCase(np.maximum(case.lo, x - r), np.minimum(case.hi, x + r), case.spec, case.label)
+    fr = falsify_case(rn, near, FalsifyOptions(samples=200, starts=8, steps=30, polish=1, seed=seed))
+    return fr.x
 
 
 def _violated(case: RegionCase, i: int, x32: np.ndarray, y64: np.ndarray, y32: np.ndarray | None,

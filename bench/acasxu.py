@@ -1,0 +1,148 @@
+"""ACAS Xu: the 186 VNN-COMP instances with patchlang's default verification strategy (and optionally Marabou).
+
+    python bench/acasxu.py                       # all 186 -> bench/results/acasxu.csv
+    python bench/acasxu.py --limit 20            # the first 20
+    python bench/acasxu.py --marabou --marabou-timeout 60 --marabou-limit 51
+                                                 # also Marabou (maraboupy) on the same Query, for a time ratio
+
+Every "violated" carries a counterexample that is re-evaluated here once more with onnxruntime on the original
+file (independently of the verifier's own confirmation) and must land in the unsafe region.  Reads the shared
+benchmarks from PATCHLANG_SHARED (default ../shared).  Prints counts and times; no assertion on speed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from patchlang.compile.bounds import forward_bounds, relu_network  # noqa: E402
+from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_from_vnnlib  # noqa: E402
+from patchlang.model.loader import load_model  # noqa: E402
+from patchlang.model.runtime import OrtModel  # noqa: E402
+from patchlang.spec.vnnlib import parse_vnnlib  # noqa: E402
+from patchlang.tasks.verify import verify_cases  # noqa: E402
+
+
+def shared_dir() -> Path:
+    raw = os.environ.get("PATCHLANG_SHARED", "../shared")
+    return Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
+
+
+def cases_of(vnnlib_path: Path, n_out: int) -> tuple[list[RegionCase], object]:
+    prop = parse_vnnlib(vnnlib_path)
+    return [RegionCase(c.lo, c.hi, unsafe_from_vnnlib(c.unsafe, n_out), f"box {i}")
+            for i, c in enumerate(prop.cases)], prop
+
+
+def marabou_time(net, cases: list[RegionCase], timeout: float) -> tuple[str, float]:
+    """Marabou on the same Query (one per input box, the whole box, no splitting by patchlang)."""
+    from patchlang.solvers.base import FEASIBLE, INFEASIBLE, SolveOptions
+    from patchlang.solvers.marabou import MarabouBackend
+
+    rn = relu_network(net)
+    t0 = time.perf_counter()
+    verdict = "holds"
+    for case in cases:
+        left = timeout - (time.perf_counter() - t0)
+        if left <= 0:
+            return "unknown", time.perf_counter() - t0
+        bounds = forward_bounds(rn, case.lo[None], case.hi[None], refine=True)
+        enc = encode_region_query(rn, case.lo, case.hi, case.spec, None, bounds)
+        sol = MarabouBackend().solve(enc.query, SolveOptions(time_limit=left))
+        if sol.status == FEASIBLE:
+            return "violated", time.perf_counter() - t0
+        if sol.status != INFEASIBLE:
+            verdict = "unknown"
+    return verdict, time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per instance (default 120)")
+    ap.add_argument("--limit", type=int, help="only the first N instances")
+    ap.add_argument("--only", help="only instances whose onnx or vnnlib name contains this text")
+    ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu.csv"))
+    ap.add_argument("--marabou", action="store_true", help="also run Marabou on the same instances")
+    ap.add_argument("--marabou-timeout", type=float, default=120.0)
+    ap.add_argument("--marabou-limit", type=int, help="Marabou only on the first N instances")
+    args = ap.parse_args()
+
+    base = shared_dir() / "benchmarks" / "acasxu"
+    if not base.is_dir():
+        print(f"ACAS Xu benchmarks not found under {base} (set PATCHLANG_SHARED)")
+        return 2
+    with open(base / "acasxu_instances.csv") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if args.only:
+        rows = [r for r in rows if args.only in r[0] or args.only in r[1]]
+    if args.limit:
+        rows = rows[:args.limit]
+    nets: dict[str, object] = {}
+    out_rows, marabou_rows = [], []
+    counts: dict[str, int] = {}
+    t_all = time.perf_counter()
+    for k, (onnx_name, vnn_name, _) in enumerate(rows):
+        onnx_path = base / "onnx" / onnx_name
+        if onnx_name not in nets:
+            nets[onnx_name] = load_model(str(onnx_path))
+        net = nets[onnx_name]
+        cases, _ = cases_of(base / "vnnlib" / vnn_name, net.output_size)
+        t0 = time.perf_counter()
+        verdict = verify_cases(net, cases, timeout=args.timeout)
+        seconds = time.perf_counter() - t0
+        note = ""
+        if verdict.status == "violated":
+            # trust nothing: the original file, a fresh onnxruntime session, the saved float32 input
+            y = OrtModel(str(onnx_path)).run(verdict.x32.reshape(1, -1))[0].astype(np.float64)
+            case = cases[verdict.case or 0]
+            inside = bool(np.all(verdict.x32 >= case.lo) and np.all(verdict.x32 <= case.hi))
+            if not (inside and case.spec.violated(y[None])[0]):
+                note = "COUNTEREXAMPLE NOT CONFIRMED"
+        counts[verdict.status] = counts.get(verdict.status, 0) + 1
+        out_rows.append((onnx_name, vnn_name, verdict.status, f"{seconds:.3f}"))
+        print(f"{k + 1:3d} {onnx_name:<36} {vnn_name:<14} {verdict.status:<9} {seconds:8.2f}s "
+              f"boxes {verdict.stats.get('sub-boxes', 0):>7} queries {verdict.stats.get('queries', 0):>4} "
+              f"{verdict.found_by} {note} {verdict.reason[:80] if verdict.status == 'unknown' else ''}", flush=True)
+        if args.marabou and (args.marabou_limit is None or k < args.marabou_limit):
+            m_status, m_seconds = marabou_time(net, cases, args.marabou_timeout)
+            marabou_rows.append((onnx_name, vnn_name, m_status, f"{m_seconds:.3f}", verdict.status, f"{seconds:.3f}"))
+            print(f"      marabou {m_status:<9} {m_seconds:8.2f}s  ratio {m_seconds / max(seconds, 1e-3):.1f}x",
+                  flush=True)
+    total = time.perf_counter() - t_all
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["onnx", "vnnlib", "result", "seconds"])
+        w.writerows(out_rows)
+    times = np.array([float(r[3]) for r in out_rows])
+    print(f"\n{len(out_rows)} instances in {total:.1f}s: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + f"; median {np.median(times):.2f}s, max {times.max():.2f}s; wrote {args.csv}")
+    if marabou_rows:
+        mpath = Path(args.csv).with_name("acasxu_marabou.csv")
+        with open(mpath, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["onnx", "vnnlib", "marabou_result", "marabou_seconds", "patchlang_result", "patchlang_seconds"])
+            w.writerows(marabou_rows)
+        m_t = sum(float(r[3]) for r in marabou_rows)
+        p_t = sum(float(r[5]) for r in marabou_rows)
+        disagree = [r for r in marabou_rows if r[2] != "unknown" and r[4] != "unknown" and r[2] != r[4]]
+        print(f"marabou: {len(marabou_rows)} instances, {m_t:.1f}s vs patchlang {p_t:.1f}s "
+              f"(ratio {m_t / max(p_t, 1e-3):.1f}x), timeouts {sum(r[2] == 'unknown' for r in marabou_rows)}, "
+              f"disagreements {len(disagree)}; wrote {mpath}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Counterexample-guided repair: ends proven (golden example), stops honestly otherwise."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from patchlang.api import load_program, load_program_text, run_task
+from patchlang.compile.verify import RegionCase
+from patchlang.model.loader import load_model
+from patchlang.tasks.patch import RunOptions
+from patchlang.tasks.verify import property_cases, verify_cases
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "verify"
+
+
+def _program(tmp_path: Path, body: str):
+    shutil.copy(EXAMPLE / "tiny.onnx", tmp_path / "tiny.onnx")
+    return load_program_text('model net = "tiny.onnx"\n' + body, tmp_path)
+
+
+def test_example_repair_is_proven_and_saved(tmp_path):
+    src = (EXAMPLE / "repair.patch").read_text().replace('"out/tiny_no_two.onnx"', f'"{tmp_path / "fixed.onnx"}"')
+    (tmp_path / "repair.patch").write_text(src)
+    shutil.copy(EXAMPLE / "tiny.onnx", tmp_path / "tiny.onnx")
+    program = load_program(tmp_path / "repair.patch")
+    r = run_task(program.tasks[0], RunOptions())
+    assert r.status == "repaired"
+    assert r.details["iterations"] >= 1 and r.details["counterexamples"] >= 1
+    assert 0 < r.distances["linf"] < 0.5
+    assert all(c.ok for c in r.checks)
+    # the written file, loaded fresh, is proven by an independent verify run
+    fixed = load_model(str(tmp_path / "fixed.onnx"))
+    prop = program.properties["never_two"]
+    assert verify_cases(fixed, property_cases(prop, fixed), timeout=60).status == "holds"
+    # and the anchors kept their labels
+    anchors = program.points["anchors"].x
+    assert np.array_equal(fixed.labels(anchors), program.models["net"].net.labels(anchors))
+
+
+def test_nothing_to_repair(tmp_path):
+    program = _program(tmp_path, "property capped { input box lo [-1, -1] hi [1, 1] ensure y[2] <= 1.5 }\n"
+                                 "repair net for capped { edit layer -1 biases }\n")
+    r = run_task(program.tasks[0], RunOptions(write_files=False))
+    assert r.status == "repaired" and r.distances["linf"] == 0.0
+
+
+def test_unrepairable_with_the_allowed_edits(tmp_path):
+    # y[2] can only move by its bias: no bias makes y[2] both >= 5 and the decision stay as before at the anchors
+    program = _program(tmp_path, "points a = [[-0.5, -0.5]]\n"
+                                 "property big { input box lo [-1, -1] hi [1, 1] ensure y[2] >= 5 }\n"
+                                 "repair net for big { edit layer -1 biases rows [2]  keep a  bound linf <= 1 }\n")
+    r = run_task(program.tasks[0], RunOptions(write_files=False))
+    assert r.status == "not repaired"
+
+
+def test_iteration_limit_is_honoured(tmp_path):
+    program = _program(tmp_path, "property never_two { input box lo [0.5, -1] hi [1, -0.5] ensure label is not 2 }\n"
+                                 "repair net for never_two { edit layer -1 weights and biases  limit iterations 0 }\n")
+    r = run_task(program.tasks[0], RunOptions(write_files=False))
+    assert r.status == "not repaired" and "limit" in r.message
