@@ -363,7 +363,7 @@ class Checker:
                        "add `bound linf <= c`")
         problem_class, reason = self.classify(net, edits, goals, norms, backend, span)
         return PatchTask(name, entry, edits, goals, norms, margin, save, backend, span, problem_class, reason,
-                         round_bits, limits, kind)
+                         round_bits, limits, kind, margin_explicit="margin" in seen)
 
     def edit_layer(self, net: Network, item: A.EditLayer) -> list[EditSpec]:
         k = net.find_affine(item.layer)

@@ -65,6 +65,7 @@ class PatchTask:
     round_bits: int | None = None
     limits: dict[str, float] = field(default_factory=dict)
     kind: str = "patch"
+    margin_explicit: bool = False  # False: the margin scales with the outputs when run (see tasks.patch)
 
 
 @dataclass

@@ -191,6 +191,28 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
                              message="time limit reached while adding keep points lazily"), enc, t_build, t_solve)
 
 
+MARGIN_RELATIVE = 1e-5
+
+
+def _scaled_default_margin(net: Network, task: PatchTask, result: TaskResult) -> PatchTask:
+    """Without an explicit `margin`, strict inequalities get max(default, 1e-5 x the largest output magnitude).
+
+    Why: the float32 file must satisfy them outright, and float32 rounding grows with the outputs (raw-pixel
+    MNIST nets reach 5e4, where 1e-3 is below one float32 ulp of the accumulated dot products)."""
+    if task.margin_explicit:
+        return task
+    scale = 0.0
+    for g in task.goals:
+        if len(g.points):
+            scale = max(scale, float(np.max(np.abs(net.forward(g.points.x)))))
+    margin = max(task.margin, MARGIN_RELATIVE * scale)
+    if margin > task.margin:
+        result.notes.append(f"margin {margin:.3g} for strict inequalities (default: {MARGIN_RELATIVE:g} x the "
+                            f"largest output magnitude {scale:.3g}; set `margin` to choose)")
+        return replace(task, margin=margin)
+    return task
+
+
 def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     t_start = time.perf_counter()
     net = task.model.net
@@ -203,6 +225,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
 
         result.notes.extend(rounding_notes(task.model.net, net, task.round_bits,
                                            [(g.text, g.points) for g in task.goals if len(g.points)]))
+    task = _scaled_default_margin(net, task, result)
     options = solve_options(task, run)
     backend_name = run.backend or task.backend.name
 
