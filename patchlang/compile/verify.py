@@ -276,8 +276,8 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
 class SearchOptions:
     tol: float = DEFAULT_TOL
     batch: int = 2048
-    milp_unstable: int = 12  # boxes this deep with at most this many unstable ReLUs go to the Query
-    milp_depth: int = 24  # (boxes with no unstable ReLU at all, where the network is affine, always do)
+    milp_unstable: int = 25  # boxes this deep with at most this many unstable ReLUs go to the Query
+    milp_depth: int = 14  # (boxes with no unstable ReLU at all, where the network is affine, always do)
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)

@@ -189,8 +189,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                     if ok:
                         return _violated(case, i, x32, y64, y32, stats, t0, "falsification", confirmer)
                     stats["unconfirmed"] += 1
-        if backend == "marabou":
-            strategy = "milp"
+        if backend == "marabou" or (strategy == "split" and rn.input_size > 20):
+            strategy = "milp"  # splitting hundreds of input dimensions does not pay: one Query per box
         leaf = _leaf_solver(backend, SolveOptions(seed=seed), deadline)
         for i, case in enumerate(cases):
             if time.perf_counter() > deadline:
