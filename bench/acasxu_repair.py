@@ -56,7 +56,10 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="only the first N repairs")
     ap.add_argument("--time", type=float, default=900.0, help="time limit per repair (seconds)")
     ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--margin", type=float, default=0.02,
+                    help="margin of the repaired property at the counterexamples (slack makes the proof easy)")
     ap.add_argument("--layer", default="-1", help="the affine layer to edit (default -1: the output layer)")
+    ap.add_argument("--prop", type=int, choices=(2, 8), help="only the repairs of this property")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu_repair.csv"))
     args = ap.parse_args()
     base = shared_dir() / "benchmarks" / "acasxu"
@@ -64,6 +67,8 @@ def main() -> int:
         print(f"ACAS Xu benchmarks not found under {base} (set PATCHLANG_SHARED)")
         return 2
     jobs = [(2, 9, 8)] + [(i, j, 2) for i, j in PROP2_VIOLATORS]
+    if args.prop:
+        jobs = [job for job in jobs if job[2] == args.prop]
     if args.limit:
         jobs = jobs[:args.limit]
     rng = np.random.default_rng(0)
@@ -81,7 +86,7 @@ def main() -> int:
                    f'property p{p} = vnnlib "{base / "vnnlib" / f"prop_{p}.vnnlib"}"\n'
                    f"repair net for p{p} as fixed {{\n"
                    f"    edit layer {args.layer} weights and biases\n"
-                   f"    keep anchors\n    minimize linf\n"
+                   f"    keep anchors\n    minimize linf\n    margin {args.margin:g}\n"
                    f"    limit iterations {args.iterations}\n    limit time {args.time:g}\n"
                    f'    save "{out}"\n}}\n')
             program = load_program_text(src, tmp)

@@ -238,3 +238,19 @@ def test_acasxu_known_verdicts(shared_dir, i, j, prop, expected):
     if expected == "violated":
         y = OrtModel(str(onnx)).run(verdict.x32.reshape(1, -1)).astype(np.float64)
         assert p.is_counterexample(verdict.x32.astype(np.float64), y[0])
+
+
+def test_vnnlib_export_round_trip(tmp_path):
+    from patchlang.lang.program import PropertySpec
+    from patchlang.spec.vnnlib import parse_vnnlib
+    from patchlang.tasks.property_export import property_to_vnnlib
+    from patchlang.tasks.verify import property_cases
+
+    program = load_program(EXAMPLE / "verify.patch")
+    net = program.models["net"].net
+    for name, expected in (("capped", "holds"), ("never_two", "violated")):
+        path = property_to_vnnlib(program.properties[name], net, tmp_path / f"{name}.vnnlib")
+        back = parse_vnnlib(path)
+        prop = PropertySpec(name, program.properties[name].span, [(c.lo, c.hi) for c in back.cases],
+                            unsafe_dnf=[c.unsafe for c in back.cases], source="vnnlib")
+        assert verify_cases(net, property_cases(prop, net), timeout=60).status == expected

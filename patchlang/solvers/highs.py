@@ -16,7 +16,7 @@ import numpy as np
 
 from ..compile.query import Query
 from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions
-from .milp import LinearModel, lift_start, lower_to_milp
+from .milp import LinearModel, lift_start, lower_to_milp, split_abs
 
 
 _BANNER_SHOWN = False
@@ -65,9 +65,12 @@ class HighsBackend:
         model = lower_to_milp(query)
         is_mip = bool(np.any(model.integer))
         start = lift_start(query, model, options.start) if is_mip and options.start is not None else None
+        split = split_abs(model)  # thousands of L1 pairs |x| <= u: x = p - n instead (milp.AbsSplit)
+        if split is not None:
+            model, start = split.model, (split.to_new(start) if start is not None else None)
         sol = self.solve_linear(model, options, is_mip=is_mip, start=start)
         if sol.x is not None:
-            sol.x = sol.x[: model.n_original]
+            sol.x = (split.to_old(sol.x) if split is not None else sol.x)[: model.n_original]
         sol.seconds = time.perf_counter() - t0
         return sol
 

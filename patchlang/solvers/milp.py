@@ -142,6 +142,87 @@ def _plan_disjunction(d, q: Query) -> _DisjunctionPlan:
     return _DisjunctionPlan(alive, bool(np.any(always & alive)), rlo, rhi, row_true)
 
 
+SPLIT_MIN_PAIRS = 5000  # below this the |x| <= u rows cost nothing worth a reformulation
+MIN_BIG_M = 1e-5
+
+
+@dataclass
+class AbsSplit:
+    """``x = p - n``, ``u = p + n`` (``p, n >= 0``) for pairs of rows ``x - u <= 0``, ``-x - u <= 0`` whose ``u`` has
+    a positive cost: the L1 norm without its two rows per parameter.
+
+    Why: an L1 patch of a hidden layer has one ``|delta| <= u`` pair per weight (117 600 for a 150x784 layer);
+    HiGHS needs minutes on those rows, and seconds once they are gone.  Every feasible ``(p, n)`` maps to a
+    feasible original point (``u = p + n >= |x|``) with the same cost, and an optimal one has ``min(p, n) = 0``,
+    so the optimum is the same.  ``p`` takes ``x``'s column, ``n`` takes ``u``'s."""
+
+    x: np.ndarray
+    u: np.ndarray
+    model: LinearModel
+
+    def to_new(self, x_old: np.ndarray) -> np.ndarray:
+        out = x_old.copy()
+        out[self.x] = np.maximum(x_old[self.x], 0.0)
+        out[self.u] = np.maximum(-x_old[self.x], 0.0)
+        return out
+
+    def to_old(self, x_new: np.ndarray) -> np.ndarray:
+        """``u = |x|`` (not ``p + n``): never costlier, and feasible because ``u`` only ever bounds from above."""
+        out = x_new.copy()
+        out[self.x] = x_new[self.x] - x_new[self.u]
+        out[self.u] = np.abs(out[self.x])
+        return out
+
+
+def split_abs(m: LinearModel, min_pairs: int = SPLIT_MIN_PAIRS) -> AbsSplit | None:
+    """The :class:`AbsSplit` of ``m`` when it has at least ``min_pairs`` L1 pairs, else None."""
+    A = m.A.tocsr()
+    nnz = np.diff(A.indptr)
+    rows = np.nonzero((nnz == 2) & ~np.isfinite(m.row_lo) & (m.row_hi == 0))[0]
+    if rows.size < 2 * min_pairs:
+        return None
+    at = A.indptr[rows][:, None] + np.arange(2)
+    cols, vals = A.indices[at], A.data[at]
+    order = np.argsort(cols, axis=1)  # u is created after x
+    cols, vals = np.take_along_axis(cols, order, 1), np.take_along_axis(vals, order, 1)
+    x, u, sx, su = cols[:, 0], cols[:, 1], vals[:, 0], vals[:, 1]
+    ok = (su == -1.0) & (np.abs(sx) == 1.0) & (m.c[u] > 0) & ~m.integer[u] & ~m.integer[x]
+    key = x.astype(np.int64) * m.n_vars + u
+    plus, minus = ok & (sx > 0), ok & (sx < 0)
+    _, ip, im = np.intersect1d(key[plus], key[minus], assume_unique=False, return_indices=True)
+    if ip.size < min_pairs:
+        return None
+    P = np.stack([x[plus][ip], u[plus][ip], rows[plus][ip], rows[minus][im]], axis=1).astype(np.int64)
+    X, U = P[:, 0], P[:, 1]
+    if np.unique(X).size != X.size or np.unique(U).size != U.size or np.intersect1d(X, U).size:
+        return None
+    keep_rows = np.ones(A.shape[0], dtype=bool)
+    keep_rows[P[:, 2:].ravel()] = False
+    if not _only_bounds_from_above(A[keep_rows], m.row_lo[keep_rows], m.row_hi[keep_rows], U):
+        return None
+    if np.any(m.lb[U] > 0) or np.any(m.ub[U] < np.maximum(m.ub[X], -m.lb[X])):
+        return None
+    n = m.n_vars
+    other = np.setdiff1d(np.arange(n), np.r_[X, U])
+    # old = S @ new:  x = p - n,  u = p + n   (p in x's column, n in u's)
+    S = sp.csr_matrix((np.r_[np.ones(other.size), np.ones(X.size), -np.ones(X.size), np.ones(X.size), np.ones(X.size)],
+                       (np.r_[other, X, X, U, U], np.r_[other, X, U, X, U])), shape=(n, n))
+    lb, ub = m.lb.copy(), m.ub.copy()
+    lb[X], lb[U] = 0.0, 0.0
+    ub[X], ub[U] = np.maximum(m.ub[X], 0.0), np.maximum(-m.lb[X], 0.0)
+    new = LinearModel(sp.csr_matrix((A @ S)[keep_rows]), m.row_lo[keep_rows], m.row_hi[keep_rows], lb, ub,
+                      np.asarray(S.T @ m.c).ravel(), m.integer, m.offset, m.n_original, m.relu_z, m.disj_layout)
+    return AbsSplit(X, U, new)
+
+
+def _only_bounds_from_above(A: sp.csr_matrix, lo: np.ndarray, hi: np.ndarray, cols: np.ndarray) -> bool:
+    """Lowering any of ``cols`` keeps every row satisfied: positive entries only in rows with no lower side,
+    negative ones only in rows with no upper side (e.g. `bound l1 <= c`)."""
+    sub = sp.csc_matrix(A)[:, cols].tocoo()
+    pos = sub.data > 0
+    return bool(np.all(~np.isfinite(lo[sub.row[pos]])) and np.all(~np.isfinite(hi[sub.row[~pos]])))
+
+
 def affine_roots(q: Query, v: np.ndarray, max_steps: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Write each variable ``v[i]`` as ``alpha[i] * x[root[i]] + beta[i]`` by following equality rows with two
     nonzeros towards earlier variables (the encoder defines each materialized neuron from earlier ones, so a
@@ -249,6 +330,9 @@ def lower_to_milp(q: Query) -> LinearModel:
         if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u))):
             raise PatchlangError("a ReLU has no finite bounds, so it cannot be encoded as a MILP",
                                  help="add a bound on the change, e.g. `bound linf <= 1`")
+        # Big-Ms of 1e-9 (a neuron the optimum pushes to exactly 0, bounded again at that optimum) make MIP
+        # presolve declare feasible models infeasible; a looser big-M is always valid, so none is below MIN_BIG_M.
+        l, u = np.minimum(l, -MIN_BIG_M), np.maximum(u, MIN_BIG_M)
         k = len(relus)
         z = np.arange(nb, nb + k)
         nb += k

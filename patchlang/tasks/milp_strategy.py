@@ -33,7 +33,7 @@ from ..compile.query import Query, RowBlock, VarBlock
 from ..errors import PatchlangError
 from ..lang.program import PatchTask
 from ..model.ir import Network
-from ..solvers.base import OPTIMAL, Solution, SolveOptions
+from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, Solution, SolveOptions
 from ..solvers.highs import HighsBackend
 from ..solvers.milp import lower_to_milp
 from ..solvers.registry import get_backend
@@ -53,8 +53,9 @@ class MilpPlan:
     enc: PatchEncoding
     options: SolveOptions
     notes: list[str] = field(default_factory=list)
-    lp_seconds: float = 0.0
+    lp_seconds: float = 0.0  # solver time spent while planning (fixed-phase LPs, or the whole bisection)
     lp_objective: float | None = None
+    solution: Solution | None = None  # set when planning already solved the problem (linf bisection)
 
 
 def objective_value(deltas: np.ndarray, norms: NormSpec) -> float:
@@ -224,10 +225,92 @@ def _restrict(net: Network, task: PatchTask, groups: list[GoalGroup], enc: Patch
 
 
 def prepare_encoding(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
-    """The hook `run_patch` calls: the plain encoding for LP/SMT tasks, :func:`plan_milp` for MILPs."""
+    """The hook `run_patch` calls: the plain encoding for LP/SMT tasks, :func:`plan_milp` for MILPs, and
+    :func:`linf_bisection` for L∞ MILPs over very many parameters."""
     if task.problem_class != "MILP":
         return MilpPlan(encode_patch(net, task.edits, groups, task.norms, name=task.name), options)
+    if bisection_applies(task):
+        return linf_bisection(net, task, groups, options)
     return plan_milp(net, task, groups, options)
+
+
+BISECT_MIN_DELTAS = 20_000
+
+
+def bisection_applies(task: PatchTask) -> bool:
+    """Pure L∞ over many parameters: the encoding's ``|delta| <= t`` rows all share the column of ``t``, a dense
+    column that makes every LP of the MILP crawl (a hidden layer of 150x784: minutes per LP)."""
+    n = sum(int(np.count_nonzero(e.mask)) for e in task.edits)
+    return n >= BISECT_MIN_DELTAS and len(task.norms.objective) == 1 and task.norms.objective[0][1] == "linf"
+
+
+def linf_bisection(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
+    """Minimal L∞ by bisection on ``t`` over feasibility problems in which ``|delta| <= t`` are plain variable
+    bounds (no ``t`` column, and the bounds fix more ReLU phases the smaller ``t`` gets).
+
+    Each feasible answer lowers the upper bound to its actual ``max |delta|``; each infeasible ``t`` is a proven
+    lower bound.  Stops when they are within the MIP gap (reported optimal, like a MIP solver's optimum within its
+    gap) or at the time limit (the patch found, with its gap).  The encoding is built once at the first bound and
+    re-bounded for each ``t`` (:func:`~patchlang.compile.bounds_tighten.rebound`)."""
+    t0 = time.perf_counter()
+    gap = options.mip_gap if options.mip_gap is not None else DEFAULT_MIP_GAP
+    deadline = t0 + options.time_limit if options.time_limit is not None else None
+    user = task.norms.bounds.get("linf", np.inf)
+    feas_norms = NormSpec(objective=[], bounds=dict(task.norms.bounds), bound_spans=task.norms.bound_spans)
+    highs = get_backend("highs")
+    base: PatchEncoding | None = None
+    calls = 0
+
+    def attempt(t: float) -> tuple[Solution, PatchEncoding]:
+        nonlocal base, calls
+        calls += 1
+        if base is None or t > float(np.max(base.query.ub[np.concatenate(base.layout.var_index)])):
+            base = encode_patch(net, task.edits, groups, replace(feas_norms, bounds={**feas_norms.bounds, "linf": t}),
+                                name=task.name)
+            enc = base
+        else:
+            q = rebound(base.query, base.layout, t, base.source)
+            enc = (PatchEncoding(q, base.layout, len(q.relus), base.n_points, source=base.source or base.query)
+                   if q is not None else encode_patch(net, task.edits, groups,
+                                                      replace(feas_norms, bounds={**feas_norms.bounds, "linf": t})))
+        left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+        return highs.solve(enc.query, replace(options, time_limit=left, start=None)), enc
+
+    lo, best = 0.0, None  # best: (solution, encoding, max |delta|)
+    t = user if np.isfinite(user) else 1.0
+    stopped = False
+    while True:
+        sol, enc = attempt(t)
+        if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
+            best = (sol, enc, float(np.max(np.abs(enc.layout.deltas(sol.x)))))
+        elif sol.status == INFEASIBLE:
+            lo = t
+        else:
+            stopped = True
+        if stopped or (best is None and np.isfinite(user) and lo >= user):
+            break
+        if best is None:
+            if t >= 1e6:
+                break
+            t *= 4.0
+            continue
+        hi = best[2]
+        if hi - lo <= gap * hi or hi <= 1e-12:
+            break
+        t = hi / 4.0 if lo == 0.0 else (lo + hi) / 2.0
+    seconds = time.perf_counter() - t0
+    note = f"minimal L∞ by bisection over {calls} feasibility problems (|delta| <= t as bounds: {sum(int(np.count_nonzero(e.mask)) for e in task.edits)} parameters)"
+    if best is None:
+        status = INFEASIBLE if not stopped else TIMEOUT
+        empty = Solution(status=status, backend="highs", backend_version=highs.version(), bound=lo,
+                         message="bisection: " + ("every bound tried is infeasible" if not stopped else "time limit"))
+        return MilpPlan(enc, options, [note], seconds, solution=empty)
+    sol, enc, hi = best
+    done = hi - lo <= gap * hi or hi <= 1e-12
+    answer = Solution(status=OPTIMAL if done else FEASIBLE, x=sol.x, objective=hi, bound=lo, backend="highs",
+                      backend_version=highs.version(), seconds=seconds,
+                      message=f"bisection: optimum in [{lo:.9g}, {hi:.9g}]")
+    return MilpPlan(enc, options, [note + f"; optimum in [{lo:.9g}, {hi:.9g}]"], seconds, hi, solution=answer)
 
 
 def _with_l1_objective(q: Query, layout: DeltaLayout, extra: list[tuple[sp.csr_matrix, float]]) -> Query:

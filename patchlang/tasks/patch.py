@@ -167,7 +167,7 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         solve_opts = plan.options
         if lazy is not None and deadline is not None:
             solve_opts = replace(solve_opts, time_limit=max(deadline - time.perf_counter(), 1e-3))
-        sol = backend.solve(enc.query, solve_opts)
+        sol = plan.solution or backend.solve(enc.query, solve_opts)  # milp_strategy may have solved it already
         t_build += t1 - t0 - plan.lp_seconds
         t_solve += time.perf_counter() - t1 + plan.lp_seconds
         if lazy is None or sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):

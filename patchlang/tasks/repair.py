@@ -37,6 +37,7 @@ from .verify import property_cases, verify_cases
 
 DEFAULT_ITERATIONS = 20
 DEFAULT_CEX_PER_ITERATION = 8
+VERIFY_TIMEOUT = 300.0  # per verification of an iteration's network
 
 
 def round_to_float32(net: Network) -> Network:
@@ -93,7 +94,8 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             result.message = f"time limit ({time_limit:g} s) reached after {it} iteration(s); nothing proven"
             break
         t0 = time.perf_counter()
-        verdict = verify_cases(current, cases, timeout=left, backend=verify_backend, seed=run.seed + it)
+        verdict = verify_cases(current, cases, timeout=min(left, VERIFY_TIMEOUT), backend=verify_backend,
+                               seed=run.seed + it)
         t_verify = time.perf_counter() - t0
         record: dict[str, Any] = {"iteration": it, "verify": verdict.status, "verify_seconds": round(t_verify, 3)}
         iterations.append(record)
