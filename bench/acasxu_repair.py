@@ -59,6 +59,7 @@ def main() -> int:
     ap.add_argument("--margin", type=float, default=0.02,
                     help="margin of the repaired property at the counterexamples (slack makes the proof easy)")
     ap.add_argument("--layer", default="-1", help="the affine layer to edit (default -1: the output layer)")
+    ap.add_argument("--cex", type=int, default=8, help="counterexamples added per iteration")
     ap.add_argument("--prop", type=int, choices=(2, 8), help="only the repairs of this property")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu_repair.csv"))
     args = ap.parse_args()
@@ -81,17 +82,21 @@ def main() -> int:
         for i, j, p in jobs:
             onnx = base / "onnx" / f"ACASXU_run2a_{i}_{j}_batch_2000.onnx"
             out = Path(tmp) / f"N{i}_{j}_p{p}.onnx"
-            src = (f'model net = "{onnx}" decide argmin\n'
-                   f'points anchors = "anchors.npy"\n'
-                   f'property p{p} = vnnlib "{base / "vnnlib" / f"prop_{p}.vnnlib"}"\n'
-                   f"repair net for p{p} as fixed {{\n"
-                   f"    edit layer {args.layer} weights and biases\n"
-                   f"    keep anchors\n    minimize linf\n    margin {args.margin:g}\n"
-                   f"    limit iterations {args.iterations}\n    limit time {args.time:g}\n"
-                   f'    save "{out}"\n}}\n')
-            program = load_program_text(src, tmp)
             t0 = time.perf_counter()
-            r = run_task(program.tasks[0], RunOptions())
+            for margin in (args.margin, 1e-3):  # fall back to the default margin when the first has no patch
+                src = (f'model net = "{onnx}" decide argmin\n'
+                       f'points anchors = "anchors.npy"\n'
+                       f'property p{p} = vnnlib "{base / "vnnlib" / f"prop_{p}.vnnlib"}"\n'
+                       f"repair net for p{p} as fixed {{\n"
+                       f"    edit layer {args.layer} weights and biases\n"
+                       f"    keep anchors\n    minimize linf\n    margin {margin:g}\n"
+                       f"    limit iterations {args.iterations}\n    limit time {args.time:g}\n"
+                       f"    limit counterexamples {args.cex}\n"
+                       f'    save "{out}"\n}}\n')
+                program = load_program_text(src, tmp)
+                r = run_task(program.tasks[0], RunOptions())
+                if r.status != "not repaired":
+                    break
             seconds = time.perf_counter() - t0
             net = program.models["net"].net
             fidelity = proven = ""
@@ -103,20 +108,22 @@ def main() -> int:
                 v = verify_cases(fixed, property_cases(program.properties[f"p{p}"], fixed), timeout=300)
                 proven = v.status
             d = r.distances or {}
-            rows.append((f"N{i},{j}", f"prop_{p}", args.layer, r.status, d.get("linf", ""), d.get("l1", ""),
+            rows.append((f"N{i},{j}", f"prop_{p}", args.layer, f"{margin:g}", r.status, d.get("linf", ""), d.get("l1", ""),
                          r.details.get("iterations", ""), r.details.get("counterexamples", ""), f"{seconds:.1f}",
                          fidelity, proven))
             print(f"N{i},{j} prop_{p}: {r.status:<13} linf {d.get('linf', float('nan')):.4g}  "
                   f"iterations {r.details.get('iterations')}  cex {r.details.get('counterexamples')}  "
-                  f"{seconds:.1f}s  fidelity {fidelity or '-'}  re-verified {proven or '-'}  {r.message[:90]}",
+                  f"{seconds:.1f}s  margin {margin:g}  fidelity {fidelity or '-'}  re-verified {proven or '-'}  {r.message[:90]}",
                   flush=True)
+            for note in r.notes:
+                print(f"      {note}", flush=True)
             Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
             with open(args.csv, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["network", "property", "layer", "status", "linf", "l1", "iterations", "counterexamples",
+                w.writerow(["network", "property", "layer", "margin", "status", "linf", "l1", "iterations", "counterexamples",
                             "seconds", "fidelity", "reverified"])
                 w.writerows(rows)
-    ok = sum(r[3] == "repaired" for r in rows)
+    ok = sum(r[4] == "repaired" for r in rows)
     print(f"\n{ok}/{len(rows)} repaired and proven; wrote {args.csv}")
     return 0
 

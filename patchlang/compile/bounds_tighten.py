@@ -22,20 +22,23 @@ from .patch import DeltaLayout, _interval
 from .query import Query, RowBlock
 
 
-def rebound(q: Query, layout: DeltaLayout, linf: float, source: Query | None = None) -> Query | None:
-    """``q`` restricted to ``|delta| <= linf`` with every bound recomputed; None when a block is not understood.
-    ``source``: the query as encoded when ``q`` is itself a rebound one (its ReLU atoms name every ReLU output,
-    including those ``q`` already made linear)."""
+def rebound(q: Query, layout: DeltaLayout, linf: float, source: Query | None = None, l1: float = np.inf
+            ) -> Query | None:
+    """``q`` restricted to ``|delta| <= linf`` (and ``sum |delta| <= l1``) with every bound recomputed; None when a
+    block is not understood.  ``source``: the query as encoded when ``q`` is itself a rebound one (its ReLU atoms
+    name every ReLU output, including those ``q`` already made linear)."""
     sch = schedule(q, layout, source)
     if sch is None:
         return None
     lb, ub = q.lb.copy(), q.ub.copy()
     lb[sch.deltas] = np.maximum(lb[sch.deltas], -linf)
     ub[sch.deltas] = np.minimum(ub[sch.deltas], linf)
+    is_delta = np.zeros(q.n_vars, dtype=bool)
+    is_delta[sch.deltas] = True
     A = q.A.tocsr()
     for level in sch.levels:
         if level.rows.size:
-            lo, hi = _interval(defining_rows(A, level), -q.row_lo[level.rows], lb, ub)
+            lo, hi = norm_interval(defining_rows(A, level), -q.row_lo[level.rows], lb, ub, is_delta, l1)
             lb[level.defined] = np.maximum(lb[level.defined], lo)
             ub[level.defined] = np.minimum(ub[level.defined], hi)
         if level.relu_y.size:
@@ -43,8 +46,31 @@ def rebound(q: Query, layout: DeltaLayout, linf: float, source: Query | None = N
             ub[level.relu_y] = np.minimum(ub[level.relu_y], np.maximum(ub[level.relu_x], 0.0))
     for block in sch.norms:
         if block.name in ("linf", "abs"):
-            ub[block.slice] = np.minimum(ub[block.slice], linf)
+            ub[block.slice] = np.minimum(ub[block.slice], min(linf, l1))
     return _drop_stable_relus(q, lb, ub)
+
+
+def norm_interval(E: sp.csr_matrix, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, is_delta: np.ndarray,
+                  l1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of ``E x + c``: interval arithmetic, except that the deltas' part of each row, when the deltas lie
+    in a box ``[-L, L]``, is also within ``+-l1 * max|coefficient|`` (Hölder with the L1 budget), which is far
+    tighter than ``L * sum|coefficient|`` for a row over a whole input image."""
+    lo, hi = _interval(E, c, lb, ub)
+    if not np.isfinite(l1):
+        return lo, hi
+    coo = E.tocoo()
+    on_delta = is_delta[coo.col]
+    Ed = sp.csr_matrix((coo.data[on_delta], (coo.row[on_delta], coo.col[on_delta])), shape=E.shape)
+    Er = sp.csr_matrix((coo.data[~on_delta], (coo.row[~on_delta], coo.col[~on_delta])), shape=E.shape)
+    d = np.nonzero(is_delta)[0]
+    if not np.allclose(lb[d], -ub[d]):  # not a symmetric box: keep plain intervals
+        return lo, hi
+    rlo, rhi = _interval(Er, c, lb, ub)
+    absd = abs(Ed)
+    box = absd @ ub  # the box's own half-width of the delta part (L * sum|coefficient| per row)
+    budget = l1 * (np.asarray(absd.max(axis=1).todense()).ravel() if Ed.nnz else np.zeros(E.shape[0]))
+    w = np.minimum(box, budget)
+    return np.maximum(lo, rlo - w), np.minimum(hi, rhi + w)
 
 
 def _drop_stable_relus(q: Query, lb: np.ndarray, ub: np.ndarray) -> Query:

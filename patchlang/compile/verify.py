@@ -316,7 +316,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
             res.status, res.x = "violated", x
             return res
     if not opt.split:
-        return _leaf(rn, lo0[0], hi0[0], np.ones(spec.n_conj, bool), None, spec, solve, confirm, opt, res, final=True)
+        return _one_query_per_conjunction(rn, lo0, hi0, spec, solve, confirm, opt, res)
 
     stack_lo, stack_hi = [lo0], [hi0]
     stack_open = [np.ones((1, spec.n_conj), bool)]
@@ -403,6 +403,46 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         res.reason = f"{undecided} sub-box(es) undecided: {res.reason}"
         return res
     res.status = "holds"
+    return res
+
+
+def _one_query_per_conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, solve: LeafSolver,
+                               confirm: Confirm, opt: SearchOptions, res: SearchResult) -> SearchResult:
+    """No splitting (many inputs): refute what the bounds can, then one exact Query per remaining conjunction.
+
+    One Query per conjunction (``y_j >= y_label`` for one ``j``) is much easier for a MILP solver than one
+    disjunction over all of them, and the bounds usually close most conjunctions before any solver runs.
+    """
+    bounds = backward_bounds(rn, lo, hi, forward_bounds(rn, lo, hi)) if rn.input_size > 20 else \
+        forward_bounds(rn, lo, hi, refine=True)
+    lb, Lam, const, _ = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, bounds)
+    refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
+    refuted = np.zeros((1, spec.n_conj), dtype=bool)
+    np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
+    refuted |= _refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
+    open_j = [j for j in range(spec.n_conj) if not refuted[0, j]]
+    # the conjunction whose best row is furthest from refuted first: the likeliest to be violated
+    open_j.sort(key=lambda j: float(np.max(lb[0, spec.conj == j], initial=-np.inf)))
+    reasons = []
+    for j in open_j:
+        if opt.deadline is not None and time.perf_counter() > opt.deadline:
+            reasons.append("time limit reached")
+            break
+        mask = np.zeros(spec.n_conj, dtype=bool)
+        mask[j] = True
+        sub = _leaf(rn, lo[0], hi[0], mask, bounds, spec, solve, confirm, opt, SearchResult("unknown"), final=True)
+        res.queries += sub.queries
+        res.unconfirmed += sub.unconfirmed
+        if sub.status == "violated":
+            sub.queries = res.queries
+            return sub
+        if sub.status != "holds":
+            reasons.append(sub.reason)
+    res.boxes = 1
+    if reasons:
+        res.status, res.reason = "unknown", reasons[0]
+    else:
+        res.status = "holds"
     return res
 
 

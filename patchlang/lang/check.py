@@ -580,6 +580,10 @@ class Checker:
         if st.result_name:
             self.declare(st.result_name, "repair", st.span)
         patch = self.patch_block(name, st.model, st.span, st.items, st.span, kind="repair")
+        if patch is not None and patch.problem_class == "LP" and _repair_is_disjunctive(prop, entry.net.output_size):
+            patch.problem_class = "MILP"
+            patch.class_reason = ("the property must hold at each counterexample, and its negation needs one of "
+                                  "several outputs to move (one binary per alternative)")
         return RepairTask(name, entry, prop, patch, st.span)
 
     # ------------------------------------------------------------------ assertions
@@ -597,6 +601,19 @@ class Checker:
                 self.fail("PL215", "accuracy() needs labelled points", st.points.span)
         text = self.spec.source.splitlines()[st.span.line - 1].strip() if st.span.line else "assert"
         self.assertions.append(Assertion(st, pts, text, st.span))
+
+
+def _repair_is_disjunctive(prop: PropertySpec, n_out: int) -> bool:
+    """Whether the property, required at a point, is a disjunction: an unsafe conjunction of several atoms
+    (VNN-LIB), or an `ensure` clause with several alternatives (``or``, ``is not``)."""
+    if prop.unsafe_dnf is not None:
+        return any(len(conj) > 1 for dnf in prop.unsafe_dnf for conj in dnf)
+    for cnf in prop.ensures:
+        for clause in cnf.clauses:
+            alts = sum(n_out - 1 if getattr(atom, "negated", False) else 1 for atom in clause)
+            if alts > 1:
+                return True
+    return False
 
 
 def check(spec: A.SpecFile, base_dir: Path | None = None) -> Program:

@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -68,6 +69,11 @@ class HighsBackend:
         split = split_abs(model)  # thousands of L1 pairs |x| <= u: x = p - n instead (milp.AbsSplit)
         if split is not None:
             model, start = split.model, (split.to_new(start) if start is not None else None)
+        rows, cols = model.A.shape
+        if not is_mip and cols > 50_000 and cols > 20 * rows and "presolve" not in options.extra:
+            # a few hundred rows over a whole layer's weights: HiGHS's presolve can spend minutes on such an LP
+            # that dual simplex solves in a fraction of a second
+            options = replace(options, extra={**options.extra, "presolve": "off"})
         sol = self.solve_linear(model, options, is_mip=is_mip, start=start)
         if sol.x is not None:
             sol.x = (split.to_old(sol.x) if split is not None else sol.x)[: model.n_original]

@@ -40,6 +40,7 @@ class FalsifyResult:
     evaluations: int
     seconds: float
     candidates: list[np.ndarray] | None = None  # further distinct candidates (for repair)
+    near: list[np.ndarray] | None = None  # the final search population, best first (near-violations)
 
 
 def _values_and_grads(rn: ReluNet, spec: UnsafeSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +96,7 @@ def falsify_case(rn: ReluNet, case: RegionCase, options: FalsifyOptions | None =
     harvest(X, s)
     best_i = int(np.argmin(s))
     best, best_x = float(s[best_i]), X[best_i].copy()
+    near = [X[i].copy() for i in np.argsort(s)[:opt.starts]]
     if not done() and opt.steps > 0:
         order = np.argsort(s)[:opt.starts]
         x = X[order].copy()
@@ -109,11 +111,14 @@ def falsify_case(rn: ReluNet, case: RegionCase, options: FalsifyOptions | None =
             if done():
                 break
             x = np.clip(x - eta * width * np.sign(g), lo, hi)
+        sv, _ = _values_and_grads(rn, spec, x)
+        evals += x.shape[0]
+        near = [x[i].copy() for i in np.argsort(sv)]
     if not done() and opt.polish > 0 and lo.size <= 1000:
         best, best_x, n = _polish(rn, spec, lo, hi, best_x, best, opt, harvest, done)
         evals += n
     x_out = found[0] if found else None
-    return FalsifyResult(x_out, best, best_x, evals, time.perf_counter() - t0, found or None)
+    return FalsifyResult(x_out, best, best_x, evals, time.perf_counter() - t0, found or None, near)
 
 
 def _polish(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, x0: np.ndarray, best: float,

@@ -65,13 +65,14 @@ def objective_value(deltas: np.ndarray, norms: NormSpec) -> float:
     return float(sum(w * values[n] for w, n in norms.objective))
 
 
-def derived_linf_bound(value: float, norms: NormSpec) -> float | None:
-    """``linf`` of every optimal patch when some patch has objective ``value`` (None if the objective has no
-    linf or l1 term, e.g. pure l0)."""
-    w = sum(wt for wt, n in norms.objective if n in ("linf", "l1"))
-    if w <= 0:
-        return None
-    return value / w
+def derived_bounds(value: float, norms: NormSpec) -> tuple[float, float]:
+    """Bounds ``(linf, l1)`` on every optimal patch when some patch has objective ``value``: with weights
+    ``w_inf, w_1 >= 0`` and ``l1 >= linf``, ``(w_inf + w_1) linf <= value`` and ``w_1 l1 <= value`` (inf where a
+    weight is missing, e.g. a pure l0 objective bounds neither)."""
+    w_inf = sum(wt for wt, n in norms.objective if n == "linf")
+    w_1 = sum(wt for wt, n in norms.objective if n == "l1")
+    linf = value / (w_inf + w_1) if w_inf + w_1 > 0 else np.inf
+    return linf, (value / w_1 if w_1 > 0 else np.inf)
 
 
 def goals_hold(net: Network, groups: list[GoalGroup], tol: float = 1e-6) -> bool:
@@ -199,12 +200,15 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
                 help="add `bound linf <= c` to the patch block (any c that surely allows a patch)")
         _warn_if_huge(enc, notes)
         return MilpPlan(enc, options, notes, lp_seconds)
-    bound = derived_linf_bound(value, task.norms)
-    if bound is not None:
-        bound = bound * (1 + INFLATE) + 1e-12
-        if bound < user:
-            enc = _restrict(net, task, groups, enc, bound)
-            notes.append(f"bound linf <= {bound:.6g} derived from a fixed-phase LP patch with objective {value:.6g} "
+    linf, l1 = derived_bounds(value, task.norms)
+    linf = min(user, linf * (1 + INFLATE) + 1e-12)
+    l1 = min(task.norms.bounds.get("l1", np.inf), l1 * (1 + INFLATE) + 1e-12)
+    if linf < user or np.isfinite(l1):
+        enc = _restrict(net, task, groups, enc, linf, l1)
+        said = " and ".join(f"{n} <= {b:.6g}" for n, b in (("linf", linf), ("l1", l1))
+                            if np.isfinite(b) and b < task.norms.bounds.get(n, np.inf))
+        if said:
+            notes.append(f"bound {said} derived from a fixed-phase LP patch with objective {value:.6g} "
                          f"({rounds} LP round(s)); sound: every optimal patch lies within it")
     _warn_if_huge(enc, notes)
     plan = MilpPlan(enc, with_start(options, enc, deltas), notes, lp_seconds, value)
@@ -213,10 +217,11 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
     return plan
 
 
-def _restrict(net: Network, task: PatchTask, groups: list[GoalGroup], enc: PatchEncoding, bound: float
-              ) -> PatchEncoding:
-    """``enc`` restricted to ``|delta| <= bound``: re-bounded in place when possible, else encoded again."""
-    q = rebound(enc.query, enc.layout, bound, enc.source)
+def _restrict(net: Network, task: PatchTask, groups: list[GoalGroup], enc: PatchEncoding, bound: float,
+              l1: float = np.inf) -> PatchEncoding:
+    """``enc`` restricted to ``|delta| <= bound`` (and an L1 budget, which tightens the bounds of neurons fed by
+    the edited layer): re-bounded in place when possible, else encoded again."""
+    q = rebound(enc.query, enc.layout, bound, enc.source, l1)
     if q is not None:
         return PatchEncoding(q, enc.layout, len(q.relus), enc.n_points, source=enc.source or enc.query)
     norms = NormSpec(objective=task.norms.objective, bounds={**task.norms.bounds, "linf": bound},
@@ -339,11 +344,16 @@ def _with_l1_objective(q: Query, layout: DeltaLayout, extra: list[tuple[sp.csr_m
                  name=q.name + ".tidy", var_bound_source=q.var_bound_source)
 
 
-def plan_tidy(main: PatchEncoding, sol: Solution, primary: str, bound: float, options: SolveOptions
-              ) -> MilpPlan | None:
-    """The least-L1 follow-up of a MILP optimum (``primary`` kept within ``bound``) from the main encoding, with
-    the optimum as warm start: no second encoding of every point.  None when the main problem is not a MILP or
-    its structure is not understood (the caller then encodes the tidy problem itself)."""
+def plan_tidy(main: PatchEncoding, sol: Solution, primary: str, bound: float, options: SolveOptions,
+              net: Network, groups: list[GoalGroup]) -> MilpPlan | None:
+    """The least-L1 follow-up of a MILP optimum (``primary`` kept within ``bound``), solved here from the main
+    encoding with the optimum as warm start: no second encoding of every point.
+
+    The optimum sits on a sliver (``linf <= t*`` exactly), where MIP presolve is fragile; an answer is used only if
+    it is optimal, passes the float64 goal check and is no worse than the start.  Otherwise, and directly for
+    very many parameters, the least-L1 patch *with the optimum's ReLU phases* is taken (an LP, noted as such).
+    None when the main problem is not a MILP or its structure is not understood (the caller encodes the tidy
+    problem itself)."""
     q = main.query
     if q.problem_class != "MILP" or sol.x is None:
         return None
@@ -363,14 +373,32 @@ def plan_tidy(main: PatchEncoding, sol: Solution, primary: str, bound: float, op
     enc = PatchEncoding(tq, main.layout, len(tq.relus), main.n_points, source=None)
     deltas = main.layout.deltas(sol.x)
     x = propagate(main.source or main.query, main.layout, _delta_vector(main.layout, deltas, main.query.n_vars))
-    if options.mip_gap is None:
-        options = replace(options, mip_gap=DEFAULT_MIP_GAP)
-    options = replace(options, start=None)
-    if x is not None and tq.problem_class == "MILP":
-        x = np.r_[x, np.abs(deltas)]
-        if violation(tq, x) <= START_TOL:
-            options = replace(options, start=x)
-    return MilpPlan(enc, options)
+    if x is None:
+        return None
+    x = np.r_[x, np.abs(deltas)]
+    if violation(tq, x) > START_TOL:
+        return None
+    options = replace(options, start=x, mip_gap=options.mip_gap if options.mip_gap is not None else DEFAULT_MIP_GAP)
+    highs = get_backend("highs")
+    limit = float(np.sum(np.abs(deltas)))
+    norms = NormSpec(objective=[(1.0, "l1")], bounds={})
+
+    def usable(s: Solution) -> bool:
+        if s.status != OPTIMAL or s.x is None:
+            return False
+        d = main.layout.deltas(s.x)
+        return (objective_value(d, norms) <= limit * (1 + 1e-9) + 1e-12 and np.max(np.abs(d)) <= bound * (1 + 1e-9)
+                and goals_hold(main.layout.apply(net, s.x), groups))
+
+    if tq.problem_class == "MILP" and main.layout.size < BISECT_MIN_DELTAS:
+        s = highs.solve(tq, options)
+        if usable(s):
+            return MilpPlan(enc, options, solution=s)
+    s = highs.solve(fixed_phase_query(tq, x), replace(options, start=None))
+    if not usable(s):
+        return None
+    s.stats["tidy_note"] = "with the ReLU phases of the minimal patch found"
+    return MilpPlan(enc, options, solution=s)
 
 
 def bound_reached(sol: Solution) -> str:

@@ -297,7 +297,9 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
         if tidy is not None:
             sol, enc = tidy
             name = "L∞" if primary == "linf" else "L0"
-            result.notes.append(f"among the {name}-minimal patches, the one with the least L1 change")
+            scope = sol.stats.get("tidy_note")  # a MILP's tidy may be restricted to the optimum's ReLU phases
+            result.notes.append(f"among the {name}-minimal patches, the one with the least L1 change"
+                                + (f" {scope}" if scope else ""))
     if sol.status == FEASIBLE:
         result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}"
                             + bound_reached(sol))
@@ -330,10 +332,9 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
         bound = float(np.round(t))
     norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, primary: bound},
                      bound_spans=task.norms.bound_spans)
-    plan = plan_tidy(main, sol, primary, bound, options) if main is not None else None
-    if plan is not None:  # a MILP: restrict the main encoding (with the optimum as start), no second encoding
-        backend, _ = choose_backend(backend_name, plan.enc.query, plan.enc.query.problem_class)
-        tidy, enc = backend.solve(plan.enc.query, plan.options), plan.enc
+    plan = plan_tidy(main, sol, primary, bound, options, net, groups) if main is not None else None
+    if plan is not None:  # a MILP: solved from the main encoding (milp_strategy.plan_tidy), no second encoding
+        tidy, enc = plan.solution, plan.enc
     else:
         tidy, enc, _, _ = _encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
     if tidy.status != OPTIMAL or tidy.x is None:

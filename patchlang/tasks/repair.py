@@ -37,7 +37,7 @@ from .verify import property_cases, verify_cases
 
 DEFAULT_ITERATIONS = 20
 DEFAULT_CEX_PER_ITERATION = 8
-VERIFY_TIMEOUT = 300.0  # per verification of an iteration's network
+VERIFY_TIMEOUT = 120.0  # per verification of an iteration's network (undecided: add near-violations)
 
 
 def round_to_float32(net: Network) -> Network:
@@ -107,7 +107,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             else:
                 result.status = REPAIRED
             break
-        if verdict.status != VIOLATED:
+        if verdict.status != VIOLATED and (it == max_iter or it == 0):
             result.status = INCONCLUSIVE
             result.message = f"iteration {it}: the verifier could not decide the property ({verdict.reason})"
             break
@@ -115,10 +115,16 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             result.status = NOT_REPAIRED
             result.message = f"limit of {max_iter} iteration(s) reached while the property is still violated"
             break
-        new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
-        new += _more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
+        if verdict.status == VIOLATED:
+            new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
+            new += _more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
+        else:
+            # undecided: the patched network is barely safe somewhere; require the margin at the points closest
+            # to violation, which makes the next network robustly safe there (and easier to prove)
+            new = _near_violations(current, cases, per_iter, run.seed + it, deadline)
+            record["near_violations_added"] = len(new)
         repair_points.extend(new)
-        record["counterexamples_added"] = len(new)
+        record.setdefault("counterexamples_added", len(new))
         t1 = time.perf_counter()
         cex_group = GoalGroup(f"{task.prop.name} at counterexamples", "require", task.span,
                               [PointGoal(f"cex[{k}]", x, cases[ci].spec.safe_clauses(n_out, ptask.margin))
@@ -157,7 +163,9 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
     result.details["log"] = iterations
     for r in iterations:
         line = f"iteration {r['iteration']}: verify {r['verify']} ({r['verify_seconds']:.2f}s)"
-        if "counterexamples_added" in r:
+        if "near_violations_added" in r:
+            line += f", +{r['near_violations_added']} near-violation(s)"
+        elif "counterexamples_added" in r:
             line += f", +{r['counterexamples_added']} counterexample(s)"
         if "linf" in r:
             line += f", patch linf {r['linf']:.4g} l1 {r['l1']:.4g} ({r['patch_seconds']:.2f}s)"
@@ -180,6 +188,19 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
                               f"after {result.details['iterations']} iteration(s)")
     result.seconds["total"] = time.perf_counter() - t_start
     return result
+
+
+def _near_violations(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
+    """The ``n`` inputs (over all cases) where falsification got closest to a violation."""
+    rn = relu_network(net)
+    scored: list[tuple[float, np.ndarray, int]] = []
+    for i, case in enumerate(cases):
+        fr = falsify_case(rn, case, FalsifyOptions(seed=seed, starts=max(32, 2 * n), deadline=deadline))
+        pts = fr.near or [fr.best_x]
+        vals = case.spec.satisfaction(rn.forward(np.array(pts)))
+        scored += [(float(v), p, i) for v, p in zip(vals, pts)]
+    scored.sort(key=lambda t: t[0])
+    return [(p, i) for _, p, i in scored[:n]]
 
 
 def _bounded_norms(net: Network, ptask, result: TaskResult) -> NormSpec:
