@@ -253,62 +253,75 @@ def linf_bisection(net: Network, task: PatchTask, groups: list[GoalGroup], optio
     """Minimal L∞ by bisection on ``t`` over feasibility problems in which ``|delta| <= t`` are plain variable
     bounds (no ``t`` column, and the bounds fix more ReLU phases the smaller ``t`` gets).
 
-    Each feasible answer lowers the upper bound to its actual ``max |delta|``; each infeasible ``t`` is a proven
-    lower bound.  Stops when they are within the MIP gap (reported optimal, like a MIP solver's optimum within its
-    gap) or at the time limit (the patch found, with its gap).  The encoding is built once at the first bound and
-    re-bounded for each ``t`` (:func:`~patchlang.compile.bounds_tighten.rebound`)."""
+    ``t`` grows by 4x from a small start (small ``t``: few unstable ReLUs, fast) until a patch exists, then the
+    feasibility MILPs bisect between the proven lower bound (the largest infeasible ``t``) and the best patch's
+    actual ``max |delta|``.  Stops when they are within the MIP gap (reported optimal, like a
+    MIP solver's optimum within its gap) or at the time limit (the best patch, with its gap).  The encoding is built
+    once and re-bounded for each smaller ``t`` (:func:`~patchlang.compile.bounds_tighten.rebound`)."""
     t0 = time.perf_counter()
     gap = options.mip_gap if options.mip_gap is not None else DEFAULT_MIP_GAP
     deadline = t0 + options.time_limit if options.time_limit is not None else None
     user = task.norms.bounds.get("linf", np.inf)
     feas_norms = NormSpec(objective=[], bounds=dict(task.norms.bounds), bound_spans=task.norms.bound_spans)
     highs = get_backend("highs")
-    base: PatchEncoding | None = None
-    calls = 0
+    base: list[PatchEncoding] = []
+    calls = {"milp": 0}
 
-    def attempt(t: float) -> tuple[Solution, PatchEncoding]:
-        nonlocal base, calls
-        calls += 1
-        if base is None or t > float(np.max(base.query.ub[np.concatenate(base.layout.var_index)])):
-            base = encode_patch(net, task.edits, groups, replace(feas_norms, bounds={**feas_norms.bounds, "linf": t}),
-                                name=task.name)
-            enc = base
-        else:
-            q = rebound(base.query, base.layout, t, base.source)
-            enc = (PatchEncoding(q, base.layout, len(q.relus), base.n_points, source=base.source or base.query)
-                   if q is not None else encode_patch(net, task.edits, groups,
-                                                      replace(feas_norms, bounds={**feas_norms.bounds, "linf": t})))
-        left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-        return highs.solve(enc.query, replace(options, time_limit=left, start=None)), enc
+    def encoding(t: float) -> PatchEncoding:
+        if not base or t > float(np.max(base[0].query.ub[np.concatenate(base[0].layout.var_index)])):
+            base[:] = [encode_patch(net, task.edits, groups,
+                                    replace(feas_norms, bounds={**feas_norms.bounds, "linf": t}), name=task.name)]
+            return base[0]
+        b = base[0]
+        q = rebound(b.query, b.layout, t, b.source)
+        if q is None:
+            return encode_patch(net, task.edits, groups, replace(feas_norms, bounds={**feas_norms.bounds, "linf": t}))
+        return PatchEncoding(q, b.layout, len(q.relus), b.n_points, source=b.source or b.query)
 
-    lo, best = 0.0, None  # best: (solution, encoding, max |delta|)
-    t = user if np.isfinite(user) else 1.0
+    def left() -> float | None:
+        return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+
+    def solve(t: float) -> tuple[Solution, PatchEncoding, float | None]:
+        """(solution, encoding, max |delta| of its patch or None)."""
+        calls["milp"] += 1
+        enc = encoding(t)
+        sol = highs.solve(enc.query, replace(options, time_limit=left(), start=None))
+        if sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
+            return sol, enc, None
+        return sol, enc, float(np.max(np.abs(enc.layout.deltas(sol.x))))
+
+    best = None  # (solution, encoding, max |delta|)
+    lo = 0.0  # proven: no patch with linf <= lo
     stopped = False
-    while True:
-        sol, enc = attempt(t)
-        if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
-            best = (sol, enc, float(np.max(np.abs(enc.layout.deltas(sol.x)))))
+    # grow t from a small multiple of the edited parameters' scale (small t: few unstable ReLUs, fast MILPs)
+    scale = max((float(np.max(np.abs(_edited_values(net, e)))) for e in task.edits), default=1.0) or 1.0
+    t = min(user, 1e-4 * scale)
+    while deadline is None or time.perf_counter() < deadline:
+        if best is not None and (best[2] - lo <= gap * best[2] or best[2] <= 1e-12):
+            break
+        sol, enc, m = solve(t)
+        if m is not None:
+            best = (sol, enc, m) if best is None or m < best[2] else best
         elif sol.status == INFEASIBLE:
-            lo = t
+            lo = max(lo, t)
         else:
             stopped = True
-        if stopped or (best is None and np.isfinite(user) and lo >= user):
             break
         if best is None:
-            if t >= 1e6:
+            if lo >= user or t >= 1e6 * scale:
                 break
-            t *= 4.0
+            t = min(4.0 * t, user)
             continue
-        hi = best[2]
-        if hi - lo <= gap * hi or hi <= 1e-12:
-            break
-        t = hi / 4.0 if lo == 0.0 else (lo + hi) / 2.0
+        t = (lo + best[2]) / 2.0
+    else:
+        stopped = True
     seconds = time.perf_counter() - t0
-    note = f"minimal L∞ by bisection over {calls} feasibility problems (|delta| <= t as bounds: {sum(int(np.count_nonzero(e.mask)) for e in task.edits)} parameters)"
+    n = sum(int(np.count_nonzero(e.mask)) for e in task.edits)
+    note = f"minimal L∞ by bisection over {calls['milp']} feasibility MILPs ({n} parameters, |delta| <= t as bounds)"
     if best is None:
-        status = INFEASIBLE if not stopped else TIMEOUT
+        status = TIMEOUT if stopped else INFEASIBLE
         empty = Solution(status=status, backend="highs", backend_version=highs.version(), bound=lo,
-                         message="bisection: " + ("every bound tried is infeasible" if not stopped else "time limit"))
+                         message="bisection: " + ("time limit" if stopped else "no bound tried admits a patch"))
         return MilpPlan(enc, options, [note], seconds, solution=empty)
     sol, enc, hi = best
     done = hi - lo <= gap * hi or hi <= 1e-12
@@ -316,6 +329,12 @@ def linf_bisection(net: Network, task: PatchTask, groups: list[GoalGroup], optio
                       backend_version=highs.version(), seconds=seconds,
                       message=f"bisection: optimum in [{lo:.9g}, {hi:.9g}]")
     return MilpPlan(enc, options, [note + f"; optimum in [{lo:.9g}, {hi:.9g}]"], seconds, hi, solution=answer)
+
+
+def _edited_values(net: Network, e) -> np.ndarray:
+    layer = net.affine(e.layer)
+    values = (layer.W if e.kind == "weights" else layer.b)[e.mask]
+    return values if values.size else np.zeros(1)
 
 
 def _with_l1_objective(q: Query, layout: DeltaLayout, extra: list[tuple[sp.csr_matrix, float]]) -> Query:
