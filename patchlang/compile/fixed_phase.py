@@ -24,7 +24,6 @@ import scipy.sparse as sp
 from .patch import DeltaLayout
 from .query import Disjunction, Query
 
-FEAS_TOL = 1e-7
 
 
 @dataclass

@@ -28,11 +28,11 @@ import scipy.sparse as sp
 from ..compile.bounds_tighten import rebound
 from ..compile.fixed_phase import fixed_phase_query, propagate, relaxed_phases, violation
 from ..compile.goals import GoalGroup, clause_slack
-from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch
+from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch, first_edited_position
 from ..compile.query import Query, RowBlock, VarBlock
 from ..errors import PatchlangError
 from ..lang.program import PatchTask
-from ..model.ir import Network
+from ..model.ir import Affine, Clip, Network, Relu
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, Solution, SolveOptions
 from ..solvers.highs import HighsBackend
 from ..solvers.milp import lower_to_milp
@@ -170,12 +170,28 @@ def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup
     return (best[0], best[1], rounds) if best else (None, None, rounds)
 
 
-def _warn_if_huge(enc: PatchEncoding, notes: list[str]) -> None:
-    q = enc.query
-    binaries = q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)
-    if q.A.nnz > HUGE_NONZEROS or binaries > HUGE_BINARIES:
-        notes.append(f"warning: a very large MILP ({q.A.nnz} nonzeros, {binaries} binaries) may not finish; "
-                     "a smaller `bound linf`, fewer points or fewer editable parameters make it smaller")
+def size_estimate(net: Network, task: PatchTask, groups: list[GoalGroup]) -> tuple[int, int]:
+    """Upper estimates ``(nonzeros, binaries)`` of a task's MILP, from the spec alone (before anything is built):
+    each point carries one coefficient per edited parameter and may need a binary per ReLU after the first edit
+    and per alternative of its clauses."""
+    n_points = sum(len(g.points) for g in groups)
+    params = sum(int(np.count_nonzero(e.mask)) for e in task.edits)
+    start = first_edited_position(net, task.edits)
+    later = net.layers[start + 1:]
+    widths = [net.layers[i].out_size for i in range(start, len(net.layers) - 1)
+              if isinstance(net.layers[i], Affine) and isinstance(net.layers[i + 1], (Relu, Clip))]
+    relus = sum(widths) * (2 if any(isinstance(layer, Clip) for layer in later) else 1)
+    alts = sum(len(c) for g in groups for p in g.points for c in p.clauses if len(c) > 1)
+    return n_points * params, n_points * relus + alts
+
+
+def huge_warning(net: Network, task: PatchTask, groups: list[GoalGroup]) -> str | None:
+    """A warning when the MILP about to be built is beyond what solves in minutes (None otherwise)."""
+    nnz, binaries = size_estimate(net, task, groups)
+    if nnz <= HUGE_NONZEROS and binaries <= HUGE_BINARIES:
+        return None
+    return (f"warning: a very large MILP (up to {nnz} nonzeros and {binaries} binaries before bounds fix ReLU "
+            "phases) may not finish; fewer points, fewer editable parameters or a small `bound linf` help")
 
 
 def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
@@ -198,7 +214,6 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
                 "exactly, and none could be derived: no LP with the ReLU phases fixed (as in the original network, "
                 "or as an LP relaxation suggests) has an answer",
                 help="add `bound linf <= c` to the patch block (any c that surely allows a patch)")
-        _warn_if_huge(enc, notes)
         return MilpPlan(enc, options, notes, lp_seconds)
     linf, l1 = derived_bounds(value, task.norms)
     linf = min(user, linf * (1 + INFLATE) + 1e-12)
@@ -210,7 +225,6 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
         if said:
             notes.append(f"bound {said} derived from a fixed-phase LP patch with objective {value:.6g} "
                          f"({rounds} LP round(s)); sound: every optimal patch lies within it")
-    _warn_if_huge(enc, notes)
     plan = MilpPlan(enc, with_start(options, enc, deltas), notes, lp_seconds, value)
     if plan.options.start is not None:
         plan.notes.append(f"MILP warm-started from the fixed-phase LP patch (objective {value:.6g})")
@@ -234,9 +248,12 @@ def prepare_encoding(net: Network, task: PatchTask, groups: list[GoalGroup], opt
     :func:`linf_bisection` for L∞ MILPs over very many parameters."""
     if task.problem_class != "MILP":
         return MilpPlan(encode_patch(net, task.edits, groups, task.norms, name=task.name), options)
-    if bisection_applies(task):
-        return linf_bisection(net, task, groups, options)
-    return plan_milp(net, task, groups, options)
+    warning = huge_warning(net, task, groups)  # decided from the spec, before building anything
+    plan = linf_bisection(net, task, groups, options) if bisection_applies(task) else plan_milp(net, task, groups,
+                                                                                                  options)
+    if warning:
+        plan.notes.insert(0, warning)
+    return plan
 
 
 BISECT_MIN_DELTAS = 20_000
