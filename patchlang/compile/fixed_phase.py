@@ -25,7 +25,6 @@ from .patch import DeltaLayout
 from .query import Disjunction, Query
 
 
-
 @dataclass
 class Level:
     """Variables that depend only on variables of earlier levels: ``defined`` by their network rows ``rows``
