@@ -184,14 +184,12 @@ def test_fixed_phase_patch_is_a_real_patch(bias) -> None:
     assert violation(enc.query, full) <= 1e-6
 
 
-@pytest.mark.skip(reason="known issue: the L∞ bisection strategy can run without end on this case (no time limit "
-                         "inside the bisection MILPs); the strategy is off by default (BISECT_MIN_DELTAS)")
 def test_linf_bisection_matches_the_milp(bias, monkeypatch: pytest.MonkeyPatch) -> None:
     task, net, groups, enc = bias
     exact = HighsBackend().solve(enc.query, OPTS).objective
     monkeypatch.setattr(S, "BISECT_MIN_DELTAS", 1)
     assert S.bisection_applies(task)
-    plan = S.linf_bisection(net, task, groups, SolveOptions(mip_gap=1e-7))
+    plan = S.linf_bisection(net, task, groups, SolveOptions(mip_gap=1e-7, time_limit=60))  # ends in ~1 s
     sol = plan.solution
     assert sol.status == OPTIMAL
     assert sol.bound <= exact * (1 + 1e-9) and sol.objective >= exact * (1 - 1e-9)

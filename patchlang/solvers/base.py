@@ -63,6 +63,17 @@ class Solution:
         return abs(self.objective - self.bound) / max(1e-10, abs(self.objective))
 
 
+def module_available(module: str) -> bool:
+    """Whether an optional solver package imports; a broken install counts as absent, never as a crash."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception:
+        return False
+    return True
+
+
 class Backend(Protocol):
     name: str
     capabilities: frozenset[str]  # subset of {"lp", "milp", "smt", "exact", "core", "nonlinear"}

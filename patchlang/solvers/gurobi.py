@@ -20,7 +20,8 @@ import scipy.sparse as sp
 
 from ..compile.query import Query
 from ..errors import SolverUnavailable
-from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions
+from .base import (FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions,
+                   module_available)
 from .milp import LinearModel, lift_start, lower_to_milp
 
 SIZE_LIMIT = 2000  # variables and linear constraints of the pip package's licence
@@ -84,11 +85,7 @@ class GurobiBackend:
     capabilities = frozenset({"lp", "milp", "core"})
 
     def available(self) -> bool:
-        try:
-            import gurobipy  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return module_available("gurobipy")
 
     def version(self) -> str:
         try:

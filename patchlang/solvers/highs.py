@@ -16,7 +16,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..compile.query import Query
-from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions
+from .base import (FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions,
+                   module_available)
 from .milp import LinearModel, lift_start, lower_to_milp, split_abs
 
 
@@ -49,11 +50,7 @@ class HighsBackend:
     capabilities = frozenset({"lp", "milp", "core"})
 
     def available(self) -> bool:
-        try:
-            import highspy  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return module_available("highspy")
 
     def version(self) -> str:
         return _highspy_version()

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..compile.query import Query
 from ..errors import PatchlangError
-from .base import FEASIBLE, INFEASIBLE, TIMEOUT, UNKNOWN, Solution, SolveOptions
+from .base import FEASIBLE, INFEASIBLE, TIMEOUT, UNKNOWN, Solution, SolveOptions, module_available
 
 _LARGE = 1e7  # Marabou needs finite bounds on every variable; unbounded ones get this magnitude
 
@@ -26,11 +26,7 @@ class MarabouBackend:
     capabilities = frozenset({"feasibility"})
 
     def available(self) -> bool:
-        try:
-            from maraboupy import MarabouCore  # noqa: F401
-        except Exception:
-            return False
-        return True
+        return module_available("maraboupy.MarabouCore")
 
     def version(self) -> str:
         try:

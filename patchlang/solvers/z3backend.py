@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..compile.query import Query
-from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNKNOWN, Solution, SolveOptions
+from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNKNOWN, Solution, SolveOptions, module_available
 
 OBJECTIVE = "objective"
 DEFAULT_TOLERANCE = 1e-9  # relative bracket width at which bisection tries its final exactness check
@@ -299,11 +299,7 @@ class Z3Backend:
     capabilities = frozenset({"lp", "milp", "smt", "exact", "core", "nonlinear"})
 
     def available(self) -> bool:
-        try:
-            import z3  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return module_available("z3")
 
     def version(self) -> str:
         import z3

@@ -257,6 +257,7 @@ def prepare_encoding(net: Network, task: PatchTask, groups: list[GoalGroup], opt
 
 
 BISECT_MIN_DELTAS = 20_000
+MAX_BISECTIONS = 200
 
 
 def bisection_applies(task: PatchTask) -> bool:
@@ -302,22 +303,28 @@ def linf_bisection(net: Network, task: PatchTask, groups: list[GoalGroup], optio
         """(solution, encoding, max |delta| of its patch or None)."""
         calls["milp"] += 1
         enc = encoding(t)
-        sol = highs.solve(enc.query, replace(options, time_limit=left(), start=None))
+        # tight tolerances: a patch may otherwise exceed |delta| <= t by 1e-6 and the bracket never closes
+        tight = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9, **options.extra}
+        sol = highs.solve(enc.query, replace(options, time_limit=left(), start=None, extra=tight))
         if sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
             return sol, enc, None
         return sol, enc, float(np.max(np.abs(enc.layout.deltas(sol.x))))
 
     best = None  # (solution, encoding, max |delta|)
-    lo = 0.0  # proven: no patch with linf <= lo
+    lo, hi = 0.0, np.inf  # no patch within lo (proven); a patch within hi (up to the solver's bound tolerance)
     stopped = False
     # grow t from a small multiple of the edited parameters' scale (small t: few unstable ReLUs, fast MILPs)
     scale = max((float(np.max(np.abs(_edited_values(net, e)))) for e in task.edits), default=1.0) or 1.0
     t = min(user, 1e-4 * scale)
-    while deadline is None or time.perf_counter() < deadline:
-        if best is not None and (best[2] - lo <= gap * best[2] or best[2] <= 1e-12):
+    for _ in range(MAX_BISECTIONS):
+        if deadline is not None and time.perf_counter() >= deadline:
+            stopped = True
+            break
+        if np.isfinite(hi) and (hi - lo <= gap * hi or hi <= 1e-12):
             break
         sol, enc, m = solve(t)
         if m is not None:
+            hi = min(hi, t, m)
             best = (sol, enc, m) if best is None or m < best[2] else best
         elif sol.status == INFEASIBLE:
             lo = max(lo, t)
@@ -329,9 +336,9 @@ def linf_bisection(net: Network, task: PatchTask, groups: list[GoalGroup], optio
                 break
             t = min(4.0 * t, user)
             continue
-        t = (lo + best[2]) / 2.0
+        t = (lo + hi) / 2.0
     else:
-        stopped = True
+        stopped = True  # MAX_BISECTIONS: report what was reached
     seconds = time.perf_counter() - t0
     n = sum(int(np.count_nonzero(e.mask)) for e in task.edits)
     note = f"minimal L∞ by bisection over {calls['milp']} feasibility MILPs ({n} parameters, |delta| <= t as bounds)"
@@ -341,7 +348,7 @@ def linf_bisection(net: Network, task: PatchTask, groups: list[GoalGroup], optio
                          message="bisection: " + ("time limit" if stopped else "no bound tried admits a patch"))
         return MilpPlan(enc, options, [note], seconds, solution=empty)
     sol, enc, hi = best
-    done = hi - lo <= gap * hi or hi <= 1e-12
+    done = hi - lo <= gap * hi + 1e-9 * max(1.0, hi) or hi <= 1e-12  # the patch may exceed t by a bound tolerance
     answer = Solution(status=OPTIMAL if done else FEASIBLE, x=sol.x, objective=hi, bound=lo, backend="highs",
                       backend_version=highs.version(), seconds=seconds,
                       message=f"bisection: optimum in [{lo:.9g}, {hi:.9g}]")
