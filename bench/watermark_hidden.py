@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from patchlang.api import load_program_text, run_program  # noqa: E402
+from patchlang.errors import PatchlangError  # noqa: E402
 from patchlang.tasks.patch import RunOptions  # noqa: E402
 
 SPEC = """\
@@ -92,7 +93,11 @@ def main() -> None:
         for n_keep in (0, args.keep):
             for norm in ("linf", "l1"):
                 for layer, name in (("0", "hidden"), ("-1", "output")):
-                    r, wall = run_one(shared, i, layer, norm, n_keep, args.time_limit)
+                    try:
+                        r, wall = run_one(shared, i, layer, norm, n_keep, args.time_limit)
+                    except PatchlangError as exc:  # reported as a row, the table goes on
+                        print(f"{i:>3} {name:>6} {norm:>4} {n_keep:>4}  error: {exc.message}", flush=True)
+                        continue
                     acc = float(np.mean(r.patched.labels(x_test) == y_test)) if r.patched is not None else None
                     d = r.distances
                     row = {"watermark": i, "layer": name, "norm": norm, "keep": n_keep, "status": r.status,

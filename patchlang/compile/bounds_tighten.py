@@ -100,3 +100,64 @@ def _drop_stable_relus(q: Query, lb: np.ndarray, ub: np.ndarray) -> Query:
                  row_hi=np.concatenate(rows_hi), c=q.c, offset=q.offset, relus=relus,
                  disjunctions=list(q.disjunctions), var_blocks=list(q.var_blocks), row_blocks=blocks,
                  name=q.name, var_bound_source=q.var_bound_source)
+
+
+OBBT_MAX_ATOMS = 200  # two LPs per ReLU: only where few deep ReLUs remain
+OBBT_MAX_VARS = 50_000
+
+
+def deep_relus(q: Query, layout: DeltaLayout, source: Query | None = None) -> np.ndarray:
+    """Indices (into ``q.relus``) of the ReLU atoms whose input depends on another ReLU's output: the ones interval
+    arithmetic bounds loosely (inputs of the first ReLU layer after an edit are exact boxes already)."""
+    sch = schedule(q, layout, source)
+    if sch is None or not len(q.relus):
+        return np.zeros(0, dtype=np.int64)
+    relu_levels = [i for i, level in enumerate(sch.levels) if level.relu_y.size]
+    if len(relu_levels) < 2:
+        return np.zeros(0, dtype=np.int64)
+    shallow = np.zeros(q.n_vars, dtype=bool)
+    for level in sch.levels[: relu_levels[0] + 1]:
+        shallow[level.defined] = True
+        shallow[level.relu_y] = True
+    return np.nonzero(~shallow[q.relus[:, 1]])[0]
+
+
+def obbt(q: Query, atoms: np.ndarray, time_limit: float | None = None) -> Query:
+    """Optimization-based bound tightening: the smallest and largest value of each chosen ReLU input over the LP
+    relaxation of the whole MILP (every constraint, binaries continuous).  Sound because every feasible point of
+    the MILP is a point of its relaxation; ReLUs whose new bounds fix the phase become linear.  One HiGHS model,
+    re-solved from the previous basis with a new objective for each bound."""
+    import time
+
+    import highspy
+
+    from ..solvers.highs import _new_highs, to_highs_lp
+    from ..solvers.milp import lower_to_milp
+
+    if not atoms.size:
+        return q
+    m = lower_to_milp(q)
+    h = _new_highs()
+    h.setOptionValue("output_flag", False)
+    h.passModel(to_highs_lp(m, False))
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    lb, ub = q.lb.copy(), q.ub.copy()
+    zero = np.zeros(m.n_vars)
+    all_cols = np.arange(m.n_vars, dtype=np.int32)
+    for x in q.relus[atoms, 1]:
+        for sense in (1.0, -1.0):
+            if deadline is not None and time.perf_counter() > deadline:
+                return _drop_stable_relus(q, lb, ub)
+            cost = zero.copy()
+            cost[x] = sense
+            h.changeColsCost(m.n_vars, all_cols, cost)
+            h.run()
+            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                continue
+            value = sense * h.getInfo().objective_function_value
+            slack = 1e-7 * (1.0 + abs(value))  # the LP's own tolerance: never cut a feasible point
+            if sense > 0:
+                lb[x] = max(lb[x], value - slack)
+            else:
+                ub[x] = min(ub[x], value + slack)
+    return _drop_stable_relus(q, lb, ub)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from ..compile.bounds_tighten import rebound
+from ..compile.bounds_tighten import OBBT_MAX_ATOMS, OBBT_MAX_VARS, deep_relus, obbt, rebound
 from ..compile.fixed_phase import fixed_phase_query, propagate, relaxed_phases, violation
 from ..compile.goals import GoalGroup, clause_slack
 from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch, first_edited_position
@@ -39,6 +39,8 @@ from ..solvers.milp import lower_to_milp
 from ..solvers.registry import get_backend
 
 MAX_ROUNDS = 5  # fixed-phase LPs (one may be spent on the relaxation's phases)
+LP_SHARE = 0.5  # of a time limit, at most this much goes to the fixed-phase LPs
+OBBT_SECONDS = 10.0  # at most this long (and 20% of a time limit) for LP bound tightening
 # Relative slack on a derived bound.  Far above the LP's feasibility tolerance, and large enough that the
 # neuron the optimum pushes to exactly 0 is not left with a big-M of 1e-7 (MILP presolve mistreats those).
 INFLATE = 1e-3
@@ -136,8 +138,10 @@ def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup
 
     The first reference is the original network; if its phases admit no patch, the LP relaxation's answer is
     tried (the network's phases at its deltas, then the phases the relaxation leans to); once an answer is found,
-    the phases at that answer are tried while the objective drops."""
+    the phases at that answer are tried while the objective drops.  With a time limit, these LPs get at most
+    ``LP_SHARE`` of it (the MILP needs the rest); the third value is then negative when they ran out of time."""
     q = enc.query
+    deadline = None if options.time_limit is None else time.perf_counter() + LP_SHARE * options.time_limit
     x0 = propagate(q, enc.layout, np.zeros(q.n_vars))
     if x0 is None:
         return None, None, 0
@@ -150,7 +154,13 @@ def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup
     while refs and rounds < MAX_ROUNDS:
         x_ref, active = refs.pop(0)
         rounds += 1
+        if deadline is not None:
+            if time.perf_counter() >= deadline:
+                return (best[0], best[1], rounds) if best else (None, None, -rounds)
+            lp_options = replace(lp_options, time_limit=deadline - time.perf_counter())
         sol = highs.solve(fixed_phase_query(q, x_ref, active), lp_options)
+        if best is None and sol.status == TIMEOUT:
+            return None, None, -rounds
         deltas = enc.layout.deltas(sol.x) if sol.x is not None else None
         ok = (sol.status == OPTIMAL and deltas is not None and within_bounds(deltas, norms)
               and goals_hold(enc.layout.apply(net, sol.x), groups))
@@ -207,6 +217,10 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
     lp_seconds = time.perf_counter() - t1
     notes: list[str] = []
     user = task.norms.bounds.get("linf", np.inf)
+    if deltas is None and rounds < 0 and not np.isfinite(user):
+        stop = Solution(status=TIMEOUT, backend="highs", message="time limit while deriving a bound on the change")
+        return MilpPlan(enc, options, ["no `bound linf` was given and none could be derived within the time limit "
+                                       "(the fixed-phase LPs did not finish)"], lp_seconds, solution=stop)
     if deltas is None:
         if not np.isfinite(user):
             raise PatchlangError(
@@ -225,10 +239,30 @@ def plan_milp(net: Network, task: PatchTask, groups: list[GoalGroup], options: S
         if said:
             notes.append(f"bound {said} derived from a fixed-phase LP patch with objective {value:.6g} "
                          f"({rounds} LP round(s)); sound: every optimal patch lies within it")
+    enc, obbt_note = _tighten_deep(enc, options)
+    if obbt_note:
+        notes.append(obbt_note)
     plan = MilpPlan(enc, with_start(options, enc, deltas), notes, lp_seconds, value)
     if plan.options.start is not None:
         plan.notes.append(f"MILP warm-started from the fixed-phase LP patch (objective {value:.6g})")
     return plan
+
+
+def _tighten_deep(enc: PatchEncoding, options: SolveOptions) -> tuple[PatchEncoding, str]:
+    """LP-based bounds for the ReLUs behind other ReLUs (where intervals are loose), when there are few of them and
+    the problem is small enough for two LPs per ReLU to pay (:func:`~patchlang.compile.bounds_tighten.obbt`)."""
+    q = enc.query
+    if q.problem_class != "MILP" or q.n_vars > OBBT_MAX_VARS:
+        return enc, ""
+    atoms = deep_relus(q, enc.layout, enc.source)
+    if not atoms.size or atoms.size > OBBT_MAX_ATOMS:
+        return enc, ""
+    budget = OBBT_SECONDS if options.time_limit is None else min(OBBT_SECONDS, 0.2 * options.time_limit)
+    tight = obbt(q, atoms, budget)
+    fixed = len(q.relus) - len(tight.relus)
+    out = PatchEncoding(tight, enc.layout, len(tight.relus), enc.n_points, source=enc.source or q)
+    return out, (f"LP bound tightening of {atoms.size} ReLUs behind other ReLUs: {fixed} phase(s) fixed, "
+                 "the other big-Ms smaller")
 
 
 def _restrict(net: Network, task: PatchTask, groups: list[GoalGroup], enc: PatchEncoding, bound: float,
