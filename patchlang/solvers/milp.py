@@ -37,6 +37,8 @@ class LinearModel:
     # per disjunction, per alternative: (binary index or -1, a, b) with "alternative enforced" w = a*z + b;
     # None for an alternative that cannot hold; an all -1 plan means the disjunction needed no binary.
     disj_layout: list[np.ndarray] | None = None
+    # per disjunction, the rows ``[start, stop)`` of ``A`` that lower it (an infeasible subset names them)
+    disj_rows: list[tuple[int, int]] | None = None
 
     @property
     def n_vars(self) -> int:
@@ -353,14 +355,19 @@ def lower_to_milp(q: Query) -> LinearModel:
             blocks.append(order)
             los.append(np.full(order.shape[0], -np.inf)); his.append(np.zeros(order.shape[0]))
     disj_layout = []
+    disj_rows = []
+    row = sum(b.shape[0] for b in blocks)
     for d, plan in zip(q.disjunctions, plans):
         zi = plan.binary_of_alt(nb)
         nb += plan.n_binaries
         disj_layout.append(zi)
         rows_b, lo_b, hi_b = plan.rows(d, n, N, zi)
         blocks.extend(rows_b); los.extend(lo_b); his.extend(hi_b)
+        stop = row + sum(b.shape[0] for b in rows_b)
+        disj_rows.append((row, stop))
+        row = stop
     A = sp.vstack(blocks).tocsr() if len(blocks) > 1 else blocks[0]
     c = np.concatenate([q.c, np.zeros(n_bin)])
     relu_z = np.arange(n, n + len(relus))
     return LinearModel(A, np.concatenate(los), np.concatenate(his), lb, ub, c, integer, q.offset, n, relu_z,
-                       disj_layout)
+                       disj_layout, disj_rows)

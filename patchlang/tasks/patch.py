@@ -277,7 +277,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             result.status = NO_PATCH
             result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
             if len(statuses) == 1:
-                _explain(enc.query, options, result)
+                _explain(enc, options, result)
         elif any(s == UNBOUNDED for s in statuses):
             result.status = INCONCLUSIVE
             result.message = "the problem is unbounded (internal: the norm should bound it)"
@@ -364,13 +364,20 @@ def _exact_details(sol: Solution, q, result: TaskResult) -> None:
     result.details["z3_exact"] = {k: st[k] for k in ("objective_exact", "bracket") if k in st}
 
 
-def _explain(q, options: SolveOptions, result: TaskResult) -> None:
-    """Name a small set of the user's statements that conflict (see :mod:`patchlang.tasks.explain`)."""
+def _explain(enc: PatchEncoding, options: SolveOptions, result: TaskResult) -> None:
+    """Name a small set of the user's statements that conflict (see :mod:`patchlang.tasks.explain`), within a
+    budget (:func:`~patchlang.tasks.explain.explain_budget`); the unpatched network's assignment is the reference
+    whose ReLU phases show a conflict needs its `bound` statement."""
+    from ..compile.fixed_phase import propagate
     from .explain import explain_infeasible
 
     t0 = time.perf_counter()
+    # the encoder's own query: bounds tightened by LPs over *every* statement (obbt) would carry dropped
+    # statements into a restriction and make a smaller set look conflicting
+    q = enc.source or enc.query
+    reference = propagate(q, enc.layout, np.zeros(q.n_vars))
     try:
-        why = explain_infeasible(q, options, prefer=result.backend)
+        why = explain_infeasible(q, options, prefer=result.backend, reference=reference)
     except PatchlangError as exc:
         result.notes.append(f"no conflict explanation: {exc.message}")
         return
