@@ -61,6 +61,7 @@ def main() -> int:
     ap.add_argument("--layer", default="-1", help="the affine layer to edit (default -1: the output layer)")
     ap.add_argument("--cex", type=int, default=8, help="counterexamples added per iteration")
     ap.add_argument("--prop", type=int, choices=(2, 8), help="only the repairs of this property")
+    ap.add_argument("--only", action="append", metavar="I,J", help="only network N_{I,J} (repeatable)")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu_repair.csv"))
     args = ap.parse_args()
     base = shared_dir() / "benchmarks" / "acasxu"
@@ -70,6 +71,9 @@ def main() -> int:
     jobs = [(2, 9, 8)] + [(i, j, 2) for i, j in PROP2_VIOLATORS]
     if args.prop:
         jobs = [job for job in jobs if job[2] == args.prop]
+    if args.only:
+        wanted = {tuple(int(v) for v in o.split(",")) for o in args.only}
+        jobs = [job for job in jobs if job[:2] in wanted]
     if args.limit:
         jobs = jobs[:args.limit]
     rng = np.random.default_rng(0)

@@ -254,3 +254,25 @@ def test_vnnlib_export_round_trip(tmp_path):
         prop = PropertySpec(name, program.properties[name].span, [(c.lo, c.hi) for c in back.cases],
                             unsafe_dnf=[c.unsafe for c in back.cases], source="vnnlib")
         assert verify_cases(net, property_cases(prop, net), timeout=60).status == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_relaxation_first_keeps_every_verdict(seed):
+    """`relaxation_first` (verification leaves) may only skip branching when the LP relaxation is already
+    infeasible: on whole-box queries of random nets with thresholds on both sides of the true maximum, the status
+    must equal the plain MILP's, and some cases must be decided by the relaxation alone (else it is not tested)."""
+    net = random_net(200 + seed, sizes=(2, 10, 10, 3))
+    rn = relu_network(net)
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    X = np.random.default_rng(seed).uniform(lo, hi, (20000, 2))
+    peak = rn.forward(X)[:, 1].max()
+    by_relaxation = 0
+    for t in (peak + 2.0, peak + 0.05, peak - 0.05):
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[1], "<=", t, 0.0)]], 3)
+        q = encode_region_query(rn, lo, hi, spec, None).query
+        plain = HighsBackend().solve(q, SolveOptions(time_limit=60))
+        fast = HighsBackend().solve(q, SolveOptions(time_limit=60, relaxation_first=True))
+        assert (fast.status == INFEASIBLE) == (plain.status == INFEASIBLE)
+        by_relaxation += fast.message == "the LP relaxation is infeasible"
+    assert by_relaxation >= 1  # the far threshold: refuted without branching
+

@@ -221,9 +221,12 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
             l, u = (v[0] for v in affine_interval(W, b, in_lo[None], in_hi[None]))
         n_out = W.shape[0]
         z = qb.add_vars(n_out, l - 1e-9 * (1 + np.abs(l)), u + 1e-9 * (1 + np.abs(u)), name=f"z{k}", kind="neuron")
-        M = sp.hstack([sp.csr_matrix(Wl), -sp.eye(n_out)]).tocoo()
-        cols = np.concatenate([h_idx[live], z])
-        qb.add_rows(sp.coo_matrix((M.data, (M.row, cols[M.col])), shape=(n_out, qb.n_vars)), -b, -b,
+        # W h - z = -b, assembled as COO triplets directly (thousands of leaf queries: scipy's hstack/eye dominate)
+        r, c = np.nonzero(Wl)
+        rows = np.concatenate([r, np.arange(n_out)])
+        cols = np.concatenate([h_idx[live][c], z])
+        vals = np.concatenate([Wl[r, c], -np.ones(n_out)])
+        qb.add_rows(sp.coo_matrix((vals, (rows, cols)), shape=(n_out, qb.n_vars)), -b, -b,
                     label=f"layer {k}", group="network")
         if k == rn.n_hidden:
             y = z

@@ -34,6 +34,9 @@ class SolveOptions:
     # A known feasible assignment of the Query's variables (e.g. from the fixed-phase LP): MILP backends lift it
     # to their binaries (solvers.milp.lift_start) and pass it as incumbent; None when there is none.
     start: np.ndarray | None = None
+    # Feasibility questions that are usually infeasible (verification leaves): try the MILP's LP relaxation first;
+    # when even the relaxation is infeasible, so is the MILP, without any branching.  A hint: backends may ignore it.
+    relaxation_first: bool = False
 
 
 @dataclass

@@ -71,6 +71,14 @@ class HighsBackend:
             # a few hundred rows over a whole layer's weights: HiGHS's presolve can spend minutes on such an LP
             # that dual simplex solves in a fraction of a second
             options = replace(options, extra={**options.extra, "presolve": "off"})
+        if is_mip and options.relaxation_first:
+            relaxed = self.solve_linear(replace(model, integer=np.zeros_like(model.integer)), options, is_mip=False)
+            if relaxed.status == INFEASIBLE:
+                relaxed.message = "the LP relaxation is infeasible"
+                relaxed.seconds = time.perf_counter() - t0
+                return relaxed
+            if options.time_limit is not None:
+                options = replace(options, time_limit=max(1e-3, options.time_limit - (time.perf_counter() - t0)))
         sol = self.solve_linear(model, options, is_mip=is_mip, start=start)
         if sol.x is not None:
             sol.x = (split.to_old(sol.x) if split is not None else sol.x)[: model.n_original]

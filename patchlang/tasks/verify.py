@@ -161,7 +161,7 @@ def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
     def solve(query) -> Solution:
         left = max(0.1, deadline - time.perf_counter())
         opts = SolveOptions(time_limit=min(left, options.time_limit or left), seed=options.seed,
-                            threads=1, extra=dict(options.extra))
+                            threads=1, extra=dict(options.extra), relaxation_first=True)
         backend, _ = choose_backend(backend_name, query, "MILP")
         return backend.solve(query, opts)
 
