@@ -128,6 +128,24 @@ def test_lazy_keep_equals_full_encoding(seed: int, norm: str, tmp_path: Path,
     assert lazy.query_size["rows"] < full.query_size["rows"]
 
 
+@pytest.mark.parametrize("seed", [6, 9])
+def test_lazy_keep_milp_equals_full_encoding(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hidden-layer edits (a MILP, one copy of the ReLUs per keep point): the lazy rounds reach the optimum of
+    the whole encoding, with fewer binaries in the last round (small sizes so both solve in a blink)."""
+    monkeypatch.setattr(lazy_module, "LAZY_MIN_POINTS", 10)
+    monkeypatch.setattr(lazy_module, "INITIAL_POINTS", 4)
+    folder = make_case(seed, tmp_path)
+    body = "edit layers 0, 1 biases\nchange x[0] to runner-up\nkeep x[10:40]\nminimize linf\nmargin 0.01\nbound linf <= 3"
+    lazy = run(folder, body)
+    assert lazy.problem_class == "MILP"
+    assert any("added lazily" in n and "(1 rounds)" not in n for n in lazy.notes)  # points were added
+    monkeypatch.setattr(lazy_module, "LAZY_MIN_POINTS", 10**9)
+    full = run(folder, body)
+    assert not any("added lazily" in n for n in full.notes)
+    assert lazy.objective == pytest.approx(full.objective, rel=1e-6)
+    assert lazy.query_size["binaries"] < full.query_size["binaries"]
+
+
 # ------------------------------------------------------------------ bulk last-layer encoding
 @pytest.mark.parametrize("seed", [9, 10])
 @pytest.mark.parametrize("edit", ["weights", "biases", "weights and biases", "weights rows [1, 3]"])

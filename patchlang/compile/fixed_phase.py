@@ -16,7 +16,7 @@ so a convention change costs a warm start, never correctness: every start is re-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -187,6 +187,69 @@ def _alt_slack(dj: Disjunction, x: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class Definitions:
+    """The network rows of a Query that define a neuron from earlier variables (the encoder's convention: the
+    defined neuron is the row's last column), for walking the network backwards from any constraint."""
+
+    rows: np.ndarray  # row indices of definitions
+    last: np.ndarray  # per row of the query: its last column (-1 for an empty row)
+    neuron: np.ndarray  # per variable: of a neuron block
+
+    def needed(self, q: Query, seed: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Variables ``seed`` depends on: closed under "a needed neuron needs its definition's variables" and
+        "a needed ReLU output needs its input" (one network level per round)."""
+        A = q.A.tocsr()
+        rows = self.rows if rows is None else rows
+        y, x = (q.relus[:, 0], q.relus[:, 1]) if len(q.relus) else (np.zeros(0, np.int64),) * 2
+        needed = np.asarray(seed, dtype=bool).copy()
+        while True:
+            grow = needed.copy()
+            grow[A[rows[needed[self.last[rows]]]].indices] = True
+            grow[x[needed[y]]] = True
+            if np.array_equal(grow, needed):
+                return needed
+            needed = grow
+
+
+def definitions(q: Query) -> Definitions:
+    neuron = np.zeros(q.n_vars, dtype=bool)
+    for b in q.var_blocks:
+        if b.kind == "neuron":
+            neuron[b.slice] = True
+    network = np.zeros(q.n_rows, dtype=bool)
+    for blk in q.row_blocks:
+        if blk.group == "network":
+            network[blk.slice] = True
+    A = q.A.tocsr()
+    has = np.diff(A.indptr) > 0
+    last = np.full(q.n_rows, -1, dtype=np.int64)
+    if np.any(has):
+        last[has] = np.maximum.reduceat(A.indices, A.indptr[:-1][has])
+    rows = np.nonzero(network & has & neuron[np.maximum(last, 0)])[0]
+    return Definitions(rows, last, neuron)
+
+
+def relus_of_groups(q: Query, groups: set[str]) -> np.ndarray:
+    """Per ReLU atom: whether it belongs to a point of a statement of one of ``groups`` (``keep``, ...) *only*,
+    i.e. the constraints of those statements depend on it and no other statement's do."""
+    net = definitions(q)
+    A = q.A.tocsr()
+    inside = np.zeros(q.n_vars, dtype=bool)
+    outside = np.zeros(q.n_vars, dtype=bool)
+    for blk in q.row_blocks:
+        if blk.group in ("network", "norm", "bound"):
+            continue
+        (inside if blk.group in groups else outside)[A[blk.slice].indices] = True
+    for d in q.disjunctions:
+        cols = d.A.indices[d.A.indices < q.n_vars]
+        (inside if d.group in groups else outside)[cols] = True
+    if not len(q.relus):
+        return np.zeros(0, dtype=bool)
+    y = q.relus[:, 0]
+    return net.needed(q, inside)[y] & ~net.needed(q, outside)[y]
+
+
 def relaxed_phases(q: Query, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     """The phases an LP-relaxation answer leans to: active where its ReLU input is >= 0 *or* it uses the output
     (``y > 0`` is only possible inside the triangle when the relaxation wants the neuron on)."""
@@ -194,11 +257,21 @@ def relaxed_phases(q: Query, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     return (x[src] >= 0) | (x[y] > tol * (1.0 + np.abs(x[src])))
 
 
-def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = None) -> Query:
+def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = None,
+                      only: np.ndarray | None = None) -> Query:
     """The LP restriction of ``q``: every ReLU atom fixed to its phase at ``x_ref`` (active: ``y = x >= 0``,
     inactive: ``y = 0 >= x``) or to ``active`` when given, every disjunction to its alternative with the best
     slack at ``x_ref``, every integer variable (the l0 indicators) to its upper bound ("may change").  Nothing
-    here relaxes a constraint."""
+    here relaxes a constraint.
+
+    ``only`` (a mask over the ReLU atoms): fix just those; the others stay atoms, and the disjunctions and integer
+    variables stay free too: a smaller MILP that is still a restriction (e.g. the `keep` points' phases fixed)."""
+    if only is not None:
+        only = np.asarray(only, dtype=bool)
+        part = fixed_phase_query(replace(q, relus=q.relus[only], disjunctions=[], integer=np.zeros_like(q.integer)),
+                                 x_ref, None if active is None else np.asarray(active, dtype=bool)[only])
+        return replace(part, relus=q.relus[~only], disjunctions=list(q.disjunctions), integer=q.integer.copy(),
+                       lb=np.where(q.integer, q.lb, part.lb), ub=np.where(q.integer, q.ub, part.ub))
     lb, ub = q.lb.copy(), q.ub.copy()
     extra_rows: list[sp.csr_matrix] = []
     extra_lo: list[np.ndarray] = []

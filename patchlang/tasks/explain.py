@@ -27,7 +27,7 @@ import numpy as np
 
 from ..compile.query import Query
 from ..errors import PatchlangError, Span
-from ..compile.fixed_phase import fixed_phase_query
+from ..compile.fixed_phase import definitions, fixed_phase_query
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL, SolveOptions
 from ..solvers.z3backend import Tracking
 
@@ -119,42 +119,22 @@ def _unused_network(q: Query) -> tuple[np.ndarray, np.ndarray]:
 
     Why: a restriction to two statements should be a problem about their points only; with the unused copies
     left in, every check of a thousand-point `keep` costs as much as the whole MILP (their binaries included).
-    Dropping them is exact: each defines its neuron from earlier variables (the encoder's convention, so the
-    defined neuron is the row's last column), and a neuron nothing else uses can take that value, which lies
-    within its bounds because they are sound for every change allowed by the remaining bounds (and are dropped
-    with the `bound` statement)."""
-    neuron = np.zeros(q.n_vars, dtype=bool)
-    for b in q.var_blocks:
-        if b.kind == "neuron":
-            neuron[b.slice] = True
-    network = np.zeros(q.n_rows, dtype=bool)
-    for blk in q.row_blocks:
-        if blk.group == "network":
-            network[blk.slice] = True
-    A = q.A.tocsr()
+    Dropping them is exact: each defines its neuron from earlier variables, and a neuron nothing else uses can
+    take that value, which lies within its bounds because they are sound for every change allowed by the
+    remaining bounds (and are dropped with the `bound` statement)."""
+    net = definitions(q)
     active = np.isfinite(q.row_lo) | np.isfinite(q.row_hi)
-    nnz = np.diff(A.indptr)
-    last = np.full(q.n_rows, -1, dtype=np.int64)
-    has = nnz > 0
-    last[has] = np.maximum.reduceat(A.indices, A.indptr[:-1][has]) if np.any(has) else last[has]
-    defining = network & active & has & neuron[np.maximum(last, 0)]
+    defining = net.rows[active[net.rows]]
     # needed: every variable of a constraint that is not a definition, and everything that is not a neuron
-    other = active & ~defining
-    needed = ~neuron
-    needed[A[other].indices] = True
+    other = active.copy()
+    other[net.rows] = False
+    seed = ~net.neuron
+    seed[q.A.tocsr()[other].indices] = True
     for d in q.disjunctions:
-        needed[d.A.indices[d.A.indices < q.n_vars]] = True
-    y, x = (q.relus[:, 0], q.relus[:, 1]) if len(q.relus) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    rows = np.nonzero(defining)[0]
-    while True:  # one network level per round: a definition is needed when its neuron is
-        used = rows[needed[last[rows]]]
-        grow = needed.copy()
-        grow[A[used].indices] = True
-        grow[x[needed[y]]] = True
-        if np.array_equal(grow, needed):
-            break
-        needed = grow
-    return rows[~needed[last[rows]]], np.nonzero(~needed[y])[0]
+        seed[d.A.indices[d.A.indices < q.n_vars]] = True
+    needed = net.needed(q, seed, defining)
+    y = q.relus[:, 0] if len(q.relus) else np.zeros(0, np.int64)
+    return defining[~needed[net.last[defining]]], np.nonzero(~needed[y])[0]
 
 
 # --------------------------------------------------------------------------------------------- finding a core

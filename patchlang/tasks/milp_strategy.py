@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..compile.bounds_tighten import OBBT_MAX_ATOMS, OBBT_MAX_VARS, deep_relus, obbt, rebound
-from ..compile.fixed_phase import fixed_phase_query, propagate, relaxed_phases, violation
+from ..compile.fixed_phase import fixed_phase_query, propagate, relaxed_phases, relus_of_groups, violation
 from ..compile.goals import GoalGroup, clause_slack
 from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch, first_edited_position
 from ..compile.query import Query, RowBlock, VarBlock
@@ -38,7 +38,8 @@ from ..solvers.highs import HighsBackend
 from ..solvers.milp import lower_to_milp
 from ..solvers.registry import get_backend
 
-MAX_ROUNDS = 5  # fixed-phase LPs (one may be spent on the relaxation's phases)
+MAX_ROUNDS = 6  # fixed-phase LPs (two may be spent on the relaxation's phases, one on the keep-phase MILP)
+KEEP_PHASES_SECONDS = 20.0  # at most this long for the MILP with the `keep` points' phases fixed
 LP_SHARE = 0.5  # of a time limit, at most this much goes to the fixed-phase LPs
 OBBT_SECONDS = 10.0  # at most this long (and 20% of a time limit) for LP bound tightening
 # Relative slack on a derived bound.  Far above the LP's feasibility tolerance, and large enough that the
@@ -137,32 +138,37 @@ def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup
     """Best deltas found by fixed-phase LPs (checked on the network), their objective, and the LPs solved.
 
     The first reference is the original network; if its phases admit no patch, the LP relaxation's answer is
-    tried (the network's phases at its deltas, then the phases the relaxation leans to); once an answer is found,
-    the phases at that answer are tried while the objective drops.  With a time limit, these LPs get at most
-    ``LP_SHARE`` of it (the MILP needs the rest); the third value is then negative when they ran out of time."""
+    tried (the network's phases at its deltas, then the phases the relaxation leans to), then a smaller MILP
+    in which only the `keep` points' ReLUs are fixed to their original phases (a restriction too: the points to
+    change may switch phases, which is what fully fixed LPs cannot do); once an answer is found, the phases at
+    that answer are tried while the objective drops.  With a time limit, these get at most ``LP_SHARE`` of it
+    (the MILP needs the rest); the third value is then negative when they ran out of time."""
     q = enc.query
-    deadline = None if options.time_limit is None else time.perf_counter() + LP_SHARE * options.time_limit
+    start = time.perf_counter()
+    deadline = None if options.time_limit is None else start + LP_SHARE * options.time_limit
     x0 = propagate(q, enc.layout, np.zeros(q.n_vars))
     if x0 is None:
         return None, None, 0
     highs = get_backend("highs")
     lp_options = replace(options, start=None, mip_gap=None)
-    refs: list[tuple[np.ndarray, np.ndarray | None]] = [(x0, None)]
+    # (reference, phases or None, mask of the ReLUs to fix or None for all)
+    refs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = [(x0, None, None)]
     best: tuple[np.ndarray, float] | None = None
     rounds = 0
-    tried_relaxation = False
+    tried_relaxation = tried_keep = False
     while refs and rounds < MAX_ROUNDS:
-        x_ref, active = refs.pop(0)
+        x_ref, active, only = refs.pop(0)
         rounds += 1
-        if deadline is not None:
-            if time.perf_counter() >= deadline:
+        end = deadline if only is None else min(deadline or np.inf, time.perf_counter() + KEEP_PHASES_SECONDS)
+        if end is not None:
+            if time.perf_counter() >= end:
                 return (best[0], best[1], rounds) if best else (None, None, -rounds)
-            lp_options = replace(lp_options, time_limit=deadline - time.perf_counter())
-        sol = highs.solve(fixed_phase_query(q, x_ref, active), lp_options)
-        if best is None and sol.status == TIMEOUT:
+            lp_options = replace(lp_options, time_limit=end - time.perf_counter())
+        sol = highs.solve(fixed_phase_query(q, x_ref, active, only), lp_options)
+        if best is None and sol.status == TIMEOUT and only is None:
             return None, None, -rounds
         deltas = enc.layout.deltas(sol.x) if sol.x is not None else None
-        ok = (sol.status == OPTIMAL and deltas is not None and within_bounds(deltas, norms)
+        ok = (sol.status in (OPTIMAL, FEASIBLE) and deltas is not None and within_bounds(deltas, norms)
               and goals_hold(enc.layout.apply(net, sol.x), groups))
         if ok:
             value = objective_value(deltas, norms)
@@ -170,13 +176,19 @@ def _fixed_phase_search(net: Network, enc: PatchEncoding, groups: list[GoalGroup
                 break
             best = (deltas, value)
             x_next = propagate(q, enc.layout, sol.x)
-            refs = [(x_next, None)] if x_next is not None else []
+            refs = [(x_next, None, None)] if x_next is not None else []
         elif best is None and not refs and not tried_relaxation:
             tried_relaxation = True
             relaxed = _relaxation_point(q, lp_options)
             if relaxed is not None:
                 x_true = propagate(q, enc.layout, relaxed)
-                refs = ([(x_true, None)] if x_true is not None else []) + [(relaxed, relaxed_phases(q, relaxed))]
+                refs = ([(x_true, None, None)] if x_true is not None else []) + [
+                    (relaxed, relaxed_phases(q, relaxed), None)]
+        if best is None and not refs and tried_relaxation and not tried_keep:
+            tried_keep = True
+            keep = relus_of_groups(q, {"keep"}) if len(q.relus) else np.zeros(0, dtype=bool)
+            if np.any(keep) and not np.all(keep):
+                refs = [(x0, None, keep)]
     return (best[0], best[1], rounds) if best else (None, None, rounds)
 
 

@@ -134,9 +134,13 @@ def _tidy_primary(task: PatchTask) -> str | None:
 
 
 def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKeep | None:
-    """Working sets for the large `keep` groups of an LP (see :mod:`patchlang.tasks.lazy`), or None."""
+    """Working sets for the large `keep` groups of an LP or MILP (see :mod:`patchlang.tasks.lazy`), or None.
+
+    For a MILP the gain is larger than for an LP: every keep point carries its own copy of the ReLUs after the
+    edit (binaries), and a thousand of them make the MILP intractable while the few that the optimum breaks
+    are cheap (bias patching, keep 1000: 9340 binaries)."""
     eligible = LazyKeep.eligible(groups)
-    if task.problem_class != "LP" or not eligible:
+    if task.problem_class not in ("LP", "MILP") or not eligible:
         return None
     return LazyKeep(net, groups, first_edited_position(net, task.edits), eligible)
 
@@ -152,9 +156,11 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
     breaks a point it was not asked about)."""
     t_build = t_solve = 0.0
     deadline = time.perf_counter() + options.time_limit if options.time_limit is not None else None
+    best_bound: float | None = None  # every round solves a relaxation: its bound holds for the whole problem
     while True:
         t0 = time.perf_counter()
         sub = lazy.subset(groups) if lazy is not None else groups
+        options = _until(options, deadline)
         if norms is None:
             plan = prepare_encoding(net, task, sub, options)  # MILPs: derived bound, warm start (milp_strategy)
         else:
@@ -164,31 +170,47 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         backend, bnotes = choose_backend(backend_name, enc.query,
                                          task.problem_class if norms is None else enc.query.problem_class)
         notes.extend(n for n in plan.notes + bnotes if n not in notes)
-        solve_opts = plan.options
-        if lazy is not None and deadline is not None:
-            solve_opts = replace(solve_opts, time_limit=max(deadline - time.perf_counter(), 1e-3))
+        solve_opts = _until(plan.options, deadline)  # planning used part of the time limit
         sol = plan.solution or backend.solve(enc.query, solve_opts)  # milp_strategy may have solved it already
+        if sol.bound is not None and np.isfinite(sol.bound) and sol.status in (OPTIMAL, FEASIBLE, TIMEOUT):
+            best_bound = sol.bound if best_bound is None else max(best_bound, sol.bound)
         t_build += t1 - t0 - plan.lp_seconds
         t_solve += time.perf_counter() - t1 + plan.lp_seconds
         if lazy is None or sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
+            if sol.status == TIMEOUT and best_bound is not None:
+                sol.bound = best_bound  # an earlier round's optimum may be the strongest bound known
             return sol, enc, t_build, t_solve  # an infeasible relaxation means the full problem is infeasible
         if sol.status == OPTIMAL and (sol.objective or 0.0) > cutoff:
             return sol, enc, t_build, t_solve
         probe = None
-        if norms is None and _tidy_primary(task) == "linf" and sol.status == OPTIMAL:
+        if (norms is None and _tidy_primary(task) == "linf" and sol.status == OPTIMAL
+                and enc.query.problem_class == "LP"):
             # an L∞ optimum is far from unique and its arbitrary corner breaks many points no optimum needs to
-            # break; the least-L1 patch among the L∞-optimal ones (the answer we report) is the one to test
+            # break; the least-L1 patch among the L∞-optimal ones (the answer we report) is the one to test.
+            # Not for MILPs: there this second MILP costs more than the extra points it saves (bias patching,
+            # keep 1000: 10 s of a 60 s limit)
             t2 = time.perf_counter()
-            probe = _tidy(net, task, lazy.subset(groups), sol, backend_name, options, "linf", None)
+            probe = _tidy(net, task, lazy.subset(groups), sol, backend_name, _until(options, deadline), "linf",
+                          None, enc)
             t_solve += time.perf_counter() - t2
         x, layout = (probe[0].x, probe[1].layout) if probe is not None else (sol.x, enc.layout)
         if not lazy.add_violated(groups, layout.apply(net, x)):
             if probe is not None:
                 lazy.remember_tidy(sol, probe)
+            if sol.status == FEASIBLE and best_bound is not None:
+                sol.bound = best_bound
             return sol, enc, t_build, t_solve
         if deadline is not None and time.perf_counter() >= deadline:
-            return (Solution(TIMEOUT, backend=sol.backend, backend_version=sol.backend_version,
+            return (Solution(TIMEOUT, backend=sol.backend, backend_version=sol.backend_version, bound=best_bound,
                              message="time limit reached while adding keep points lazily"), enc, t_build, t_solve)
+
+
+def _until(options: SolveOptions, deadline: float | None) -> SolveOptions:
+    """``options`` with the time left before ``deadline`` as time limit (unchanged without a deadline): the
+    task's time limit bounds the whole task, planning LPs and follow-up solves included, not each call."""
+    if deadline is None:
+        return options
+    return replace(options, time_limit=max(deadline - time.perf_counter(), 1e-3))
 
 
 MARGIN_RELATIVE = 1e-5
@@ -227,6 +249,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
                                            [(g.text, g.points) for g in task.goals if len(g.points)]))
     task = _scaled_default_margin(net, task, result)
     options = solve_options(task, run)
+    deadline = t_start + options.time_limit if options.time_limit is not None else None
     backend_name = run.backend or task.backend.name
 
     candidates = single_away_candidates(net, task)
@@ -245,8 +268,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             break  # attempts are sorted by lower bound: no later candidate can beat (or tie) the incumbent
         groups = base_groups if label is None else _pin_away(base_groups, gi, label)
         cutoff = (best[0].objective or 0.0) + _tie_tol(best[0]) if best is not None else np.inf
-        sol, enc, tb, ts = _encode_and_solve(net, task, groups, None, backend_name, options, result.notes, lazy,
-                                             cutoff)
+        sol, enc, tb, ts = _encode_and_solve(net, task, groups, None, backend_name, _until(options, deadline),
+                                             result.notes, lazy, cutoff)
         t_build += tb
         t_solve += ts
         statuses.append(sol.status)
@@ -277,7 +300,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             result.status = NO_PATCH
             result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
             if len(statuses) == 1:
-                _explain(enc, options, result)
+                _explain(enc, options, result, deadline)
         elif any(s == UNBOUNDED for s in statuses):
             result.status = INCONCLUSIVE
             result.message = "the problem is unbounded (internal: the norm should bound it)"
@@ -293,7 +316,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
     primary = _tidy_primary(task)
     if primary in ("linf", "l0") and sol.status == OPTIMAL and task.problem_class != "SMT":
-        tidy = _tidy(net, task, groups, sol, backend_name, options, primary, lazy, enc)
+        tidy = _tidy(net, task, groups, sol, backend_name, _until(options, deadline), primary, lazy, enc)
         if tidy is not None:
             sol, enc = tidy
             name = "L∞" if primary == "linf" else "L0"
@@ -364,12 +387,12 @@ def _exact_details(sol: Solution, q, result: TaskResult) -> None:
     result.details["z3_exact"] = {k: st[k] for k in ("objective_exact", "bracket") if k in st}
 
 
-def _explain(enc: PatchEncoding, options: SolveOptions, result: TaskResult) -> None:
+def _explain(enc: PatchEncoding, options: SolveOptions, result: TaskResult, deadline: float | None = None) -> None:
     """Name a small set of the user's statements that conflict (see :mod:`patchlang.tasks.explain`), within a
-    budget (:func:`~patchlang.tasks.explain.explain_budget`); the unpatched network's assignment is the reference
-    whose ReLU phases show a conflict needs its `bound` statement."""
+    budget (:func:`~patchlang.tasks.explain.explain_budget`, and never past the task's ``deadline``); the
+    unpatched network's assignment is the reference whose ReLU phases show a conflict needs its `bound`."""
     from ..compile.fixed_phase import propagate
-    from .explain import explain_infeasible
+    from .explain import explain_budget, explain_infeasible
 
     t0 = time.perf_counter()
     # the encoder's own query: bounds tightened by LPs over *every* statement (obbt) would carry dropped
@@ -377,7 +400,10 @@ def _explain(enc: PatchEncoding, options: SolveOptions, result: TaskResult) -> N
     q = enc.source or enc.query
     reference = propagate(q, enc.layout, np.zeros(q.n_vars))
     try:
-        why = explain_infeasible(q, options, prefer=result.backend, reference=reference)
+        budget = explain_budget(options)
+        if deadline is not None:
+            budget = min(budget, max(deadline - time.perf_counter(), 0.0))
+        why = explain_infeasible(q, options, budget, prefer=result.backend, reference=reference)
     except PatchlangError as exc:
         result.notes.append(f"no conflict explanation: {exc.message}")
         return
