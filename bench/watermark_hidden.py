@@ -11,7 +11,8 @@ by the output layer's weights (``edit layer -1 weights``, an LP).  Every run is 
     python bench/watermark_hidden.py --count 5 --time-limit 120
 
 Writes ``bench/results/watermark_hidden.csv``: watermark, layer, norm, keep, status, seconds, linf, l1, l0,
-gap, test accuracy (MNIST test, 10k) after the patch.
+gap, bound (the solver's proven lower bound on the objective, also when the time limit leaves no patch), test
+accuracy (MNIST test, 10k) after the patch.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def main() -> None:
                     row = {"watermark": i, "layer": name, "norm": norm, "keep": n_keep, "status": r.status,
                            "seconds": round(wall, 2), "linf": d.get("linf", ""), "l1": d.get("l1", ""),
                            "l0": d.get("l0", ""), "gap": "" if r.gap is None else r.gap,
+                           "bound": "" if r.bound is None else r.bound,
                            "test_accuracy": "" if acc is None else round(acc, 4)}
                     rows.append(row)
                     f = (lambda v, spec: format(v, spec) if v != "" else "-")  # noqa: E731

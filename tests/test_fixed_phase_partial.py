@@ -38,3 +38,19 @@ def test_keep_phases_fixed_is_a_restriction(tmp_path: Path) -> None:
     assert violation(q, sol.x) < 1e-6  # feasible for the whole problem
     full = HighsBackend().solve(q, SolveOptions())
     assert full.objective < sol.objective  # a restriction (here a strict one): never below the optimum
+
+
+def test_timeout_without_patch_falls_back_to_the_checked_warm_start() -> None:
+    """A MILP stopped before reporting any patch still has its warm start (a checked fixed-phase LP patch): it
+    becomes the incumbent with the solver's bound, so the report gives a distance and a gap, not nothing."""
+    from patchlang.solvers.base import INFEASIBLE, TIMEOUT, Solution
+    from patchlang.tasks.patch import _with_start_incumbent
+
+    start = np.array([0.5, -0.25])
+    opts = SolveOptions(start=start)
+    got = _with_start_incumbent(Solution(TIMEOUT, bound=1.0), opts, 2.0)
+    assert got.status == FEASIBLE and got.objective == 2.0 and got.bound == 1.0 and got.gap == 0.5
+    assert np.array_equal(got.x, start)
+    for unchanged in (Solution(INFEASIBLE), Solution(TIMEOUT, bound=1.0)):
+        assert _with_start_incumbent(unchanged, SolveOptions(), 2.0) is unchanged  # no start: nothing to offer
+    assert _with_start_incumbent(Solution(INFEASIBLE), opts, 2.0).status == INFEASIBLE

@@ -172,6 +172,7 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         notes.extend(n for n in plan.notes + bnotes if n not in notes)
         solve_opts = _until(plan.options, deadline)  # planning used part of the time limit
         sol = plan.solution or backend.solve(enc.query, solve_opts)  # milp_strategy may have solved it already
+        sol = _with_start_incumbent(sol, solve_opts, plan.lp_objective)
         if sol.bound is not None and np.isfinite(sol.bound) and sol.status in (OPTIMAL, FEASIBLE, TIMEOUT):
             best_bound = sol.bound if best_bound is None else max(best_bound, sol.bound)
         t_build += t1 - t0 - plan.lp_seconds
@@ -203,6 +204,18 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         if deadline is not None and time.perf_counter() >= deadline:
             return (Solution(TIMEOUT, backend=sol.backend, backend_version=sol.backend_version, bound=best_bound,
                              message="time limit reached while adding keep points lazily"), enc, t_build, t_solve)
+
+
+def _with_start_incumbent(sol: Solution, options: SolveOptions, value: float | None) -> Solution:
+    """A MILP stopped by the time limit before it reported any patch: the warm start (the checked fixed-phase LP
+    patch, objective ``value``) is a patch all the same, so it is the incumbent, with the solver's bound.
+
+    Why: on very wide MILPs (a hidden layer of 150x784 weights) the solver can spend the whole limit before
+    taking up its start, and "no patch found" would hide a patch we hold."""
+    if sol.status != TIMEOUT or sol.x is not None or options.start is None or value is None:
+        return sol
+    return replace(sol, status=FEASIBLE, x=options.start, objective=value,
+                   message=sol.message + "; incumbent: the fixed-phase LP patch (warm start)")
 
 
 def _until(options: SolveOptions, deadline: float | None) -> SolveOptions:
