@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("spec")
     r.add_argument("--task", action="append", help="run only this task (repeatable)")
     r.add_argument("--backend", help="override every task's backend (highs, gurobi, z3)")
-    r.add_argument("--time-limit", type=float, help="seconds per solver call")
+    r.add_argument("--time-limit", type=float, help="seconds (a patch task: for the whole task)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", metavar="PATH", help="write a JSON report")
     r.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
