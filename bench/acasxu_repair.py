@@ -2,7 +2,7 @@
 
     python bench/acasxu_repair.py                    # N2,9/prop 8, then prop 2 on violating networks
     python bench/acasxu_repair.py --limit 3 --time 600
-    python bench/acasxu_repair.py --layer -2         # edit the last hidden layer instead of the output layer
+    python bench/acasxu_repair.py --layers -2        # edit the last hidden layer instead of the output layer
 
 Each repair is a `.patch` program (written to a temporary folder, model and property read from the shared
 benchmarks) run through patchlang's `repair` task: verify -> counterexamples -> minimal L∞ patch of the edited
@@ -58,7 +58,9 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--margin", type=float, default=0.02,
                     help="margin of the repaired property at the counterexamples (slack makes the proof easy)")
-    ap.add_argument("--layer", default="-1", help="the affine layer to edit (default -1: the output layer)")
+    ap.add_argument("--layers", default="-1,-2",
+                    help="affine layers to edit, tried in order while no patch exists (default: output, then last "
+                         "hidden layer)")
     ap.add_argument("--cex", type=int, default=8, help="counterexamples added per iteration")
     ap.add_argument("--prop", type=int, choices=(2, 8), help="only the repairs of this property")
     ap.add_argument("--only", action="append", metavar="I,J", help="only network N_{I,J} (repeatable)")
@@ -87,12 +89,15 @@ def main() -> int:
             onnx = base / "onnx" / f"ACASXU_run2a_{i}_{j}_batch_2000.onnx"
             out = Path(tmp) / f"N{i}_{j}_p{p}.onnx"
             t0 = time.perf_counter()
-            for margin in (args.margin, 1e-3):  # fall back to the default margin when the first has no patch
+            # the output layer first; when no patch of it exists (not when the verifier is merely slow), the next
+            # layer of --layers; at each layer the asked margin, then the default one
+            attempts = [(layer, m) for layer in args.layers.split(",") for m in (args.margin, 1e-3)]
+            for layer, margin in attempts:
                 src = (f'model net = "{onnx}" decide argmin\n'
                        f'points anchors = "anchors.npy"\n'
                        f'property p{p} = vnnlib "{base / "vnnlib" / f"prop_{p}.vnnlib"}"\n'
                        f"repair net for p{p} as fixed {{\n"
-                       f"    edit layer {args.layer} weights and biases\n"
+                       f"    edit layer {layer} weights and biases\n"
                        f"    keep anchors\n    minimize linf\n    margin {margin:g}\n"
                        f"    limit iterations {args.iterations}\n    limit time {args.time:g}\n"
                        f"    limit counterexamples {args.cex}\n"
@@ -112,12 +117,12 @@ def main() -> int:
                 v = verify_cases(fixed, property_cases(program.properties[f"p{p}"], fixed), timeout=300)
                 proven = v.status
             d = r.distances or {}
-            rows.append((f"N{i},{j}", f"prop_{p}", args.layer, f"{margin:g}", r.status, d.get("linf", ""), d.get("l1", ""),
+            rows.append((f"N{i},{j}", f"prop_{p}", layer, f"{margin:g}", r.status, d.get("linf", ""), d.get("l1", ""),
                          r.details.get("iterations", ""), r.details.get("counterexamples", ""), f"{seconds:.1f}",
                          fidelity, proven))
             print(f"N{i},{j} prop_{p}: {r.status:<13} linf {d.get('linf', float('nan')):.4g}  "
                   f"iterations {r.details.get('iterations')}  cex {r.details.get('counterexamples')}  "
-                  f"{seconds:.1f}s  margin {margin:g}  fidelity {fidelity or '-'}  re-verified {proven or '-'}  {r.message[:90]}",
+                  f"{seconds:.1f}s  layer {layer}  margin {margin:g}  fidelity {fidelity or '-'}  re-verified {proven or '-'}  {r.message[:90]}",
                   flush=True)
             for note in r.notes:
                 print(f"      {note}", flush=True)

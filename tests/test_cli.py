@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
 from patchlang.cli import main
@@ -79,6 +80,28 @@ def test_run_toy_known_answer(capsys) -> None:
     assert re.search(r"ok\s+line 14: assert distance\(fix, linf\) <= 1.0000001\s+\(value 1\)", out)
     assert "exit 0" in out
     assert sha256(MODELS / "toy.onnx") == before
+
+
+def test_run_regions_example(tmp_path: Path, capsys) -> None:
+    """examples/toy/regions.patch (the tutorial's section 8): one property proven, one violated with a saved
+    counterexample, and a repair proven over the box with the hand-computed L∞ 1 plus the margin's share."""
+    spec = copy_example(tmp_path, EXAMPLES / "toy" / "regions.patch")
+    code, out, err = run_cli(capsys, "run", spec, "--json", tmp_path / "r.json")
+    assert code == 1, out + err  # the violated `verify`, by design
+    tasks = {t["name"]: t for t in json.loads((tmp_path / "r.json").read_text())["tasks"]}
+    assert tasks["verify toy satisfies wins"]["status"] == "holds"
+    assert tasks["verify toy satisfies strong"]["status"] == "violated"
+    assert tasks["toy_strong"]["status"] == "repaired"
+    assert tasks["toy_strong"]["distances"]["linf"] == pytest.approx(1 + 2 * 0.001 / 3, abs=1e-6)
+    assert np.load(tmp_path / "toy" / "out" / "cex.npy").shape == (2,)
+    assert (tmp_path / "toy" / "out" / "toy_strong.onnx").exists()
+
+
+@pytest.mark.parametrize("spec", [EXAMPLES / "toy" / "bilinear.patch", EXAMPLES / "verify" / "robust_digits.patch"])
+def test_run_more_examples_exit_0(spec: Path, tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "run", copy_example(tmp_path, spec), "--no-save")
+    assert code == 0, out + err
+    assert "exit 0" in out
 
 
 def test_run_quickstart_writes_model_and_reports(tmp_path: Path, capsys) -> None:

@@ -70,7 +70,8 @@ def print_report(result: RunResult, console: Console | None = None) -> None:
         console.print(f"[yellow]{w}[/yellow]")
     for r in result.tasks:
         style = _STATUS_STYLE.get(r.status, "white")
-        console.rule(f"[bold]{r.kind} {r.name}[/bold] (line {r.line}): [{style}]{r.status}[/{style}]",
+        title = r.name if r.name.startswith(f"{r.kind} ") else f"{r.kind} {r.name}"  # `verify ...` names itself
+        console.rule(f"[bold]{title}[/bold] (line {r.line}): [{style}]{r.status}[/{style}]",
                      align="left")
         for line in task_lines(r):
             console.print(line, highlight=False, markup=False)
