@@ -44,13 +44,13 @@ def test_timeout_without_patch_falls_back_to_the_checked_warm_start() -> None:
     """A MILP stopped before reporting any patch still has its warm start (a checked fixed-phase LP patch): it
     becomes the incumbent with the solver's bound, so the report gives a distance and a gap, not nothing."""
     from patchlang.solvers.base import INFEASIBLE, TIMEOUT, Solution
-    from patchlang.tasks.patch import _with_start_incumbent
+    from patchlang.tasks.milp_strategy import with_start_incumbent
 
     start = np.array([0.5, -0.25])
     opts = SolveOptions(start=start)
-    got = _with_start_incumbent(Solution(TIMEOUT, bound=1.0), opts, 2.0)
+    got = with_start_incumbent(Solution(TIMEOUT, bound=1.0), opts, 2.0)
     assert got.status == FEASIBLE and got.objective == 2.0 and got.bound == 1.0 and got.gap == 0.5
     assert np.array_equal(got.x, start)
     for unchanged in (Solution(INFEASIBLE), Solution(TIMEOUT, bound=1.0)):
-        assert _with_start_incumbent(unchanged, SolveOptions(), 2.0) is unchanged  # no start: nothing to offer
-    assert _with_start_incumbent(Solution(INFEASIBLE), opts, 2.0).status == INFEASIBLE
+        assert with_start_incumbent(unchanged, SolveOptions(), 2.0) is unchanged  # no start: nothing to offer
+    assert with_start_incumbent(Solution(INFEASIBLE), opts, 2.0).status == INFEASIBLE

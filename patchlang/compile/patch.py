@@ -18,6 +18,7 @@ checker only lets that through with `using z3`, and the MILP lowering refuses it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +27,9 @@ from ..errors import PatchlangError, Span
 from ..model.ir import Affine, Clip, Elementwise, Network, Relu
 from .goals import Alternative, GoalGroup, PointGoal
 from .query import Query, QueryBuilder, RowBlock
+
+if TYPE_CHECKING:
+    from .pointwise import RowReduction
 
 
 @dataclass
@@ -84,6 +88,14 @@ class PatchEncoding:
     # The query as encoded, when ``query`` was derived from it by tighter bounds (same variables, fewer ReLU
     # atoms; see compile.bounds_tighten): warm starts are propagated through the encoder's own atoms.
     source: Query | None = None
+    # Set when the query is a row-direction surrogate of the task's weight edit (compile.pointwise): its
+    # solutions are lifted back onto the original weights by ``patch_of``.
+    reduction: "RowReduction | None" = None
+
+    def patch_of(self, x: np.ndarray) -> tuple[DeltaLayout, np.ndarray]:
+        """The patch of solution ``x`` as (layout over the task's own edits, values): what is applied, reported
+        and checked on the original network."""
+        return self.reduction.lift(self.layout, x) if self.reduction is not None else (self.layout, x)
 
 
 def first_edited_position(net: Network, edits: list[EditSpec]) -> int:

@@ -29,6 +29,7 @@ from ..compile.bounds_tighten import OBBT_MAX_ATOMS, OBBT_MAX_VARS, deep_relus, 
 from ..compile.fixed_phase import fixed_phase_query, propagate, relaxed_phases, relus_of_groups, violation
 from ..compile.goals import GoalGroup, clause_slack
 from ..compile.patch import DeltaLayout, NormSpec, PatchEncoding, encode_patch, first_edited_position
+from ..compile.pointwise import NORMS, RowReduction, directions, edited_inputs, reduce_rows
 from ..compile.query import Query, RowBlock, VarBlock
 from ..errors import PatchlangError
 from ..lang.program import PatchTask
@@ -290,16 +291,177 @@ def _restrict(net: Network, task: PatchTask, groups: list[GoalGroup], enc: Patch
 
 
 def prepare_encoding(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan:
-    """The hook `run_patch` calls: the plain encoding for LP/SMT tasks, :func:`plan_milp` for MILPs, and
-    :func:`linf_bisection` for L∞ MILPs over very many parameters."""
+    """The hook `run_patch` calls: the plain encoding for LP/SMT tasks, :func:`plan_rows` for a weight edit whose
+    goal points share one input, :func:`plan_milp` for MILPs, and :func:`linf_bisection` for L∞ MILPs over very
+    many parameters."""
     if task.problem_class != "MILP":
         return MilpPlan(encode_patch(net, task.edits, groups, task.norms, name=task.name), options)
+    rows = plan_rows(net, task, groups, options)
+    if rows is not None:
+        return rows
     warning = huge_warning(net, task, groups)  # decided from the spec, before building anything
     plan = linf_bisection(net, task, groups, options) if bisection_applies(task) else plan_milp(net, task, groups,
                                                                                                   options)
     if warning:
         plan.notes.insert(0, warning)
     return plan
+
+
+@dataclass
+class RowSetup:
+    """What :func:`plan_rows` needs: the weight edit, the norm, each goal point's input to the edited layer, the
+    input shared by the points to change, and which points have exactly that input."""
+
+    edit: object
+    norm: str
+    inputs: np.ndarray
+    shared: np.ndarray
+    same: np.ndarray
+
+
+def row_setup(net: Network, task: PatchTask, groups: list[GoalGroup]) -> RowSetup | None:
+    """The row-direction substitution applies: a MILP editing the weights of one layer, minimal L1 or L∞ with no
+    bound on another norm (the closed-form cheapest change per row holds for that norm alone), and every point
+    outside `keep` (those the patch must change) with one and the same input to the edited layer."""
+    if task.problem_class != "MILP" or len(task.edits) != 1 or task.edits[0].kind != "weights":
+        return None
+    if len(task.norms.objective) != 1:
+        return None
+    weight, norm = task.norms.objective[0]
+    if weight <= 0 or norm not in NORMS or not set(task.norms.bounds) <= {norm}:
+        return None
+    edit = task.edits[0]
+    X = edited_inputs(net, edit, groups)
+    change = np.concatenate([np.full(len(g.points), g.group != "keep") for g in groups]) if groups else np.zeros(0)
+    if not np.any(change):
+        return None
+    shared = X[np.nonzero(change)[0][0]]
+    same = np.all(X == shared[None, :], axis=1)
+    if not np.all(same[change.astype(bool)]):
+        return None
+    return RowSetup(edit, norm, X, shared, same)
+
+
+def _with_reduction(plan: MilpPlan, red: RowReduction) -> MilpPlan:
+    return replace(plan, enc=replace(plan.enc, reduction=red))
+
+
+def _only(groups: list[GoalGroup], keep: np.ndarray) -> list[GoalGroup]:
+    """The groups with only the points flagged in ``keep`` (flags in group order)."""
+    out, k = [], 0
+    for g in groups:
+        out.append(replace(g, points=[p for i, p in enumerate(g.points) if keep[k + i]]))
+        k += len(g.points)
+    return out
+
+
+def solve_plan(plan: MilpPlan, options: SolveOptions) -> Solution:
+    """A plan's solution (solved here with HiGHS unless planning already did), the warm start standing in for a
+    solver stopped before it reported any patch (:func:`with_start_incumbent`)."""
+    if plan.solution is not None:
+        return plan.solution
+    opts = replace(plan.options, time_limit=options.time_limit)
+    return with_start_incumbent(get_backend("highs").solve(plan.enc.query, opts), opts, plan.lp_objective)
+
+
+def with_start_incumbent(sol: Solution, options: SolveOptions, value: float | None) -> Solution:
+    """A MILP stopped by the time limit before it reported any patch: the warm start (the checked fixed-phase LP
+    patch, objective ``value``) is a patch all the same, so it is the incumbent, with the solver's bound.
+
+    Why: on very wide MILPs (a hidden layer of 150x784 weights) the solver can spend the whole limit before
+    taking up its start, and "no patch found" would hide a patch we hold."""
+    if sol.status != TIMEOUT or sol.x is not None or options.start is None or value is None:
+        return sol
+    return replace(sol, status=FEASIBLE, x=options.start, objective=value,
+                   message=sol.message + "; incumbent: the fixed-phase LP patch (warm start)")
+
+
+def plan_rows(net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions) -> MilpPlan | None:
+    """One unknown per row of the edited weights instead of one per weight (:mod:`patchlang.compile.pointwise`),
+    or None when :func:`row_setup` does not apply.
+
+    Every goal point with the same input: the substitution is exact, the surrogate MILP (n_out unknowns) is
+    planned as usual and `run_patch` solves it.  Otherwise (`keep` points with their own inputs) two surrogates
+    are solved here: the *relaxation* without the points whose input differs (exact for the rest, so its optimum
+    is a lower bound for the task; if its patch happens to keep every other point it is the optimum) and the
+    *restriction* to the columns where every other point's input is zero (those points are then untouched, and
+    every answer is a genuine patch).  The restriction's patch is reported with the relaxation's bound."""
+    setup = row_setup(net, task, groups)
+    if setup is None:
+        return None
+    edit, norm, shared = setup.edit, setup.norm, setup.shared
+    n = int(np.count_nonzero(edit.mask))
+    rows = edit.mask.shape[0]
+    what = {"l1": "all of a row's change on its largest input", "linf": "a row's change spread as sign(x)"}[norm]
+    if np.all(setup.same):
+        red = reduce_rows(net, edit, groups, norm, directions(shared, edit.mask, norm), shared, exact=True)
+        plan = _with_reduction(_plan_surrogate(red, task, options), red)
+        plan.notes.insert(0, f"every goal point gives the edited layer the same input, so the {n} weights act only "
+                             f"through the {rows} pre-activations: solved exactly over one unknown per row "
+                             f"({what} is the cheapest {norm} change), then lifted back onto the weights")
+        return plan
+    t0 = time.perf_counter()
+    deadline = None if options.time_limit is None else t0 + options.time_limit
+    gap = options.mip_gap if options.mip_gap is not None else DEFAULT_MIP_GAP
+
+    def until(share: float) -> SolveOptions:
+        if deadline is None:
+            return options
+        return replace(options, time_limit=max(share * (deadline - time.perf_counter()), 1e-3))
+
+    lo_red = reduce_rows(net, edit, _only(groups, setup.same), norm, directions(shared, edit.mask, norm), shared,
+                         exact=True)
+    lo_plan = _with_reduction(_plan_surrogate(lo_red, task, until(0.5)), lo_red)
+    lo_sol = solve_plan(lo_plan, until(0.5))
+    others = int(np.count_nonzero(~setup.same))
+    lo = lo_sol.objective if lo_sol.status == OPTIMAL else lo_sol.bound
+    lo_note = (f"lower bound {lo:.6g}: exact optimum without the {others} point(s) whose input differs (one unknown "
+               f"per row of the {n} weights)" if lo is not None else "")
+    if lo_sol.status == INFEASIBLE:  # a relaxation without a patch: the task has none either
+        return replace(lo_plan, notes=[f"no patch even without the {others} point(s) whose input differs (exact, one "
+                                       f"unknown per row of the {n} weights)"], solution=lo_sol,
+                       lp_seconds=time.perf_counter() - t0)
+    if lo_sol.x is not None and lo_sol.status == OPTIMAL:
+        layout, values = lo_plan.enc.patch_of(lo_sol.x)
+        if goals_hold(layout.apply(net, values), groups):
+            note = (f"the exact optimum without the {others} point(s) whose input differs keeps them too: optimal "
+                    f"(one unknown per row of the {n} weights)")
+            return replace(lo_plan, notes=[note] + lo_plan.notes, lp_seconds=time.perf_counter() - t0)
+    support = np.all(setup.inputs[~setup.same] == 0, axis=0)
+    hi_red = reduce_rows(net, edit, groups, norm, directions(shared, edit.mask, norm, support), shared, exact=False)
+    hi_plan = _with_reduction(_plan_surrogate(hi_red, task, until(1.0)), hi_red)
+    hi_sol = solve_plan(hi_plan, until(1.0))
+    notes = [f"restricted to the {int(np.count_nonzero(support))} input columns where the {others} other point(s) "
+             f"are zero (they stay untouched), one unknown per row: every answer is a genuine patch"] + hi_plan.notes
+    if lo_note:
+        notes.append(lo_note)
+    seconds = time.perf_counter() - t0
+    if hi_sol.x is None or hi_sol.status not in (OPTIMAL, FEASIBLE):
+        # the restriction has no patch (or none in time): the plain MILP over every weight, in the time left
+        plan = plan_milp(net, _implied_linf(task), groups, until(1.0))
+        plan.notes.insert(0, f"no patch with the {others} other point(s) untouched ({hi_sol.status}): "
+                             "solved over every weight" + (f"; {lo_note}" if lo_note else ""))
+        return replace(plan, lp_seconds=plan.lp_seconds + seconds)
+    hi = float(hi_sol.objective)
+    done = hi_sol.status == OPTIMAL and lo is not None and lo_sol.status == OPTIMAL and hi - lo <= gap * max(hi, 1e-12)
+    answer = replace(hi_sol, status=OPTIMAL if done else FEASIBLE, bound=lo, seconds=seconds,
+                     message=f"optimum in [{lo if lo is not None else 0.0:.9g}, {hi:.9g}]")
+    return replace(hi_plan, notes=notes, lp_seconds=seconds, lp_objective=hi, solution=answer)
+
+
+def _plan_surrogate(red: RowReduction, task: PatchTask, options: SolveOptions) -> MilpPlan:
+    """:func:`plan_milp` on the surrogate network with its one edit (same norms, goals and margins)."""
+    return plan_milp(red.net, replace(_implied_linf(task), edits=[red.edit]), red.groups, options)
+
+
+def _implied_linf(task: PatchTask) -> PatchTask:
+    """The task with a `bound l1` also bounding every delta (``|delta| <= l1``): the same problem, and the ReLUs'
+    big-Ms need a per-delta bound."""
+    bounds = dict(task.norms.bounds)
+    if "l1" not in bounds:
+        return task
+    bounds["linf"] = min(bounds["l1"], bounds.get("linf", np.inf))
+    return replace(task, norms=replace(task.norms, bounds=bounds))
 
 
 BISECT_MIN_DELTAS = 20_000
@@ -459,7 +621,7 @@ def plan_tidy(main: PatchEncoding, sol: Solution, primary: str, bound: float, op
     if q is None:
         return None
     tq = _with_l1_objective(q, main.layout, extra)
-    enc = PatchEncoding(tq, main.layout, len(tq.relus), main.n_points, source=None)
+    enc = PatchEncoding(tq, main.layout, len(tq.relus), main.n_points, source=None, reduction=main.reduction)
     deltas = main.layout.deltas(sol.x)
     x = propagate(main.source or main.query, main.layout, _delta_vector(main.layout, deltas, main.query.n_vars))
     if x is None:

@@ -25,7 +25,8 @@ from ..solvers.registry import choose_backend
 from .checking import check_group
 from .goals import goal_group
 from .lazy import LazyKeep
-from .milp_strategy import MilpPlan, bound_reached, plan_tidy, prepare_encoding
+from .milp_strategy import (MilpPlan, bound_reached, plan_tidy, prepare_encoding, row_setup,
+                            with_start_incumbent)
 from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
 
 
@@ -142,6 +143,8 @@ def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKe
     eligible = LazyKeep.eligible(groups)
     if task.problem_class not in ("LP", "MILP") or not eligible:
         return None
+    if row_setup(net, task, groups) is not None:
+        return None  # one unknown per row (milp_strategy.plan_rows): the keep points are cheap, all encoded at once
     return LazyKeep(net, groups, first_edited_position(net, task.edits), eligible)
 
 
@@ -172,7 +175,7 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         notes.extend(n for n in plan.notes + bnotes if n not in notes)
         solve_opts = _until(plan.options, deadline)  # planning used part of the time limit
         sol = plan.solution or backend.solve(enc.query, solve_opts)  # milp_strategy may have solved it already
-        sol = _with_start_incumbent(sol, solve_opts, plan.lp_objective)
+        sol = with_start_incumbent(sol, solve_opts, plan.lp_objective)
         if sol.bound is not None and np.isfinite(sol.bound) and sol.status in (OPTIMAL, FEASIBLE, TIMEOUT):
             best_bound = sol.bound if best_bound is None else max(best_bound, sol.bound)
         t_build += t1 - t0 - plan.lp_seconds
@@ -194,7 +197,7 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
             probe = _tidy(net, task, lazy.subset(groups), sol, backend_name, _until(options, deadline), "linf",
                           None, enc)
             t_solve += time.perf_counter() - t2
-        x, layout = (probe[0].x, probe[1].layout) if probe is not None else (sol.x, enc.layout)
+        layout, x = (probe[1].layout, probe[0].x) if probe is not None else enc.patch_of(sol.x)
         if not lazy.add_violated(groups, layout.apply(net, x)):
             if probe is not None:
                 lazy.remember_tidy(sol, probe)
@@ -204,18 +207,6 @@ def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], no
         if deadline is not None and time.perf_counter() >= deadline:
             return (Solution(TIMEOUT, backend=sol.backend, backend_version=sol.backend_version, bound=best_bound,
                              message="time limit reached while adding keep points lazily"), enc, t_build, t_solve)
-
-
-def _with_start_incumbent(sol: Solution, options: SolveOptions, value: float | None) -> Solution:
-    """A MILP stopped by the time limit before it reported any patch: the warm start (the checked fixed-phase LP
-    patch, objective ``value``) is a patch all the same, so it is the incumbent, with the solver's bound.
-
-    Why: on very wide MILPs (a hidden layer of 150x784 weights) the solver can spend the whole limit before
-    taking up its start, and "no patch found" would hide a patch we hold."""
-    if sol.status != TIMEOUT or sol.x is not None or options.start is None or value is None:
-        return sol
-    return replace(sol, status=FEASIBLE, x=options.start, objective=value,
-                   message=sol.message + "; incumbent: the fixed-phase LP patch (warm start)")
 
 
 def _until(options: SolveOptions, deadline: float | None) -> SolveOptions:
@@ -334,17 +325,23 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             sol, enc = tidy
             name = "L∞" if primary == "linf" else "L0"
             scope = sol.stats.get("tidy_note")  # a MILP's tidy may be restricted to the optimum's ReLU phases
-            result.notes.append(f"among the {name}-minimal patches, the one with the least L1 change"
-                                + (f" {scope}" if scope else ""))
+            if enc.reduction is not None:
+                result.notes.append(f"among the {name}-minimal patches with one unknown per row, the least total "
+                                    "row change; each row lifted to the least-L1 weights with its effect and L∞"
+                                    + (f", {scope}" if scope else ""))
+            else:
+                result.notes.append(f"among the {name}-minimal patches, the one with the least L1 change"
+                                    + (f" {scope}" if scope else ""))
     if sol.status == FEASIBLE:
         result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}"
                             + bound_reached(sol))
-    deltas = enc.layout.deltas(sol.x)
+    layout, x = enc.patch_of(sol.x)  # a row-direction surrogate's solution lifted back onto the weights
+    deltas = layout.deltas(x)
     result.distances = distances(deltas)
-    patched = enc.layout.apply(net, sol.x)
+    patched = layout.apply(net, x)
     result.patched = patched
-    for e, idx in zip(enc.layout.edits, enc.layout.var_index):
-        result.deltas.append((e.label, _delta_array(e, sol.x[idx])))
+    for e, idx in zip(layout.edits, layout.var_index):
+        result.deltas.append((e.label, _delta_array(e, x[idx])))
     t2 = time.perf_counter()
     _check_and_save(task, net, patched, groups, result, run)
     result.seconds["check"] = time.perf_counter() - t2
@@ -368,9 +365,14 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
         bound = float(np.round(t))
     norms = NormSpec(objective=[(1.0, "l1")], bounds={**task.norms.bounds, primary: bound},
                      bound_spans=task.norms.bound_spans)
+    red = main.reduction if main is not None else None
+    if red is not None:  # a row-direction surrogate: the tidy problem lives in its space (its network and points)
+        net, groups = red.net, red.groups
     plan = plan_tidy(main, sol, primary, bound, options, net, groups) if main is not None else None
     if plan is not None:  # a MILP: solved from the main encoding (milp_strategy.plan_tidy), no second encoding
         tidy, enc = plan.solution, plan.enc
+    elif red is not None:
+        return None  # encoding the tidy problem afresh would encode every weight: keep the optimum as it is
     else:
         tidy, enc, _, _ = _encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
     if tidy.status != OPTIMAL or tidy.x is None:
