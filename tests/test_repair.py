@@ -61,3 +61,28 @@ def test_iteration_limit_is_honoured(tmp_path):
                                  "repair net for never_two { edit layer -1 weights and biases  limit iterations 0 }\n")
     r = run_task(program.tasks[0], RunOptions(write_files=False))
     assert r.status == "not repaired" and "limit" in r.message
+
+
+def test_hidden_layer_repair_is_proven(tmp_path):
+    """The fallback the ACAS Xu benchmark uses when no output-layer patch exists: edit the hidden layer (a MILP per
+    iteration: the ReLUs after the edit are encoded exactly); the written file must be proven independently and
+    the anchors keep their labels (checked here on the file, not on the solver's word)."""
+    program = _program(tmp_path, "points anchors = [[-0.5, -0.5], [0.5, 0.5], [0.9, 0.9], [-0.9, 0.9], [0, 0]]\n"
+                                 "property never_two { input box lo [0.5, -1] hi [1, -0.5] ensure label is not 2 }\n"
+                                 "repair net for never_two as hidden_fix {\n"
+                                 "    edit layer 0 biases\n    keep anchors\n    minimize linf\n"
+                                 f'    save "{tmp_path / "hidden.onnx"}"\n}}\n')
+    task = program.tasks[0]
+    assert task.patch.problem_class == "MILP"
+    r = run_task(task, RunOptions())
+    assert r.status == "repaired", r.message
+    assert all(c.ok for c in r.checks)
+    fixed = load_model(str(tmp_path / "hidden.onnx"))
+    prop = program.properties["never_two"]
+    assert verify_cases(fixed, property_cases(prop, fixed), timeout=60).status == "holds"
+    anchors = program.points["anchors"].x
+    assert np.array_equal(fixed.labels(anchors), program.models["net"].net.labels(anchors))
+    original = program.models["net"].net
+    assert np.array_equal(fixed.affine(-1).W, original.affine(-1).W)  # only layer 0's biases moved
+    assert np.array_equal(fixed.affine(0).W, original.affine(0).W)
+    assert not np.array_equal(fixed.affine(0).b, original.affine(0).b)

@@ -8,8 +8,9 @@ Loop (each patch is computed from the *original* network, so the distance report
    current network (``limit counterexamples N``, default 8 per iteration) to the set of repair points; each must
    satisfy the property's output constraints (the unsafe region's negation, :meth:`UnsafeSpec.safe_clauses`, with
    the patch's ``margin``);
-3. the minimal patch for ``keep``/``change`` goals + all repair points, with the existing LP/MILP encoding
-   (:func:`~patchlang.compile.patch.encode_patch`); no patch -> not repairable with these edits;
+3. the minimal patch for ``keep``/``change`` goals + all repair points, solved exactly as a `patch` task is
+   (:func:`~patchlang.tasks.patch._encode_and_solve`: MILP planning, lazy `keep` points); no patch -> not
+   repairable with these edits;
 4. round the edited parameters to float32 (what the file stores), and repeat.
 
 The result network is written only after the final "holds" and after the usual independent check of every
@@ -19,19 +20,19 @@ goal in float64 and with onnxruntime on the written file.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..compile.bounds import relu_network
 from ..compile.goals import GoalGroup, PointGoal
-from ..compile.patch import NormSpec, encode_patch
+from ..compile.patch import NormSpec
 from ..lang.program import RepairTask
 from ..model.ir import Affine, Network
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
-from ..solvers.registry import choose_backend
 from .falsify import FalsifyOptions, falsify_case
-from .patch import _check_and_save, build_groups, distances, solve_options
+from .patch import _check_and_save, _encode_and_solve, _lazy_keep, build_groups, distances, solve_options
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .verify import property_cases, verify_cases
 
@@ -81,8 +82,9 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
     verify_backend = backend_name if backend_name in ("highs", "gurobi", "marabou") else "auto"
     options = solve_options(ptask, run)
     base_groups = build_groups(net, ptask.goals, ptask.margin)
-    norms = _bounded_norms(net, ptask, result)
+    bounded_task = replace(ptask, norms=_bounded_norms(net, ptask, result))
     repair_points: list[tuple[np.ndarray, int]] = []
+    solver_notes: list[str] = []
     current = net
     iterations: list[dict[str, Any]] = []
     groups: list[GoalGroup] = base_groups
@@ -130,13 +132,14 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
                               [PointGoal(f"cex[{k}]", x, cases[ci].spec.safe_clauses(n_out, ptask.margin))
                                for k, (x, ci) in enumerate(repair_points)])
         groups = base_groups + [cex_group]
-        enc = encode_patch(net, ptask.edits, groups, norms, name=task.name)
-        backend, notes = choose_backend(backend_name if backend_name != "marabou" else "auto", enc.query,
-                                        enc.query.problem_class)
-        opts = options
-        if opts.time_limit is None:
-            opts = type(options)(**{**options.__dict__, "time_limit": max(1.0, deadline - time.perf_counter())})
-        sol = backend.solve(enc.query, opts)
+        # the patch tasks' own pipeline: MILP planning (derived bound, fixed-phase start), lazy `keep` points
+        # (a hidden-layer edit with hundreds of anchors encodes only the ones a patch breaks)
+        opts = replace(options, time_limit=max(1.0, min(options.time_limit or np.inf, deadline - time.perf_counter())))
+        patch_notes: list[str] = []  # how this iteration's patch was solved; the last iteration's are reported
+        sol, enc, _, _ = _encode_and_solve(net, bounded_task, groups, None,
+                                           backend_name if backend_name != "marabou" else "auto", opts,
+                                           patch_notes, _lazy_keep(net, bounded_task, groups))
+        solver_notes = [f"last patch: {n}" for n in patch_notes]
         record["patch_seconds"] = round(time.perf_counter() - t1, 3)
         record["patch_status"] = sol.status
         result.backend, result.backend_version = sol.backend, sol.backend_version
@@ -149,7 +152,8 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             result.status = INCONCLUSIVE
             result.message = f"iteration {it}: the patch solver stopped without a patch ({sol.status})"
             break
-        current = round_to_float32(enc.layout.apply(net, sol.x))
+        layout, x = enc.patch_of(sol.x)
+        current = round_to_float32(layout.apply(net, x))
         last_dist = distances(_param_deltas(net, current, ptask.edits))
         record.update({"linf": last_dist["linf"], "l1": last_dist["l1"], "points": len(repair_points),
                        "gap": sol.gap})
@@ -158,6 +162,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
         result.problem_class = q.problem_class
         result.query_size = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
                              "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)}
+    result.notes.extend(solver_notes)
     result.details["iterations"] = len([r for r in iterations if "patch_status" in r])
     result.details["counterexamples"] = len(repair_points)
     result.details["log"] = iterations
