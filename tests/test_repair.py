@@ -86,3 +86,28 @@ def test_hidden_layer_repair_is_proven(tmp_path):
     assert np.array_equal(fixed.affine(-1).W, original.affine(-1).W)  # only layer 0's biases moved
     assert np.array_equal(fixed.affine(0).W, original.affine(0).W)
     assert not np.array_equal(fixed.affine(0).b, original.affine(0).b)
+
+
+def test_undecided_verifications_double_the_next_budget(tmp_path, monkeypatch):
+    """`limit verify S`: each verification that runs out of time gives the next one twice as long (the timeouts
+    the loop asks for are recorded from a stand-in verifier that is undecided twice, then finds the patch safe)."""
+    import patchlang.tasks.repair as R
+    from patchlang.tasks.verify import Verdict
+
+    program = _program(tmp_path, "property never_two { input box lo [0.5, -1] hi [1, -0.5] ensure label is not 2 }\n"
+                                 "repair net for never_two { edit layer -1 weights and biases  limit verify 7 }\n")
+    real = R.verify_cases
+    asked: list[float] = []
+
+    def fake(net, cases, timeout=None, **kw):
+        asked.append(timeout)
+        if len(asked) == 1:
+            return real(net, cases, timeout=timeout, **kw)  # the original network: violated
+        if len(asked) <= 3:
+            return Verdict("unknown", reason="time limit (stand-in)")
+        return real(net, cases, timeout=60, **kw)
+
+    monkeypatch.setattr(R, "verify_cases", fake)
+    r = run_task(program.tasks[0], RunOptions(write_files=False))
+    assert asked[:4] == [7.0, 7.0, 14.0, 28.0]
+    assert r.status == "repaired"

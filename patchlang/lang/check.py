@@ -340,9 +340,10 @@ class Checker:
                         self.fail("PL241", "round significand takes 1 to 52 bits", item.span)
                     round_bits = item.bits
                 elif isinstance(item, A.Limit):
-                    if item.name not in ("iterations", "time", "counterexamples"):
+                    if item.name not in ("iterations", "time", "counterexamples", "verify"):
                         self.fail("PL243", f"unknown limit `{item.name}`", item.span,
-                                  "limits: iterations, time (seconds), counterexamples (per iteration)")
+                                  "limits: iterations, time (seconds), counterexamples (per iteration), verify "
+                                  "(seconds per verification)")
                     limits[item.name] = item.value
             self.guarded(one)
         block_had_errors = len(self.diags) > errors_before

@@ -77,6 +77,8 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
     max_iter = int(ptask.limits.get("iterations", DEFAULT_ITERATIONS))
     time_limit = float(ptask.limits.get("time", run.time_limit or 3600.0))
     per_iter = int(ptask.limits.get("counterexamples", DEFAULT_CEX_PER_ITERATION))
+    verify_limit = float(ptask.limits.get("verify", VERIFY_TIMEOUT))
+    undecided = 0  # verifications in a row that ran out of time: each doubles the next one's budget
     deadline = t_start + time_limit
     backend_name = run.backend or ptask.backend.name
     verify_backend = backend_name if backend_name in ("highs", "gurobi", "marabou") else "auto"
@@ -96,8 +98,9 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             result.message = f"time limit ({time_limit:g} s) reached after {it} iteration(s); nothing proven"
             break
         t0 = time.perf_counter()
-        verdict = verify_cases(current, cases, timeout=min(left, VERIFY_TIMEOUT), backend=verify_backend,
-                               seed=run.seed + it)
+        verdict = verify_cases(current, cases, timeout=min(left, verify_limit * 2.0 ** undecided),
+                               backend=verify_backend, seed=run.seed + it)
+        undecided = undecided + 1 if verdict.status not in (HOLDS, VIOLATED) else 0
         t_verify = time.perf_counter() - t0
         record: dict[str, Any] = {"iteration": it, "verify": verdict.status, "verify_seconds": round(t_verify, 3)}
         iterations.append(record)
