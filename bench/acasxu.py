@@ -4,6 +4,7 @@
     python bench/acasxu.py --limit 20            # the first 20
     python bench/acasxu.py --marabou --marabou-timeout 60 --marabou-limit 51
                                                  # also Marabou (maraboupy) on the same Query, for a time ratio
+    python bench/acasxu.py --marabou --marabou-every 10   # Marabou on a sample across all ten properties
 
 Every "violated" carries a counterexample that is re-evaluated here once more with onnxruntime on the original
 file (independently of the verifier's own confirmation) and must land in the unsafe region.  Reads the shared
@@ -77,6 +78,8 @@ def main() -> int:
     ap.add_argument("--marabou", action="store_true", help="also run Marabou on the same instances")
     ap.add_argument("--marabou-timeout", type=float, default=120.0)
     ap.add_argument("--marabou-limit", type=int, help="Marabou only on the first N instances")
+    ap.add_argument("--marabou-every", type=int, default=1,
+                    help="Marabou only on every K-th instance (a sample across all properties)")
     args = ap.parse_args()
 
     base = shared_dir() / "benchmarks" / "acasxu"
@@ -115,7 +118,7 @@ def main() -> int:
         print(f"{k + 1:3d} {onnx_name:<36} {vnn_name:<14} {verdict.status:<9} {seconds:8.2f}s "
               f"boxes {verdict.stats.get('sub-boxes', 0):>7} queries {verdict.stats.get('queries', 0):>4} "
               f"{verdict.found_by} {note} {verdict.reason[:80] if verdict.status == 'unknown' else ''}", flush=True)
-        if args.marabou and (args.marabou_limit is None or k < args.marabou_limit):
+        if args.marabou and (args.marabou_limit is None or k < args.marabou_limit) and k % args.marabou_every == 0:
             m_status, m_seconds = marabou_time(net, cases, args.marabou_timeout)
             marabou_rows.append((onnx_name, vnn_name, m_status, f"{m_seconds:.3f}", verdict.status, f"{seconds:.3f}"))
             print(f"      marabou {m_status:<9} {m_seconds:8.2f}s  ratio {m_seconds / max(seconds, 1e-3):.1f}x",
