@@ -134,7 +134,7 @@ def _tidy_primary(task: PatchTask) -> str | None:
     return task.norms.objective[0][1] if len(task.norms.objective) == 1 else None
 
 
-def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKeep | None:
+def lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKeep | None:
     """Working sets for the large `keep` groups of an LP or MILP (see :mod:`patchlang.tasks.lazy`), or None.
 
     For a MILP the gain is larger than for an LP: every keep point carries its own copy of the ReLUs after the
@@ -148,7 +148,7 @@ def _lazy_keep(net: Network, task: PatchTask, groups: list[GoalGroup]) -> LazyKe
     return LazyKeep(net, groups, first_edited_position(net, task.edits), eligible)
 
 
-def _encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], norms: NormSpec | None,
+def encode_and_solve(net: Network, task: PatchTask, groups: list[GoalGroup], norms: NormSpec | None,
                       backend_name: str, options: SolveOptions, notes: list[str], lazy: LazyKeep | None,
                       cutoff: float = np.inf) -> tuple[Solution, PatchEncoding, float, float]:
     """Encode and solve, returning build and solve seconds too.  ``norms=None``: the task's own problem
@@ -262,7 +262,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     if candidates is not None:
         gi, labels = candidates
         attempts = _away_attempts(net, task, base_groups[gi].points[0], labels)
-    lazy = _lazy_keep(net, task, base_groups)
+    lazy = lazy_keep(net, task, base_groups)
 
     best: tuple[Solution, PatchEncoding, list[GoalGroup], int | None] | None = None
     t_build = t_solve = 0.0
@@ -272,7 +272,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             break  # attempts are sorted by lower bound: no later candidate can beat (or tie) the incumbent
         groups = base_groups if label is None else _pin_away(base_groups, gi, label)
         cutoff = (best[0].objective or 0.0) + _tie_tol(best[0]) if best is not None else np.inf
-        sol, enc, tb, ts = _encode_and_solve(net, task, groups, None, backend_name, _until(options, deadline),
+        sol, enc, tb, ts = encode_and_solve(net, task, groups, None, backend_name, _until(options, deadline),
                                              result.notes, lazy, cutoff)
         t_build += tb
         t_solve += ts
@@ -343,7 +343,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     for e, idx in zip(layout.edits, layout.var_index):
         result.deltas.append((e.label, _delta_array(e, x[idx])))
     t2 = time.perf_counter()
-    _check_and_save(task, net, patched, groups, result, run)
+    check_and_save(task, net, patched, groups, result, run)
     result.seconds["check"] = time.perf_counter() - t2
     result.seconds["total"] = time.perf_counter() - t_start
     return result
@@ -374,7 +374,7 @@ def _tidy(net: Network, task: PatchTask, groups: list[GoalGroup], sol: Solution,
     elif red is not None:
         return None  # encoding the tidy problem afresh would encode every weight: keep the optimum as it is
     else:
-        tidy, enc, _, _ = _encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
+        tidy, enc, _, _ = encode_and_solve(net, task, groups, norms, backend_name, options, [], lazy)
     if tidy.status != OPTIMAL or tidy.x is None:
         return None
     tidy.objective, tidy.bound = sol.objective, sol.bound  # the task's objective is still L∞
@@ -438,7 +438,7 @@ def _delta_array(edit, values: np.ndarray) -> np.ndarray:
     return full
 
 
-def _check_and_save(task: PatchTask, original: Network, patched: Network, groups: list[GoalGroup],
+def check_and_save(task: PatchTask, original: Network, patched: Network, groups: list[GoalGroup],
                     result: TaskResult, run: RunOptions) -> None:
     """float64 check of every goal, then write the file (atomically) and check it with onnxruntime."""
     from ..model.onnx_export import save_network

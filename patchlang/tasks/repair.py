@@ -9,7 +9,7 @@ Loop (each patch is computed from the *original* network, so the distance report
    satisfy the property's output constraints (the unsafe region's negation, :meth:`UnsafeSpec.safe_clauses`, with
    the patch's ``margin``);
 3. the minimal patch for ``keep``/``change`` goals + all repair points, solved exactly as a `patch` task is
-   (:func:`~patchlang.tasks.patch._encode_and_solve`: MILP planning, lazy `keep` points); no patch -> not
+   (:func:`~patchlang.tasks.patch.encode_and_solve`: MILP planning, lazy `keep` points); no patch -> not
    repairable with these edits;
 4. round the edited parameters to float32 (what the file stores), and repeat.
 
@@ -32,7 +32,7 @@ from ..lang.program import RepairTask
 from ..model.ir import Affine, Network
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
 from .falsify import FalsifyOptions, falsify_case
-from .patch import _check_and_save, _encode_and_solve, _lazy_keep, build_groups, distances, solve_options
+from .patch import build_groups, check_and_save, distances, encode_and_solve, lazy_keep, solve_options
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .verify import property_cases, verify_cases
 
@@ -139,9 +139,9 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
         # (a hidden-layer edit with hundreds of anchors encodes only the ones a patch breaks)
         opts = replace(options, time_limit=max(1.0, min(options.time_limit or np.inf, deadline - time.perf_counter())))
         patch_notes: list[str] = []  # how this iteration's patch was solved; the last iteration's are reported
-        sol, enc, _, _ = _encode_and_solve(net, bounded_task, groups, None,
+        sol, enc, _, _ = encode_and_solve(net, bounded_task, groups, None,
                                            backend_name if backend_name != "marabou" else "auto", opts,
-                                           patch_notes, _lazy_keep(net, bounded_task, groups))
+                                           patch_notes, lazy_keep(net, bounded_task, groups))
         solver_notes = [f"last patch: {n}" for n in patch_notes]
         record["patch_seconds"] = round(time.perf_counter() - t1, 3)
         record["patch_status"] = sol.status
@@ -188,7 +188,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             delta = (layer1.W - layer0.W) if e.kind == "weights" else (layer1.b - layer0.b)
             result.deltas.append((e.label, np.where(e.mask, delta, 0.0)))
         t2 = time.perf_counter()
-        _check_and_save(ptask, net, current, groups, result, run)
+        check_and_save(ptask, net, current, groups, result, run)
         result.seconds["check"] = time.perf_counter() - t2
         if result.status == PATCHED:
             result.status = REPAIRED
