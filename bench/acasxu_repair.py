@@ -3,6 +3,8 @@
     python bench/acasxu_repair.py                    # N2,9/prop 8, then prop 2 on violating networks
     python bench/acasxu_repair.py --limit 3 --time 600
     python bench/acasxu_repair.py --layers -2        # edit the last hidden layer instead of the output layer
+    python bench/acasxu_repair.py --prop 8 --verify 1500 --time 5000
+                                                     # N2,9: its repair is safe but takes ~18 min to prove
 
 Each repair is a `.patch` program (written to a temporary folder, model and property read from the shared
 benchmarks) run through patchlang's `repair` task: verify -> counterexamples -> minimal L∞ patch of the edited
@@ -62,6 +64,9 @@ def main() -> int:
                     help="affine layers to edit, tried in order while no patch exists (default: output, then last "
                          "hidden layer)")
     ap.add_argument("--cex", type=int, default=8, help="counterexamples added per iteration")
+    ap.add_argument("--verify", type=float, default=120.0,
+                    help="seconds per verification inside the loop (`limit verify`; doubled after each undecided "
+                         "one); the written file is re-verified with twice this")
     ap.add_argument("--prop", type=int, choices=(2, 8), help="only the repairs of this property")
     ap.add_argument("--only", action="append", metavar="I,J", help="only network N_{I,J} (repeatable)")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu_repair.csv"))
@@ -100,7 +105,7 @@ def main() -> int:
                        f"    edit layer {layer} weights and biases\n"
                        f"    keep anchors\n    minimize linf\n    margin {margin:g}\n"
                        f"    limit iterations {args.iterations}\n    limit time {args.time:g}\n"
-                       f"    limit counterexamples {args.cex}\n"
+                       f"    limit counterexamples {args.cex}\n    limit verify {args.verify:g}\n"
                        f'    save "{out}"\n}}\n')
                 program = load_program_text(src, tmp)
                 r = run_task(program.tasks[0], RunOptions())
@@ -114,7 +119,8 @@ def main() -> int:
                 fixed.decision = "argmin"
                 fidelity = f"{np.mean(net.labels(samples) == fixed.labels(samples)):.5f}"
                 # trust nothing: prove the written file once more from scratch
-                v = verify_cases(fixed, property_cases(program.properties[f"p{p}"], fixed), timeout=300)
+                v = verify_cases(fixed, property_cases(program.properties[f"p{p}"], fixed),
+                                 timeout=max(300.0, 2 * args.verify))
                 proven = v.status
             d = r.distances or {}
             rows.append((f"N{i},{j}", f"prop_{p}", layer, f"{margin:g}", r.status, d.get("linf", ""), d.get("l1", ""),
