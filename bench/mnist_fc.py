@@ -57,7 +57,11 @@ def main() -> int:
         for onnx_name, vnn_name, *_ in mine:
             onnx = base / "onnx" / Path(onnx_name).name
             net = load_model(str(onnx))
-            prop = parse_vnnlib(base / "vnnlib" / Path(vnn_name).name)
+            vnn = base / "vnnlib" / Path(vnn_name).name
+            if not vnn.exists():  # the instance list names props 0-14; the shared copy holds 0-9
+                print(f"{onnx.name:<24} {vnn.name:<22} skipped: not in {vnn.parent}", flush=True)
+                continue
+            prop = parse_vnnlib(vnn)
             cases = [RegionCase(c.lo, c.hi, unsafe_from_vnnlib(c.unsafe, net.output_size)) for c in prop.cases]
             t0 = time.perf_counter()
             v = verify_cases(net, cases, timeout=args.timeout)
