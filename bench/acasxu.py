@@ -131,7 +131,7 @@ def main() -> int:
         w.writerows(out_rows)
     times = np.array([float(r[3]) for r in out_rows])
     print(f"\n{len(out_rows)} instances in {total:.1f}s: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-          + f"; median {np.median(times):.2f}s, max {times.max():.2f}s; wrote {args.csv}")
+          + f"; median {np.median(times):.2f}s, max {times.max():.2f}s; wrote {os.path.relpath(args.csv, ROOT)}")
     if marabou_rows:
         mpath = Path(args.csv).with_name("acasxu_marabou.csv")
         with open(mpath, "w", newline="") as f:
@@ -143,7 +143,7 @@ def main() -> int:
         disagree = [r for r in marabou_rows if r[2] != "unknown" and r[4] != "unknown" and r[2] != r[4]]
         print(f"marabou: {len(marabou_rows)} instances, {m_t:.1f}s vs patchlang {p_t:.1f}s "
               f"(ratio {m_t / max(p_t, 1e-3):.1f}x), timeouts {sum(r[2] == 'unknown' for r in marabou_rows)}, "
-              f"disagreements {len(disagree)}; wrote {mpath}")
+              f"disagreements {len(disagree)}; wrote {os.path.relpath(mpath, ROOT)}")
     return 0
 
 

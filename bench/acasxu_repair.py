@@ -139,7 +139,7 @@ def main() -> int:
                             "seconds", "fidelity", "reverified"])
                 w.writerows(rows)
     ok = sum(r[4] == "repaired" for r in rows)
-    print(f"\n{ok}/{len(rows)} repaired and proven; wrote {args.csv}")
+    print(f"\n{ok}/{len(rows)} repaired and proven; wrote {os.path.relpath(args.csv, ROOT)}")
     return 0
 
 

@@ -12,6 +12,7 @@ by the patch task as usual.  Results go to ``bench/results/backends.csv``.
 
 from __future__ import annotations
 
+import os
 import argparse
 import csv
 import sys
@@ -95,7 +96,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {args.csv}")
+    print(f"wrote {os.path.relpath(args.csv, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ reported when the per-run time limit is hit).
 
 from __future__ import annotations
 
+import os
 import argparse
 import csv
 import sys
@@ -161,7 +162,7 @@ def main() -> None:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        print(f"\nwrote {args.csv}")
+        print(f"\nwrote {os.path.relpath(args.csv, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def main() -> int:
             net = load_model(str(onnx))
             vnn = base / "vnnlib" / Path(vnn_name).name
             if not vnn.exists():  # the instance list names props 0-14; the shared copy holds 0-9
-                print(f"{onnx.name:<24} {vnn.name:<22} skipped: not in {vnn.parent}", flush=True)
+                print(f"{onnx.name:<24} {vnn.name:<22} skipped: not in the shared benchmarks", flush=True)
                 continue
             prop = parse_vnnlib(vnn)
             cases = [RegionCase(c.lo, c.hi, unsafe_from_vnnlib(c.unsafe, net.output_size)) for c in prop.cases]
@@ -75,7 +75,7 @@ def main() -> int:
         w.writerow(["onnx", "vnnlib", "result", "seconds"])
         w.writerows(rows)
     counts = {s: sum(r[2] == s for r in rows) for s in ("holds", "violated", "unknown")}
-    print(f"\n{len(rows)} instances: {counts}; wrote {args.csv}")
+    print(f"\n{len(rows)} instances: {counts}; wrote {os.path.relpath(args.csv, ROOT)}")
     return 0
 
 

@@ -173,7 +173,7 @@ def single(b: Bench, out: Path) -> dict[str, float]:
           f"test accuracy after L∞ {mean['test_acc_linf']:.4f}, after L1 {mean['test_acc_l1']:.4f} "
           f"(original {b.accuracy(b.program.models['net'].net):.4f}, paper {ORIGINAL_ACCURACY})")
     changed = sum(1 for r in rows if r["new_label"] not in (-1, r["label"]))
-    print(f"  {changed}/100 watermarks get another label after their L∞ patch; wrote {path}")
+    print(f"  {changed}/100 watermarks get another label after their L∞ patch; wrote {os.path.relpath(path, ROOT)}")
     return {"single_linf_total": wall["linf"], "single_l1_total": wall["l1"]}
 
 
@@ -218,7 +218,7 @@ def multi(b: Bench, wm_dir: Path, out: Path) -> dict[str, float]:
             print(f"  {k:>4} {norm:>5} {d:>10.4f} {np.nanmean(acc):>9.4f} {np.nanmin(acc):>8.4f} "
                   f"{np.mean(secs):>7.3f} {np.max(secs):>7.3f}")
             figures[f"k{k}_{norm}_max_seconds"] = float(np.max(secs))
-    print(f"  wrote {path}")
+    print(f"  wrote {os.path.relpath(path, ROOT)}")
     return figures
 
 
@@ -248,7 +248,7 @@ def keep(b: Bench, n: int, out: Path) -> dict[str, float]:
               f"{np.nanmean([r['dist_nokeep'] for r in sel]):.4f}; "
               f"{sum(r['status'] == 'patched' for r in sel)}/{len(sel)} patched; "
               f"{wall_keep[norm]:.1f} s in total")
-    print(f"  wrote {path}")
+    print(f"  wrote {os.path.relpath(path, ROOT)}")
     return {f"keep_{norm}_total": s for norm, s in wall_keep.items()}
 
 

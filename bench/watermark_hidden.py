@@ -116,7 +116,7 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {args.csv}")
+    print(f"wrote {os.path.relpath(args.csv, ROOT)}")
 
 
 if __name__ == "__main__":
