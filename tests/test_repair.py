@@ -21,6 +21,17 @@ def _program(tmp_path: Path, body: str):
     return load_program_text('model net = "tiny.onnx"\n' + body, tmp_path)
 
 
+def assert_file_proven_and_anchors_kept(program, path: Path):
+    """Trust the file, not the solver: the written network, loaded fresh, is proven by an independent verify run
+    of `never_two`, and the anchors keep the original network's labels.  Returns the loaded network."""
+    fixed = load_model(str(path))
+    prop = program.properties["never_two"]
+    assert verify_cases(fixed, property_cases(prop, fixed), timeout=60).status == "holds"
+    anchors = program.points["anchors"].x
+    assert np.array_equal(fixed.labels(anchors), program.models["net"].net.labels(anchors))
+    return fixed
+
+
 def test_example_repair_is_proven_and_saved(tmp_path):
     src = (EXAMPLE / "repair.patch").read_text().replace('"out/tiny_no_two.onnx"', f'"{tmp_path / "fixed.onnx"}"')
     (tmp_path / "repair.patch").write_text(src)
@@ -31,13 +42,7 @@ def test_example_repair_is_proven_and_saved(tmp_path):
     assert r.details["iterations"] >= 1 and r.details["counterexamples"] >= 1
     assert 0 < r.distances["linf"] < 0.5
     assert all(c.ok for c in r.checks)
-    # the written file, loaded fresh, is proven by an independent verify run
-    fixed = load_model(str(tmp_path / "fixed.onnx"))
-    prop = program.properties["never_two"]
-    assert verify_cases(fixed, property_cases(prop, fixed), timeout=60).status == "holds"
-    # and the anchors kept their labels
-    anchors = program.points["anchors"].x
-    assert np.array_equal(fixed.labels(anchors), program.models["net"].net.labels(anchors))
+    assert_file_proven_and_anchors_kept(program, tmp_path / "fixed.onnx")
 
 
 def test_nothing_to_repair(tmp_path):
@@ -77,11 +82,7 @@ def test_hidden_layer_repair_is_proven(tmp_path):
     r = run_task(task, RunOptions())
     assert r.status == "repaired", r.message
     assert all(c.ok for c in r.checks)
-    fixed = load_model(str(tmp_path / "hidden.onnx"))
-    prop = program.properties["never_two"]
-    assert verify_cases(fixed, property_cases(prop, fixed), timeout=60).status == "holds"
-    anchors = program.points["anchors"].x
-    assert np.array_equal(fixed.labels(anchors), program.models["net"].net.labels(anchors))
+    fixed = assert_file_proven_and_anchors_kept(program, tmp_path / "hidden.onnx")
     original = program.models["net"].net
     assert np.array_equal(fixed.affine(-1).W, original.affine(-1).W)  # only layer 0's biases moved
     assert np.array_equal(fixed.affine(0).W, original.affine(0).W)
