@@ -32,7 +32,7 @@ from patchlang.compile.bounds import forward_bounds, relu_network  # noqa: E402
 from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_from_vnnlib  # noqa: E402
 from patchlang.model.loader import load_model  # noqa: E402
 from patchlang.model.runtime import OrtModel  # noqa: E402
-from patchlang.spec.vnnlib import parse_vnnlib  # noqa: E402
+from patchlang.inputs.vnnlib import parse_vnnlib  # noqa: E402
 from patchlang.tasks.verify import verify_cases  # noqa: E402
 
 

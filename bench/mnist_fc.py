@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from patchlang.compile.verify import RegionCase, unsafe_from_vnnlib  # noqa: E402
 from patchlang.model.loader import load_model  # noqa: E402
-from patchlang.spec.vnnlib import parse_vnnlib  # noqa: E402
+from patchlang.inputs.vnnlib import parse_vnnlib  # noqa: E402
 from patchlang.tasks.verify import verify_cases  # noqa: E402
 
 

@@ -61,7 +61,7 @@ def shared_dir() -> Path:
 
 
 def test_set(mnist: Path) -> tuple[np.ndarray, np.ndarray]:
-    from patchlang.spec.points import load_points
+    from patchlang.inputs.points import load_points
 
     ps = load_points(mnist / "t10k-images-idx3-ubyte.gz", labels_path=mnist / "t10k-labels-idx1-ubyte.gz")
     return ps.x, ps.y

@@ -1,4 +1,4 @@
-"""Tests for patchlang.spec.points: loading every file format, slicing, filters, unions and error messages."""
+"""Tests for patchlang.inputs.points: loading every file format, slicing, filters, unions and error messages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patchlang.errors import InternalError, PatchlangError
-from patchlang.spec.points import (
+from patchlang.inputs.points import (
     LABEL_OPS,
     PointSet,
     filter_label,

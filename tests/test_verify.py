@@ -130,7 +130,7 @@ def test_negated_cnf_is_exactly_the_unsafe_region():
 
 
 def test_vnnlib_dnf_normal_form():
-    from patchlang.spec.vnnlib import parse_vnnlib_text
+    from patchlang.inputs.vnnlib import parse_vnnlib_text
 
     text = """(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)
     (assert (<= X_0 1))(assert (>= X_0 0))
@@ -226,7 +226,7 @@ def test_marabou_backend_agrees_with_highs():
 def test_acasxu_known_verdicts(shared_dir, i, j, prop, expected):
     from patchlang.model.loader import load_model
     from patchlang.model.runtime import OrtModel
-    from patchlang.spec.vnnlib import parse_vnnlib
+    from patchlang.inputs.vnnlib import parse_vnnlib
 
     base = shared_dir / "benchmarks" / "acasxu"
     onnx = base / "onnx" / f"ACASXU_run2a_{i}_{j}_batch_2000.onnx"
@@ -242,7 +242,7 @@ def test_acasxu_known_verdicts(shared_dir, i, j, prop, expected):
 
 def test_vnnlib_export_round_trip(tmp_path):
     from patchlang.lang.program import PropertySpec
-    from patchlang.spec.vnnlib import parse_vnnlib
+    from patchlang.inputs.vnnlib import parse_vnnlib
     from patchlang.tasks.property_export import property_to_vnnlib
     from patchlang.tasks.verify import property_cases
 

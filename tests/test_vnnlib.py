@@ -1,4 +1,4 @@
-"""Tests for patchlang.spec.vnnlib: the VNN-LIB subset, the case normal form, errors and the writer."""
+"""Tests for patchlang.inputs.vnnlib: the VNN-LIB subset, the case normal form, errors and the writer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from patchlang.errors import PatchlangError
-from patchlang.spec.vnnlib import (
+from patchlang.inputs.vnnlib import (
     LinearAtom,
     VnnlibCase,
     VnnlibProperty,

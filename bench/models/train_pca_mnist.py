@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from patchlang.model import Affine, Relu, build_onnx, load_model  # noqa: E402
-from patchlang.spec.points import load_points  # noqa: E402
+from patchlang.inputs.points import load_points  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 MODEL_NAME = "pca_mnist_100_33.onnx"

@@ -129,7 +129,7 @@ def _make_spec(conjs: list[list[tuple[np.ndarray, float, bool]]], n_out: int) ->
 
 
 def unsafe_from_vnnlib(dnf: list[list[Any]], n_out: int) -> UnsafeSpec:
-    """A VNN-LIB unsafe DNF (lists of :class:`~patchlang.spec.vnnlib.LinearAtom`) in normal form."""
+    """A VNN-LIB unsafe DNF (lists of :class:`~patchlang.inputs.vnnlib.LinearAtom`) in normal form."""
     conjs = []
     for conj in dnf:
         rows = []

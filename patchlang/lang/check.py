@@ -17,7 +17,7 @@ import numpy as np
 from ..compile.patch import EditSpec, NormSpec
 from ..errors import Diagnostic, PatchlangError, Span, SpecError
 from ..model.ir import Affine, Clip, Network, Relu
-from ..spec import points as P
+from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
                       RepairTask, VerifyTask)
@@ -503,7 +503,7 @@ class Checker:
     def property_decl(self, st: A.PropertyBlock | A.PropertyVnnlib) -> PropertySpec:
         if isinstance(st, A.PropertyVnnlib):
             full = self.path(st.path, st.span, "VNN-LIB file")
-            from ..spec.vnnlib import parse_vnnlib
+            from ..inputs.vnnlib import parse_vnnlib
 
             try:
                 prop = parse_vnnlib(str(full))

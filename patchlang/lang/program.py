@@ -13,7 +13,7 @@ import numpy as np
 from ..compile.patch import EditSpec, NormSpec
 from ..errors import Span
 from ..model.ir import Network
-from ..spec.points import PointSet
+from ..inputs.points import PointSet
 from . import ast as A
 
 

@@ -2,7 +2,7 @@
 
 VNN-LIB asserts the *unsafe* region, so a property block's ``ensure`` CNF is negated into the same normal form
 the verifier uses (:func:`~patchlang.tasks.verify.property_cases`: one input box per case with an OR of
-conjunctions of linear output rows) and written with :func:`~patchlang.spec.vnnlib.write_vnnlib`.  VNN-LIB has
+conjunctions of linear output rows) and written with :func:`~patchlang.inputs.vnnlib.write_vnnlib`.  VNN-LIB has
 no strict comparisons that tools honour, so strict rows are written non-strict: the exported unsafe region is
 the closure of ours (it may contain extra boundary points, never fewer), which keeps any "holds" an external
 verifier proves valid for the property.
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..lang.program import PropertySpec
 from ..model.ir import Network
-from ..spec.vnnlib import LinearAtom, VnnlibCase, VnnlibProperty, write_vnnlib
+from ..inputs.vnnlib import LinearAtom, VnnlibCase, VnnlibProperty, write_vnnlib
 from .verify import property_cases
 
 

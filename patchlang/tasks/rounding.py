@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.ir import Network
-from ..spec.points import PointSet
+from ..inputs.points import PointSet
 
 
 def rounding_note(original: Network, rounded: Network, bits: int, name: str, points: PointSet) -> str:
