@@ -113,7 +113,7 @@ def test_npz_missing_key_lists_available_keys(tmp_path: Path, images: np.ndarray
     np.savez(tmp_path / "d.npz", imgs=images, lbl=np.arange(5))
     with pytest.raises(PatchlangError) as err:
         load_points(tmp_path / "d.npz")
-    assert "'imgs'" in err.value.message and "'lbl'" in err.value.message and "x_key" in err.value.help
+    assert "'imgs'" in err.value.message and "'lbl'" in err.value.message and "with x =" in err.value.help
     with pytest.raises(PatchlangError, match="no array named 'labels'.*'imgs', 'lbl'"):
         load_points(tmp_path / "d.npz", x_key="imgs", y_key="labels")
 
@@ -162,7 +162,7 @@ def test_csv_errors(tmp_path: Path) -> None:
     (tmp_path / "n.csv").write_text("1,2\n")
     with pytest.raises(PatchlangError, match="no header row"):
         load_points(tmp_path / "n.csv", y_key="target")
-    with pytest.raises(PatchlangError, match="x_key applies only to .npz"):
+    with pytest.raises(PatchlangError, match="option `x` applies only to .npz"):
         load_points(tmp_path / "n.csv", x_key="x")
 
 
@@ -233,9 +233,9 @@ def test_format_errors(tmp_path: Path) -> None:
     with pytest.raises(PatchlangError, match="point 0 contains NaN"):
         load_points(tmp_path / "n.npy")
     np.save(tmp_path / "s.npy", np.zeros((2, 2)))
-    with pytest.raises(PatchlangError, match="y_key cannot pick labels") as err:
+    with pytest.raises(PatchlangError, match="option `y` cannot pick labels") as err:
         load_points(tmp_path / "s.npy", y_key="y")
-    assert "labels_path" in message(err)
+    assert "with labels =" in message(err)
     with pytest.raises(PatchlangError, match="finite"):
         load_points(tmp_path / "s.npy", scale=float("inf"))
     (tmp_path / "broken.npy.gz").write_bytes(gzip.compress(b"abc")[:-4])
@@ -336,7 +336,7 @@ def test_filter_label_errors(ten: PointSet) -> None:
     unlabelled = inline_points([[0.0]], None, name="u")
     with pytest.raises(PatchlangError, match="'u' has no labels") as err:
         filter_label(unlabelled, "==", 1)
-    assert "labels_path" in err.value.help
+    assert "with labels =" in err.value.help
     with pytest.raises(PatchlangError, match="unknown label comparison"):
         filter_label(ten, "=~", 1)
     with pytest.raises(PatchlangError, match="single label"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +212,8 @@ def load_points(
     """
     file = _existing_file(path, "point file")
     if y_key is not None and labels_path is not None:
-        raise PatchlangError(f"{file}: labels are given twice (y_key={y_key!r} and labels_path)",
-                             help="keep only one of y_key and labels_path")
+        raise PatchlangError(f"{file}: labels are given twice (y = {y_key!r} and labels = \"...\")",
+                             help="keep only one of the options `y` and `labels`")
     data = _read_bytes(file)
     fmt = _format_of(file, data)
     x, y = _POINT_READERS[fmt](file, data, x_key, y_key)
@@ -235,7 +236,7 @@ def load_labels(path: str | Path) -> np.ndarray:
     Integral floats such as ``4.0`` (as in ``wm.labels.txt``) are accepted; ``4.5`` is an error.
     """
     file = _existing_file(path, "label file")
-    data = _read_bytes(file)
+    data = _read_bytes(file, "label file")
     fmt = _format_of(file, data)
     if fmt == "npz":
         arr = _npz_single(file, data, preferred=("y", "labels"))
@@ -244,7 +245,7 @@ def load_labels(path: str | Path) -> np.ndarray:
         if 1 not in values.shape:
             raise PatchlangError(
                 f"{file}: a label file must hold one label per line, found a table of shape {values.shape}",
-                help="put the labels in a single column, or load the table as points with y_key='last'",
+                help='put the labels in a single column, or load the table as points with `y = "last"`',
             )
         arr = values.reshape(-1)
     else:
@@ -260,22 +261,23 @@ def _absolute(path: str | Path) -> Path:
 
 
 def _existing_file(path: str | Path, what: str) -> Path:
-    file = _absolute(path)
-    if not file.exists():
-        raise PatchlangError(
-            f"{what} not found: {file}",
-            help="check the file name; relative paths are resolved from the working directory "
-                 f"({Path.cwd()}) unless the spec says otherwise",
-        )
-    if not file.is_file():
-        raise PatchlangError(f"{what} {file} is a directory, not a file", help="give the path of a data file")
-    return file
+    """The absolute path of a readable regular file (never a directory, FIFO or device: see patchlang.guard)."""
+    from ..guard import check_input
+
+    return check_input(_absolute(path), what)
 
 
-def _read_bytes(file: Path) -> bytes:
+def _read_bytes(file: Path, what: str = "point file") -> bytes:
     """The file's content, gunzipped if it is gzip data (recognised from its magic bytes, not its name)."""
-    data = file.read_bytes()
+    from ..guard import read_input
+
+    data = read_input(file, what)
+    if not data:
+        raise PatchlangError(f"{what} {file} is empty (0 bytes)", help="write the data again")
     if data[:2] != b"\x1f\x8b":
+        if file.name.lower().endswith(".gz"):
+            raise PatchlangError(f"{file} is named .gz but is not gzip-compressed data",
+                                 help="the file is corrupt or misnamed: write it again, or rename it")
         return data
     try:
         return gzip.decompress(data)
@@ -346,11 +348,11 @@ RawPoints = tuple[np.ndarray, "np.ndarray | None"]
 def _no_keys(file: Path, x_key: str | None, y_key: str | None, fmt: str) -> None:
     """Formats that hold a single array have no named arrays or label columns: say so instead of ignoring."""
     if x_key is not None:
-        raise PatchlangError(f"{file}: x_key applies only to .npz files, not to {fmt} files",
-                             help="remove the x_key option")
+        raise PatchlangError(f"{file}: the option `x` applies only to .npz files, not to {fmt} files",
+                             help="remove the `x = ...` option")
     if y_key is not None:
-        raise PatchlangError(f"{file}: a {fmt} file holds only samples, so y_key cannot pick labels from it",
-                             help="give the labels in a separate file with labels_path")
+        raise PatchlangError(f"{file}: a {fmt} file holds only samples, so the option `y` cannot pick labels from it",
+                             help='give the labels in a separate file: `with labels = "labels.npy"`')
 
 
 def _read_npy(file: Path, data: bytes, x_key: str | None, y_key: str | None) -> RawPoints:
@@ -359,18 +361,26 @@ def _read_npy(file: Path, data: bytes, x_key: str | None, y_key: str | None) -> 
 
 
 def _npy_array(file: Path, data: bytes) -> np.ndarray:
+    if not data.startswith(b"\x93NUMPY"):
+        raise PatchlangError(f"{file} is not a .npy file (it does not start with the NPY header)",
+                             help="save the data with numpy.save, or give the file its real extension")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError, OSError) as exc:
         raise PatchlangError(f"{file} is not a plain numeric .npy array ({exc})",
                              help="save the data with numpy.save as a numeric array (no Python objects)") from None
 
 
 def _open_npz(file: Path, data: bytes) -> dict[str, np.ndarray]:
+    if not data.startswith(b"PK"):
+        raise PatchlangError(f"{file} is not a .npz file (it is not a zip archive)",
+                             help="save the data with numpy.savez(path, x=..., y=...)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("not an archive of arrays")
             return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise PatchlangError(f"{file} is not a readable .npz archive of numeric arrays ({exc})",
                              help="save the data with numpy.savez(path, x=..., y=...)") from None
 
@@ -378,7 +388,7 @@ def _open_npz(file: Path, data: bytes) -> dict[str, np.ndarray]:
 def _npz_key(file: Path, arrays: dict[str, np.ndarray], key: str, option: str) -> np.ndarray:
     if key not in arrays:
         raise PatchlangError(f"{file} has no array named {key!r} (it has: {_keys(arrays)})",
-                             help=f"set {option} to one of the array names listed")
+                             help=f"set the option `{option}` to one of the array names listed")
     return arrays[key]
 
 
@@ -389,16 +399,16 @@ def _keys(arrays: dict[str, np.ndarray]) -> str:
 def _read_npz(file: Path, data: bytes, x_key: str | None, y_key: str | None) -> RawPoints:
     arrays = _open_npz(file, data)
     if x_key is not None:
-        x = _npz_key(file, arrays, x_key, "x_key")
+        x = _npz_key(file, arrays, x_key, "x")
     elif "x" in arrays:
         x = arrays["x"]
     elif len(arrays) == 1:
         x = next(iter(arrays.values()))
     else:
         raise PatchlangError(f"{file} has no array named 'x' (it has: {_keys(arrays)})",
-                             help="set x_key (and y_key for labels) to the array names to use")
+                             help='say which arrays to use: `with x = "NAME", y = "NAME"`')
     if y_key is not None:
-        return x, _npz_key(file, arrays, y_key, "y_key")
+        return x, _npz_key(file, arrays, y_key, "y")
     return x, (arrays.get("y") if x_key != "y" else None)
 
 
@@ -485,21 +495,21 @@ def _label_column(file: Path, header: list[str] | None, ncols: int, y_key: str |
     if choice in ("last", "first"):
         if ncols < 2:
             raise PatchlangError(f"{file} has a single column, so it cannot hold both samples and labels",
-                                 help="remove y_key, or give the labels with labels_path")
+                                 help='remove the option `y`, or give the labels in a file of their own: `with labels = "FILE"`')
         return ncols - 1 if choice == "last" else 0
     if header is not None and y_key in header:
         return header.index(y_key)
     raise PatchlangError(
         f"{file}: no column named {y_key!r}"
         + (f" (columns: {', '.join(header)})" if header else " (the file has no header row)"),
-        help="y_key may be 'last', 'first', 'none' or the name of a header column",
+        help='`y` may be "last", "first", "none" or the name of a header column',
     )
 
 
 def _table_reader(delimiter: str | None):
     def read(file: Path, data: bytes, x_key: str | None, y_key: str | None) -> RawPoints:
         if x_key is not None:
-            raise PatchlangError(f"{file}: x_key applies only to .npz files", help="remove the x_key option")
+            raise PatchlangError(f"{file}: the option `x` applies only to .npz files", help="remove the `x = ...` option")
         values, header = _read_table(file, data, delimiter)
         col = _label_column(file, header, values.shape[1], y_key)
         if col is None:
@@ -660,7 +670,7 @@ def filter_label(ps: PointSet, op: str, values: set[int] | int) -> PointSet:
     """
     if ps.y is None:
         raise PatchlangError(f"{ps.name!r} has no labels, so it cannot be filtered by label",
-                             help="load labels with the points (npz array 'y', a label column, or labels_path)")
+                             help="load labels with the points (npz array 'y', a label column, or `with labels = \"FILE\"`)")
     if op not in LABEL_OPS:
         raise PatchlangError(f"unknown label comparison {op!r}", help=f"use one of: {', '.join(LABEL_OPS)}")
     wanted = _label_values(values)

@@ -351,13 +351,13 @@ def parse_vnnlib(path: str | Path) -> VnnlibProperty:
     See the module docstring for the supported subset.
     """
     file = Path(path).expanduser().absolute()
+    from ..guard import InputRefused, read_input
+
     try:
-        data = file.read_bytes()
+        data = read_input(file, "VNN-LIB file")
         text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8")
-    except FileNotFoundError:
-        raise PatchlangError(f"VNN-LIB file not found: {file}",
-                             help="check the file name; relative paths are resolved from the working "
-                                  f"directory ({Path.cwd()}) unless the spec says otherwise") from None
+    except InputRefused:
+        raise
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise PatchlangError(f"cannot read VNN-LIB file {file}: {exc}",
                              help="give the path of a readable VNN-LIB text file") from None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
+import errno
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,14 +30,6 @@ NORMS = ("linf", "l1", "l0")
 
 class _Failed(Exception):
     """Raised inside one statement after its diagnostic was recorded, to skip the rest of it."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _suggest(name: str, known: list[str]) -> str | None:
@@ -105,11 +98,24 @@ class Checker:
         raise _Failed
 
     def path(self, p: str, span: Span, what: str) -> Path:
-        full = (self.base / p).resolve() if not Path(p).is_absolute() else Path(p)
-        if not full.exists():
+        from ..guard import InputRefused, sha256_input
+
+        if "\x00" in p:
+            self.fail("PL217", f"{what} path contains a NUL byte", span, "remove the \\0 from the path")
+        full = Path(os.path.abspath(self.base / p))
+        try:
+            full = full.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: reported below, by the input guard
+            pass
+        if not os.path.lexists(full):
+            if len(os.fsencode(str(full))) >= 4096 or any(len(os.fsencode(c)) > 255 for c in full.parts):
+                self.fail("PL217", f"{what} path is too long", span, "give a shorter path")
             self.fail("PL210", f"{what} not found: {p}", span,
                       f"looked for {full}; paths are relative to the .patch file's folder")
-        self.inputs[str(full)] = sha256_file(full)
+        try:
+            self.inputs[str(full)] = sha256_input(full, what)  # a directory, FIFO, device...: refused, not read
+        except InputRefused as exc:
+            self.fail("PL217", exc.message, span, exc.help)
         return full
 
     def declare(self, name: str, kind: str, span: Span) -> bool:

@@ -44,14 +44,19 @@ def parse_text(source: str, filename: str = "<string>") -> A.SpecFile:
 
 
 def parse_file(path: str | Path) -> A.SpecFile:
+    from ..guard import InputRefused, read_input
+
     p = Path(path)
     try:
-        source = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(items=[Diagnostic("PL001", f"spec file not found: {p}", None,
-                                          "check the path; specs are usually named *.patch")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(items=[Diagnostic("PL001", f"cannot read spec file {p}: {exc}")]) from None
+        # utf-8-sig: a byte-order mark (as some Windows editors write) is not part of the text
+        source = read_input(p, "spec file").decode("utf-8-sig")
+    except InputRefused as exc:
+        raise SpecError(items=[Diagnostic("PL001", exc.message, None,
+                                          exc.help + "; specs are usually named *.patch")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(items=[Diagnostic("PL001", f"cannot read spec file {p}: not UTF-8 text ({exc.reason} "
+                                                   f"at byte {exc.start})", None,
+                                          "save the spec as UTF-8 text")]) from None
     return parse_text(source, str(p))
 
 

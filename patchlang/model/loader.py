@@ -25,11 +25,12 @@ def _format_of(path: str, fmt: str | None) -> str:
 
 def load_model(path: str, fmt: str | None = None, name: str | None = None) -> Network:
     """Read ``path`` as a :class:`Network` (format from ``fmt`` or the extension: ``onnx`` or ``nnet``)."""
-    if not os.path.exists(path):
-        raise ModelError(f"model file not found: {path}",
-                         help="check the path; relative paths are resolved from the current directory")
-    if not os.path.isfile(path):
-        raise ModelError(f"model path is not a file: {path}", help="give the path of an .onnx or .nnet file")
+    from ..guard import InputRefused, check_input
+
+    try:
+        check_input(path, "model file")  # missing, a directory, a FIFO, a device, unreadable: refused, not read
+    except InputRefused as exc:
+        raise ModelError(exc.message, help=exc.help) from None
     kind = _format_of(path, fmt)
     if kind == "nnet":
         from .nnet_import import load_nnet

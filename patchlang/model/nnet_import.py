@@ -83,10 +83,11 @@ def _layers_from_stream(stream: np.ndarray, sizes: list[int]) -> list[Layer]:
 
 def load_nnet(path: str, name: str | None = None) -> Network:
     """Read an NNet file as a :class:`Network` in the normalised input/output space."""
+    from ..guard import read_input
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_input(path, "model file").decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ModelError(f"cannot read NNet file {path}: {exc}",
                          help="check the path and that it is a text .nnet file") from exc
     layers, metadata = _NNetReader(path, text).parse()

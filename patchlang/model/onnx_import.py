@@ -41,10 +41,16 @@ def read_onnx(path: str):
     """Load a ``ModelProto`` (with external data), turning every failure into a :class:`ModelError`."""
     import onnx
 
-    if not os.path.isfile(path):
-        raise ModelError(f"model file not found: {path}", help="check the path and the current directory")
+    from ..guard import read_input
+
+    data = read_input(path, "model file")  # a FIFO, device or directory is refused here, never read
     try:
-        return onnx.load(path)
+        proto = onnx.load_model_from_string(data)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        return proto
     except Exception as exc:  # protobuf DecodeError, OSError, missing external data, ...
         raise ModelError(f"cannot read ONNX model {path}: {exc}",
                          help="is this really an .onnx file? Re-export it or pass the right format") from exc
