@@ -70,8 +70,14 @@ def _select_indices(size: int, items: tuple[A.IndexItem, ...]) -> np.ndarray:
                 raise PatchlangError(f"index {item} is out of range for {size} rows")
             picked.append(np.array([everything[item]]))
         else:
+            if item.step == 0:
+                raise PatchlangError("slice step cannot be 0", help="use a positive step, e.g. rows [0:10:2]")
             picked.append(everything[slice(item.start, item.stop, item.step)])
-    return np.unique(np.concatenate(picked)) if picked else everything
+    out = np.unique(np.concatenate(picked)) if picked else everything
+    if out.size == 0:
+        raise PatchlangError(f"the selection picks no row of the {size}",
+                             help="check the slice bounds: indices count from 0 and the stop is excluded")
+    return out
 
 
 class Checker:
@@ -88,6 +94,8 @@ class Checker:
         self.inputs: dict[str, str] = {}
         self.names: dict[str, tuple[str, Span]] = {}
         self.load_models = load_models
+        self.defining: str | None = None  # the point set whose expression is being checked
+        self.silent_failures = 0  # statements abandoned without a diagnostic (must stay 0; see run)
 
     # ------------------------------------------------------------------ helpers
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
@@ -133,10 +141,28 @@ class Checker:
         except _Failed:
             return None
 
+    def declared_later(self, name: str, span: Span) -> int | None:
+        """The line of a declaration of ``name`` after ``span`` (a forward reference), or None."""
+        for st in self.spec.statements:
+            if getattr(st, "name", None) == name and st.span.line > span.line:
+                return st.span.line
+        return None
+
     # ------------------------------------------------------------------ entry
     def run(self) -> Program:
         for st in self.spec.statements:
-            self.guarded(lambda st=st: self.statement(st))
+            before = len(self.diags)
+            try:
+                self.statement(st)
+            except _Failed:
+                # A statement abandoned without a diagnostic would silently drop it (and what uses it): never ok.
+                if len(self.diags) == before and not self.diags:
+                    self.silent_failures += 1
+            except RecursionError:
+                self.error("PL102", "this statement nests too deeply", getattr(st, "span", None),
+                           "write it with fewer nested parentheses (at most 100 levels)")
+        if self.silent_failures and not self.diags:
+            self.error("PL199", "a statement could not be checked (internal; please report)", None)
         if self.diags:
             raise SpecError(items=self.diags)
         return Program(self.spec.path, self.spec.source, self.models, self.points, self.properties, self.tasks,
@@ -147,7 +173,11 @@ class Checker:
             self.model_decl(st)
         elif isinstance(st, A.PointsDecl):
             if self.declare(st.name, "point set", st.span):
-                ps = self.points_expr(st.expr)
+                self.defining = st.name
+                try:
+                    ps = self.points_expr(st.expr)
+                finally:
+                    self.defining = None
                 # A set read straight from a file is known by its declared name; a derived set keeps the
                 # name and numbering of its source, so that `wrong[0]` is never reported as `wrong[2]`.
                 root = isinstance(st.expr, (A.PointsFile, A.PointsInline)) and ps.origins is None
@@ -205,8 +235,17 @@ class Checker:
         if isinstance(e, A.PointsRef):
             if e.name not in self.points:
                 kind = self.names.get(e.name, (None,))[0]
+                if e.name == self.defining:
+                    hint = _suggest(e.name, [p for p in self.points if p != e.name])
+                    self.fail("PL218", f"point set `{e.name}` is defined from itself", e.span,
+                              (f"{hint} " if hint else "") + "(a point set can only use sets declared above it)")
                 if kind == "point set":
                     raise _Failed  # its declaration failed and was reported there
+                later = self.declared_later(e.name, e.span)
+                if later is not None:
+                    self.fail("PL218", f"`{e.name}` is used before its declaration at line {later}", e.span,
+                              "declare a point set before the statements that use it (no forward or cyclic "
+                              "references)")
                 if kind:
                     self.fail("PL203", f"`{e.name}` is a {kind}, not a point set", e.span)
                 self.fail("PL202", f"unknown point set `{e.name}`", e.span, _suggest(e.name, list(self.points)))
@@ -292,6 +331,7 @@ class Checker:
         round_bits = None
         limits: dict[str, float] = {}
         seen: dict[str, Span] = {}
+        empty_goals: list[GoalSpec] = []
         errors_before = len(self.diags)
 
         def once(key: str, item_span: Span) -> None:
@@ -310,7 +350,11 @@ class Checker:
                         edits.append(EditSpec(k, "biases", np.ones(layer.out_size, dtype=bool), item.span,
                                               f"{layer.name}.bias"))
                 elif isinstance(item, (A.Keep, A.Change, A.Require)):
-                    goals.append(self.goal(net, item))
+                    g = self.goal(net, item)
+                    if len(g.points):
+                        goals.append(g)
+                    else:  # constrains nothing (warning PL250): left out, so no solver sees an empty block
+                        empty_goals.append(g)
                 elif isinstance(item, A.Minimize):
                     once("minimize", item.span)
                     for w, norm in item.terms:
@@ -350,13 +394,20 @@ class Checker:
                         self.fail("PL243", f"unknown limit `{item.name}`", item.span,
                                   "limits: iterations, time (seconds), counterexamples (per iteration), verify "
                                   "(seconds per verification)")
+                    ok, want = _LIMIT_RULES[item.name]
+                    if not ok(item.value):
+                        self.fail("PL241", f"`limit {item.name}` must be {want}, not {item.value!r}", item.span)
                     limits[item.name] = item.value
             self.guarded(one)
         block_had_errors = len(self.diags) > errors_before
         if not edits and not block_had_errors:
             self.error("PL231", f"{kind} `{name}` says nothing may move", span,
                        "add an edit statement, e.g. `edit layer -1 weights`")
-        if kind == "patch" and not goals and not block_had_errors:
+        if kind == "patch" and not goals and empty_goals and not block_had_errors:
+            self.error("PL251", f"every keep, change and require of patch `{name}` selects no points", span,
+                       "nothing would be asked of the network: check the point expressions (see the PL250 "
+                       "warnings)")
+        elif kind == "patch" and not goals and not block_had_errors:
             self.error("PL232", f"patch `{name}` has no keep, change or require statement", span,
                        "say what must hold, e.g. `change wm[0] to 7`")
         if not norms.objective:
@@ -405,7 +456,8 @@ class Checker:
         self.check_shape(ps, net, item.points.span)
         text_points = _render_points(item.points)
         if len(ps) == 0:
-            self.warnings.append(Diagnostic("PL250", f"`{text_points}` selects no points", item.span,
+            self.warnings.append(Diagnostic("PL250", f"`{text_points}` selects no points: this statement "
+                                                     "constrains nothing and is left out", item.span,
                                             severity="warning"))
         n_out = net.output_size
         if isinstance(item, A.Keep):
@@ -460,6 +512,14 @@ class Checker:
                       "backends: " + ", ".join(BACKENDS))
         opts: dict[str, Any] = {}
         for key, value, span in item.options:
+            if key in opts:
+                self.fail("PL240", f"option `{key}` is given twice", span, "keep one")
+            rule = _OPTION_RULES.get(key)
+            if rule is not None:
+                ok, want = rule
+                if not ok(value):
+                    self.fail("PL245", f"option `{key}` must be {want}, not {value!r}", span,
+                              f"e.g. `using {item.backend} ({key} = {_OPTION_EXAMPLES[key]})`")
             opts[key] = value
         return BackendChoice(item.backend, opts, item.span)
 
@@ -522,10 +582,14 @@ class Checker:
         centers = None
         for inp in st.inputs:
             if isinstance(inp, A.InputBox):
-                lo = np.atleast_1d(np.asarray(inp.lo, float))
-                hi = np.atleast_1d(np.asarray(inp.hi, float))
-                if lo.size != hi.size and lo.size != 1 and hi.size != 1:
-                    self.fail("PL261", f"box bounds differ in length ({lo.size} vs {hi.size})", inp.span)
+                lo = np.asarray(inp.lo, float)  # a single number (0-d) stands for every input; a vector is exact
+                hi = np.asarray(inp.hi, float)
+                if lo.ndim and hi.ndim and lo.size != hi.size:
+                    self.fail("PL261", f"box bounds differ in length (lo has {lo.size}, hi has {hi.size})",
+                              inp.span, "give lo and hi one value per input each (or one number for all)")
+                if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+                    self.fail("PL261", "box bounds must be finite numbers", inp.span,
+                              "give finite bounds for every input")
                 if np.any(np.broadcast_to(lo, np.broadcast_shapes(lo.shape, hi.shape)) > hi):
                     self.fail("PL261", "box has lo > hi", inp.span)
                 boxes.append((lo, hi))
@@ -533,13 +597,23 @@ class Checker:
                 if inp.norm != "linf":
                     self.fail("PL262", f"only linf balls are supported as input regions, not {inp.norm}", inp.span,
                               "write `input within linf EPS of POINTS`")
+                if not (np.isfinite(inp.eps) and inp.eps >= 0):
+                    self.fail("PL262", f"the radius of an input ball must be a finite number >= 0, not {inp.eps!r}",
+                              inp.span, "e.g. `input within linf 0.05 of POINTS`")
                 ps = self.points_expr(inp.points)
-                flat = ps.x.reshape(len(ps), -1)
+                if len(ps) == 0:
+                    self.warnings.append(Diagnostic("PL250", f"`{_render_points(inp.points)}` selects no points: "
+                                                             "this input statement adds no region", inp.span,
+                                                    severity="warning"))
+                flat = ps.flat()
                 for row in flat:
                     boxes.append((row - inp.eps, row + inp.eps))
                 centers = ps if centers is None else centers.union(ps)
         if not boxes:
-            self.fail("PL263", f"property `{st.name}` has no input region", st.span,
+            empty = [_render_points(i.points) for i in st.inputs if isinstance(i, A.InputBall)]
+            self.fail("PL263", f"property `{st.name}` has no input region"
+                               + (f" ({', '.join(f'`{e}`' for e in empty)} selects no points)" if empty else ""),
+                      st.span,
                       "add `input box lo [...] hi [...]` or `input within linf EPS of POINTS`")
         if not st.ensures:
             self.fail("PL264", f"property `{st.name}` has no `ensure` statement", st.span)
@@ -551,15 +625,20 @@ class Checker:
 
     def property_ref(self, name: str, span: Span) -> PropertySpec:
         if name not in self.properties:
+            if self.names.get(name, (None,))[0] == "property":
+                raise _Failed  # its declaration failed and was reported there
             self.fail("PL202", f"unknown property `{name}`", span, _suggest(name, list(self.properties)))
         return self.properties[name]
 
     def check_property_fits(self, prop: PropertySpec, net: Network, span: Span) -> None:
         for lo, hi in prop.boxes:
-            size = max(lo.size, hi.size)
-            if size not in (1, net.input_size):
-                self.fail("PL265", f"property `{prop.name}` has {size} input bounds but model `{net.name}` takes "
-                                   f"{net.input_size} inputs", span)
+            sizes = {a.size for a in (lo, hi) if a.ndim}  # a single number (0-d) fits any input size
+            for size in sizes:
+                if size != net.input_size:
+                    where = "its VNN-LIB file declares" if prop.source == "vnnlib" else "it gives"
+                    self.fail("PL265", f"property `{prop.name}` does not fit model `{net.name}`: {where} {size} "
+                                       f"input bound(s), the model takes {net.input_size} inputs", span,
+                              "describe every input of the model (one bound per input)")
         for cnf in prop.ensures:
             self.check_cnf(cnf, net.output_size, prop.centers)
         if prop.unsafe_dnf is not None:
@@ -574,6 +653,9 @@ class Checker:
         entry = self.model_ref(st.model, st.span)
         prop = self.property_ref(st.prop, st.span)
         self.check_property_fits(prop, entry.net, st.span)
+        if st.timeout is not None and not (_is_number(st.timeout) and st.timeout > 0):
+            self.fail("PL241", f"a verify timeout must be a positive number of seconds, not {st.timeout!r}", st.span,
+                      "e.g. `verify net satisfies p timeout 60`")
         backend = self.using(st.using) if st.using else BackendChoice("auto")
         save = str((self.base / st.save).resolve()) if st.save else None
         name = f"verify {st.model} satisfies {st.prop}"
@@ -608,6 +690,30 @@ class Checker:
                 self.fail("PL215", "accuracy() needs labelled points", st.points.span)
         text = self.spec.source.splitlines()[st.span.line - 1].strip() if st.span.line else "assert"
         self.assertions.append(Assertion(st, pts, text, st.span))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _is_count(v: Any) -> bool:
+    return _is_number(v) and float(v) == int(v)
+
+
+# Options every backend understands: (valid?, what a valid value is); others go to the backend unchecked.
+_OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "time_limit": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "mip_gap": (lambda v: _is_number(v) and 0 <= v <= 1, "a number between 0 and 1"),
+    "threads": (lambda v: _is_count(v) and 1 <= v <= 1024, "a whole number of threads, at least 1"),
+    "seed": (lambda v: _is_count(v) and 0 <= v < 2**31, "a whole number between 0 and 2^31-1"),
+}
+_OPTION_EXAMPLES = {"time_limit": "30", "mip_gap": "0.01", "threads": "1", "seed": "7"}
+_LIMIT_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "iterations": (lambda v: _is_count(v) and v >= 0, "a whole number, at least 0"),
+    "counterexamples": (lambda v: _is_count(v) and v >= 1, "a whole number, at least 1"),
+    "time": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "verify": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+}
 
 
 def _repair_is_disjunctive(prop: PropertySpec, n_out: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ def _parser() -> lark.Lark:
 
 def parse_text(source: str, filename: str = "<string>") -> A.SpecFile:
     """Parse a spec; syntax errors become a :class:`SpecError` with a position and a hint."""
+    deep = _too_deep(source, filename)
+    if deep is not None:
+        raise SpecError(items=[deep])
     try:
         tree = _parser().parse(source)
     except lark.exceptions.UnexpectedInput as exc:
@@ -39,8 +43,53 @@ def parse_text(source: str, filename: str = "<string>") -> A.SpecFile:
     except lark.exceptions.VisitError as exc:  # lark wraps what the transformer raises (e.g. PL101)
         if isinstance(exc.orig_exc, SpecError):
             raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise SpecError(items=[Diagnostic("PL102", "the spec nests too deeply", None,
+                                              f"use at most {MAX_NESTING} levels of brackets")]) from None
         raise
+    except RecursionError:
+        raise SpecError(items=[Diagnostic("PL102", "the spec nests too deeply", None,
+                                          f"use at most {MAX_NESTING} levels of brackets")]) from None
     return A.SpecFile(path=filename, source=source, statements=tuple(statements.children))
+
+
+MAX_NESTING = 100
+
+
+def _too_deep(source: str, filename: str) -> Diagnostic | None:
+    """A PL102 at the first bracket nested more than MAX_NESTING deep (outside strings and comments), or None.
+
+    Deeper nesting would exhaust Python's recursion in the tree transformer; no real spec comes near it.
+    """
+    depth, line, col, in_string, in_comment, escaped = 0, 1, 0, False, False, False
+    for ch in source:
+        col += 1
+        if ch == "\n":
+            line, col, in_comment, in_string = line + 1, 0, False, False
+            continue
+        if in_comment:
+            continue
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == "#":
+            in_comment = True
+        elif ch == '"':
+            in_string = True
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return Diagnostic("PL102", f"brackets nested more than {MAX_NESTING} deep",
+                                  Span(filename, line, col, line, col + 1),
+                                  "write the expression with fewer nested brackets")
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+    return None
 
 
 def parse_file(path: str | Path) -> A.SpecFile:
@@ -116,7 +165,11 @@ class _ToAst(Transformer):
 
     # ------------------------------------------------------------------ literals
     def int(self, meta, ch):  # noqa: A003 - grammar rule name
-        return int(str(ch[0]))
+        text = str(ch[0])
+        if len(text.lstrip("+-")) > 18:  # larger than any index, label, layer or count could be
+            raise SpecError(items=[Diagnostic("PL101", f"integer out of range: {text}", self._span(meta),
+                                              "integers (indices, labels, layers, counts) have at most 18 digits")])
+        return int(text)
 
     def number(self, meta, ch):
         value = float(str(ch[0]))
@@ -125,6 +178,9 @@ class _ToAst(Transformer):
             if denominator == 0:
                 raise SpecError(items=[Diagnostic("PL101", "division by zero in a number", self._span(meta))])
             value /= denominator
+        if not math.isfinite(value):
+            raise SpecError(items=[Diagnostic("PL101", f"number out of range: {''.join(str(c) for c in ch)}",
+                                              self._span(meta), "numbers must be finite (at most about 1.8e308)")])
         return value
 
     def vector(self, meta, ch):
