@@ -17,9 +17,19 @@ from .lang.parser import parse_file, parse_text
 from .lang.program import PatchTask, Program, RepairTask, VerifyTask
 from .tasks.assertions import evaluate
 from .tasks.patch import RunOptions, run_patch
+from .guard import OutputGuard, program_guard, using_guard
 from .tasks.results import RunResult, TaskResult
 
-__all__ = ["load_program", "load_program_text", "run_program", "run_task", "RunOptions", "versions"]
+__all__ = ["load_program", "load_program_text", "run_program", "run_task", "RunOptions", "versions", "failed_run",
+           "Interrupted"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``result`` holds the tasks that finished (the others are listed as not run)."""
+
+    def __init__(self, result: RunResult):
+        super().__init__("interrupted")
+        self.result = result
 
 
 def load_program(path: str | Path) -> Program:
@@ -59,22 +69,34 @@ def run_task(task, options: RunOptions) -> TaskResult:
 
 
 def run_program(program: Program, options: RunOptions | None = None, only: list[str] | None = None,
-                on_task: Callable[[str, TaskResult | None], None] | None = None) -> RunResult:
-    """Run every task (or those named in ``only``) in source order, then evaluate the assertions."""
+                on_task: Callable[[str, TaskResult | None], None] | None = None,
+                outputs: OutputGuard | None = None) -> RunResult:
+    """Run every task (or those named in ``only``) in source order, then evaluate the assertions.
+
+    Every file a task writes is claimed from ``outputs`` (by default ``guard.program_guard(program)``): never an input,
+    never one path twice.  On Ctrl-C the tasks already finished are kept and :class:`Interrupted` carries them.
+    """
     options = options or RunOptions()
     t0 = time.perf_counter()
     results: dict[str, TaskResult] = {}
     ordered: list[TaskResult] = []
-    for task in program.tasks:
-        if only and task.name not in only:
-            continue
-        if on_task:
-            on_task(task.name, None)
-        r = run_task(task, options)
-        results[task.name] = r
-        ordered.append(r)
-        if on_task:
-            on_task(task.name, r)
+    with using_guard(outputs or program_guard(program)):
+        for task in program.tasks:
+            if only and task.name not in only:
+                continue
+            if on_task:
+                on_task(task.name, None)
+            try:
+                r = run_task(task, options)
+            except KeyboardInterrupt:
+                raise Interrupted(_partial(program, ordered, task.name, only, t0)) from None
+            except Exception as exc:  # a report written after it still lists the tasks that finished
+                exc.patchlang_done = list(ordered)
+                raise
+            results[task.name] = r
+            ordered.append(r)
+            if on_task:
+                on_task(task.name, r)
     assertions = [evaluate(program, a, results) for a in program.assertions
                   if not only or getattr(a.node, "task", getattr(a.node, "subject", None)) in results
                   or getattr(a.node, "subject", None) in program.models]
@@ -83,3 +105,26 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
     add_assertion_notes(program, results)
     return RunResult(program.path, ordered, assertions, program.input_files, versions(),
                      time.perf_counter() - t0, [w.render() for w in program.warnings])
+
+
+def _partial(program: Program, done: list[TaskResult], current: str, only: list[str] | None,
+             t0: float) -> RunResult:
+    """The run so far: finished tasks as they are; the interrupted one and the rest as not run."""
+    finished = {r.name for r in done}
+    not_run = [(t.name, t.kind, "interrupted" if t.name == current else "not started")
+               for t in program.tasks if t.name not in finished and (not only or t.name in only)]
+    return RunResult(program.path, list(done), [], program.input_files, versions(), time.perf_counter() - t0,
+                     [w.render() for w in program.warnings], outcome="interrupted",
+                     errors=["interrupted (Ctrl-C): the assertions were not evaluated"], not_run=not_run)
+
+
+def failed_run(spec_path: str, outcome: str, errors: list[str], program: Program | None = None,
+               inputs: dict[str, str] | None = None, only: list[str] | None = None,
+               done: list[TaskResult] | None = None) -> RunResult:
+    """A report for a run that ended early (a spec, usage or internal error): what ran and what did not."""
+    finished = {r.name for r in done or []}
+    not_run = [(t.name, t.kind, outcome) for t in (program.tasks if program else [])
+               if t.name not in finished and (not only or t.name in only)]
+    return RunResult(spec_path, list(done or []), [], dict(program.input_files if program else inputs or {}),
+                     versions(), 0.0, [w.render() for w in program.warnings] if program else [], outcome=outcome,
+                     errors=errors, not_run=not_run)

@@ -74,20 +74,122 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace, out: Console) -> int:
-    from .api import load_program, run_program
+def _write_reports(args: argparse.Namespace, result, guard) -> None:
+    """The JSON / JUnit reports asked for, through ``guard`` (never onto an input, never onto each other)."""
+    from .guard import using_guard
     from .report.machine import write_json, write_junit
+
+    with using_guard(guard):
+        if args.json:
+            write_json(result, args.json)
+        if args.junit:
+            write_junit(result, args.junit)
+
+
+def _report_failure(args: argparse.Namespace, outcome: str, exc: BaseException, program=None, guard=None,
+                    done=None) -> None:
+    """After a spec, usage or internal error: still write the reports asked for, saying what did not run."""
+    if not (args.json or args.junit):
+        return
+    from .api import failed_run
+    from .guard import guard_for
+
+    if isinstance(exc, PatchlangError):
+        errors = [d.render() for d in exc.diagnostics]
+    else:
+        errors = [f"{type(exc).__name__}: {exc}"]
+    inputs = getattr(exc, "inputs", None) or {}
+    done = done if done is not None else getattr(exc, "patchlang_done", None)
+    result = failed_run(args.spec, outcome, errors, program, inputs, args.task, done)
+    if guard is None:
+        guard = guard_for(args.spec, list(result.input_files),
+                          [m.path for m in program.models.values()] if program else ())
+    try:
+        _write_reports(args, result, guard)
+    except PatchlangError:  # the report path itself is the problem: the error printed next says what is wrong
+        pass
+
+
+def cmd_run(args: argparse.Namespace, out: Console) -> int:
+    from .api import Interrupted, load_program, run_program
+    from .guard import program_guard
     from .report.text import print_report
     from .tasks.patch import RunOptions
 
-    program = load_program(args.spec)
+    try:
+        program = load_program(args.spec)
+    except PatchlangError as exc:
+        _report_failure(args, "spec error", exc)
+        raise
+    guard = program_guard(program)
+    try:
+        _claim_reports(args, guard)
+        _run_checked(args, program)
+    except PatchlangError as exc:
+        _report_failure(args, "usage error", exc, program)
+        raise
+    options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed, verbose=args.verbose,
+                         write_files=not args.no_save)
+    try:
+        result = _run(args, out, program, options, guard, run_program)
+    except Interrupted as exc:
+        result = exc.result
+        _write_reports(args, result, guard)
+        if not args.quiet:
+            print_report(result, out)
+        out.print(f"interrupted: {len(result.tasks)} task(s) finished, "
+                  f"{len(result.not_run)} not run", markup=False)
+        return result.exit_code
+    except KeyboardInterrupt as exc:  # between tasks, in the assertions or the reports
+        _report_failure(args, "interrupted", exc, program, guard)
+        raise
+    except PatchlangError as exc:
+        _report_failure(args, "usage error", exc, program, guard)
+        raise
+    except Exception as exc:
+        _report_failure(args, "internal error", exc, program, guard)
+        raise
+    _write_reports(args, result, guard)
+    if args.plots:
+        from .guard import using_guard
+        from .report.plots import write_plots
+
+        with using_guard(guard):
+            for path in write_plots(result, args.plots):
+                out.print(f"plot      {path}", markup=False)
+    if args.quiet:
+        out.print(f"exit {result.exit_code}", markup=False)
+    else:
+        print_report(result, out)
+    return result.exit_code
+
+
+def _claim_reports(args: argparse.Namespace, guard) -> None:
+    """Refuse, before anything runs, report paths that are inputs, directories or each other."""
+    if args.json:
+        guard.claim(args.json, "the JSON report")
+    if args.junit:
+        guard.claim(args.junit, "the JUnit report")
+    if args.plots:
+        from .guard import OutputRefused
+
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise OutputRefused(f"refusing to write plots into {args.plots}: it is a file, not a folder",
+                                help="give --plots a folder")
+
+
+def _run_checked(args: argparse.Namespace, program) -> None:
     if args.task:
         unknown = [t for t in args.task if t not in {x.name for x in program.tasks}]
         if unknown:
             raise PatchlangError(f"no task named {', '.join(unknown)}",
                                  help="tasks: " + ", ".join(t.name for t in program.tasks))
-    options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed, verbose=args.verbose,
-                         write_files=not args.no_save)
+    if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
+        raise PatchlangError(f"--time-limit must be a positive number of seconds, not {args.time_limit}",
+                             help="e.g. --time-limit 60")
+
+
+def _run(args: argparse.Namespace, out: Console, program, options, guard, run_program):
     status = out.status("running", spinner="dots") if not args.quiet and out.is_terminal else None
     total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
     started = 0
@@ -105,23 +207,8 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
 
     if status is not None:
         with status:
-            result = run_program(program, options, args.task, on_task)
-    else:
-        result = run_program(program, options, args.task, on_task)
-    if args.json:
-        write_json(result, args.json)
-    if args.junit:
-        write_junit(result, args.junit)
-    if args.plots:
-        from .report.plots import write_plots
-
-        for path in write_plots(result, args.plots):
-            out.print(f"plot      {path}", markup=False)
-    if args.quiet:
-        out.print(f"exit {result.exit_code}", markup=False)
-    else:
-        print_report(result, out)
-    return result.exit_code
+            return run_program(program, options, args.task, on_task, outputs=guard)
+    return run_program(program, options, args.task, on_task, outputs=guard)
 
 
 def cmd_export(args: argparse.Namespace, out: Console) -> int:

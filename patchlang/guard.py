@@ -27,7 +27,7 @@ from typing import Iterator
 from .errors import PatchlangError
 
 __all__ = ["InputRefused", "OutputRefused", "MAX_INPUT_BYTES", "check_input", "read_input", "sha256_input",
-           "OutputGuard", "current_guard", "using_guard", "claim_output", "write_output"]
+           "OutputGuard", "guard_for", "program_guard", "current_guard", "using_guard", "claim_output", "write_output"]
 
 MAX_INPUT_BYTES = int(os.environ.get("PATCHLANG_MAX_INPUT_BYTES", str(8 << 30)))  # 8 GiB: larger is a mistake
 
@@ -164,31 +164,30 @@ class OutputGuard:
             self.inodes.setdefault(ident, what)
 
     def refusal(self, path: str | os.PathLike, what: str) -> str | None:
-        """Why ``path`` may not be written as ``what``, or None."""
+        """Why ``path`` may not be written as ``what`` (a sentence), or None."""
         text = os.fspath(path)
         if "\x00" in text or not text:
-            return f"{what} path {text!r} is not a valid file name"
+            return f"refusing to write {what}: {text!r} is not a valid file name"
         real = _resolved(text)
         if real in self.protected:
-            return f"{what} {text} would overwrite {self.protected[real]}"
+            return f"refusing to overwrite {self.protected[real]} with {what}"
         ident = _identity(real)
         if ident is not None and ident in self.inodes:
-            return f"{what} {text} is the same file as {self.inodes[ident]}"
+            return f"refusing to overwrite {self.inodes[ident]} (the same file as {text}) with {what}"
         if os.path.isdir(real):
-            return f"{what} {text} is a directory"
+            return f"refusing to write {what} to {text}: it is a directory"
         if real in self.claimed and self.claimed[real] != what:
-            return f"{what} {text} is also written by {self.claimed[real]} in this run"
+            return f"refusing to write {what} to {text}: {self.claimed[real]} is written there too"
         if os.path.exists(real) and not os.path.isfile(real):
-            return f"{what} {text} exists and is not a regular file"
+            return f"refusing to write {what} to {text}: it exists and is not a regular file"
         return None
 
     def claim(self, path: str | os.PathLike, what: str) -> str:
         """Reserve ``path`` for ``what`` (the same ``what`` may claim it again); the resolved path."""
         why = self.refusal(path, what)
         if why is not None:
-            raise OutputRefused(f"refusing to write: {why}",
-                                help="write outputs to new file names: never onto a file the spec reads, "
-                                     "and one file per output")
+            raise OutputRefused(why, help="write outputs to new file names: never onto a file the spec reads, "
+                                          "and one file per output")
         real = _resolved(path)
         self.claimed[real] = what
         return real
@@ -203,6 +202,24 @@ def atomic_write(path: str, data: bytes) -> None:
     from .model.onnx_export import write_atomic
 
     write_atomic(path, data)
+
+
+def guard_for(spec_path: str | os.PathLike | None, inputs: "dict[str, str] | list[str]",
+              models: "list[str] | tuple[str, ...]" = ()) -> OutputGuard:
+    """The guard of a run of a spec: the spec and every file it reads (``models`` among them) are protected."""
+    guard = OutputGuard()
+    if spec_path is not None and os.path.exists(os.fspath(spec_path)):
+        guard.protect(spec_path, f"the spec ({os.fspath(spec_path)})")
+    for p in models:
+        guard.protect(p, f"an input model ({p})")
+    for p in inputs:
+        guard.protect(p, f"an input file ({p})")
+    return guard
+
+
+def program_guard(program) -> OutputGuard:
+    """:func:`guard_for` a checked program (``lang.program.Program``): its spec, models and input files."""
+    return guard_for(program.path, program.input_files, [m.path for m in program.models.values()])
 
 
 _GUARD: contextvars.ContextVar[OutputGuard | None] = contextvars.ContextVar("patchlang_output_guard", default=None)

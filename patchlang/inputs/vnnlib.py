@@ -623,7 +623,8 @@ def format_vnnlib(prop: VnnlibProperty) -> str:
 
 def write_vnnlib(prop: VnnlibProperty, path: str | Path) -> Path:
     """Write ``prop`` as a VNN-LIB 1 file (creating parent directories); returns the path written."""
+    from ..guard import atomic_write
+
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(format_vnnlib(prop), encoding="utf-8")
+    atomic_write(str(file), format_vnnlib(prop).encode("utf-8"))  # creates the folders; never half a file
     return file

@@ -96,6 +96,7 @@ class Checker:
         self.load_models = load_models
         self.defining: str | None = None  # the point set whose expression is being checked
         self.silent_failures = 0  # statements abandoned without a diagnostic (must stay 0; see run)
+        self.outputs: list[tuple[str, Span, str]] = []  # (resolved path, where, what): checked at the end of run
 
     # ------------------------------------------------------------------ helpers
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
@@ -125,6 +126,33 @@ class Checker:
         except InputRefused as exc:
             self.fail("PL217", exc.message, span, exc.help)
         return full
+
+    def output(self, p: str, span: Span, what: str, suffixes: tuple[str, ...]) -> str:
+        """A `save` path, resolved; checked against the inputs and the other outputs once all are known."""
+        if "\x00" in p or not p.strip():
+            self.fail("PL242", f"{what} path {p!r} is not a valid file name", span, "give a file name")
+        full = os.path.abspath(self.base / p)
+        try:
+            full = str(Path(full).resolve())
+        except (OSError, RuntimeError):
+            pass
+        if not full.endswith(suffixes):
+            self.fail("PL242", f"the path of {what} must end in {' or '.join(suffixes)}", span,
+                      f"e.g. save \"out/result{suffixes[0]}\"")
+        self.outputs.append((full, span, what))
+        return full
+
+    def check_outputs(self) -> None:
+        """No output onto an input (the spec, a model, a point, label or property file) nor two onto one path."""
+        from ..guard import OutputRefused, guard_for
+
+        guard = guard_for(self.spec.path, list(self.inputs), [m.path for m in self.models.values()])
+        for full, span, what in self.outputs:
+            try:
+                guard.claim(full, what)
+            except OutputRefused as exc:
+                self.error("PL242", exc.message, span, "save to a new file name: never onto a file the spec "
+                                                       "reads, and one file per task")
 
     def declare(self, name: str, kind: str, span: Span) -> bool:
         if name in self.names:
@@ -163,8 +191,11 @@ class Checker:
                            "write it with fewer nested parentheses (at most 100 levels)")
         if self.silent_failures and not self.diags:
             self.error("PL199", "a statement could not be checked (internal; please report)", None)
+        self.check_outputs()
         if self.diags:
-            raise SpecError(items=self.diags)
+            err = SpecError(items=self.diags)
+            err.inputs = dict(self.inputs)  # what was read so far: a report written after the error protects it
+            raise err
         return Program(self.spec.path, self.spec.source, self.models, self.points, self.properties, self.tasks,
                        self.assertions, self.inputs, self.warnings)
 
@@ -374,13 +405,7 @@ class Checker:
                     margin = item.value
                 elif isinstance(item, A.Save):
                     once("save", item.span)
-                    save = str((self.base / item.path).resolve())
-                    src = {e.path for e in self.models.values()}
-                    if save in src:
-                        self.fail("PL242", "refusing to overwrite an input model", item.span,
-                                  "save the patched network under a new name")
-                    if not save.endswith((".onnx", ".nnet")):
-                        self.fail("PL242", "save path must end in .onnx (or .nnet)", item.span)
+                    save = self.output(item.path, item.span, f"the patched model of `{name}`", (".onnx", ".nnet"))
                 elif isinstance(item, A.Using):
                     once("using", item.span)
                     backend = self.using(item)
@@ -657,8 +682,8 @@ class Checker:
             self.fail("PL241", f"a verify timeout must be a positive number of seconds, not {st.timeout!r}", st.span,
                       "e.g. `verify net satisfies p timeout 60`")
         backend = self.using(st.using) if st.using else BackendChoice("auto")
-        save = str((self.base / st.save).resolve()) if st.save else None
         name = f"verify {st.model} satisfies {st.prop}"
+        save = self.output(st.save, st.span, f"the counterexample of `{name}`", (".npy",)) if st.save else None
         return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span)
 
     def repair_block(self, st: A.RepairBlock) -> RepairTask:

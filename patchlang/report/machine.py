@@ -43,6 +43,9 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "spec": result.spec_path,
         "exit_code": result.exit_code,
+        "outcome": result.outcome,
+        "errors": result.errors,
+        "not_run": [{"name": n, "kind": k, "why": why} for n, k, why in result.not_run],
         "seconds": result.seconds,
         "inputs": {p: {"sha256": h} for p, h in sorted(result.input_files.items())},
         "versions": result.versions,
@@ -53,21 +56,22 @@ def run_json(result: RunResult) -> dict[str, Any]:
     }
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Atomic, with normal file permissions and a user-facing error (not a traceback) when unwritable."""
-    from ..model.onnx_export import write_atomic as write_bytes
+def write_atomic(path: str, text: str, what: str = "a report") -> None:
+    """Through the run's output guard (never onto an input), atomic, with normal file permissions and a
+    user-facing error (not a traceback) when unwritable."""
+    from ..guard import write_output
 
-    write_bytes(path, text.encode("utf-8"))
+    write_output(path, text.encode("utf-8"), what)
 
 
 def write_json(result: RunResult, path: str) -> None:
-    write_atomic(path, json.dumps(run_json(result), indent=2, sort_keys=False) + "\n")
+    write_atomic(path, json.dumps(run_json(result), indent=2, sort_keys=False) + "\n", "the JSON report")
 
 
 def write_junit(result: RunResult, path: str) -> None:
     suite = ET.Element("testsuite", name=os.path.basename(result.spec_path), tests="0", failures="0", errors="0",
                        skipped="0", time=f"{result.seconds:.3f}")
-    counts = {"tests": 0, "failures": 0, "skipped": 0}
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for r in result.tasks:
         case = ET.SubElement(suite, "testcase", classname=f"{r.kind}", name=r.name,
                              time=f"{r.seconds.get('total', 0.0):.3f}")
@@ -78,6 +82,16 @@ def write_junit(result: RunResult, path: str) -> None:
         elif r.inconclusive:
             counts["skipped"] += 1
             ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}")
+    for name, kind, why in result.not_run:
+        case = ET.SubElement(suite, "testcase", classname=kind, name=name, time="0.000")
+        counts["tests"] += 1
+        counts["skipped"] += 1
+        ET.SubElement(case, "skipped", message=f"not run: {why}")
+    if result.outcome != "finished":
+        case = ET.SubElement(suite, "testcase", classname="run", name=result.outcome, time="0.000")
+        counts["tests"] += 1
+        counts["errors"] += 1
+        ET.SubElement(case, "error", message=result.outcome).text = "\n".join(result.errors)
     for a in result.assertions:
         case = ET.SubElement(suite, "testcase", classname="assert", name=f"line {a.line}: {a.text}")
         counts["tests"] += 1
@@ -89,4 +103,4 @@ def write_junit(result: RunResult, path: str) -> None:
             ET.SubElement(case, "skipped", message=a.message)
     for k, v in counts.items():
         suite.set(k, str(v))
-    write_atomic(path, ET.tostring(suite, encoding="unicode") + "\n")
+    write_atomic(path, ET.tostring(suite, encoding="unicode") + "\n", "the JUnit report")

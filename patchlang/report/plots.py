@@ -109,8 +109,8 @@ def _histogram(task: str, param: str, delta: np.ndarray):
 
 def _save(fig, path: str) -> None:
     """Render to memory, then write atomically: a reader never sees half a PNG."""
-    from ..model.onnx_export import write_atomic
+    from ..guard import write_output
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata=_METADATA)
-    write_atomic(path, buf.getvalue())
+    write_output(path, buf.getvalue(), f"the plot {os.path.basename(path)}")

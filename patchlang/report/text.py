@@ -85,7 +85,11 @@ def print_report(result: RunResult, console: Console | None = None) -> None:
             value = f"  (value {_fmt(a.value)})" if a.value is not None else ""
             extra = f"  {a.message}" if a.message and a.holds is not True else ""
             console.print(f"{mark} line {a.line}: {a.text}{value}{extra}", highlight=False)
+    for name, kind, why in result.not_run:
+        console.print(f"[yellow]not run[/yellow]  {kind} {name}: {why}", highlight=False)
     code = result.exit_code
     verdict = {0: "[green]all good[/green]", 1: "[red]a check failed[/red]", 3: "[yellow]inconclusive[/yellow]"}
+    if result.outcome != "finished":
+        verdict = {k: f"{v} ({result.outcome})" for k, v in verdict.items()}
     console.rule(f"{verdict.get(code, str(code))}  ({len(result.tasks)} task(s), {result.seconds:.2f}s, exit {code})",
                  align="left")

@@ -21,10 +21,10 @@ import numpy as np
 from ..compile.patch import PatchEncoding, encode_patch
 from ..compile.query import Query
 from ..errors import PatchlangError
+from ..guard import program_guard
 from ..lang.check import check
 from ..lang.parser import parse_file
 from ..lang.program import PatchTask, RepairTask, VerifyTask
-from ..model.onnx_export import write_atomic
 from .patch import build_groups, round_significand
 
 FORMATS = ("lp", "mps", "smt2", "vnnlib")
@@ -55,6 +55,7 @@ def export_task(spec_path: str, task_name: str, fmt: str, output: str) -> None:
         raise PatchlangError(f"no task named `{task_name}` in {spec_path}",
                              help=("tasks: " + ", ".join(names)) if names else "the spec has no tasks") from None
     if fmt == "vnnlib":
+        program_guard(program).claim(output, "the exported property")
         _export_vnnlib(task, output)
         return
     if isinstance(task, VerifyTask):
@@ -66,10 +67,8 @@ def export_task(spec_path: str, task_name: str, fmt: str, output: str) -> None:
               f"problem class {q.problem_class}: {q.size_summary()}"]
     if isinstance(task, RepairTask):
         header.append("repair task: this is the patch problem of its first iteration (no counterexamples yet)")
-    if fmt == "smt2":
-        write_atomic(output, smt2_text(q, header).encode("utf-8"))
-    else:
-        write_atomic(output, highs_text(q, fmt))
+    data = smt2_text(q, header).encode("utf-8") if fmt == "smt2" else highs_text(q, fmt)
+    program_guard(program).write(output, data, "the exported query")
 
 
 def smt2_text(q: Query, header: list[str] | None = None) -> str:

@@ -441,6 +441,7 @@ def _delta_array(edit, values: np.ndarray) -> np.ndarray:
 def check_and_save(task: PatchTask, original: Network, patched: Network, groups: list[GoalGroup],
                     result: TaskResult, run: RunOptions) -> None:
     """float64 check of every goal, then write the file (atomically) and check it with onnxruntime."""
+    from ..guard import claim_output
     from ..model.onnx_export import save_network
     from ..model.runtime import OrtModel
 
@@ -473,6 +474,7 @@ def check_and_save(task: PatchTask, original: Network, patched: Network, groups:
             return
         result.status = PATCHED
         if target:
+            claim_output(target, f"the patched model of `{task.name}`")  # never an input, never twice
             save_network(patched, target)  # atomic: temp file in the target folder, then rename
             result.files.append(target)
     except PatchlangError:

@@ -97,9 +97,21 @@ class RunResult:
     versions: dict[str, str]
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # How the run ended: finished | interrupted | spec error | usage error | internal error; what did not run.
+    outcome: str = "finished"
+    errors: list[str] = field(default_factory=list)
+    not_run: list[tuple[str, str, str]] = field(default_factory=list)  # (task, kind, why)
 
     @property
     def exit_code(self) -> int:
+        if self.outcome in ("spec error", "usage error"):
+            return 2
+        if self.outcome == "internal error":
+            return 101
+        code = self._verdict_code()
+        return 3 if code == 0 and self.outcome == "interrupted" else code
+
+    def _verdict_code(self) -> int:
         if any(a.holds is False for a in self.assertions):
             return 1
         covered = {a.covers_task for a in self.assertions if a.covers_task}

@@ -16,7 +16,6 @@ reason.  One time limit covers the whole property.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -248,17 +247,15 @@ def _violated(case: RegionCase, i: int, x32: np.ndarray, y64: np.ndarray, y32: n
 
 
 def save_counterexample(path: str, x32: np.ndarray, shape: tuple[int, ...]) -> None:
-    """Write the counterexample as a float32 ``.npy`` in the model's input shape, atomically."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cex-", suffix=".npy", dir=folder)
-    os.close(fd)
-    try:
-        np.save(tmp, np.asarray(x32, np.float32).reshape(shape))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the counterexample as a float32 ``.npy`` in the model's input shape, atomically, through the run's
+    output guard (never onto an input, never onto another output)."""
+    import io
+
+    from ..guard import write_output
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(x32, np.float32).reshape(shape))
+    write_output(path, buf.getvalue(), f"the counterexample {os.path.basename(path)}")
 
 
 def _fmt_vec(v: np.ndarray | None) -> str:
