@@ -34,11 +34,24 @@ class Interrupted(KeyboardInterrupt):
 
 def load_program(path: str | Path) -> Program:
     """Parse and check a `.patch` file; raises SpecError listing every problem."""
-    return check(parse_file(path))
+    return _lowerable(check(parse_file(path)))
 
 
 def load_program_text(source: str, base_dir: str | Path, filename: str = "<string>") -> Program:
-    return check(parse_text(source, filename), Path(base_dir))
+    return _lowerable(check(parse_text(source, filename), Path(base_dir)))
+
+
+def _lowerable(program: Program) -> Program:
+    """The program, if every region task lowers (see tasks.dryrun): `check` refuses what `run` would."""
+    from .errors import SpecError
+    from .tasks.dryrun import dry_run
+
+    problems = dry_run(program)
+    if problems:
+        err = SpecError(items=problems)
+        err.inputs = dict(program.input_files)
+        raise err
+    return program
 
 
 def versions() -> dict[str, str]:

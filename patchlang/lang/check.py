@@ -378,6 +378,7 @@ class Checker:
                     edits.extend(self.edit_layer(net, item))
                 elif isinstance(item, A.EditAllBiases):
                     for k, layer in enumerate(net.affine(i) for i in range(len(net.affine_indices()))):
+                        self.refuse_shared(net, layer, "biases", item.span)
                         edits.append(EditSpec(k, "biases", np.ones(layer.out_size, dtype=bool), item.span,
                                               f"{layer.name}.bias"))
                 elif isinstance(item, (A.Keep, A.Change, A.Require)):
@@ -466,6 +467,7 @@ class Checker:
                 self.fail("PL221", f"rows of layer {layer.name}: {exc.message}", item.span)
         out = []
         for kind in sorted(item.params, reverse=True):  # weights before biases
+            self.refuse_shared(net, layer, kind, item.span)
             if kind == "weights":
                 mask = np.zeros(layer.W.shape, dtype=bool)
                 mask[rows, :] = True
@@ -475,6 +477,22 @@ class Checker:
             label = f"{layer.name}.{'weight' if kind == 'weights' else 'bias'}"
             out.append(EditSpec(k, kind, mask, item.span, label))
         return out
+
+    def refuse_shared(self, net: Network, layer: Affine, kind: str, span: Span) -> None:
+        """An edited tensor that another node of the file also reads would move there too, which the encoding
+        (one unknown per layer) does not represent: refused rather than answered wrongly."""
+        ref = layer.weight_ref if kind == "weights" else layer.bias_ref
+        proto = getattr(net, "proto", None)
+        if ref is None or proto is None:
+            return
+        readers = [node.name or f"{node.op_type}_{i}" for i, node in enumerate(proto.graph.node)
+                   for name in node.input if name == ref.initializer]
+        if len(readers) > 1:
+            self.fail("PL234", f"the {kind} of layer {layer.name} are the tensor `{ref.initializer}`, which "
+                               f"{len(readers)} nodes read ({', '.join(readers[:4])}): editing it would change them "
+                               "all, and the encoding treats them as independent", span,
+                      "edit a layer whose parameters are not shared, or give each layer its own copy of the "
+                      "tensor in the ONNX file")
 
     def goal(self, net: Network, item: A.Keep | A.Change | A.Require) -> GoalSpec:
         ps = self.points_expr(item.points)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..errors import ModelError
 from .ir import Network
 
@@ -35,7 +37,30 @@ def load_model(path: str, fmt: str | None = None, name: str | None = None) -> Ne
     if kind == "nnet":
         from .nnet_import import load_nnet
 
-        return load_nnet(path, name=name)
-    from .onnx_import import load_onnx
+        net = load_nnet(path, name=name)
+    else:
+        from .onnx_import import load_onnx
 
-    return load_onnx(path, name=name)
+        net = load_onnx(path, name=name)
+    _require_finite(net, path)
+    return net
+
+
+def _require_finite(net: Network, path: str) -> None:
+    """NaN or infinite parameters make every answer about the network meaningless: refused at load."""
+    for layer in net.layers:
+        for what, arr in (("weights", getattr(layer, "W", None)), ("biases", getattr(layer, "b", None))):
+            if arr is not None and not np.all(np.isfinite(arr)):
+                bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+                raise ModelError(f"model file {path}: layer {layer.name} has {bad} NaN or infinite {what}",
+                                 help="the network is broken: retrain or re-export it")
+    proto = getattr(net, "proto", None)
+    if proto is not None:
+        from onnx import numpy_helper
+
+        for t in proto.graph.initializer:
+            if t.data_type in (1, 10, 11, 16) and t.data_location != 1:  # float, float16, double, bfloat16
+                arr = numpy_helper.to_array(t)
+                if arr.size and not np.all(np.isfinite(arr.astype(np.float64))):
+                    raise ModelError(f"model file {path}: tensor `{t.name}` holds NaN or infinite values",
+                                     help="the network is broken: retrain or re-export it")
