@@ -267,6 +267,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     best: tuple[Solution, PatchEncoding, list[GoalGroup], int | None] | None = None
     t_build = t_solve = 0.0
     statuses = []
+    infeasible: list = []
     for label, lower in attempts:
         if best is not None and lower > (best[0].objective or 0.0) + _tie_tol(best[0]):
             break  # attempts are sorted by lower bound: no later candidate can beat (or tie) the incumbent
@@ -284,6 +285,8 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
                 best = (sol, enc, groups, label)
         elif best is None and sol.status == INFEASIBLE:
             result.core = sol.core
+        if sol.status == INFEASIBLE:
+            infeasible.append(enc.query)  # each "no solution" is re-checked independently (tasks/certify.py)
     if candidates is not None:
         result.notes.append(f"`away from label` on one point: one LP per candidate label, best lower bound first; "
                             f"solved {len(statuses)} of {len(attempts)}, the others provably cannot do better")
@@ -305,6 +308,9 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
             result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
             if len(statuses) == 1:
                 _explain(enc, options, result, deadline)
+            from .certify import certify_no_patch
+
+            certify_no_patch(result, infeasible, options.seed, deadline)
         elif any(s == UNBOUNDED for s in statuses):
             result.status = INCONCLUSIVE
             result.message = "the problem is unbounded (internal: the norm should bound it)"
