@@ -426,3 +426,17 @@ def test_disagreeing_recheck_withdraws_no_patch(ws, capsys, monkeypatch):
                         lambda q, seed=0, budget=None: certify.Certificate(None, "Z3 finds a solution"))
     spec = HEAD + "patch f on net {\n  edit layer -1 biases\n  change test[0] to 3\n  keep test[0]\n}\n"
     cli(ws, capsys, spec, "run", "{spec}", expect=3, words=("disagrees",))
+
+
+# ============================================================================ found by the fuzzers (regressions)
+
+def test_onnx_with_a_tensor_of_undefined_type(ws, capsys):
+    good = (MODELS / "toy.onnx").read_bytes()
+    (ws / "bad.onnx").write_bytes(good[:235] + b"\x00" + good[236:])
+    cli(ws, capsys, 'model net = "bad.onnx"\n', "check", "{spec}", expect=2, words=("PL211",))
+
+
+@pytest.mark.parametrize("text", ["INF", "NaN\n2\n", "0\n", "2\n-1,3,4\n"])
+def test_nnet_with_impossible_counts(ws, capsys, text):
+    (ws / "bad.nnet").write_text(text)
+    cli(ws, capsys, 'model net = "bad.nnet"\n', "check", "{spec}", expect=2, words=("PL211", "invalid NNet"))

@@ -46,14 +46,18 @@ class _NNetReader:
     def parse(self) -> tuple[list[Layer], dict[str, np.ndarray]]:
         try:
             n_layers = int(self.header_row(0, 1)[0])
+            if n_layers < 1:
+                raise self.fail(f"the layer count is {n_layers}")
             sizes = [int(s) for s in self.header_row(1, n_layers + 1)]
+            if min(sizes) < 1:
+                raise self.fail(f"layer sizes must be positive, found {sizes}")
             n_in, n_out = sizes[0], sizes[-1]
             meta = {
                 "input_min": self.header_row(3, n_in), "input_max": self.header_row(4, n_in),
                 "input_mean": self.header_row(5, n_in + 1), "input_range": self.header_row(6, n_in + 1),
             }
             stream = np.array([v for ln in self.lines[7:] for v in _numbers(ln)], dtype=np.float64)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # "abc", or a count of INF / NaN
             raise self.fail(str(exc)) from exc
         needed = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
         if stream.size != needed:

@@ -463,8 +463,28 @@ def _input_dims(view: _GraphView) -> list[int | None]:
 
 # --------------------------------------------------------------------------------------------------- entry point
 def load_onnx(path: str, name: str | None = None) -> Network:
-    """Import an ONNX file as a :class:`Network` (see the module docstring for how the prefix is chosen)."""
+    """Import an ONNX file as a :class:`Network` (see the module docstring for how the prefix is chosen).
+
+    A malformed file (a tensor whose data does not match its shape or type, a graph that does not hang together)
+    is a :class:`ModelError` naming what is wrong, never a crash."""
     proto = read_onnx(path)
+    try:
+        return _import(proto, path, name)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed file surfaces anywhere in the import
+        import onnx
+
+        try:
+            onnx.checker.check_model(proto)
+        except Exception as bad:  # noqa: BLE001 - the checker's own exception types vary between versions
+            raise ModelError(f"malformed ONNX model {path}: {str(bad).strip().splitlines()[0][:300]}",
+                             help="re-export the model; `python -m onnx.checker` style checks fail on it") from None
+        raise ModelError(f"cannot import ONNX model {path}: {type(exc).__name__}: {exc}",
+                         help="the file may be malformed; if other tools read it, please report this") from exc
+
+
+def _import(proto, path: str, name: str | None) -> Network:
     view = _GraphView(proto)
     sig = input_signature(_input_dims(view))
     prefix_nodes, chain, start = _split(view)
