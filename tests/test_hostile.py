@@ -440,3 +440,36 @@ def test_onnx_with_a_tensor_of_undefined_type(ws, capsys):
 def test_nnet_with_impossible_counts(ws, capsys, text):
     (ws / "bad.nnet").write_text(text)
     cli(ws, capsys, 'model net = "bad.nnet"\n', "check", "{spec}", expect=2, words=("PL211", "invalid NNet"))
+
+
+# ============================================================================ certified "holds"
+
+VERIFY_TINY = (TINY_HEAD + "property capped { input box lo [-1, -1] hi [1, 1]  ensure y[2] <= 1.5 }\n"
+               "verify net satisfies capped timeout 60\n")
+
+
+def test_holds_is_reproven_exactly(ws, capsys):
+    cli(ws, capsys, VERIFY_TINY, "run", "{spec}", "--json", str(ws / "out" / "r.json"), expect=0)
+    task = json.loads((ws / "out" / "r.json").read_text())["tasks"][0]
+    assert task["status"] == "holds"
+    assert task["details"]["certificate"]["certified"] is True and "Z3" in task["details"]["certificate"]["method"]
+
+
+def test_disagreeing_recheck_withdraws_holds(ws, capsys, monkeypatch):
+    import patchlang.tasks.certify as certify
+
+    monkeypatch.setattr(certify, "certify_holds",
+                        lambda net, cases, seed=0, budget=0: certify.Certificate(None, "Z3 finds an unsafe input"))
+    cli(ws, capsys, VERIFY_TINY, "run", "{spec}", expect=3, words=("disagrees",))
+
+
+def test_certify_holds_finds_a_real_violation(ws):
+    """The exact re-check is a real check: on a violated property it finds the unsafe input."""
+    from patchlang.api import load_program_text
+    from patchlang.tasks.certify import certify_holds
+    from patchlang.tasks.verify import property_cases
+
+    program = load_program_text(TINY_HEAD + "property two { input box lo [0.5, -1] hi [1, -0.5] "
+                                            "ensure label is not 2 }\nverify net satisfies two\n", ws)
+    task = program.tasks[0]
+    assert certify_holds(task.model.net, property_cases(task.prop, task.model.net)).refuted

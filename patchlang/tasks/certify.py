@@ -195,3 +195,81 @@ def certify_no_patch(result, queries: list[Query], seed: int = 0, deadline: floa
         method = f"{len(queries)} sub-problems: {method}"
     result.details["certificate"] = {"certified": certified, "method": method}
     result.notes.append(("no patch: certified independently: " if certified else "no patch: ") + method)
+
+
+# ---------------------------------------------------------------------------- "holds"
+
+HOLDS_MAX_RELUS = 48  # Z3 re-proves a box with this many ReLU atoms (no bounds to lean on) in about a second
+HOLDS_MAX_INPUTS = 16
+HOLDS_MAX_CASES = 64
+
+
+def certify_holds(net, cases, seed: int = 0, time_budget: float = SECOND_SOLVE_SECONDS) -> Certificate:
+    """Re-prove "the property holds" independently of the search that claimed it.
+
+    The search proves most boxes with symbolic bounds (float64, enlarged toward unsafe) and MILP leaves (HiGHS).
+    The re-check shares none of that: per box, one query where every ReLU is an exact ``max(0, x)`` atom and no
+    hidden bound is assumed, solved by Z3 in exact rational arithmetic.  Only small networks qualify; larger ones
+    are reported as not independently certified.
+    """
+    from ..compile.bounds import LayerBounds, relu_network
+    from ..compile.verify import encode_region_query
+    from ..errors import PatchlangError
+    from ..solvers.registry import get_backend
+
+    rn = relu_network(net)
+    n_relus = sum(W.shape[0] for W in rn.Ws[:-1])
+    if n_relus > HOLDS_MAX_RELUS or rn.input_size > HOLDS_MAX_INPUTS or len(cases) > HOLDS_MAX_CASES:
+        return Certificate(False, f"not independently certified (the exact re-check by Z3 takes networks of at most "
+                                  f"{HOLDS_MAX_RELUS} ReLUs and {HOLDS_MAX_INPUTS} inputs; this one has {n_relus} "
+                                  f"and {rn.input_size})")
+    try:
+        z3 = get_backend("z3")
+    except PatchlangError as exc:
+        return Certificate(False, f"not independently certified (Z3 unavailable: {exc.message})")
+    t_end = time.perf_counter() + time_budget
+    for case in cases:
+        left = t_end - time.perf_counter()
+        if left <= 0:
+            return Certificate(False, "not independently certified (the exact re-check ran out of time)")
+        loose = LayerBounds(*_interval_bounds(rn, np.asarray(case.lo, float), np.asarray(case.hi, float)))
+        q = encode_region_query(rn, case.lo, case.hi, case.spec, None, bounds=loose, tol=0.0, name="recheck").query
+        sol = z3.solve(q, SolveOptions(time_limit=left, seed=seed + 1))
+        if sol.status in (OPTIMAL, FEASIBLE) and sol.x is not None:
+            return Certificate(None, f"Z3 finds an input in {case.label} that reaches the unsafe region")
+        if sol.status != INFEASIBLE:
+            return Certificate(False, f"not independently certified (Z3: {sol.status} on {case.label})")
+    return Certificate(True, f"re-proven by Z3 in exact rational arithmetic ({len(cases)} box(es), every ReLU "
+                             "an exact atom, only loose interval bounds assumed)")
+
+
+def _interval_bounds(rn, lo: np.ndarray, hi: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Plain interval arithmetic (not the search's symbolic bounds), widened by 1% and 1e-6: loose but sound."""
+    lowers, uppers = [], []
+    h_lo, h_hi = lo, hi
+    for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
+        mid, rad = (h_lo + h_hi) / 2, (h_hi - h_lo) / 2
+        c, r = W @ mid + b, np.abs(W) @ rad
+        pad = 0.01 * r + 1e-6 * (1 + np.abs(c))
+        l, u = c - r - pad, c + r + pad
+        lowers.append(l[None])
+        uppers.append(u[None])
+        h_lo, h_hi = np.maximum(l, 0.0), np.maximum(u, 0.0)
+    return lowers, uppers
+
+
+def record_holds(result, net, cases, seed: int = 0, time_budget: float | None = None) -> None:
+    """Re-check a "holds" verdict (:func:`certify_holds`) and say in ``result`` how it was certified; a re-check
+    that finds an unsafe input withdraws the claim (the task becomes undecided, never a silent "holds")."""
+    from .results import UNKNOWN
+
+    budget = max(1.0, min(SECOND_SOLVE_SECONDS, SECOND_SOLVE_SECONDS if time_budget is None else time_budget))
+    cert = certify_holds(net, cases, seed, budget)
+    result.details["certificate"] = {"certified": bool(cert.certified), "method": cert.method,
+                                     **({"refuted": True} if cert.refuted else {})}
+    if cert.refuted:
+        result.status = UNKNOWN
+        result.message = (f"the search proved the property, but the independent re-check disagrees ({cert.method}); "
+                          "not reported as holding")
+        return
+    result.notes.append(("holds: certified independently: " if cert.certified else "holds: ") + cert.method)

@@ -34,6 +34,7 @@ from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
 from .falsify import FalsifyOptions, falsify_case
 from .patch import build_groups, check_and_save, distances, encode_and_solve, lazy_keep, solve_options
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
+from .certify import certify_no_patch, record_holds
 from .verify import property_cases, verify_cases
 
 DEFAULT_ITERATIONS = 20
@@ -150,6 +151,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             result.status = NOT_REPAIRED
             result.message = (f"iteration {it}: no patch with the allowed edits makes the property hold at the "
                               f"{len(repair_points)} counterexample(s) while meeting the other goals")
+            certify_no_patch(result, [enc.query], options.seed, deadline)  # re-checked independently
             break
         if sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
             result.status = INCONCLUSIVE
@@ -194,6 +196,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             result.status = REPAIRED
             result.message = (f"proven: the patched network satisfies `{task.prop.name}` on every input box "
                               f"after {result.details['iterations']} iteration(s)")
+            record_holds(result, current, cases, run.seed, deadline - time.perf_counter())  # re-proven independently
     result.seconds["total"] = time.perf_counter() - t_start
     return result
 

@@ -302,6 +302,9 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
     elif verdict.status == HOLDS:
         result.message = (f"proven on all {len(cases)} input box(es): no input reaches the unsafe region "
                           "(bounds enlarged by 1e-6 toward unsafe)")
+        from .certify import record_holds
+
+        record_holds(result, net, cases, run.seed, timeout)
     else:
         result.message = f"undecided: {verdict.reason}"
     return result
