@@ -352,102 +352,109 @@ class Checker:
     def patch_block(self, name: str, model_name: str, model_span: Span, items: tuple, span: Span,
                     kind: str = "patch") -> PatchTask:
         entry = self.model_ref(model_name, model_span)
-        net = entry.net
-        edits: list[EditSpec] = []
-        goals: list[GoalSpec] = []
-        norms = NormSpec(objective=[])
-        margin = DEFAULT_MARGIN
-        save = None
-        backend = BackendChoice("auto")
-        round_bits = None
-        limits: dict[str, float] = {}
-        seen: dict[str, Span] = {}
-        empty_goals: list[GoalSpec] = []
+        b = _Block(name, kind, entry.net)
         errors_before = len(self.diags)
-
-        def once(key: str, item_span: Span) -> None:
-            if key in seen:
-                self.fail("PL240", f"`{key}` is given twice in this block (first at line {seen[key].line})",
-                          item_span, "keep one")
-            seen[key] = item_span
-
         for item in items:
-            def one(item=item) -> None:
-                nonlocal margin, save, backend, round_bits
-                if isinstance(item, A.EditLayer):
-                    edits.extend(self.edit_layer(net, item))
-                elif isinstance(item, A.EditAllBiases):
-                    for k, layer in enumerate(net.affine(i) for i in range(len(net.affine_indices()))):
-                        self.refuse_shared(net, layer, "biases", item.span)
-                        edits.append(EditSpec(k, "biases", np.ones(layer.out_size, dtype=bool), item.span,
-                                              f"{layer.name}.bias"))
-                elif isinstance(item, (A.Keep, A.Change, A.Require)):
-                    g = self.goal(net, item)
-                    if len(g.points):
-                        goals.append(g)
-                    else:  # constrains nothing (warning PL250): left out, so no solver sees an empty block
-                        empty_goals.append(g)
-                elif isinstance(item, A.Minimize):
-                    once("minimize", item.span)
-                    for w, norm in item.terms:
-                        if w <= 0:
-                            self.fail("PL241", "norm weights must be positive", item.span)
-                    norms.objective = [(w, n) for w, n in item.terms]
-                elif isinstance(item, A.Bound):
-                    once(f"bound {item.norm}", item.span)
-                    if item.value < 0:
-                        self.fail("PL241", "a bound must be non-negative", item.span)
-                    norms.bounds[item.norm] = item.value
-                    norms.bound_spans[item.norm] = item.span
-                elif isinstance(item, A.Margin):
-                    once("margin", item.span)
-                    if item.value < 0:
-                        self.fail("PL241", "the margin must be non-negative", item.span)
-                    margin = item.value
-                elif isinstance(item, A.Save):
-                    once("save", item.span)
-                    save = self.output(item.path, item.span, f"the patched model of `{name}`", (".onnx", ".nnet"))
-                elif isinstance(item, A.Using):
-                    once("using", item.span)
-                    backend = self.using(item)
-                elif isinstance(item, A.Round):
-                    once("round", item.span)
-                    if not 1 <= item.bits <= 52:
-                        self.fail("PL241", "round significand takes 1 to 52 bits", item.span)
-                    round_bits = item.bits
-                elif isinstance(item, A.Limit):
-                    if item.name not in ("iterations", "time", "counterexamples", "verify"):
-                        self.fail("PL243", f"unknown limit `{item.name}`", item.span,
-                                  "limits: iterations, time (seconds), counterexamples (per iteration), verify "
-                                  "(seconds per verification)")
-                    ok, want = _LIMIT_RULES[item.name]
-                    if not ok(item.value):
-                        self.fail("PL241", f"`limit {item.name}` must be {want}, not {item.value!r}", item.span)
-                    limits[item.name] = item.value
-            self.guarded(one)
-        block_had_errors = len(self.diags) > errors_before
-        if not edits and not block_had_errors:
-            self.error("PL231", f"{kind} `{name}` says nothing may move", span,
+            self.guarded(lambda item=item: self.block_item(b, item))
+        self.block_complete(b, span, block_had_errors=len(self.diags) > errors_before)
+        problem_class, reason = self.classify(b.net, b.edits, b.goals, b.norms, b.backend, span)
+        return PatchTask(name, entry, b.edits, b.goals, b.norms, b.margin, b.save, b.backend, span, problem_class,
+                         reason, b.round_bits, b.limits, kind, margin_explicit="margin" in b.seen)
+
+    def block_item(self, b: "_Block", item: Any) -> None:
+        """One statement of a patch or repair block, recorded in ``b``."""
+        if isinstance(item, A.EditLayer):
+            b.edits.extend(self.edit_layer(b.net, item))
+        elif isinstance(item, A.EditAllBiases):
+            net = b.net
+            for k, layer in enumerate(net.affine(i) for i in range(len(net.affine_indices()))):
+                self.refuse_shared(net, layer, "biases", item.span)
+                b.edits.append(EditSpec(k, "biases", np.ones(layer.out_size, dtype=bool), item.span,
+                                        f"{layer.name}.bias"))
+        elif isinstance(item, (A.Keep, A.Change, A.Require)):
+            g = self.goal(b.net, item)
+            # a goal over no points constrains nothing (warning PL250): left out, so no solver sees an empty block
+            (b.goals if len(g.points) else b.empty_goals).append(g)
+        elif isinstance(item, (A.Minimize, A.Bound)):
+            self.block_norm(b, item)
+        elif isinstance(item, A.Limit):
+            self.block_limit(b, item)
+        else:
+            self.block_setting(b, item)
+
+    def once(self, b: "_Block", key: str, item_span: Span) -> None:
+        if key in b.seen:
+            self.fail("PL240", f"`{key}` is given twice in this block (first at line {b.seen[key].line})",
+                      item_span, "keep one")
+        b.seen[key] = item_span
+
+    def block_norm(self, b: "_Block", item: A.Minimize | A.Bound) -> None:
+        if isinstance(item, A.Minimize):
+            self.once(b, "minimize", item.span)
+            if any(w <= 0 for w, _ in item.terms):
+                self.fail("PL241", "norm weights must be positive", item.span)
+            b.norms.objective = [(w, n) for w, n in item.terms]
+            return
+        self.once(b, f"bound {item.norm}", item.span)
+        if item.value < 0:
+            self.fail("PL241", "a bound must be non-negative", item.span)
+        b.norms.bounds[item.norm] = item.value
+        b.norms.bound_spans[item.norm] = item.span
+
+    def block_limit(self, b: "_Block", item: A.Limit) -> None:
+        if item.name not in _LIMIT_RULES:
+            self.fail("PL243", f"unknown limit `{item.name}`", item.span,
+                      "limits: iterations, time (seconds), counterexamples (per iteration), verify "
+                      "(seconds per verification)")
+        ok, want = _LIMIT_RULES[item.name]
+        if not ok(item.value):
+            self.fail("PL241", f"`limit {item.name}` must be {want}, not {item.value!r}", item.span)
+        b.limits[item.name] = item.value
+
+    def block_setting(self, b: "_Block", item: Any) -> None:
+        """`margin`, `save`, `using`, `round`: each at most once per block."""
+        if isinstance(item, A.Margin):
+            self.once(b, "margin", item.span)
+            if item.value < 0:
+                self.fail("PL241", "the margin must be non-negative", item.span)
+            b.margin = item.value
+        elif isinstance(item, A.Save):
+            self.once(b, "save", item.span)
+            b.save = self.output(item.path, item.span, f"the patched model of `{b.name}`", (".onnx", ".nnet"))
+        elif isinstance(item, A.Using):
+            self.once(b, "using", item.span)
+            b.backend = self.using(item)
+        elif isinstance(item, A.Round):
+            self.once(b, "round", item.span)
+            if not 1 <= item.bits <= 52:
+                self.fail("PL241", "round significand takes 1 to 52 bits", item.span)
+            b.round_bits = item.bits
+        else:  # pragma: no cover - the parser produces nothing else
+            self.fail("PL199", f"unsupported block statement {type(item).__name__}", getattr(item, "span", None))
+
+    def block_complete(self, b: "_Block", span: Span, block_had_errors: bool) -> None:
+        """What a block as a whole needs: something to edit, something to hold, bounds that l0 requires."""
+        if not b.edits and not block_had_errors:
+            self.error("PL231", f"{b.kind} `{b.name}` says nothing may move", span,
                        "add an edit statement, e.g. `edit layer -1 weights`")
-        if kind == "patch" and not goals and empty_goals and not block_had_errors:
-            self.error("PL251", f"every keep, change and require of patch `{name}` selects no points", span,
-                       "nothing would be asked of the network: check the point expressions (see the PL250 "
-                       "warnings)")
-        elif kind == "patch" and not goals and not block_had_errors:
-            self.error("PL232", f"patch `{name}` has no keep, change or require statement", span,
-                       "say what must hold, e.g. `change wm[0] to 7`")
+        if b.kind == "patch" and not b.goals and not block_had_errors:
+            if b.empty_goals:
+                self.error("PL251", f"every keep, change and require of patch `{b.name}` selects no points", span,
+                           "nothing would be asked of the network: check the point expressions (see the PL250 "
+                           "warnings)")
+            else:
+                self.error("PL232", f"patch `{b.name}` has no keep, change or require statement", span,
+                           "say what must hold, e.g. `change wm[0] to 7`")
+        norms = b.norms
         if not norms.objective:
             norms.objective = [(1.0, "linf")]
-        for _, n in norms.objective:
-            if n == "l0" and not np.isfinite(norms.bounds.get("linf", np.inf)):
-                self.error("PL233", "minimizing l0 needs a bound on each parameter's change", span,
-                           "add `bound linf <= c` (e.g. 1.0); it is also the big-M of the indicators")
-        if "l0" in norms.bounds and not np.isfinite(norms.bounds.get("linf", np.inf)):
+        linf_bounded = np.isfinite(norms.bounds.get("linf", np.inf))
+        if any(n == "l0" for _, n in norms.objective) and not linf_bounded:
+            self.error("PL233", "minimizing l0 needs a bound on each parameter's change", span,
+                       "add `bound linf <= c` (e.g. 1.0); it is also the big-M of the indicators")
+        if "l0" in norms.bounds and not linf_bounded:
             self.error("PL233", "`bound l0` needs a bound on each parameter's change", norms.bound_spans["l0"],
                        "add `bound linf <= c`")
-        problem_class, reason = self.classify(net, edits, goals, norms, backend, span)
-        return PatchTask(name, entry, edits, goals, norms, margin, save, backend, span, problem_class, reason,
-                         round_bits, limits, kind, margin_explicit="margin" in seen)
 
     def edit_layer(self, net: Network, item: A.EditLayer) -> list[EditSpec]:
         k = net.find_affine(item.layer)
@@ -733,6 +740,25 @@ class Checker:
                 self.fail("PL215", "accuracy() needs labelled points", st.points.span)
         text = self.spec.source.splitlines()[st.span.line - 1].strip() if st.span.line else "assert"
         self.assertions.append(Assertion(st, pts, text, st.span))
+
+
+@dataclasses.dataclass
+class _Block:
+    """What the statements of one patch or repair block have said so far."""
+
+    name: str
+    kind: str  # patch | repair
+    net: Network
+    edits: list[EditSpec] = dataclasses.field(default_factory=list)
+    goals: list[GoalSpec] = dataclasses.field(default_factory=list)
+    empty_goals: list[GoalSpec] = dataclasses.field(default_factory=list)
+    norms: NormSpec = dataclasses.field(default_factory=lambda: NormSpec(objective=[]))
+    margin: float = DEFAULT_MARGIN
+    save: str | None = None
+    backend: BackendChoice = dataclasses.field(default_factory=lambda: BackendChoice("auto"))
+    round_bits: int | None = None
+    limits: dict[str, float] = dataclasses.field(default_factory=dict)
+    seen: dict[str, Span] = dataclasses.field(default_factory=dict)
 
 
 def _is_number(v: Any) -> bool:
