@@ -473,3 +473,30 @@ def test_certify_holds_finds_a_real_violation(ws):
                                             "ensure label is not 2 }\nverify net satisfies two\n", ws)
     task = program.tasks[0]
     assert certify_holds(task.model.net, property_cases(task.prop, task.model.net)).refuted
+
+
+def test_huge_labels_and_out_of_range_centre_labels(ws, capsys):
+    np.save(ws / "big.npy", np.array([1e30, 2.0]))
+    cli(ws, capsys, 'model net = "tiny.onnx"\npoints p = "pts.npy" with labels = "big.npy"\n', "check", "{spec}",
+        expect=2, words=("PL212", "not a class number"))
+    spec = (TINY_HEAD.replace("labels [1, 1]", "labels [1, 7]")
+            + "property q { input within linf 0.1 of e  ensure label stays }\nverify net satisfies q\n")
+    cli(ws, capsys, spec, "check", "{spec}", expect=2, words=("PL222", "label 7"))
+
+
+def test_input_size_limit(ws, capsys, monkeypatch):
+    import patchlang.guard as guard
+
+    monkeypatch.setattr(guard, "MAX_INPUT_BYTES", 100)
+    cli(ws, capsys, 'model net = "tiny.onnx"\n', "check", "{spec}", expect=2, words=("PL217", "PATCHLANG_MAX"))
+
+
+@pytest.mark.parametrize("spec", ["sub", "missing.patch", "pts.npy"])
+def test_bad_spec_paths(ws, capsys, spec):
+    cli(ws, capsys, None, "check", str(ws / spec), expect=2, words=("PL001",))
+
+
+def test_unknown_task_still_writes_the_report(ws, capsys):
+    cli(ws, capsys, HEAD + FIX, "run", "{spec}", "--task", "nope", "--json", str(ws / "out" / "r.json"), expect=2)
+    report = json.loads((ws / "out" / "r.json").read_text())
+    assert report["outcome"] == "usage error" and report["exit_code"] == 2

@@ -568,6 +568,11 @@ def _as_labels(arr: np.ndarray, where: str) -> np.ndarray:
             i = int(np.argmax(bad))
             raise PatchlangError(f"{where}: label {i} is {float(a[i])!r}, not an integer",
                                  help="labels are class numbers such as 0..9")
+    huge = np.abs(a.astype(np.float64)) >= 2**31 if a.size else np.zeros(0, bool)
+    if huge.any():  # beyond any class count, and past int64 a cast would wrap around silently
+        i = int(np.argmax(huge))
+        raise PatchlangError(f"{where}: label {i} is {a[i]!r}, not a class number",
+                             help="labels are class numbers such as 0..9")
     return a.astype(np.int64)
 
 

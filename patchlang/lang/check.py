@@ -691,6 +691,14 @@ class Checker:
                               "describe every input of the model (one bound per input)")
         for cnf in prop.ensures:
             self.check_cnf(cnf, net.output_size, prop.centers)
+        stays = any(isinstance(a, A.AtomLabelStays) for cnf in prop.ensures for c in cnf.clauses for a in c)
+        if stays and prop.centers is not None and prop.centers.y is not None:
+            bad = (prop.centers.y < 0) | (prop.centers.y >= net.output_size)
+            if bad.any():
+                i = int(np.argmax(bad))
+                self.fail("PL222", f"`label stays` around {prop.centers.describe(i)}, whose label "
+                                   f"{int(prop.centers.y[i])} is not an output of model `{net.name}` "
+                                   f"(0..{net.output_size - 1})", span, "fix the labels of the centre points")
         if prop.unsafe_dnf is not None:
             for dnf in prop.unsafe_dnf:
                 for conj in dnf:
