@@ -187,3 +187,30 @@ def test_hostile_values_are_spec_errors_or_in_range(base, template, v, w, key, k
             assert np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
     for ps in program.points.values():
         assert len(ps) > 0
+
+
+# ---------------------------------------------------------------------------- every claim is certified or says not
+
+@settings(max_examples=int(__import__("os").environ.get("FUZZ_N3", "12")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000))
+def test_random_patch_tasks_answer_with_a_certificate(tmp_path_factory, seed):
+    """Random tasks (a quarter infeasible by a tight bound): every answer is a patch that passed the independent
+    check, or a "no patch" with a certificate that says how it was re-checked; never exit 101."""
+    import json
+
+    from patchlang.cli import main
+    from specgen import random_case
+
+    folder = tmp_path_factory.mktemp("case")
+    case = random_case(seed, folder)
+    spec = folder / "case.patch"
+    spec.write_text(case.source)
+    code = main(["run", str(spec), "--json", str(folder / "r.json"), "--quiet"])
+    assert code in (0, 1, 3), case.description
+    task = json.loads((folder / "r.json").read_text())["tasks"][0]
+    if task["status"] == "patched":
+        assert all(c["satisfied_float64"] == c["points"] == c["satisfied_float32"] for c in task["checks"])
+    elif task["status"] == "no patch":
+        cert = task["details"]["certificate"]
+        assert cert["method"] and isinstance(cert["certified"], bool), case.description
