@@ -121,6 +121,9 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     except PatchlangError as exc:
         _report_failure(args, "spec error", exc)
         raise
+    except KeyboardInterrupt as exc:  # while reading and checking: nothing ran
+        _report_failure(args, "interrupted", exc)
+        raise
     guard = program_guard(program)
     try:
         _claim_reports(args, guard)

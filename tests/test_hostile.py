@@ -189,18 +189,30 @@ def test_zero_byte_npy(ws, capsys):
         words=("PL212", "empty"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file(ws, capsys):
+def test_unreadable_file(ws, capsys, monkeypatch):
     (ws / "secret.npy").write_bytes((ws / "pts.npy").read_bytes())
     os.chmod(ws / "secret.npy", 0)
+    if os.geteuid() == 0:  # root reads whatever the permissions say: make the access check see what a user would
+        import patchlang.guard as guard
+
+        real = os.access
+        monkeypatch.setattr(guard.os, "access", lambda p, m: False if str(p).endswith("secret.npy") else real(p, m))
     cli(ws, capsys, 'model net = "tiny.onnx"\npoints p = "secret.npy"\n', "check", "{spec}", expect=2,
-        words=("permission denied",))
+        words=("PL217", "permission denied"))
 
 
-@pytest.mark.parametrize("kind", ["model", "points", "spec"])
+@pytest.mark.parametrize("kind", ["model", "points", "spec", "external data"])
 def test_fifo_never_hangs(ws, kind):
     """A named pipe nobody writes to: a plain open() would block forever. Refused at once, in a subprocess."""
     fifo = ws / ("pipe.onnx" if kind == "model" else "pipe.npy" if kind == "points" else "pipe.patch")
+    if kind == "external data":
+        import onnx
+
+        onnx.save_model(onnx.load(str(ws / "toy.onnx")), str(ws / "pipe.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="pipe.data", size_threshold=0)
+        fifo = ws / "pipe.data"
+        fifo.unlink()
+        kind = "model"
     os.mkfifo(fifo)
     spec = ws / "spec.patch"
     spec.write_text('model net = "pipe.onnx"\n' if kind == "model" else
@@ -495,3 +507,17 @@ def test_unknown_task_still_writes_the_report(ws, capsys):
     cli(ws, capsys, HEAD + FIX, "run", "{spec}", "--task", "nope", "--json", str(ws / "out" / "r.json"), expect=2)
     report = json.loads((ws / "out" / "r.json").read_text())
     assert report["outcome"] == "usage error" and report["exit_code"] == 2
+
+
+def test_ctrl_c_while_checking_still_writes_the_report(ws, capsys, monkeypatch):
+    import patchlang.api as api
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "load_program", interrupted)
+    code = main(["run", str(_write(ws, HEAD + FIX)), "--json", str(ws / "out" / "r.json")])
+    capsys.readouterr()
+    assert code == 3
+    report = json.loads((ws / "out" / "r.json").read_text())
+    assert report["outcome"] == "interrupted" and report["tasks"] == []

@@ -41,15 +41,24 @@ def read_onnx(path: str):
     """Load a ``ModelProto`` (with external data), turning every failure into a :class:`ModelError`."""
     import onnx
 
-    from ..guard import read_input
+    from ..guard import check_input, read_input
 
     data = read_input(path, "model file")  # a FIFO, device or directory is refused here, never read
     try:
         proto = onnx.load_model_from_string(data)
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        if external:
             from onnx.external_data_helper import load_external_data_for_model
 
-            load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+            folder = os.path.dirname(os.path.abspath(path))
+            for t in external:  # the same guard as every input: no FIFO, device or directory, nothing outside
+                location = {e.key: e.value for e in t.external_data}.get("location", "")
+                full = os.path.realpath(os.path.join(folder, location))
+                if not full.startswith(os.path.realpath(folder) + os.sep):
+                    raise ModelError(f"{path}: tensor `{t.name}` keeps its data outside the model's folder "
+                                     f"({location})", help="keep external data files next to the model")
+                check_input(full, f"external data file of tensor `{t.name}`")
+            load_external_data_for_model(proto, folder)
         return proto
     except Exception as exc:  # protobuf DecodeError, OSError, missing external data, ...
         raise ModelError(f"cannot read ONNX model {path}: {exc}",
