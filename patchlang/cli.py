@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         raise
     guard = program_guard(program)
     try:
-        _claim_reports(args, guard)
+        _claim_reports(args, guard, program)
         _run_checked(args, program)
     except PatchlangError as exc:
         _report_failure(args, "usage error", exc, program)
@@ -167,12 +167,20 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     return result.exit_code
 
 
-def _claim_reports(args: argparse.Namespace, guard) -> None:
-    """Refuse, before anything runs, report paths that are inputs, directories or each other."""
-    if args.json:
-        guard.claim(args.json, "the JSON report")
-    if args.junit:
-        guard.claim(args.junit, "the JUnit report")
+def _claim_reports(args: argparse.Namespace, guard, program) -> None:
+    """Refuse, before anything runs, report paths that are inputs, directories, each other or a task's output."""
+    from .guard import OutputGuard
+
+    saves = OutputGuard()  # what the tasks will write (their own paths were checked by `check`, PL242)
+    for t in program.tasks:
+        save = getattr(t, "save", None) or getattr(getattr(t, "patch", None), "save", None)
+        if save:
+            saves.protect(save, f"the file task `{t.name}` saves ({save})")
+    for path, what in ((args.json, "the JSON report"), (args.junit, "the JUnit report")):
+        if path:
+            guard.claim(path, what)
+            if args.no_save is False:
+                saves.claim(path, what)
     if args.plots:
         from .guard import OutputRefused
 

@@ -521,3 +521,13 @@ def test_ctrl_c_while_checking_still_writes_the_report(ws, capsys, monkeypatch):
     assert code == 3
     report = json.loads((ws / "out" / "r.json").read_text())
     assert report["outcome"] == "interrupted" and report["tasks"] == []
+
+
+def test_one_path_twice_by_identical_statements_and_report_onto_a_task_output(ws, capsys):
+    prop = TINY_HEAD + "property p { input box lo [0.5, -1] hi [1, -0.5] ensure label is not 2 }\n"
+    cli(ws, capsys, prop + 'verify net satisfies p save "o/c.npy"\n' * 2, "check", "{spec}", expect=2,
+        words=("PL242", "written there too"))
+    cli(ws, capsys, prop + 'verify net satisfies p save "o/c.npy"\n', "run", "{spec}", "--json", str(ws / "o" / "c.npy"),
+        expect=2, words=("refusing to overwrite the file task",))
+    repair = "repair net for p {\n  edit layer -1 biases\n  save \"o/r.onnx\"\n}\n"
+    cli(ws, capsys, prop + repair * 2, "check", "{spec}", expect=2, words=("PL242",))

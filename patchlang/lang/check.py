@@ -420,7 +420,8 @@ class Checker:
             b.margin = item.value
         elif isinstance(item, A.Save):
             self.once(b, "save", item.span)
-            b.save = self.output(item.path, item.span, f"the patched model of `{b.name}`", (".onnx", ".nnet"))
+            b.save = self.output(item.path, item.span, f"the patched model of `{b.name}` (line {item.span.line})",
+                                 (".onnx", ".nnet"))
         elif isinstance(item, A.Using):
             self.once(b, "using", item.span)
             b.backend = self.using(item)
@@ -716,7 +717,8 @@ class Checker:
                       "e.g. `verify net satisfies p timeout 60`")
         backend = self.using(st.using) if st.using else BackendChoice("auto")
         name = f"verify {st.model} satisfies {st.prop}"
-        save = self.output(st.save, st.span, f"the counterexample of `{name}`", (".npy",)) if st.save else None
+        save = (self.output(st.save, st.span, f"the counterexample of `{name}` (line {st.span.line})", (".npy",))
+                if st.save else None)
         return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span)
 
     def repair_block(self, st: A.RepairBlock) -> RepairTask:
