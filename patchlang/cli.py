@@ -104,10 +104,26 @@ def _report_failure(args: argparse.Namespace, outcome: str, exc: BaseException, 
     if guard is None:
         guard = guard_for(args.spec, list(result.input_files),
                           [m.path for m in program.models.values()] if program else ())
+        for path in _named_in_spec(args.spec):  # a spec that did not parse still names the files it reads
+            guard.protect(path, f"a file the spec names ({path})")
     try:
         _write_reports(args, result, guard)
     except PatchlangError:  # the report path itself is the problem: the error printed next says what is wrong
         pass
+
+
+def _named_in_spec(spec: str) -> list[str]:
+    """Every quoted string of the spec, as a path relative to its folder (best effort, for protection only)."""
+    import re
+
+    from .guard import InputRefused, read_input
+
+    try:
+        text = read_input(spec, "spec file").decode("utf-8", errors="replace")
+    except InputRefused:
+        return []
+    folder = os.path.dirname(os.path.abspath(spec))
+    return [os.path.join(folder, m) for m in re.findall(r'"((?:[^"\\\n]|\\.)*)"', text) if m and "\x00" not in m]
 
 
 def cmd_run(args: argparse.Namespace, out: Console) -> int:

@@ -531,3 +531,8 @@ def test_one_path_twice_by_identical_statements_and_report_onto_a_task_output(ws
         expect=2, words=("refusing to overwrite the file task",))
     repair = "repair net for p {\n  edit layer -1 biases\n  save \"o/r.onnx\"\n}\n"
     cli(ws, capsys, prop + repair * 2, "check", "{spec}", expect=2, words=("PL242",))
+
+
+def test_report_after_a_syntax_error_never_overwrites_a_named_file(ws, capsys):
+    cli(ws, capsys, 'model net = "digits_mlp.onnx"\npatch oops {\n', "run", "{spec}", "--json",
+        str(ws / "digits_mlp.onnx"), expect=2, words=("PL100",))
