@@ -256,6 +256,8 @@ CRASHERS = {
     "negative verify timeout": (TINY_HEAD + "property p { input box lo [0, 0] hi [1, 1] ensure y[2] <= 1.5 }\n"
                                 "verify net satisfies p timeout -5\n", 2, ("PL241",)),
     "huge integer": (HEAD + "points q = test[" + "9" * 40 + "]\n", 2, ("PL101",)),
+    "patch with marabou": (HEAD + "patch f on net {\n  edit layer -1 biases\n  change test[0] to 3\n"
+                           "  using marabou\n}\n", 2, ("PL267", "Marabou")),
     "option given twice": (HEAD + "patch f on net {\n  edit layer -1 biases\n  change test[0] to 3\n"
                            "  using highs (seed = 1, seed = 2)\n}\n", 2, ("PL240",)),
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..compile.bounds import relu_network
 from ..errors import Diagnostic, PatchlangError
-from ..lang.program import Program, RepairTask, VerifyTask
+from ..lang.program import PatchTask, Program, RepairTask, VerifyTask
 
 
 def dry_run(program: Program) -> list[Diagnostic]:
@@ -19,6 +19,12 @@ def dry_run(program: Program) -> list[Diagnostic]:
 
     out: list[Diagnostic] = []
     for task in program.tasks:
+        backend = getattr(task, "backend", None) or getattr(getattr(task, "patch", None), "backend", None)
+        problem = _backend_problem(task, backend.name if backend is not None else "auto")
+        if problem is not None:
+            out.append(Diagnostic("PL267", f"`{task.name}` cannot run: {problem.message}",
+                                  getattr(backend, "span", None) or task.span, problem.help))
+            continue
         if not isinstance(task, (VerifyTask, RepairTask)):
             continue
         net = task.model.net
@@ -28,3 +34,19 @@ def dry_run(program: Program) -> list[Diagnostic]:
         except PatchlangError as exc:
             out.append(Diagnostic("PL267", f"`{task.name}` cannot run: {exc.message}", task.span, exc.help))
     return out
+
+
+def _backend_problem(task, name: str) -> PatchlangError | None:
+    """Why the backend the task names cannot run it (not installed; Marabou cannot minimise), or None."""
+    if name in ("auto", "milp"):
+        return None
+    if name == "marabou" and isinstance(task, PatchTask):
+        return PatchlangError("Marabou decides feasibility only, and a patch minimises a norm",
+                              help="use `using highs`, `using gurobi` or `using z3` for a patch")
+    from ..solvers.registry import get_backend
+
+    try:
+        get_backend(name)
+    except PatchlangError as exc:
+        return exc
+    return None
