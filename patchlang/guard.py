@@ -199,7 +199,10 @@ class OutputGuard:
 
 def atomic_write(path: str, data: bytes) -> None:
     """Temp file in the target folder + ``os.replace`` (the project's one atomic writer)."""
-    from .model.onnx_export import write_atomic
+    try:  # where the writer lives after the planning refactor (issue 9), and where it lived before
+        from .files import write_atomic  # type: ignore[import-not-found]
+    except ImportError:
+        from .model.onnx_export import write_atomic
 
     write_atomic(path, data)
 
