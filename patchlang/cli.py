@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", metavar="PATH", help="write a JSON report")
     r.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
-    r.add_argument("--plots", metavar="DIR", help="write weight-change heatmaps and histograms (PNG)")
+    r.add_argument("--plots", metavar="DIR",
+                   help="write weight-change heatmaps and histograms (PNG) and DIR/index.html; DIR is relative to "
+                        "the current directory (unlike `save` paths in a spec, which are relative to the spec)")
     r.add_argument("--no-save", action="store_true", help="do not write patched networks")
     r.add_argument("--quiet", "-q", action="store_true", help="only the verdict line")
     r.add_argument("--verbose", "-v", action="store_true", help="show solver logs")
@@ -116,7 +118,8 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         from .report.plots import write_plots
 
         for path in write_plots(result, args.plots):
-            out.print(f"plot      {path}", markup=False)
+            if not args.quiet:
+                out.print(f"plot      {path}", markup=False)
     if args.quiet:
         out.print(f"exit {result.exit_code}", markup=False)
     else:
