@@ -183,7 +183,9 @@ def test_index_lists_every_picture_and_the_figures(tmp_path: Path) -> None:
     fix = task("fix", [("layer_1.weight", W), ("layer_1.bias", B)])
     fix.objective, fix.gap, fix.distances = 1.0, 0.0, {"linf": 1.0, "l1": 3.75, "l0": 4.0}
     fix.files = ["out/fixed.onnx"]
-    result = run_of(fix, task("verify net satisfies p", [], status="holds", kind="verify"))
+    verify = task("verify net satisfies p", [], status="violated", kind="verify")
+    verify.message = "counterexample in box 0, confirmed by onnxruntime"
+    result = run_of(fix, verify)
     result.assertions.append(AssertionResult("assert distance(fix, linf) <= 1.5", 9, True, 1.0))
     paths = plots.write_plots(result, str(tmp_path))
     page = Path(paths[-1]).read_text(encoding="utf-8")
@@ -191,7 +193,7 @@ def test_index_lists_every_picture_and_the_figures(tmp_path: Path) -> None:
     assert pngs and sorted(os.path.basename(p) for p in paths[:-1]) == pngs
     for name in pngs:
         assert f'src="{name}"' in page
-    for figure in ("patched", "holds", "3.75", "out/fixed.onnx", "assert distance(fix, linf) &lt;= 1.5"):
+    for figure in ("patched", "violated", "counterexample in box 0", "3.75", "out/fixed.onnx", "assert distance(fix, linf) &lt;= 1.5"):
         assert figure in page, figure
     assert sorted(os.listdir(tmp_path)) == sorted(pngs + ["index.html"])  # atomic: no temp file left
 
@@ -211,3 +213,9 @@ def test_index_without_pictures_says_so(tmp_path: Path) -> None:
                               str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ["index.html"]
     assert "nothing to draw" in Path(paths[0]).read_text(encoding="utf-8")
+
+
+def test_heatmap_says_when_most_changes_sit_at_the_linf_bound() -> None:
+    delta = np.array([[0.4, -0.4, 0.4], [0.1, -0.4, 0.0]])
+    assert "4 of the 5 changes are exactly ±L∞" in plots._heatmap("fix", "w", delta).axes[0].get_title()
+    assert "exactly" not in plots._heatmap("fix", "w", W).axes[0].get_title()

@@ -130,10 +130,23 @@ def _heatmap(task: str, param: str, delta: np.ndarray):
         ax.set_xlabel("input (column)")
         ax.set_ylabel("output unit (row)")
     title = f"{task}: {param}\n{_norms_text(delta)}"
+    at_max = _at_linf(grid)
+    if at_max:
+        note = f"{at_max}; {note}" if note else at_max
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=11)
     if not np.any(np.abs(grid) > _NONZERO):
         ax.text(0.5, 0.5, "no parameter changed", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def _at_linf(grid: np.ndarray) -> str:
+    """"k of the n changes are ±L∞" when that is most of them: why an L∞-minimal heatmap is mostly dark, said
+    in words (the optimum spreads the change thinly: every useful parameter moves as far as allowed)."""
+    mags = np.abs(grid[np.abs(grid) > _NONZERO])
+    if mags.size < 2:
+        return ""
+    k = int(np.count_nonzero(mags >= mags.max() * (1 - 1e-6)))
+    return f"{k} of the {mags.size} changes are exactly ±L∞" if k * 2 >= mags.size else ""
 
 
 def _histogram(task: str, param: str, delta: np.ndarray):
@@ -184,11 +197,16 @@ def _e(value) -> str:
     return html.escape(_fmt(value), quote=True)
 
 
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _task_row(task: TaskResult) -> str:
     d = task.distances or {}
     cells = [task.name, task.kind, task.line or "", task.status, task.problem_class, task.objective,
              "" if task.gap is None else task.gap, d.get("linf"), d.get("l1"),
-             None if d.get("l0") is None else int(d["l0"]), "<br>".join(_e(f) for f in task.files)]
+             None if d.get("l0") is None else int(d["l0"]), _shorten(task.message),
+             "<br>".join(_e(f) for f in task.files)]
     out = [f"<td>{_e(c)}</td>" for c in cells[:-1]] + [f"<td>{cells[-1]}</td>"]
     cls = "ok" if task.succeeded else "bad" if task.failed else "warn"
     return f'<tr class="{cls}">' + "".join(out) + "</tr>"
@@ -211,7 +229,7 @@ def index_html(result: RunResult, pictures: dict[int, list[tuple[str, str, str]]
         f"<p>{_e(verdict)} (exit {_e(result.exit_code)}), {_e(len(result.tasks))} task(s), "
         f"{_e(round(result.seconds, 2))} s</p>",
         "<h2>Tasks</h2><table><tr><th>task</th><th>kind</th><th>line</th><th>status</th><th>class</th>"
-        "<th>objective</th><th>gap</th><th>L∞</th><th>L1</th><th>L0</th><th>files</th></tr>",
+        "<th>objective</th><th>gap</th><th>L∞</th><th>L1</th><th>L0</th><th>result</th><th>files</th></tr>",
     ]
     parts += [_task_row(t) for t in result.tasks]
     parts.append("</table>")
