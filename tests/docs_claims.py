@@ -227,6 +227,12 @@ def block_for(claim: Claim, blocks: list[Block]) -> Block:
     return max(before, key=lambda b: b.line)
 
 
+def uses_example_models(code: str) -> bool:
+    """A spec whose input files all exist when it sits in an example folder (``../models/...``)."""
+    inputs = [p for p in re.findall(r'"([^"]+\.[A-Za-z0-9]+)"', code) if not p.startswith("out/")]
+    return bool(inputs) and all((REPO / "examples" / "docs" / p).resolve().is_file() for p in inputs)
+
+
 def strip_code(code: str) -> str:
     """A spec without comments and whitespace, to compare a doc block with a shipped file (a formatter may
     re-indent either)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from docs_claims import DOCS, REPO, Block, Claim, block_for, claims, commands, normalize, repo_paths_mentioned, \
-    runnable, strip_code
+    runnable, strip_code, uses_example_models
 
 ALL = {doc.name: claims(doc) for doc in DOCS}
 CLAIMS = [c for cs, _ in ALL.values() for c in cs]
@@ -57,16 +57,9 @@ def test_every_file_mentioned_exists(doc: Path) -> None:
     assert not missing, "the docs mention files the repository does not have:\n" + "\n".join(missing)
 
 
-def _uses_example_models(code: str) -> bool:
-    import re
-
-    inputs = [p for p in re.findall(r'"([^"]+\.[A-Za-z0-9]+)"', code) if not p.startswith("out/")]
-    return bool(inputs) and all((REPO / "examples" / "docs" / p).resolve().is_file() for p in inputs)
-
-
 def test_every_runnable_patch_block_is_run_or_says_why_not() -> None:
     """A patch block on the shipped models is run (expect), is a shipped file (file), or says why not (no-run)."""
-    silent = [f"{b.doc}:{b.line}" for b in BLOCKS if _uses_example_models(b.code) and b.annotation is None]
+    silent = [f"{b.doc}:{b.line}" for b in BLOCKS if uses_example_models(b.code) and b.annotation is None]
     assert not silent, ("patch blocks on the example models without <!-- expect: ... -->, <!-- file: ... --> or "
                         "<!-- no-run: reason -->: " + ", ".join(silent))
     reasons = [f"{b.doc}:{b.line}" for b in BLOCKS if b.annotation == "no-run" and not b.argument]
