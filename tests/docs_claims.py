@@ -13,7 +13,7 @@ Claims, separated by spaces (quote values with spaces, shell style):
 
 - ``exit=N``: the exit code;
 - ``files=A,B``: files that exist afterwards (relative to the repository root; they are deleted before the run);
-- ``says=TEXT``: standard output contains TEXT (for ``check``, ``--version``, ``--help``; report wording is not
+- ``says=TEXT``: the output (stdout or stderr) contains TEXT (for ``check``, ``--version``, ``--help``; report wording is not
   compared otherwise);
 - ``KEY=VALUE`` (exact) and ``KEY~=NUMBER`` (relative 1e-4) on the JSON report of the run: ``KEY`` is
   ``exit_code`` or another top-level field, ``TASK.PATH`` (a task by name), ``@LINE.PATH`` (the task at that source

@@ -59,3 +59,25 @@ def test_examples_on_the_example_models_pass_check(doc: str, line: int, code: st
     from patchlang.api import load_program_text
 
     load_program_text(code, TOY_DIR, f"{doc}:{line}")
+
+
+def test_every_command_line_option_is_documented() -> None:
+    """Each subcommand and option of ``patchlang`` appears in the reference's command-line section."""
+    import argparse
+
+    from patchlang.cli import _parser
+
+    reference = (REPO / "docs" / "language.md").read_text(encoding="utf-8")
+    section = reference[reference.index("## Command line and exit codes"):]
+    section = section[:section.index("\n## ", 1)]
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subparsers.choices.items():
+        if f"patchlang {name}" not in section:
+            missing.append(f"patchlang {name}")
+        for action in sub._actions:
+            names = [o for o in action.option_strings if o not in ("-h", "--help")]
+            if names and not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", section) for o in names):
+                missing.append(f"patchlang {name} {names[-1]}")
+    assert not missing, f"command-line options missing from docs/language.md: {missing}"

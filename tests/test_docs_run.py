@@ -242,7 +242,7 @@ def test_documented_command_does_what_the_text_says(claim: Claim, sandbox: Path,
         elif key == "files":
             problems += [f"{f} was not written" for f in value.split(",") if not (sandbox / f).is_file()]
         elif key == "says":
-            if value not in proc.stdout:
+            if value not in proc.stdout + proc.stderr:
                 problems.append(f"the output does not say {value!r}")
         else:
             if data is None:
