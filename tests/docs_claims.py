@@ -155,10 +155,11 @@ def runnable(command: str) -> bool:
 
 
 def repo_paths_mentioned(doc: Path) -> list[tuple[int, str]]:
-    """Inline-code paths into examples/ or bench/ (outputs under out/ excepted)."""
+    """Paths into the repository's folders (examples/, bench/, tests/, docs/, grammar/, patchlang/) that the doc
+    names; outputs under out/ excepted."""
     text = doc.read_text(encoding="utf-8")
     out = []
-    for m in re.finditer(r"(?<![\w./-])((?:examples|bench)/[\w./-]*\w)", text):
+    for m in re.finditer(r"(?<![\w./-])((?:examples|bench|tests|docs|grammar|patchlang)/[\w./-]*\w)", text):
         path = m.group(1)
         if "/out/" in path or path.endswith("/out"):
             continue
@@ -238,3 +239,32 @@ def strip_code(code: str) -> str:
     re-indent either)."""
     lines = [re.sub(r"#.*$", "", ln) for ln in code.splitlines()]
     return re.sub(r"\s+", "", "".join(lines))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(doc: Path) -> set[str]:
+    text = FENCE.sub("", doc.read_text(encoding="utf-8"))
+    return {slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.*)$", text, re.M)}
+
+
+def broken_links(doc: Path) -> list[str]:
+    """Relative links whose file or heading anchor does not exist."""
+    text = FENCE.sub("", doc.read_text(encoding="utf-8"))
+    out = []
+    for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+        target = m.group(1)
+        if re.match(r"[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (doc.parent / path).resolve() if path else doc
+        if not file.exists():
+            out.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            out.append(f"{target}: no heading with that anchor in {file.name}")
+    return out

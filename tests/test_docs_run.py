@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from docs_claims import DOCS, REPO, Block, Claim, block_for, claims, commands, normalize, repo_paths_mentioned, \
+from docs_claims import DOCS, REPO, Block, Claim, block_for, broken_links, claims, commands, normalize, repo_paths_mentioned, \
     runnable, strip_code, uses_example_models
 
 ALL = {doc.name: claims(doc) for doc in DOCS}
@@ -55,6 +55,12 @@ def test_every_file_mentioned_exists(doc: Path) -> None:
     missing = [f"{doc.name}:{line}: {path}" for line, path in repo_paths_mentioned(doc)
                if not (REPO / path).exists()]
     assert not missing, "the docs mention files the repository does not have:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_every_link_leads_somewhere(doc: Path) -> None:
+    broken = broken_links(doc)
+    assert not broken, f"{doc.name}: broken links:\n" + "\n".join(broken)
 
 
 def test_every_runnable_patch_block_is_run_or_says_why_not() -> None:
