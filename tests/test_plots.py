@@ -142,7 +142,7 @@ def test_no_picture_is_blank_and_all_are_wide(delta: np.ndarray, tmp_path: Path)
         assert _pixel_variance(p) > 0, p
         from matplotlib.image import imread
 
-        assert imread(p).shape[1] >= 1000, p
+        assert imread(p).shape[1] == 1200, p  # docs/tutorial.md, section 9, says so
 
 
 def test_histogram_counts_have_integer_ticks() -> None:
