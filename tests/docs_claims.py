@@ -15,7 +15,8 @@ Claims, separated by spaces (quote values with spaces, shell style):
 - ``files=A,B``: files that exist afterwards (relative to the repository root; they are deleted before the run);
 - ``says=TEXT``: the output (stdout or stderr) contains TEXT (for ``check``, ``--version``, ``--help``; report wording is not
   compared otherwise);
-- ``KEY=VALUE`` (exact) and ``KEY~=NUMBER`` (relative 1e-4) on the JSON report of the run: ``KEY`` is
+- ``KEY=VALUE`` (exact) and ``KEY~=NUMBER`` (to the digits written, never looser than relative 1e-4) on the
+  JSON report of the run: ``KEY`` is
   ``exit_code`` or another top-level field, ``TASK.PATH`` (a task by name), ``@LINE.PATH`` (the task at that source
   line), ``assert@LINE.PATH`` (the assertion at that line); ``PATH`` is dotted, list items by number
   (``checks.0.points``); ``linf``, ``l1``, ``l0`` stand for ``distances.linf`` ...;
