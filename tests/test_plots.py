@@ -219,3 +219,16 @@ def test_heatmap_says_when_most_changes_sit_at_the_linf_bound() -> None:
     delta = np.array([[0.4, -0.4, 0.4], [0.1, -0.4, 0.0]])
     assert "4 of the 5 changes are exactly ±L∞" in plots._heatmap("fix", "w", delta).axes[0].get_title()
     assert "exactly" not in plots._heatmap("fix", "w", W).axes[0].get_title()
+
+
+def test_help_and_reference_say_plots_are_relative_to_the_current_directory() -> None:
+    """`--plots DIR` is a command-line path (current directory); a spec's `save` path is relative to the spec."""
+    from patchlang.cli import _parser
+
+    run = _parser()._subparsers._group_actions[0].choices["run"]
+    help_text = " ".join(run.format_help().split())
+    assert "relative to the current directory" in help_text and "relative to the spec" in help_text
+    reference = " ".join((Path(__file__).resolve().parents[1] / "docs" / "language.md").read_text(
+        encoding="utf-8").split())
+    assert "relative to the **spec's folder**" in reference and "relative to the **current directory**" in reference
+    assert "is relative to the current directory; `save` paths to the spec" in reference  # the --plots option
