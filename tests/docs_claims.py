@@ -22,7 +22,9 @@ Claims, separated by spaces (quote values with spaces, shell style):
   (``checks.0.points``); ``linf``, ``l1``, ``l0`` stand for ``distances.linf`` ...;
 - ``edit="OLD=>NEW"``: run a variant of the command's spec with OLD replaced by NEW (a "try this instead");
 - ``help-only`` (with ``reason=...``): the command takes minutes or needs data outside the repository; only
-  ``COMMAND --help`` is run and must exit 0.
+  ``COMMAND --help`` is run and must exit 0;
+- ``shared``: the command reads the benchmarks' data (``PATCHLANG_SHARED``, default ``../shared``) and is fast:
+  it is run when that data is there, and only ``COMMAND --help`` otherwise.
 
 Numbers in claims must also appear in the text of the section the comment is in, so the comment cannot say one
 thing while the text says another.  Commands are found by :func:`commands`; one without a claim fails the tests.
@@ -58,6 +60,7 @@ class Claim:
     claims: list[tuple[str, str, str]] = field(default_factory=list)  # (key, op, value)
     edit: tuple[str, str] | None = None
     help_only: bool = False
+    shared: bool = False
     context: str = ""  # the doc's text the comment speaks about
 
     @property
@@ -171,8 +174,8 @@ def repo_paths_mentioned(doc: Path) -> list[tuple[int, str]]:
 def _parse_claims(doc: str, line: int, command: str | None, body: str, context: str) -> Claim:
     claim = Claim(doc, line, command, context=context)
     for tok in shlex.split(body):
-        if tok == "help-only":
-            claim.help_only = True
+        if tok in ("help-only", "shared"):
+            setattr(claim, tok.replace("-", "_"), True)
             continue
         m = re.fullmatch(r"([\w@.\-]+)(~=|=)(.*)", tok, re.S)
         if not m:
