@@ -1,4 +1,4 @@
-"""``patchlang check | run | export``.
+"""``patchlang check | run | export | fmt``.
 
 Exit codes: 0 everything holds, 1 a check failed (no patch exists, property violated, assertion false),
 2 spec or usage error, 3 inconclusive (timeout / unknown), 101 internal error (a bug: please report it).
@@ -45,7 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--task", required=True)
     e.add_argument("--format", required=True, choices=["lp", "mps", "smt2", "vnnlib"])
     e.add_argument("-o", "--output", required=True)
+    _add_fmt_parser(sub)
     return p
+
+
+def _add_fmt_parser(sub) -> None:
+    f = sub.add_parser("fmt", help="format .patch files in the canonical layout (comments kept)")
+    f.add_argument("files", nargs="+", metavar="FILES", help=".patch files, folders (searched for *.patch) or .md "
+                                                              "files (their ```patch blocks)")
+    mode = f.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="write nothing; exit 1 and list the files that would "
+                                                           "change")
+    mode.add_argument("--diff", action="store_true", help="write nothing; print a unified diff, exit 1 if any")
+
+
+def cmd_fmt(args: argparse.Namespace, out: Console) -> int:
+    from .lang.format import run_fmt
+
+    return run_fmt(args.files, args.check, args.diff, out, Console(stderr=True, highlight=False, soft_wrap=True))
 
 
 def _print_spec_error(err: PatchlangError, console: Console) -> None:
@@ -139,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         out.width = 120  # CI logs and pipes: wide enough that the check table does not wrap its words
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        handler = {"check": cmd_check, "run": cmd_run, "export": cmd_export}[args.command]
+        handler = {"check": cmd_check, "run": cmd_run, "export": cmd_export, "fmt": cmd_fmt}[args.command]
         return handler(args, out)
     except PatchlangError as exc:
         _print_spec_error(exc, err)
