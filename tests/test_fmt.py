@@ -1,0 +1,242 @@
+"""``patchlang fmt``: the output means the same (same AST, spans aside), is a fixed point, and keeps every comment.
+
+Hypothesis re-lays out valid specs (the examples, the docs' code blocks, the fuzz seeds and generated point /
+output-constraint expressions) with random whitespace, line breaks and comments between their tokens; whatever
+the layout, formatting must give back the same canonical text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from patchlang.cli import main
+from patchlang.lang.format import FENCE, _parse_full, ast_key, format_source
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").rglob("*.patch"))
+DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+DOC_BLOCKS = [m.group(1) for doc in DOCS for m in FENCE.finditer(doc.read_text(encoding="utf-8"))]
+SEED = """model toy = "toy.onnx"
+points p = [[3, 4], [1, 2],] labels [0, 1]
+property q { input box lo [0, 0] hi [1, 1]  ensure y[0] >= y[1] or y[1] is max }
+verify toy satisfies q timeout 5 using z3 (a = 1) save "c.npy"
+patch a on toy { edit layer -1 weights and biases  keep p outputs within 0.5  change p[0] to one of {0, 1}
+  change p[::2, -1] away from label change p to runner-up
+  edit layer "fc" weights rows [0:2, 3]  edit layers 0, 1 biases  edit all biases
+  require (p + p)[1:] where label in {1} and correct(toy): -2*y[0] + 3 y[1] - 1/255 < y[1] and label is not 3
+  minimize 2 * l1 + linf  bound linf <= 1  margin 0.01  round significand 10  using z3 (method = "bisect") }
+repair toy for q as fixed { edit layer 0 biases  keep p where misclassified(toy)  limit iterations 3 }
+assert distance(a, l1) < 3
+assert not exists(fixed)
+assert accuracy(toy, p where label != 0) >= .5
+"""
+SOURCES = [p.read_text(encoding="utf-8") for p in EXAMPLES] + DOC_BLOCKS + [SEED]
+
+
+def comments(text: str) -> list[str]:
+    return [c.value.rstrip() for c in _parse_full(text)[1]]
+
+
+def assert_safe(source: str) -> str:
+    out = format_source(source)
+    assert ast_key(out) == ast_key(source)
+    assert format_source(out) == out, "formatting twice changed the text"
+    assert comments(out) == comments(source)
+    assert out == "" or out.endswith("\n") and not out.endswith("\n\n")
+    assert all(line == line.rstrip() for line in out.splitlines())
+    return out
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_formatted(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert format_source(text) == text, f"run `patchlang fmt {path.relative_to(REPO)}`"
+
+
+def test_docs_code_blocks_are_formatted(capsys) -> None:
+    assert len(DOC_BLOCKS) >= 20
+    assert main(["fmt", "--check", *map(str, DOCS)]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=range(len(SOURCES)))
+def test_formatting_is_safe(source: str) -> None:
+    assert_safe(source)
+
+
+def test_canonical_layout() -> None:
+    src = ('model   net=nnet "n.nnet"decide argmin   # the net\n\n\n\n'
+           "points p=[[1,2],[3,4],]labels[0,1]\n"
+           "# about t\n"
+           "patch t on net{edit layer -1 weights rows[0:2]  # rows\n"
+           "keep p[0 :1]where label==0 change p [ 1 ] to one of { 0 , 1 }\n\n\n"
+           "require p:y[0]>=2*y[1]-1/2 or y[0] is not max\n"
+           "    minimize 2 *linf+l1 }\n"
+           "assert accuracy( t , p ) >= 0.5")
+    assert assert_safe(src) == (
+        'model net = nnet "n.nnet" decide argmin  # the net\n'
+        "\n"
+        "points p = [[1, 2], [3, 4]] labels [0, 1]\n"
+        "\n"
+        "# about t\n"
+        "patch t on net {\n"
+        "    edit layer -1 weights rows [0:2]  # rows\n"
+        "    keep p[0:1] where label == 0\n"
+        "    change p[1] to one of {0, 1}\n"
+        "\n"
+        "    require p: y[0] >= 2*y[1] - 1/2 or y[0] is not max\n"
+        "    minimize 2*linf + l1\n"
+        "}\n"
+        "\n"
+        "assert accuracy(t, p) >= 0.5\n")
+
+
+def test_comments_inside_a_statement_move_above_it_and_trailing_ones_align() -> None:
+    src = ("points p = [[1, 2], # first row\n  [3, 4]] # end\n"
+           "patch t on net { # header\n  keep p # a\n  change p to 1 # bb\n  # last\n} # done\n# eof\n")
+    assert assert_safe(src) == (
+        "# first row\n"
+        "points p = [[1, 2], [3, 4]]  # end\n"
+        "\n"
+        "patch t on net {   # header\n"
+        "    keep p         # a\n"
+        "    change p to 1  # bb\n"
+        "    # last\n"
+        "}  # done\n"
+        "\n"
+        "# eof\n")
+
+
+def test_long_statements_wrap_at_the_outermost_operator() -> None:
+    terms = " + ".join(f"(good where label == {k})[0]" for k in range(10))
+    out = assert_safe(f"points keep = {terms}\n")
+    lines = out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 100 for line in lines)
+    assert all(line.startswith("    + (good") for line in lines[1:])
+
+
+def test_empty_and_comment_only_files() -> None:
+    assert format_source("") == ""
+    assert format_source("\n\n  \n") == ""
+    assert assert_safe("# only\n\n\n#  a comment   \n") == "# only\n\n#  a comment\n"
+
+
+# ---------------------------------------------------------------------------- hypothesis: any layout, one output
+
+SEPARATORS = [" ", "  ", "\t", "\n", "\n\n\n", "\r\n", " # c\n", "\n# own line\n", "\n\n# para\n\n", "#\n"]
+
+
+def relayout(source: str, seps: list[str]) -> str:
+    """The same tokens with other whitespace and comments between them (comments need a line end)."""
+    tree, _ = _parse_full(source)
+    toks = list(tree.scan_values(lambda v: hasattr(v, "type")))
+    out = []
+    for i, t in enumerate(toks):
+        out.append(t.value)
+        out.append(seps[i % len(seps)] if seps else " ")
+    return "".join(out)
+
+
+@st.composite
+def points_expr(draw, depth: int = 0) -> str:
+    atom = draw(st.sampled_from(["p", '"d.npz"', '"d.npz" with scale = 1/255, y = "last"', "[[1, 2]] labels [1]",
+                                 "[[1.5e-3, -2], [3, 4,],]"]))
+    if depth < 2 and draw(st.booleans()):
+        atom = "(" + draw(points_expr(depth + 1)) + ")"
+    for _ in range(draw(st.integers(0, 2))):
+        atom += draw(st.sampled_from(["[0]", "[-1]", "[1:3]", "[::2]", "[0, 2:, :-1:2]"]))
+    if draw(st.booleans()):
+        atom += " where " + " and ".join(draw(st.lists(st.sampled_from(
+            ["label == 1", "label in {1, 2}", "correct(n)", "misclassified(n)", "label >= -1"]), min_size=1,
+            max_size=3)))
+    if depth < 2 and draw(st.booleans()):
+        atom += " + " + draw(points_expr(depth + 1))
+    return atom
+
+
+LIN = st.sampled_from(["y[0]", "2*y[1]", "-0.5 y[2]", "y[0] - y[1] + 3", "1/3", "-2"])
+ATOMS = st.one_of(st.builds(lambda a, op, b: f"{a} {op} {b}", LIN, st.sampled_from(["<=", ">=", "<", ">", "=="]),
+                            LIN),
+                  st.sampled_from(["y[1] is max", "y[2] is not min", "label is 3", "label is not 0", "label stays",
+                                   "(y[0] >= 1)"]))
+CNF = st.lists(st.lists(ATOMS, min_size=1, max_size=3).map(" or ".join), min_size=1, max_size=4).map(" and ".join)
+
+
+@st.composite
+def generated_spec(draw) -> str:
+    lines = ['model n = "n.onnx"']
+    for k in range(draw(st.integers(1, 3))):
+        lines.append(f"points p{k} = {draw(points_expr())}")
+    lines.append("patch t on n {\n    edit layer -1 weights")
+    for _ in range(draw(st.integers(1, 3))):
+        lines.append(f"    require {draw(points_expr())}: {draw(CNF)}")
+    lines.append("}")
+    lines.append(f"property q {{ input within linf 0.1 of {draw(points_expr())} ensure {draw(CNF)} }}")
+    return "\n".join(lines) + "\n"
+
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+@settings(SETTINGS, max_examples=200)
+@given(st.sampled_from(SOURCES), st.lists(st.sampled_from(SEPARATORS), min_size=1, max_size=12))
+def test_any_layout_formats_to_the_same_text(source: str, seps: list[str]) -> None:
+    messy = relayout(source, seps)
+    out = assert_safe(messy)
+    if not any("#" in s or "\n\n" in s for s in seps):  # no new comments or blank lines: the same text
+        assert out == format_source(relayout(source, [" "]))
+
+
+@SETTINGS
+@given(generated_spec(), st.lists(st.sampled_from(SEPARATORS), min_size=1, max_size=6))
+def test_generated_specs_format_safely(source: str, seps: list[str]) -> None:
+    out = assert_safe(source)
+    assert assert_safe(relayout(source, [s for s in seps if "#" not in s and "\n\n" not in s] or [" "])) == out
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def test_cli_check_diff_and_rewrite(tmp_path: Path, capsys) -> None:
+    good = tmp_path / "good.patch"
+    good.write_text(format_source(SEED))
+    messy = tmp_path / "sub" / "messy.patch"
+    messy.parent.mkdir()
+    messy.write_text(SEED)
+    os.chmod(messy, 0o640)
+    assert main(["fmt", "--check", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert f"would reformat {messy}" in out.out and "good.patch" not in out.out
+    assert "1 file would be reformatted, 1 file left unchanged" in out.err
+    assert messy.read_text() == SEED
+    assert main(["fmt", "--diff", str(messy)]) == 1
+    diff = capsys.readouterr().out
+    assert diff.startswith(f"--- {messy} (original)\n+++ {messy} (formatted)\n") and "\n+patch a on toy {\n" in diff
+    assert messy.read_text() == SEED
+    assert main(["fmt", str(good), str(messy)]) == 0
+    assert f"reformatted {messy}" in capsys.readouterr().out
+    assert messy.read_text() == format_source(SEED)
+    assert stat.S_IMODE(messy.stat().st_mode) == 0o640
+    assert [p.name for p in messy.parent.iterdir()] == ["messy.patch"]  # no temporary file left behind
+    assert main(["fmt", "--check", str(tmp_path)]) == 0
+
+
+def test_cli_never_touches_a_file_that_does_not_parse(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.patch"
+    bad.write_text('model net = "n.onnx"\npatch t on net {\n    keep\n}\n')
+    other = tmp_path / "other.patch"
+    other.write_text("model   net = \"n.onnx\"\n")
+    before = bad.read_text()
+    assert main(["fmt", str(bad), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"{re.escape(str(bad))}:4:1: PL100 error", err), err
+    assert bad.read_text() == before
+    assert other.read_text() == 'model net = "n.onnx"\n'  # the other files are still formatted
+    assert main(["fmt", "--check", str(tmp_path / "missing.patch")]) == 2
+    assert "PL001" in capsys.readouterr().err
