@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-save", action="store_true", help="do not write patched networks")
     r.add_argument("--quiet", "-q", action="store_true", help="only the verdict line")
     r.add_argument("--verbose", "-v", action="store_true", help="show solver logs")
+    _add_ci_options(r)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
     e.add_argument("spec")
@@ -47,6 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True)
     _add_fmt_parser(sub)
     return p
+
+
+def _add_ci_options(r: argparse.ArgumentParser) -> None:
+    from .report.formats import FORMATS
+
+    r.add_argument("--select", action="append", metavar="NAME[,NAME]",
+                   help="run only the tasks with these names or tags (repeatable)")
+    r.add_argument("--exclude", action="append", metavar="NAME[,NAME]",
+                   help="do not run the tasks with these names or tags (repeatable)")
+    r.add_argument("--output-format", choices=FORMATS, default="text",
+                   help="the report on stdout: text (default), json, junit, github (workflow annotations), sarif")
+
+
+def cmd_run_formatted(args: argparse.Namespace, out: Console) -> int:
+    """``run`` with ``--output-format``: a spec or usage error also comes out as that format's document."""
+    if args.output_format == "text":
+        return cmd_run(args, out)
+    try:
+        return cmd_run(args, out)
+    except PatchlangError as exc:
+        from .report.formats import render_error
+
+        sys.stdout.write(render_error(exc, args.output_format, args.spec))
+        sys.stdout.flush()
+        raise
 
 
 def _add_fmt_parser(sub) -> None:
@@ -103,9 +129,14 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         if unknown:
             raise PatchlangError(f"no task named {', '.join(unknown)}",
                                  help="tasks: " + ", ".join(t.name for t in program.tasks))
+    if args.select or args.exclude:
+        from .lang.select import select_tasks
+
+        args.task = select_tasks(program, args.select, args.exclude, args.task)
+    text = args.output_format == "text"
     options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed, verbose=args.verbose,
                          write_files=not args.no_save)
-    status = out.status("running", spinner="dots") if not args.quiet and out.is_terminal else None
+    status = out.status("running", spinner="dots") if text and not args.quiet and out.is_terminal else None
     total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
     started = 0
 
@@ -133,8 +164,14 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         from .report.plots import write_plots
 
         for path in write_plots(result, args.plots):
-            out.print(f"plot      {path}", markup=False)
-    if args.quiet:
+            if text:
+                out.print(f"plot      {path}", markup=False)
+    if not text:
+        from .report.formats import render_result
+
+        sys.stdout.write(render_result(result, args.output_format))
+        sys.stdout.flush()
+    elif args.quiet:
         out.print(f"exit {result.exit_code}", markup=False)
     else:
         print_report(result, out)
@@ -156,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         out.width = 120  # CI logs and pipes: wide enough that the check table does not wrap its words
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        handler = {"check": cmd_check, "run": cmd_run, "export": cmd_export, "fmt": cmd_fmt}[args.command]
+        handler = {"check": cmd_check, "run": cmd_run_formatted, "export": cmd_export, "fmt": cmd_fmt}[args.command]
         return handler(args, out)
     except PatchlangError as exc:
         _print_spec_error(exc, err)
