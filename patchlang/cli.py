@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"patchlang {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check", help="check a spec: names, files, shapes, and each task's problem class")
-    c.add_argument("spec")
+    c = sub.add_parser("check", help="check specs: names, files, shapes, and each task's problem class")
+    c.add_argument("spec", nargs="+")
 
     r = sub.add_parser("run", help="solve every task, check each answer independently, write files and a report")
     r.add_argument("spec")
@@ -59,19 +59,32 @@ def _add_ci_options(r: argparse.ArgumentParser) -> None:
                    help="do not run the tasks with these names or tags (repeatable)")
     r.add_argument("--output-format", choices=FORMATS, default="text",
                    help="the report on stdout: text (default), json, junit, github (workflow annotations), sarif")
+    r.add_argument("--sarif", metavar="PATH", help="write a SARIF 2.1.0 log (also on a spec error)")
+
+
+def _write_sarif(path: str, result=None, error: PatchlangError | None = None, spec: str = "") -> None:
+    from .report.machine import write_atomic
+    from .report.sarif import sarif_errors, sarif_report
+
+    write_atomic(path, sarif_report(result) if result is not None else sarif_errors(error.diagnostics, spec,
+                                                                                    error.exit_code))
 
 
 def cmd_run_formatted(args: argparse.Namespace, out: Console) -> int:
-    """``run`` with ``--output-format``: a spec or usage error also comes out as that format's document."""
-    if args.output_format == "text":
-        return cmd_run(args, out)
+    """``run`` with ``--output-format`` / ``--sarif``: a spec or usage error also comes out in that format."""
     try:
         return cmd_run(args, out)
     except PatchlangError as exc:
-        from .report.formats import render_error
+        if args.output_format != "text":
+            from .report.formats import render_error
 
-        sys.stdout.write(render_error(exc, args.output_format, args.spec))
-        sys.stdout.flush()
+            sys.stdout.write(render_error(exc, args.output_format, args.spec))
+            sys.stdout.flush()
+        if args.sarif:
+            try:
+                _write_sarif(args.sarif, error=exc, spec=args.spec)
+            except PatchlangError as write_error:  # report the spec error, not the unwritable report
+                _print_spec_error(write_error, Console(stderr=True, highlight=False, soft_wrap=True))
         raise
 
 
@@ -117,6 +130,22 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_check_all(args: argparse.Namespace, out: Console) -> int:
+    """``check`` on several specs (as pre-commit passes them): each is reported; the worst exit code wins."""
+    if len(args.spec) == 1:
+        return cmd_check(argparse.Namespace(**{**vars(args), "spec": args.spec[0]}), out)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    worst = EXIT_OK
+    for spec in args.spec:
+        try:
+            code = cmd_check(argparse.Namespace(**{**vars(args), "spec": spec}), out)
+        except PatchlangError as exc:
+            _print_spec_error(exc, err)
+            code = exc.exit_code
+        worst = max(worst, code)
+    return worst
+
+
 def cmd_run(args: argparse.Namespace, out: Console) -> int:
     from .api import load_program, run_program
     from .report.machine import write_json, write_junit
@@ -160,6 +189,8 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         write_json(result, args.json)
     if args.junit:
         write_junit(result, args.junit)
+    if args.sarif:
+        _write_sarif(args.sarif, result=result)
     if args.plots:
         from .report.plots import write_plots
 
@@ -193,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         out.width = 120  # CI logs and pipes: wide enough that the check table does not wrap its words
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        handler = {"check": cmd_check, "run": cmd_run_formatted, "export": cmd_export, "fmt": cmd_fmt}[args.command]
+        handler = {"check": cmd_check_all, "run": cmd_run_formatted, "export": cmd_export,
+                   "fmt": cmd_fmt}[args.command]
         return handler(args, out)
     except PatchlangError as exc:
         _print_spec_error(exc, err)

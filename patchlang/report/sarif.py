@@ -16,7 +16,6 @@ from ..tasks.results import RunResult
 from .problems import OUTCOME_RULES, Problem, diagnostic_problems, display_path, result_problems
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFO_URI = "https://github.com/patchlang/patchlang"
 
 PL_RULES = {
     'PL000': ('a usage problem not tied to a source position: unknown --task, a backend not installed or '
@@ -66,12 +65,11 @@ PL_RULES = {
 
 def rules() -> list[dict[str, Any]]:
     out = [{"id": code, "shortDescription": {"text": text},
-            "defaultConfiguration": {"level": "warning" if code == "PL250" else "error"},
-            "helpUri": f"{INFO_URI}/blob/main/docs/language.md#error-codes"} for code, text in PL_RULES.items()]
+            "defaultConfiguration": {"level": "warning" if code == "PL250" else "error"}}
+           for code, text in PL_RULES.items()]
     for rule, text in OUTCOME_RULES.values():
         level = "warning" if rule in ("patchlang/inconclusive", "patchlang/assertion-undecided") else "error"
-        out.append({"id": rule, "shortDescription": {"text": text}, "defaultConfiguration": {"level": level},
-                    "helpUri": f"{INFO_URI}/blob/main/docs/language.md#command-line-and-exit-codes"})
+        out.append({"id": rule, "shortDescription": {"text": text}, "defaultConfiguration": {"level": level}})
     return out
 
 
@@ -99,7 +97,7 @@ def sarif_log(problems: list[Problem], exit_code: int, spec_path: str) -> dict[s
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {"name": "patchlang", "version": __version__, "semanticVersion": __version__,
-                                "informationUri": INFO_URI, "rules": table}},
+                                "rules": table}},
             "artifacts": [{"location": {"uri": display_path(spec_path)}}],
             "invocations": [{"executionSuccessful": exit_code != 101, "exitCode": exit_code}],
             "results": [_result(p, index) for p in problems],
