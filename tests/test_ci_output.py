@@ -198,3 +198,18 @@ def test_missing_spec_in_github_format(tmp_path: Path, monkeypatch, capsys) -> N
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "run", "missing.patch", "--output-format", "github")
     assert code == 2 and out.startswith("::error file=missing.patch,title=PL001 error::spec file not found")
+
+
+def test_sarif_file_beside_another_format(spec: Path, tmp_path: Path, capsys) -> None:
+    code, out, _ = run(capsys, "run", "spec.patch", "--no-save", "--select", "fix", "--output-format", "github",
+                       "--sarif", "out/r.sarif")
+    assert code == 1 and out.startswith("::error file=spec.patch,line=24,")
+    log = json.loads((tmp_path / "out" / "r.sarif").read_text())
+    validate_sarif(log)
+    assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["patchlang/assertion-failed"]
+    (tmp_path / "broken.patch").write_text("patch {\n")
+    code, out, _ = run(capsys, "run", "broken.patch", "--sarif", "out/b.sarif")
+    assert code == 2 and out == ""
+    log = json.loads((tmp_path / "out" / "b.sarif").read_text())
+    validate_sarif(log)
+    assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["PL100"]
