@@ -90,8 +90,8 @@ def cmd_run_formatted(args: argparse.Namespace, out: Console) -> int:
 
 def _add_fmt_parser(sub) -> None:
     f = sub.add_parser("fmt", help="format .patch files in the canonical layout (comments kept)")
-    f.add_argument("files", nargs="+", metavar="FILES", help=".patch files, folders (searched for *.patch) or .md "
-                                                              "files (their ```patch blocks)")
+    f.add_argument("files", nargs="+", metavar="FILES", help=".patch files, folders (searched for *.patch), .md "
+                                                              "files (their ```patch blocks), or - (stdin to stdout)")
     mode = f.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="write nothing; exit 1 and list the files that would "
                                                            "change")

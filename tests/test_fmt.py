@@ -240,3 +240,25 @@ def test_cli_never_touches_a_file_that_does_not_parse(tmp_path: Path, capsys) ->
     assert other.read_text() == 'model net = "n.onnx"\n'  # the other files are still formatted
     assert main(["fmt", "--check", str(tmp_path / "missing.patch")]) == 2
     assert "PL001" in capsys.readouterr().err
+
+
+def test_markdown_blocks_and_their_errors(tmp_path: Path, capsys) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\n```patch\nmodel   n = \"n.onnx\"\n```\n\ntext\n\n```patch\npoints p = [[1]]\n```\n")
+    assert main(["fmt", str(doc)]) == 0
+    assert doc.read_text().startswith('# Title\n\n```patch\nmodel n = "n.onnx"\n```\n\ntext\n')
+    capsys.readouterr()
+    doc.write_text(doc.read_text() + "\n```patch\nmodel n =\n```\n")
+    assert main(["fmt", "--check", str(doc)]) == 2
+    assert f"{doc}:14:9: PL100 error" in capsys.readouterr().err  # the line in the Markdown file
+
+
+def test_stdin_to_stdout(monkeypatch, capsys) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("model  n = \"n.onnx\"  # c\n"))
+    assert main(["fmt", "-"]) == 0
+    assert capsys.readouterr().out == 'model n = "n.onnx"  # c\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO("model n =\n"))
+    assert main(["fmt", "-"]) == 2
+    assert "<stdin>:1:9: PL100 error" in capsys.readouterr().err

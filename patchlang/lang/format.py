@@ -405,8 +405,13 @@ FENCE = re.compile(r"^```patch[ \t]*\n(.*?)^```", re.S | re.M)
 def format_markdown(text: str, filename: str = "<string>") -> str:
     """Format every ```patch code block of a Markdown file (the rest is left as it is)."""
     def one(m: re.Match) -> str:
-        line = text.count("\n", 0, m.start()) + 2
-        body = format_source(m.group(1), f"{filename}:{line}")
+        offset = text.count("\n", 0, m.start()) + 1  # the fence's line: block line k is file line offset + k
+        try:
+            body = format_source(m.group(1), filename)
+        except SpecError as exc:  # point at the line of the Markdown file
+            raise SpecError(items=[dataclasses.replace(d, span=dataclasses.replace(
+                d.span, line=d.span.line + offset, end_line=d.span.end_line + offset) if d.span else None)
+                for d in exc.diagnostics]) from None
         return m.group(0)[: m.start(1) - m.start()] + body + "```"
 
     return FENCE.sub(one, text)
@@ -442,6 +447,17 @@ def run_fmt(paths: list[str], check: bool, diff: bool, out, err) -> int:
     """
     from ..model.onnx_export import write_atomic
 
+    if paths == ["-"]:  # editors: the text on stdin, the formatted text on stdout
+        import sys
+
+        source = sys.stdin.read()
+        try:
+            sys.stdout.write(format_source(source, "<stdin>"))
+        except SpecError as exc:
+            for d in exc.diagnostics:
+                err.print(d.render({"<stdin>": source.splitlines()}), markup=False, highlight=False)
+            return 2
+        return 0
     files = collect(paths)
     changed: list[str] = []
     errors = 0
@@ -457,8 +473,7 @@ def run_fmt(paths: list[str], check: bool, diff: bool, out, err) -> int:
             new = format_file_text(path, old)
         except SpecError as exc:
             for d in exc.diagnostics:
-                err.print(d.render({d.span.file: old.splitlines()} if d.span else None), markup=False,
-                          highlight=False)
+                err.print(d.render({path: old.splitlines()}), markup=False, highlight=False)
             errors += 1
             continue
         if new == old:
