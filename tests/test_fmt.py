@@ -200,6 +200,17 @@ def test_generated_specs_format_safely(source: str, seps: list[str]) -> None:
     assert assert_safe(relayout(source, [s for s in seps if "#" not in s and "\n\n" not in s] or [" "])) == out
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_specgen_cases(seed: int, tmp_path: Path) -> None:
+    """The random patch problems of the differential tests (tests/specgen.py), laid out messily."""
+    from specgen import random_case
+
+    source = random_case(seed, tmp_path).source
+    out = assert_safe(relayout(source, SEPARATORS[seed % len(SEPARATORS):] + SEPARATORS[:1]))
+    assert assert_safe(source) == format_source(relayout(source, [" "]))
+    assert ast_key(out) == ast_key(source)
+
+
 # ---------------------------------------------------------------------------- the command
 
 
