@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchlang.cli import main
+from patchlang.errors import ModelError
 from patchlang.lang.format import FENCE, _parse_full, ast_key, format_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,3 +274,23 @@ def test_stdin_to_stdout(monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("model n =\n"))
     assert main(["fmt", "-"]) == 2
     assert "<stdin>:1:9: PL100 error" in capsys.readouterr().err
+
+
+def test_rewrite_follows_symlinks_and_reports_write_errors(tmp_path: Path, capsys, monkeypatch) -> None:
+    real = tmp_path / "real.patch"
+    real.write_text("model  n = \"n.onnx\"\n")
+    link = tmp_path / "link.patch"
+    link.symlink_to(real)
+    assert main(["fmt", str(link)]) == 0
+    assert link.is_symlink() and real.read_text() == 'model n = "n.onnx"\n'
+
+    def refuse(path, data, protected=None):
+        raise ModelError(f"cannot write {path}: read-only file system")
+
+    monkeypatch.setattr("patchlang.model.onnx_export.write_atomic", refuse)
+    spec = tmp_path / "s.patch"
+    spec.write_text("model  n = \"n.onnx\"\n")
+    capsys.readouterr()
+    assert main(["fmt", str(spec), str(real)]) == 2
+    assert f"{spec}: PL000 error: cannot write" in capsys.readouterr().err
+    assert spec.read_text() == "model  n = \"n.onnx\"\n"

@@ -39,7 +39,7 @@ from typing import Any
 import lark
 from lark import Token, Tree
 
-from ..errors import InternalError, Span, SpecError
+from ..errors import InternalError, PatchlangError, Span, SpecError
 from .parser import grammar_path, parse_text
 
 WIDTH = 100
@@ -484,9 +484,16 @@ def run_fmt(paths: list[str], check: bool, diff: bool, out, err) -> int:
         elif check:
             out.print(f"would reformat {path}", markup=False, highlight=False)
         else:
-            mode = os.stat(path).st_mode & 0o7777
-            write_atomic(path, new.encode("utf-8"))
-            os.chmod(path, mode)
+            target = os.path.realpath(path)  # through a symlink, not over it
+            try:
+                mode = os.stat(target).st_mode & 0o7777
+                write_atomic(target, new.encode("utf-8"))
+                os.chmod(target, mode)
+            except (PatchlangError, OSError) as exc:
+                err.print(f"{path}: PL000 error: {getattr(exc, 'message', exc)}", markup=False, highlight=False)
+                changed.pop()
+                errors += 1
+                continue
             out.print(f"reformatted {path}", markup=False, highlight=False)
     n_same = len(files) - len(changed) - errors
     verb = "would be reformatted" if check or diff else "reformatted"
