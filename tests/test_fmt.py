@@ -52,6 +52,9 @@ def assert_safe(source: str) -> str:
     assert comments(out) == comments(source)
     assert out == "" or out.endswith("\n") and not out.endswith("\n\n")
     assert all(line == line.rstrip() for line in out.splitlines())
+    for line in out.splitlines():
+        code = line.split("#")[0] if '"' not in line else line  # comments are free text
+        assert not re.search(r",\S", code), line  # one space after every comma
     return out
 
 
@@ -96,6 +99,10 @@ def test_canonical_layout() -> None:
         "}\n"
         "\n"
         "assert accuracy(t, p) >= 0.5\n")
+
+
+def test_slices() -> None:
+    assert format_source("points q = p[0,:2 , 3: , ::-1][ 1 : ]") == "points q = p[0, :2, 3:, ::-1][1:]\n"
 
 
 def test_comments_inside_a_statement_move_above_it_and_trailing_ones_align() -> None:
@@ -169,20 +176,51 @@ ATOMS = st.one_of(st.builds(lambda a, op, b: f"{a} {op} {b}", LIN, st.sampled_fr
 CNF = st.lists(st.lists(ATOMS, min_size=1, max_size=3).map(" or ".join), min_size=1, max_size=4).map(" and ".join)
 
 
+NUM = st.sampled_from(["0", "1", "-1", "0.5", "1e-3", ".25", "1/255", "+2", "3.", "1E+2"])
+INT = st.sampled_from(["0", "1", "-1", "7", "+3"])
+STR = st.sampled_from(['"a.onnx"', '"out/x.onnx"', '"with space.npz"', '"esc\\"q"', '""'])
+EDIT = st.one_of(
+    st.builds(lambda k, p: f"edit layer {k} {p}", st.one_of(INT, STR),
+              st.sampled_from(["weights", "biases", "weights and biases", "biases and weights"])),
+    st.builds(lambda k, r: f"edit layer {k} weights rows [{r}]", INT, st.sampled_from(["0", "0:2", "1, 3:5", "::2"])),
+    st.builds(lambda ks: f"edit layers {', '.join(ks)} biases", st.lists(st.one_of(INT, STR), min_size=2, max_size=3)),
+    st.just("edit all biases"))
+
+
+@st.composite
+def item(draw) -> str:
+    p = draw(points_expr())
+    return draw(st.sampled_from([
+        f"keep {p}", f"keep {p} outputs within {draw(NUM)}", f"change {p} to {draw(INT)}",
+        f"change {p} to one of {{{draw(INT)}, {draw(INT)}}}", f"change {p} to runner-up", f"change {p} to label",
+        f"change {p} away from label", f"require {p}: {draw(CNF)}", draw(EDIT),
+        f"minimize {draw(st.sampled_from(['linf', 'l1 + 2*linf', '0.5 l0 + l1', '3 * l1']))}",
+        f"bound {draw(st.sampled_from(['linf', 'l1', 'l0']))} <= {draw(NUM)}", f"margin {draw(NUM)}",
+        f"save {draw(STR)}", "using z3", f"using highs (time_limit = {draw(NUM)}, method = {draw(STR)})",
+        f"round significand {draw(INT)}", f"limit iterations {draw(NUM)}", f'tag "ci", "x y"']))
+
+
+@st.composite
+def statement(draw) -> str:
+    items = "\n".join("    " + i for i in draw(st.lists(item(), max_size=4)))
+    return draw(st.sampled_from([
+        f"model m = {draw(STR)}", f"model m = nnet {draw(STR)} decide argmin", f"points p = {draw(points_expr())}",
+        f"patch t on m {{\n{items}\n}}", f"repair m for q as r {{\n{items}\n}}", f"repair m for q {{ {items} }}",
+        f"property q = vnnlib {draw(STR)}",
+        f"property q {{ input box lo [{draw(NUM)}, {draw(NUM)}] hi {draw(NUM)} ensure {draw(CNF)} }}",
+        f"property q {{ input within linf {draw(NUM)} of {draw(points_expr())} ensure {draw(CNF)} ensure label stays }}",
+        f"verify m satisfies q timeout {draw(NUM)} using marabou (a = 1) save {draw(STR)} tag \"n\"",
+        "verify m satisfies q", "assert exists(t)", "assert not exists(t)",
+        f"assert distance(t, l1) {draw(st.sampled_from(['<=', '>=', '<', '>', '==', '!=']))} {draw(NUM)}",
+        f"assert accuracy(m, {draw(points_expr())}) >= {draw(NUM)}"]))
+
+
 @st.composite
 def generated_spec(draw) -> str:
-    lines = ['model n = "n.onnx"']
-    for k in range(draw(st.integers(1, 3))):
-        lines.append(f"points p{k} = {draw(points_expr())}")
-    lines.append("patch t on n {\n    edit layer -1 weights")
-    for _ in range(draw(st.integers(1, 3))):
-        lines.append(f"    require {draw(points_expr())}: {draw(CNF)}")
-    lines.append("}")
-    lines.append(f"property q {{ input within linf 0.1 of {draw(points_expr())} ensure {draw(CNF)} }}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(draw(st.lists(statement(), min_size=1, max_size=6))) + "\n"
 
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 @settings(SETTINGS, max_examples=200)

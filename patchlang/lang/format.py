@@ -237,6 +237,8 @@ def _space(a: _Tok, b: _Tok) -> str:
     pv, v = a.tok.value, b.tok.value
     if v in (",", ")", "]") or pv in ("(", "["):
         return ""
+    if pv == ",":
+        return " "
     if b.tok.type == "SLICE_COLON" and b.ctx != "require_stmt":
         return ""
     if a.tok.type == "SLICE_COLON" and a.ctx != "require_stmt":
