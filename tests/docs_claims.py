@@ -47,7 +47,7 @@ EXPECT_HEAD = re.compile(r"^\s*`([^`]+)`\s*:(.*)$", re.S)
 PROGRAMS = ("patchlang", "python")
 NOT_RUN = (("pip",), ("python", "-m", "pytest"))  # installing, and the test suite itself
 SHELL_OPS = {"&&", "||", ";", "|"}
-PATH_HINT = re.compile(r"\.(patch|py)$")
+PATH_HINT = re.compile(r"\.(patch|py|md)$")
 
 
 @dataclass
@@ -153,19 +153,21 @@ def runnable(command: str) -> bool:
     if tokens[:2] == ["-m", "patchlang.cli"]:
         tokens = tokens[2:]
     files = [t for t in tokens if PATH_HINT.search(t)]
-    if files:
+    folders = [t for t in tokens if "/" in t and not PATH_HINT.search(t) and (REPO / t).is_dir()]
+    if files or folders:
         return all((REPO / f).is_file() for f in files)
     return all(t.startswith("-") for t in tokens)
 
 
 def repo_paths_mentioned(doc: Path) -> list[tuple[int, str]]:
     """Paths into the repository's folders (examples/, bench/, tests/, docs/, grammar/, patchlang/) that the doc
-    names; outputs under out/ excepted."""
+    names: files (with an extension) and folders (written with a trailing ``/``); outputs under out/ excepted, and
+    names like the SARIF rule ``patchlang/no-patch``, which are neither."""
     text = doc.read_text(encoding="utf-8")
     out = []
-    for m in re.finditer(r"(?<![\w./-])((?:examples|bench|tests|docs|grammar|patchlang)/[\w./-]*\w)", text):
+    for m in re.finditer(r"(?<![\w./-])((?:examples|bench|tests|docs|grammar|patchlang)/[\w./-]*[\w/])", text):
         path = m.group(1)
-        if "/out/" in path or path.endswith("/out"):
+        if "/out/" in path or path.endswith("/out") or not (path.endswith("/") or re.search(r"\.\w+$", path)):
             continue
         out.append((line_of(text, m.start()), path))
     return out
