@@ -232,3 +232,10 @@ def test_help_and_reference_say_plots_are_relative_to_the_current_directory() ->
         encoding="utf-8").split())
     assert "relative to the **spec's folder**" in reference and "relative to the **current directory**" in reference
     assert "is relative to the current directory; `save` paths to the spec" in reference  # the --plots option
+
+
+def test_symmetric_log_colour_bar_has_few_labels() -> None:
+    delta = np.array([[1e-6, -1e-5, 1e-4], [-1e-3, 1e-2, 1.0]])
+    fig = plots._heatmap("fix", "w", delta)
+    ticks = fig.axes[1].get_yticks()
+    assert 0.0 in ticks and len(ticks) <= 9

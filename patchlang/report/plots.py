@@ -106,6 +106,16 @@ def _colour_scale(grid: np.ndarray):
     return Normalize(vmin=-vmax, vmax=vmax), "neither", ""
 
 
+def _symlog_ticks(linthresh: float, vmax: float) -> list[float]:
+    """0 and at most four decades a side, from the linear threshold up to the largest change, so the colour bar's
+    labels never overlap."""
+    lo, hi = int(np.ceil(np.log10(linthresh))), int(np.floor(np.log10(vmax)))
+    decades = list(range(lo, hi + 1)) or [hi]
+    step = max(1, int(np.ceil(len(decades) / 4)))
+    ups = [10.0 ** d for d in decades[::-step]]
+    return sorted([-t for t in ups] + [0.0] + ups)
+
+
 def _heatmap(task: str, param: str, delta: np.ndarray):
     """Diverging colours centred at 0 (blue down, red up, grey unchanged); a vector (biases) is one row."""
     import matplotlib
@@ -120,7 +130,9 @@ def _heatmap(task: str, param: str, delta: np.ndarray):
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad=_UNCHANGED)
     shown = np.ma.masked_where(np.abs(grid) <= _NONZERO, grid)
     image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="change (grey: unchanged)", extend=extend)
+    bar = fig.colorbar(image, ax=ax, label="change (grey: unchanged)", extend=extend)
+    if hasattr(norm, "linthresh"):
+        bar.set_ticks(_symlog_ticks(norm.linthresh, norm.vmax))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # unit indices, never 0.5
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if delta.ndim <= 1:
