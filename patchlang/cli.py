@@ -1,4 +1,4 @@
-"""``patchlang check | run | export``.
+"""``patchlang check | run | export | fmt``.
 
 Exit codes: 0 everything holds, 1 a check failed (no patch exists, property violated, assertion false),
 2 spec or usage error, 3 inconclusive (timeout / unknown), 101 internal error (a bug: please report it).
@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"patchlang {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check", help="check a spec: names, files, shapes, and each task's problem class")
-    c.add_argument("spec")
+    c = sub.add_parser("check", help="check specs: names, files, shapes, and each task's problem class")
+    c.add_argument("spec", nargs="+")
 
     r = sub.add_parser("run", help="solve every task, check each answer independently, write files and a report")
     r.add_argument("spec")
@@ -35,17 +35,71 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", metavar="PATH", help="write a JSON report")
     r.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
-    r.add_argument("--plots", metavar="DIR", help="write weight-change heatmaps and histograms (PNG)")
+    r.add_argument("--plots", metavar="DIR",
+                   help="write weight-change heatmaps and histograms (PNG) and DIR/index.html; DIR is relative to "
+                        "the current directory (unlike `save` paths in a spec, which are relative to the spec)")
     r.add_argument("--no-save", action="store_true", help="do not write patched networks")
     r.add_argument("--quiet", "-q", action="store_true", help="only the verdict line")
     r.add_argument("--verbose", "-v", action="store_true", help="show solver logs")
+    _add_ci_options(r)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
     e.add_argument("spec")
     e.add_argument("--task", required=True)
     e.add_argument("--format", required=True, choices=["lp", "mps", "smt2", "vnnlib"])
     e.add_argument("-o", "--output", required=True)
+    _add_fmt_parser(sub)
     return p
+
+
+def _add_ci_options(r: argparse.ArgumentParser) -> None:
+    from .report.formats import FORMATS
+
+    r.add_argument("--select", action="append", metavar="NAME[,NAME]",
+                   help="run only the tasks with these names or tags (repeatable)")
+    r.add_argument("--exclude", action="append", metavar="NAME[,NAME]",
+                   help="do not run the tasks with these names or tags (repeatable)")
+    r.add_argument("--output-format", choices=FORMATS, default="text",
+                   help="the report on stdout: text (default), json, junit, github (workflow annotations), sarif")
+    r.add_argument("--sarif", metavar="PATH", help="write a SARIF 2.1.0 log (also on a spec error)")
+
+
+def _write_sarif(path: str, result=None, error: PatchlangError | None = None, spec: str = "") -> None:
+    from .report.machine import write_atomic
+    from .report.sarif import sarif_errors, sarif_report
+
+    write_atomic(path, sarif_report(result) if result is not None else sarif_errors(error.diagnostics, spec,
+                                                                                    error.exit_code),
+                 "the SARIF report")
+
+
+def cmd_run_formatted(args: argparse.Namespace, out: Console) -> int:
+    """``run`` with ``--output-format`` / ``--sarif``: a spec or usage error also comes out in that format."""
+    try:
+        return cmd_run(args, out)
+    except PatchlangError as exc:
+        if args.output_format != "text":
+            from .report.formats import render_error
+
+            sys.stdout.write(render_error(exc, args.output_format, args.spec))
+            sys.stdout.flush()
+        raise  # the JSON / JUnit / SARIF reports of a failed run were written by cmd_run
+
+
+def _add_fmt_parser(sub) -> None:
+    f = sub.add_parser("fmt", help="format .patch files in the canonical layout (comments kept)")
+    f.add_argument("files", nargs="+", metavar="FILES", help=".patch files, folders (searched for *.patch), .md "
+                                                              "files (their ```patch blocks), or - (stdin to stdout)")
+    mode = f.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="write nothing; exit 1 and list the files that would "
+                                                           "change")
+    mode.add_argument("--diff", action="store_true", help="write nothing; print a unified diff, exit 1 if any")
+
+
+def cmd_fmt(args: argparse.Namespace, out: Console) -> int:
+    from .lang.format import run_fmt
+
+    return run_fmt(args.files, args.check, args.diff, out, Console(stderr=True, highlight=False, soft_wrap=True))
 
 
 def _print_spec_error(err: PatchlangError, console: Console) -> None:
@@ -74,8 +128,24 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_check_all(args: argparse.Namespace, out: Console) -> int:
+    """``check`` on several specs (as pre-commit passes them): each is reported; the worst exit code wins."""
+    if len(args.spec) == 1:
+        return cmd_check(argparse.Namespace(**{**vars(args), "spec": args.spec[0]}), out)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    worst = EXIT_OK
+    for spec in args.spec:
+        try:
+            code = cmd_check(argparse.Namespace(**{**vars(args), "spec": spec}), out)
+        except PatchlangError as exc:
+            _print_spec_error(exc, err)
+            code = exc.exit_code
+        worst = max(worst, code)
+    return worst
+
+
 def _write_reports(args: argparse.Namespace, result, guard) -> None:
-    """The JSON / JUnit reports asked for, through ``guard`` (never onto an input, never onto each other)."""
+    """The JSON / JUnit / SARIF reports asked for, through ``guard`` (never onto an input, nor onto each other)."""
     from .guard import using_guard
     from .report.machine import write_json, write_junit
 
@@ -84,12 +154,14 @@ def _write_reports(args: argparse.Namespace, result, guard) -> None:
             write_json(result, args.json)
         if args.junit:
             write_junit(result, args.junit)
+        if args.sarif:
+            _write_sarif(args.sarif, result=result)
 
 
 def _report_failure(args: argparse.Namespace, outcome: str, exc: BaseException, program=None, guard=None,
                     done=None) -> None:
     """After a spec, usage or internal error: still write the reports asked for, saying what did not run."""
-    if not (args.json or args.junit):
+    if not (args.json or args.junit or args.sarif):
         return
     from .api import failed_run
     from .guard import guard_for
@@ -106,10 +178,30 @@ def _report_failure(args: argparse.Namespace, outcome: str, exc: BaseException, 
                           [m.path for m in program.models.values()] if program else ())
         for path in _named_in_spec(args.spec):  # a spec that did not parse still names the files it reads
             guard.protect(path, f"a file the spec names ({path})")
-    try:
-        _write_reports(args, result, guard)
-    except PatchlangError:  # the report path itself is the problem: the error printed next says what is wrong
-        pass
+    for path, write in ((args.json, lambda: _write_reports(_only(args, "json"), result, guard)),
+                        (args.junit, lambda: _write_reports(_only(args, "junit"), result, guard)),
+                        (args.sarif, lambda: _sarif_after(args, exc, result, guard))):
+        if not path:
+            continue
+        try:
+            write()
+        except PatchlangError as write_error:  # report the run's error, and say why this report is missing
+            _print_spec_error(write_error, Console(stderr=True, highlight=False, soft_wrap=True))
+
+
+def _only(args: argparse.Namespace, which: str) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **{k: (getattr(args, k) if k == which else None)
+                                                  for k in ("json", "junit", "sarif")}})
+
+
+def _sarif_after(args: argparse.Namespace, exc: BaseException, result, guard) -> None:
+    from .guard import using_guard
+
+    with using_guard(guard):
+        if isinstance(exc, PatchlangError):
+            _write_sarif(args.sarif, error=exc, spec=args.spec)
+        else:
+            _write_sarif(args.sarif, result=result)
 
 
 def _named_in_spec(spec: str) -> list[str]:
@@ -154,10 +246,10 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     except Interrupted as exc:
         result = exc.result
         _write_reports(args, result, guard)
-        if not args.quiet:
-            print_report(result, out)
-        out.print(f"interrupted: {len(result.tasks)} task(s) finished, "
-                  f"{len(result.not_run)} not run", markup=False)
+        _print_result(args, out, result)
+        if args.output_format == "text":
+            out.print(f"interrupted: {len(result.tasks)} task(s) finished, {len(result.not_run)} not run",
+                      markup=False)
         return result.exit_code
     except KeyboardInterrupt as exc:  # between tasks, in the assertions or the reports
         _report_failure(args, "interrupted", exc, program, guard)
@@ -169,18 +261,31 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         _report_failure(args, "internal error", exc, program, guard)
         raise
     _write_reports(args, result, guard)
+    text = args.output_format == "text"
     if args.plots:
         from .guard import using_guard
         from .report.plots import write_plots
 
         with using_guard(guard):
             for path in write_plots(result, args.plots):
-                out.print(f"plot      {path}", markup=False)
-    if args.quiet:
+                if text and not args.quiet:
+                    out.print(f"plot      {path}", markup=False)
+    _print_result(args, out, result)
+    return result.exit_code
+
+
+def _print_result(args: argparse.Namespace, out: Console, result) -> None:
+    from .report.text import print_report
+
+    if args.output_format != "text":
+        from .report.formats import render_result
+
+        sys.stdout.write(render_result(result, args.output_format))
+        sys.stdout.flush()
+    elif args.quiet:
         out.print(f"exit {result.exit_code}", markup=False)
     else:
         print_report(result, out)
-    return result.exit_code
 
 
 def _claim_reports(args: argparse.Namespace, guard, program) -> None:
@@ -192,7 +297,8 @@ def _claim_reports(args: argparse.Namespace, guard, program) -> None:
         save = getattr(t, "save", None) or getattr(getattr(t, "patch", None), "save", None)
         if save:
             saves.protect(save, f"the file task `{t.name}` saves ({save})")
-    for path, what in ((args.json, "the JSON report"), (args.junit, "the JUnit report")):
+    for path, what in ((args.json, "the JSON report"), (args.junit, "the JUnit report"),
+                       (args.sarif, "the SARIF report")):
         if path:
             guard.claim(path, what)
             if args.no_save is False:
@@ -214,10 +320,15 @@ def _run_checked(args: argparse.Namespace, program) -> None:
     if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
         raise PatchlangError(f"--time-limit must be a positive number of seconds, not {args.time_limit}",
                              help="e.g. --time-limit 60")
+    if args.select or args.exclude:
+        from .lang.select import select_tasks
+
+        args.task = select_tasks(program, args.select, args.exclude, args.task)
 
 
 def _run(args: argparse.Namespace, out: Console, program, options, guard, run_program):
-    status = out.status("running", spinner="dots") if not args.quiet and out.is_terminal else None
+    text = args.output_format == "text"
+    status = out.status("running", spinner="dots") if text and not args.quiet and out.is_terminal else None
     total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
     started = 0
 
@@ -253,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         out.width = 120  # CI logs and pipes: wide enough that the check table does not wrap its words
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        handler = {"check": cmd_check, "run": cmd_run, "export": cmd_export}[args.command]
+        handler = {"check": cmd_check_all, "run": cmd_run_formatted, "export": cmd_export,
+                   "fmt": cmd_fmt}[args.command]
         return handler(args, out)
     except PatchlangError as exc:
         _print_spec_error(exc, err)

@@ -379,6 +379,8 @@ class Checker:
             self.block_norm(b, item)
         elif isinstance(item, A.Limit):
             self.block_limit(b, item)
+        elif isinstance(item, A.Tag):
+            return  # labels for `run --select/--exclude` only (lang/select.py reads them from the AST)
         else:
             self.block_setting(b, item)
 
