@@ -538,3 +538,18 @@ def test_one_path_twice_by_identical_statements_and_report_onto_a_task_output(ws
 def test_report_after_a_syntax_error_never_overwrites_a_named_file(ws, capsys):
     cli(ws, capsys, 'model net = "digits_mlp.onnx"\npatch oops {\n', "run", "{spec}", "--json",
         str(ws / "digits_mlp.onnx"), expect=2, words=("PL100",))
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/null", "/dev/zero"])
+def test_fmt_never_reads_or_replaces_a_pipe_or_device(ws, target):
+    """`patchlang fmt` rewrites its input by design, but only a regular file: never blocks on a FIFO, never
+    replaces /dev/null (as root, an atomic rename would)."""
+    path = str(ws / "pipe.patch") if target == "fifo" else target
+    if target == "fifo":
+        os.mkfifo(path)
+    before = os.stat(path)
+    proc = subprocess.run([sys.executable, "-m", "patchlang.cli", "fmt", path], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)

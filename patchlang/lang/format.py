@@ -447,7 +447,7 @@ def run_fmt(paths: list[str], check: bool, diff: bool, out, err) -> int:
     ``out`` / ``err`` are rich consoles.  A file that does not parse is reported (``file:line:col: PLxxx``) and
     never written; the others are still formatted.
     """
-    from ..model.onnx_export import write_atomic
+    from ..guard import InputRefused, atomic_write as write_atomic, read_input
 
     if paths == ["-"]:  # editors: the text on stdin, the formatted text on stdout
         import sys
@@ -464,11 +464,11 @@ def run_fmt(paths: list[str], check: bool, diff: bool, out, err) -> int:
     changed: list[str] = []
     errors = 0
     for path in files:
-        try:
-            with open(path, encoding="utf-8", newline="") as fh:
-                old = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            err.print(f"{path}: PL001 error: cannot read: {exc}", markup=False, highlight=False)
+        try:  # the guarded reader: a FIFO or a device (/dev/zero, /dev/null) is refused, never read or replaced
+            old = read_input(path, "spec file").decode("utf-8-sig")
+        except (InputRefused, UnicodeDecodeError) as exc:
+            err.print(f"{path}: PL001 error: cannot read: {getattr(exc, 'message', exc)}", markup=False,
+                      highlight=False)
             errors += 1
             continue
         try:
