@@ -178,6 +178,12 @@ def test_unreadable_inputs_are_spec_errors(ws, capsys, what, kind):
     spec = {"model": f'model net = "{bad}"\n',
             "points": f'model net = "tiny.onnx"\npoints p = "{bad}"\n',
             "vnnlib": f'model net = "tiny.onnx"\nproperty v = vnnlib "{bad}"\n'}[kind]
+    if what == "device":  # a regression here would read /dev/zero forever: never in the test process
+        (ws / "spec.patch").write_text(spec)
+        proc = subprocess.run([sys.executable, "-m", "patchlang.cli", "check", str(ws / "spec.patch")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "PL217" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        return
     text = cli(ws, capsys, spec, "check", "{spec}", expect=2, words=("PL2",))
     if what == "null device":
         assert "directory" not in text and "device" in text
