@@ -5,7 +5,7 @@ A property is reduced to *cases*: an input box and an **unsafe output region** i
 the box maps into the unsafe region.  Two complete procedures decide that, both sound by construction:
 
 1. :func:`encode_region_query` lowers "some ``x`` in the box reaches the unsafe region" to the solver-neutral
-   :class:`~patchlang.compile.query.Query` (input variables with box bounds, ReLU atoms only for the neurons
+   :class:`~patchlang.query.Query` (input variables with box bounds, ReLU atoms only for the neurons
    whose phase the bounds leave open, a disjunction when several conjunctions are open).  Feasible means a
    counterexample candidate, infeasible means the box is safe.  Any backend solves it (HiGHS, Gurobi, Marabou).
 2. :func:`search_box` splits the input box (branch on the input dimension whose bound coefficient times width is
@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from ..errors import PatchlangError
 from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
 from .goals import Alternative, Clause
-from .query import Query, QueryBuilder
+from ..query import Query, QueryBuilder
 
 DEFAULT_TOL = 1e-6
 MAX_CONJUNCTIONS = 4096
@@ -603,7 +603,7 @@ def _leaf(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, conj_open: np.ndarray, bo
           spec: UnsafeSpec, solve: LeafSolver, confirm: Confirm, opt: SearchOptions, res: SearchResult,
           final: bool) -> SearchResult:
     """Decide one box with the exact Query."""
-    from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
+    from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL
 
     enc = encode_region_query(rn, lo, hi, spec, conj_open, bounds, opt.tol)
     res.queries += 1

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from ..tasks.patch import distances
+from ..model.edits import norm_values
 from ..tasks.results import RunResult
 
 __all__ = ["write_plots", "plot_name"]
@@ -51,7 +51,7 @@ def write_plots(result: RunResult, out_dir: str) -> list[str]:
 
 
 def _norms_text(delta: np.ndarray) -> str:
-    d = distances(delta.ravel())
+    d = norm_values(delta.ravel())
     return f"L∞ {d['linf']:.4g}   L1 {d['l1']:.4g}   L0 {int(d['l0'])} of {delta.size}"
 
 
@@ -109,7 +109,7 @@ def _histogram(task: str, param: str, delta: np.ndarray):
 
 def _save(fig, path: str) -> None:
     """Render to memory, then write atomically: a reader never sees half a PNG."""
-    from ..model.onnx_export import write_atomic
+    from ..files import write_atomic
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata=_METADATA)

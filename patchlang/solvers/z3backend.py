@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..compile.query import Query
+from ..query import Query
 from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNKNOWN, Solution, SolveOptions, module_available
 
 OBJECTIVE = "objective"

@@ -9,7 +9,7 @@ Loop (each patch is computed from the *original* network, so the distance report
    satisfy the property's output constraints (the unsafe region's negation, :meth:`UnsafeSpec.safe_clauses`, with
    the patch's ``margin``);
 3. the minimal patch for ``keep``/``change`` goals + all repair points, solved exactly as a `patch` task is
-   (:func:`~patchlang.tasks.patch.encode_and_solve`: MILP planning, lazy `keep` points); no patch -> not
+   (:func:`~patchlang.plan.solve.solve_patch`: the chain of reductions, lazy `keep` points); no patch -> not
    repairable with these edits;
 4. round the edited parameters to float32 (what the file stores), and repeat.
 
@@ -27,12 +27,16 @@ import numpy as np
 
 from ..compile.bounds import relu_network
 from ..compile.goals import GoalGroup, PointGoal
-from ..compile.patch import NormSpec
+from ..model.edits import NormSpec
 from ..lang.program import RepairTask
 from ..model.ir import Affine, Network
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
 from .falsify import FalsifyOptions, falsify_case
-from .patch import build_groups, check_and_save, distances, encode_and_solve, lazy_keep, solve_options
+from ..model.edits import norm_values
+from ..plan.budget import Budget
+from ..plan.solve import solve_patch
+from .patch import build_groups, check_and_save, solve_options
+from .step_text import step_notes
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .verify import property_cases, verify_cases
 
@@ -108,7 +112,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
             if it == 0:
                 result.status = REPAIRED
                 result.message = "the network already satisfies the property: nothing to repair"
-                result.distances = distances(np.zeros(0))
+                result.distances = norm_values(np.zeros(0))
             else:
                 result.status = REPAIRED
             break
@@ -138,30 +142,31 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
         # the patch tasks' own pipeline: MILP planning (derived bound, fixed-phase start), lazy `keep` points
         # (a hidden-layer edit with hundreds of anchors encodes only the ones a patch breaks)
         opts = replace(options, time_limit=max(1.0, min(options.time_limit or np.inf, deadline - time.perf_counter())))
-        patch_notes: list[str] = []  # how this iteration's patch was solved; the last iteration's are reported
-        sol, enc, _, _ = encode_and_solve(net, bounded_task, groups, None,
-                                           backend_name if backend_name != "marabou" else "auto", opts,
-                                           patch_notes, lazy_keep(net, bounded_task, groups))
-        solver_notes = [f"last patch: {n}" for n in patch_notes]
+        plan = solve_patch(net, bounded_task, groups, backend_name if backend_name != "marabou" else "auto", opts,
+                           Budget.of(opts), run.disable_steps if hasattr(run, "disable_steps") else frozenset())
+        found = plan.best or plan.last
+        sol = found.solution
+        # how this iteration's patch was solved; the last iteration's are reported
+        solver_notes = [f"last patch: {n}" for n in plan.notes + step_notes(plan.steps)]
+        result.steps = plan.steps
         record["patch_seconds"] = round(time.perf_counter() - t1, 3)
         record["patch_status"] = sol.status
         result.backend, result.backend_version = sol.backend, sol.backend_version
-        if sol.status == INFEASIBLE:
-            result.status = NOT_REPAIRED
-            result.message = (f"iteration {it}: no patch with the allowed edits makes the property hold at the "
-                              f"{len(repair_points)} counterexample(s) while meeting the other goals")
+        if plan.best is None and all(s == INFEASIBLE for s in plan.statuses):
+            added = not np.isfinite(ptask.norms.bounds.get("linf", np.inf))
+            _no_patch(it, len(repair_points), added, bounded_task, result)
             break
         if sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
             result.status = INCONCLUSIVE
             result.message = f"iteration {it}: the patch solver stopped without a patch ({sol.status})"
             break
-        layout, x = enc.patch_of(sol.x)
+        layout, x = found.answer.patch
         current = round_to_float32(layout.apply(net, x))
-        last_dist = distances(_param_deltas(net, current, ptask.edits))
+        last_dist = norm_values(_param_deltas(net, current, ptask.edits))
         record.update({"linf": last_dist["linf"], "l1": last_dist["l1"], "points": len(repair_points),
                        "gap": sol.gap})
         result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
-        q = enc.query
+        q = found.problem.enc.query
         result.problem_class = q.problem_class
         result.query_size = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
                              "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)}
@@ -209,6 +214,21 @@ def _near_violations(net: Network, cases, n: int, seed: int, deadline: float) ->
         scored += [(float(v), p, i) for v, p in zip(vals, pts)]
     scored.sort(key=lambda t: t[0])
     return [(p, i) for _, p, i in scored[:n]]
+
+
+def _no_patch(it: int, points: int, added_bound: bool, bounded_task, result: TaskResult) -> None:
+    """No patch at this iteration's counterexamples.  Proven only within the bounds the spec gives: when repair
+    added the per-parameter bound itself (the spec has none), a larger change might still repair the network, so
+    the verdict is inconclusive."""
+    what = (f"iteration {it}: no patch with the allowed edits makes the property hold at the {points} "
+            "counterexample(s) while meeting the other goals")
+    if added_bound:
+        result.status = INCONCLUSIVE
+        result.message = (what + f" within |change| <= {bounded_task.norms.bounds['linf']:g}, the bound repair added "
+                          "(the spec gives no `bound linf`); a larger change is not ruled out")
+    else:
+        result.status = NOT_REPAIRED
+        result.message = what
 
 
 def _bounded_norms(net: Network, ptask, result: TaskResult) -> NormSpec:
