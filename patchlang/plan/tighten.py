@@ -50,7 +50,10 @@ class LpTightening(Reduction):
         return atoms if atoms.size <= OBBT_MAX_ATOMS else np.zeros(0, dtype=np.int64)
 
     def accepts(self, problem: PatchProblem, capabilities: frozenset[str]) -> bool:
-        return super().accepts(problem, capabilities) and self.atoms(problem).size > 0
+        """Only once the fixed-phase bound holds a checked patch (``start_value``): its derived bound makes the
+        intervals, hence the LPs, small; without one the LPs cost more than the MILP they would help."""
+        return (super().accepts(problem, capabilities) and problem.start_value is not None
+                and self.atoms(problem).size > 0)
 
     def apply(self, problem: PatchProblem, budget: Budget) -> tuple[PatchProblem, Inverse]:
         enc = problem.enc

@@ -143,7 +143,7 @@ def run_repair(task: RepairTask, run: Any) -> TaskResult:
         # (a hidden-layer edit with hundreds of anchors encodes only the ones a patch breaks)
         opts = replace(options, time_limit=max(1.0, min(options.time_limit or np.inf, deadline - time.perf_counter())))
         plan = solve_patch(net, bounded_task, groups, backend_name if backend_name != "marabou" else "auto", opts,
-                           Budget.of(opts), run.disable_steps if hasattr(run, "disable_steps") else frozenset())
+                           Budget.of(opts), _steps_off(run))
         found = plan.best or plan.last
         sol = found.solution
         # how this iteration's patch was solved; the last iteration's are reported
@@ -214,6 +214,12 @@ def _near_violations(net: Network, cases, n: int, seed: int, deadline: float) ->
         scored += [(float(v), p, i) for v, p in zip(vals, pts)]
     scored.sort(key=lambda t: t[0])
     return [(p, i) for _, p, i in scored[:n]]
+
+
+def _steps_off(run: Any) -> frozenset[str]:
+    """Planning steps off for repair's patches: the run's own choice, plus the least-L1 follow-up (each iteration's
+    patch is a step towards the repaired network, not the answer; a second MILP per iteration doubles the cost)."""
+    return frozenset(getattr(run, "disable_steps", frozenset())) | {"least_l1_tidy"}
 
 
 def _no_patch(it: int, points: int, added_bound: bool, bounded_task, result: TaskResult) -> None:
