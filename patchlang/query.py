@@ -16,7 +16,8 @@ so an infeasibility core or a report can speak the user's words ("keep clean[12]
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -143,6 +144,15 @@ class Query:
             extra.append(f"{len(self.products)} products")
         tail = (", " + ", ".join(extra)) if extra else ""
         return f"{self.n_vars} vars, {self.n_rows} rows, {self.A.nnz} nonzeros{tail}"
+
+    def derive(self, **changes: Any) -> Query:
+        """A copy with ``changes``: the one way to derive a query from another.  Every field not named is kept
+        (products, atoms, integrality, blocks, spans, structure, the bound's source), so a restriction or a
+        re-bounded query can never silently drop a product or turn an integer variable continuous; the arrays
+        changed must keep their meaning (same variables, rows only appended)."""
+        if "A" in changes and "integer" not in changes and changes["A"].shape[1] != self.n_vars:
+            raise ValueError("a derived query with new variables must say which of them are integer")
+        return replace(self, **changes)
 
     def block(self, name: str) -> VarBlock:
         for b in self.var_blocks:

@@ -97,3 +97,21 @@ def test_planner_rejects_unknown_step_names_and_lists_its_steps() -> None:
 
 def test_answer_patch_defaults_to_the_encoding_layout() -> None:
     assert Answer(Solution(OPTIMAL, x=np.zeros(2)), None).patch is None
+
+
+def test_derived_queries_keep_products_and_integrality() -> None:
+    """The one query-copy helper: a fixed-phase restriction keeps products and leaves an unbounded integer variable
+    integer (only indicators it fixes lose integrality); a derived query with new columns must say which are."""
+    import scipy.sparse as sp
+
+    from patchlang.compile.fixed_phase import fixed_phase_query
+    from patchlang.query import Query
+
+    q = Query(lb=np.array([0.0, 0.0, -1.0, 0.0]), ub=np.array([1.0, np.inf, 1.0, 1.0]),
+              integer=np.array([True, True, False, False]), A=sp.csr_matrix((1, 4)), row_lo=np.zeros(1),
+              row_hi=np.ones(1), c=np.zeros(4), products=np.array([[3, 2, 2]]))
+    r = fixed_phase_query(q, np.zeros(4))
+    assert np.array_equal(r.products, q.products) and r.problem_class == "SMT"
+    assert list(r.integer) == [False, True, False, False] and r.lb[0] == r.ub[0] == 1.0
+    with pytest.raises(ValueError):
+        q.derive(A=sp.csr_matrix((1, 5)))

@@ -14,8 +14,6 @@ its name); :func:`rebound` returns None when it meets a block it does not unders
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -98,7 +96,7 @@ def drop_stable_relus(q: Query, lb: np.ndarray, ub: np.ndarray) -> Query:
             rows_hi.append(np.zeros(k))
         relus = relus[~(active | inactive)]
     A = sp.vstack(rows_A).tocsr() if len(rows_A) > 1 else q.A
-    return replace(q, lb=lb, ub=ub, A=A, row_lo=np.concatenate(rows_lo), row_hi=np.concatenate(rows_hi),
+    return q.derive(lb=lb, ub=ub, A=A, row_lo=np.concatenate(rows_lo), row_hi=np.concatenate(rows_hi),
                    relus=relus, disjunctions=list(q.disjunctions), row_blocks=blocks)
 
 

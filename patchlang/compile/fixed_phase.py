@@ -16,7 +16,7 @@ costs a warm start, never correctness: every start is re-checked against all row
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -257,9 +257,9 @@ def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = N
     variables stay free too: a smaller MILP that is still a restriction (e.g. the `keep` points' phases fixed)."""
     if only is not None:
         only = np.asarray(only, dtype=bool)
-        part = fixed_phase_query(replace(q, relus=q.relus[only], disjunctions=[], integer=np.zeros_like(q.integer)),
+        part = fixed_phase_query(q.derive(relus=q.relus[only], disjunctions=[], integer=np.zeros_like(q.integer)),
                                  x_ref, None if active is None else np.asarray(active, dtype=bool)[only])
-        return replace(part, relus=q.relus[~only], disjunctions=list(q.disjunctions), integer=q.integer.copy(),
+        return part.derive(relus=q.relus[~only], disjunctions=list(q.disjunctions), integer=q.integer.copy(),
                        lb=np.where(q.integer, q.lb, part.lb), ub=np.where(q.integer, q.ub, part.ub))
     lb, ub = q.lb.copy(), q.ub.copy()
     extra_rows: list[sp.csr_matrix] = []
@@ -290,7 +290,7 @@ def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = N
     integer[fix] = False  # fixed to "may change": integrality is moot; an unbounded integer stays integer
     A = sp.vstack([q.A, *extra_rows]).tocsr() if extra_rows else q.A
     # a copy that keeps every other field (products, spans, structure, the bound's source): only the atoms go
-    return replace(q, lb=lb, ub=ub, integer=integer, A=A, row_lo=np.concatenate([q.row_lo, *extra_lo]),
+    return q.derive(lb=lb, ub=ub, integer=integer, A=A, row_lo=np.concatenate([q.row_lo, *extra_lo]),
                    row_hi=np.concatenate([q.row_hi, *extra_hi]), relus=np.zeros((0, 2), dtype=np.int64),
                    disjunctions=[], var_blocks=list(q.var_blocks), row_blocks=list(q.row_blocks),
                    name=q.name + ".fixed_phase")

@@ -121,7 +121,7 @@ def drop_groups(q: Query, tracking: Tracking, keep: set[int]) -> Query:
     if tracking.bound_group >= 0 and tracking.bound_group not in keep:
         lb[tracking.bound_vars], ub[tracking.bound_vars] = -np.inf, np.inf
     disj = [d for d, g in zip(q.disjunctions, tracking.disj_group) if g < 0 or g in keep]
-    return replace(q, lb=lb, ub=ub, row_lo=row_lo, row_hi=row_hi, disjunctions=disj, c=np.zeros(q.n_vars),
+    return q.derive(lb=lb, ub=ub, row_lo=row_lo, row_hi=row_hi, disjunctions=disj, c=np.zeros(q.n_vars),
                    offset=0.0)
 
 

@@ -59,7 +59,7 @@ def with_l1_objective(q: Query, layout: DeltaLayout, extra: list[tuple[sp.csr_ma
         his.append(np.array([rhs]))
     blocks = list(q.row_blocks) + [RowBlock("l1 norm", q.n_rows, 2 * k, "norm"),
                                    RowBlock("bound on the first objective", q.n_rows + 2 * k, len(extra), "bound")]
-    return replace(q, lb=np.r_[q.lb, np.zeros(k)], ub=np.r_[q.ub, np.full(k, np.inf)],
+    return q.derive(lb=np.r_[q.lb, np.zeros(k)], ub=np.r_[q.ub, np.full(k, np.inf)],
                    integer=np.r_[q.integer, np.zeros(k, dtype=bool)], A=sp.vstack(rows).tocsr(),
                    row_lo=np.concatenate(los), row_hi=np.concatenate(his), c=np.r_[np.zeros(n), np.ones(k)],
                    offset=0.0, disjunctions=list(q.disjunctions),
