@@ -24,6 +24,8 @@ from patchlang.plan.tidy import LeastL1Tidy
 from patchlang.solution import OPTIMAL, TIMEOUT, SolveOptions
 from patchlang.solvers.highs import HighsBackend
 from patchlang.tasks.patch import RunOptions, build_groups
+from specgen import _matrix as matrix
+from specgen import random_net
 
 EDITS = ["layer 0 weights", "layer 0 biases", "layer 0 weights and biases"]
 NORMS = ["minimize linf\n    bound linf <= 3", "minimize l1\n    bound l1 <= 6", "minimize l0\n    bound linf <= 1.5"]
@@ -32,17 +34,13 @@ NORMS = ["minimize linf\n    bound linf <= 3", "minimize l1\n    bound l1 <= 6",
 def random_spec(seed: int, tmp: Path, keep: int = 4) -> str:
     """A 3-h-3 ReLU net; ``move`` must change to a random label, ``keep`` keeps its labels."""
     rng = np.random.default_rng(seed)
-    h = int(rng.integers(3, 6))
-    save_network(network_from_arrays([rng.normal(size=(h, 3)), rng.normal(size=(3, h))],
-                                     [rng.normal(scale=0.3, size=h), rng.normal(scale=0.3, size=3)],
-                                     name=f"r{seed}"), str(tmp / "net.onnx"))
+    save_network(random_net(rng, 2), str(tmp / "net.onnx"))
     x = rng.normal(size=(keep + 1, 3)).round(3)
-    rows = lambda m: "[" + ", ".join("[" + ", ".join(f"{v:g}" for v in r) + "]" for r in m) + "]"  # noqa: E731
     target = int(rng.integers(0, 3))
     return f"""
 model net = "net.onnx"
-points keep = {rows(x[1:])}
-points move = {rows(x[:1])}
+points keep = {matrix(x[1:])}
+points move = {matrix(x[:1])}
 patch p on net {{
     edit {EDITS[seed % len(EDITS)]}
     keep keep

@@ -353,16 +353,24 @@ class Z3Backend:
         st = TIMEOUT if (clock.expired() or "timeout" in reason or "canceled" in reason) else UNKNOWN
         return Solution(status=st, message=f"z3: {reason}")
 
-    def _feasible(self, p: _Parsed, options: SolveOptions, clock: _Clock) -> Solution:
+    def _first_check(self, p: _Parsed, options: SolveOptions, clock: _Clock, method: str):
+        """The solver after its first check, and the solution when that check already ends the search (unsat:
+        infeasible; unknown: no answer), else None."""
         import z3
 
         s = self._solver(p, options, clock)
         r = s.check()
         if r == z3.unsat:
-            return Solution(status=INFEASIBLE, message="unsat", stats={"method": "check", "calls": 1})
+            return s, Solution(status=INFEASIBLE, message="unsat", stats={"method": method, "calls": 1})
         if r == z3.unknown:
             sol = self._unanswered(s.reason_unknown(), clock)
-            sol.stats = {"method": "check", "calls": 1}
+            sol.stats = {"method": method, "calls": 1}
+            return s, sol
+        return s, None
+
+    def _feasible(self, p: _Parsed, options: SolveOptions, clock: _Clock) -> Solution:
+        s, sol = self._first_check(p, options, clock, "check")
+        if sol is not None:
             return sol
         m = s.model()
         value = z3_value(m.eval(p.objective, model_completion=True))
@@ -412,15 +420,8 @@ class Z3Backend:
 
     def _bisect(self, p: _Parsed, q: Query, options: SolveOptions, clock: _Clock) -> Solution:
         """Bisection on ``objective <= mid``; ends with ``objective < best``, whose unsat proves exactness."""
-        import z3
-
-        s = self._solver(p, options, clock)
-        r = s.check()
-        if r == z3.unsat:
-            return Solution(status=INFEASIBLE, message="unsat", stats={"method": "bisect", "calls": 1})
-        if r == z3.unknown:
-            sol = self._unanswered(s.reason_unknown(), clock)
-            sol.stats = {"method": "bisect", "calls": 1}
+        s, sol = self._first_check(p, options, clock, "bisect")
+        if sol is not None:
             return sol
         lo = self._static_lower_bound(q)
         integral = self._integral_objective(q)  # L0: counts, so refuting `<= k` proves `>= k + 1`
