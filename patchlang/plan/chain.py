@@ -127,6 +127,16 @@ class Planner:
         chain = Chain([s for s in (self.encode,) if s.name not in self.disable] or [Encode()], self.capabilities)
         return chain.solve(problem, budget, self.solve_query)[0]
 
+    def tidy(self, outcome: Outcome, budget: Budget) -> Outcome:
+        """``outcome`` with its answer followed up by the least-L1 step (when it applies)."""
+        step = LeastL1Tidy(self.backend, self.solve_fresh)
+        if "least_l1_tidy" in self.disable or not step.accepts(outcome.problem, self.capabilities):
+            return outcome
+        _, inverse = step.apply(outcome.problem, budget)
+        answer = inverse.invert(outcome.answer)
+        self.records.append(inverse.record)
+        return replace(outcome, answer=answer, steps=outcome.steps + [inverse.record])
+
     # ------------------------------------------------------------------ drivers
     def rows_apply(self, net: Network, task: PatchTask, groups: list[GoalGroup]) -> bool:
         return (row_setup(net, task, groups) is not None and {"milp", "bigm"} <= self.capabilities
@@ -146,15 +156,16 @@ class Planner:
         return LazyKeep(net, groups, first_edited_position(net, task.edits), eligible)
 
     def solve(self, net: Network, task: PatchTask, groups: list[GoalGroup], options: SolveOptions, budget: Budget,
-              lazy: LazyKeep | None = None, cutoff: float = np.inf) -> Outcome:
+              lazy: LazyKeep | None = None, cutoff: float = np.inf, tidy: bool = True) -> Outcome:
         """Plan and solve one patch problem (lazily when ``lazy`` is given); the answer's patch is on the task's
-        own edits and network."""
+        own edits and network.  ``tidy=False``: no least-L1 follow-up here (the caller tidies the answer it keeps,
+        :meth:`tidy`)."""
         t0 = time.perf_counter()
         before = len(self.records)
         problem = PatchProblem(net, task, groups, options)
         milp_lazy = lazy is not None and task.problem_class == "MILP"
         linf_lp = task.problem_class == "LP" and primary_norm(problem) == "linf"
-        tidy = "least_l1_tidy" not in self.disable and primary_norm(problem) is not None
+        tidy = tidy and "least_l1_tidy" not in self.disable and primary_norm(problem) is not None
         rounds = solve_lazily(problem, budget, lazy,
                               lambda p, b, t: self.run(p, b, tidy=tidy and (lazy is None or (t and linf_lp))),
                               tidy_each_round=linf_lp, cutoff=cutoff)

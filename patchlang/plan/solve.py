@@ -47,6 +47,8 @@ def solve_patch(net: Network, task: PatchTask, groups: list[GoalGroup], backend_
         gi, labels = candidates
         attempts = away_attempts(net, task, groups[gi].points[0], labels)
     lazy = planner.lazy_keep(net, task, groups)
+    # with several candidates only the winner is tidied (lazy rounds tidy each round's patch to test it)
+    tidy_each = candidates is None or lazy is not None
     best: tuple[Outcome, int | None] | None = None
     outcomes: list[Outcome] = []
     for label, lower in attempts:
@@ -54,12 +56,16 @@ def solve_patch(net: Network, task: PatchTask, groups: list[GoalGroup], backend_
             break  # attempts are sorted by lower bound: no later candidate can beat (or tie) the incumbent
         pinned = groups if label is None else pin_away(groups, gi, label)
         cutoff = (best[0].solution.objective or 0.0) + tie_tol(best[0].solution) if best is not None else np.inf
-        out = planner.solve(net, task, pinned, options, budget, lazy, cutoff)
+        out = planner.solve(net, task, pinned, options, budget, lazy, cutoff, tidy=tidy_each)
         outcomes.append(out)
         sol = out.solution
         if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
             if best is None or better(sol, label, best[0].solution, best[1]):
                 best = (out, label)
+    if best is not None and not tidy_each:
+        tidied = planner.tidy(best[0], budget)
+        outcomes = [tidied if o is best[0] else o for o in outcomes]
+        best = (tidied, best[1])
     records = [r for o in outcomes for r in o.steps]
     if lazy is not None:
         records.append(lazy.record(groups))
