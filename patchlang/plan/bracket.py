@@ -28,7 +28,7 @@ DEFAULT_MIP_GAP = 1e-6
 WIDER_QUANTILES = (0.02, 0.1, 0.3)
 WIDER_STOP_SHARE = 0.25  # stop widening when less than this share of the task's time limit is left
 
-SubSolver = Callable[[PatchProblem, Budget], tuple[Answer, PatchProblem]]
+SubSolver = Callable[[PatchProblem, Budget], tuple[Answer, PatchProblem, list[StepRecord]]]
 
 
 def only(groups: list[GoalGroup], keep: np.ndarray) -> list[GoalGroup]:
@@ -89,22 +89,22 @@ class KeepBracket(Reduction):
 
         lo_red, lo_problem = self._surrogate(problem, setup, only(problem.groups, setup.same), None, setup.shared,
                                              True)
-        lo_answer, lo_solved = self.solve(lo_problem, budget.share(0.5))
+        lo_answer, lo_solved, lo_records = self.solve(lo_problem, budget.share(0.5))
         lo_sol = lo_answer.solution
         lo = lo_sol.objective if lo_sol.status == OPTIMAL else lo_sol.bound
         summary["lower"] = lo
         if lo_sol.status == INFEASIBLE:  # a relaxation without a patch: the task has none either
             summary["outcome"] = "relaxation_infeasible"
-            return self._solved(lo_solved, lo_sol, lo_red, record, t0)
+            return self._solved(lo_solved, lo_sol, lo_red, record, t0, [])
         if lo_sol.x is not None and lo_sol.status == OPTIMAL:
             layout, values = lift(lo_red, lo_answer).patch
             if goals_hold(layout.apply(problem.net, values), problem.groups):
                 summary["outcome"] = "relaxation_keeps_all"
-                return self._solved(lo_solved, lo_sol, lo_red, record, t0)
+                return self._solved(lo_solved, lo_sol, lo_red, record, t0, lo_records)
 
         support = np.all(setup.inputs[~setup.same] == 0, axis=0)
         hi_red, hi_problem = self._surrogate(problem, setup, problem.groups, support, setup.shared, False)
-        hi_answer, hi_solved = self.solve(hi_problem, budget)
+        hi_answer, hi_solved, hi_records = self.solve(hi_problem, budget)
         hi_sol = hi_answer.solution
         summary.update(support=int(np.count_nonzero(support)))
         if hi_sol.x is None or hi_sol.status not in (OPTIMAL, FEASIBLE):
@@ -126,21 +126,21 @@ class KeepBracket(Reduction):
                 continue
             red = reduce_rows(problem.net, setup.edit, problem.groups, setup.norm, R, None, exact=False)
             try:
-                answer, solved = self.solve(surrogate_problem(problem, red), budget.share(0.5))
+                answer, solved, records = self.solve(surrogate_problem(problem, red), budget.share(0.5))
             except PatchlangError:
                 continue  # no bound derivable for this support: it is only a heuristic
             sol = answer.solution
             if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE) and sol.objective < hi * (1 - 1e-9):
-                hi_sol, hi_solved, hi, hi_red = sol, solved, float(sol.objective), red
+                hi_sol, hi_solved, hi, hi_red, hi_records = sol, solved, float(sol.objective), red, records
                 summary.update(support=int(np.count_nonzero(wider)), widened_to=max_other(setup, wider))
         done = hi_sol.status == OPTIMAL and closed(hi)
         summary.update(outcome="restriction", upper=hi)
         answer = replace(hi_sol, status=OPTIMAL if done else FEASIBLE, bound=lo, seconds=time.perf_counter() - t0,
                          message=f"optimum in [{lo if lo is not None else 0.0:.9g}, {hi:.9g}]")
-        return self._solved(hi_solved, answer, hi_red, record, t0)
+        return self._solved(hi_solved, answer, hi_red, record, t0, hi_records)
 
     @staticmethod
-    def _solved(solved: PatchProblem, sol, red: RowReduction, record: StepRecord, t0: float
-                ) -> tuple[PatchProblem, Inverse]:
+    def _solved(solved: PatchProblem, sol, red: RowReduction, record: StepRecord, t0: float,
+                records: list[StepRecord]) -> tuple[PatchProblem, Inverse]:
         record.summary["seconds"] = time.perf_counter() - t0
-        return replace(solved, solution=sol), Inverse(record, lambda a: lift(red, a))
+        return replace(solved, solution=sol), Inverse(record, lambda a: lift(red, a), records)

@@ -118,9 +118,13 @@ class Planner:
         problem = PatchProblem(net, task, groups, options)
         return self.chain(tidy=False, rows=False).reduce(problem, budget or Budget.of(options))[0]
 
-    def solve_surrogate(self, problem: PatchProblem, budget: Budget) -> tuple[Answer, PatchProblem]:
-        """A row surrogate solved by the query steps of the chain (for the keep bracket)."""
-        return self.run(problem, budget, tidy=False, rows=False)
+    def solve_surrogate(self, problem: PatchProblem, budget: Budget
+                        ) -> tuple[Answer, PatchProblem, list[StepRecord]]:
+        """A row surrogate solved by the query steps of the chain (for the keep bracket), with their records (the
+        bracket reports those of the surrogate whose answer it keeps)."""
+        chain = Chain(self.steps(tidy=False, rows=False), self.capabilities)
+        answer, solved = chain.solve(problem, budget, self.solve_query)
+        return answer, solved, chain.records
 
     def solve_fresh(self, problem: PatchProblem, budget: Budget) -> Answer:
         """A follow-up problem (the least-L1 one) encoded afresh and solved, without further planning."""

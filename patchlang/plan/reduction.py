@@ -76,9 +76,11 @@ class Answer:
 class Inverse:
     """Maps an answer of the reduced problem back to the problem the step received; the identity by default."""
 
-    def __init__(self, record: StepRecord | None, invert: Callable[[Answer], Answer] | None = None):
+    def __init__(self, record: StepRecord | None, invert: Callable[[Answer], Answer] | None = None,
+                 sub_records: list[StepRecord] | None = None):
         self.record = record
         self._invert = invert
+        self.sub_records = sub_records or []  # records of the sub-chains a driver ran and whose answer it kept
 
     def invert(self, answer: Answer) -> Answer:
         return self._invert(answer) if self._invert is not None else answer
@@ -116,11 +118,11 @@ class Chain:
         for step in self.steps:
             if not step.accepts(problem, self.capabilities):
                 continue
-            at = len(self.records)  # a step that runs sub-chains records them after its own record
             problem, inverse = step.apply(problem, budget)
             inverses.append(inverse)
             if inverse.record is not None:  # its figures may still be filled in while inverting
-                self.records.insert(at, inverse.record)
+                self.records.append(inverse.record)
+            self.records.extend(inverse.sub_records)
         return problem, inverses
 
     def solve(self, problem: PatchProblem, budget: Budget, solver: Solver) -> tuple[Answer, PatchProblem]:

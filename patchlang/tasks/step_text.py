@@ -113,10 +113,13 @@ def step_sentences(record: StepRecord) -> list[str]:
     return words(record.summary) if words is not None else []
 
 
+AFTER_SOLVING = ("least_l1_tidy",)  # applied early, but what they say happens after the solve: said last
+
+
 def step_notes(records: list[StepRecord]) -> list[str]:
-    """The sentences of every record, in order, each once (lazy rounds repeat the same steps)."""
+    """The sentences of every record, in order (follow-ups last), each once (lazy rounds repeat the same steps)."""
     out: list[str] = []
-    for r in records:
+    for r in sorted(records, key=lambda r: r.name in AFTER_SOLVING):
         out.extend(s for s in step_sentences(r) if s not in out)
     return out
 
