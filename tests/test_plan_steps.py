@@ -193,3 +193,15 @@ def test_row_setup_needs_one_weight_edit_and_one_norm(tmp_path: Path) -> None:
     program, _ = run(random_spec(1, tmp_path), tmp_path)  # a bias edit
     t = program.tasks[0]
     assert row_setup(t.model.net, t, build_groups(t.model.net, t.goals, t.margin)) is None
+
+
+def test_report_lists_the_steps_applied(tmp_path: Path) -> None:
+    """The JSON task object has a `steps` list (name, figures, sentences) and the text report a `steps` line."""
+    from patchlang.report.machine import task_json
+    from patchlang.report.text import task_lines
+
+    _, task = run(random_spec(2, tmp_path), tmp_path)
+    steps = task_json(task)["steps"]
+    assert any(s["name"] == "encode" for s in steps)
+    assert all(set(s) == {"name", "summary", "text"} for s in steps)
+    assert any(line.startswith("steps") and "encode" in line for line in task_lines(task))

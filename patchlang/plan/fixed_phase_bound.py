@@ -208,7 +208,8 @@ class FixedPhaseBound(Reduction):
             sol = self.backend.solve(enc.query, budget.options(replace(problem.options, start=None)))
             if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
                 deltas = enc.layout.deltas(sol.x)
-                if goals_hold(enc.layout.apply(problem.net, sol.x), problem.groups):
+                # a genuine patch of the task: every goal and every bound the task itself states
+                if within_bounds(deltas, norms) and goals_hold(enc.layout.apply(problem.net, sol.x), problem.groups):
                     return Search(deltas, objective_value(deltas, norms), found.rounds, how="trial_bound")
             elif sol.status == TIMEOUT:
                 found.timed_out = True
