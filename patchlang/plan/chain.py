@@ -128,18 +128,24 @@ class Planner:
 
     def solve_fresh(self, problem: PatchProblem, budget: Budget) -> Answer:
         """A follow-up problem (the least-L1 one) encoded afresh and solved, without further planning."""
-        chain = Chain([s for s in (self.encode,) if s.name not in self.disable] or [Encode()], self.capabilities)
-        return chain.solve(problem, budget, self.solve_query)[0]
+        return Chain([self.encode], self.capabilities).solve(problem, budget, self.solve_query)[0]
 
     def tidy(self, outcome: Outcome, budget: Budget) -> Outcome:
         """``outcome`` with its answer followed up by the least-L1 step (when it applies)."""
-        step = LeastL1Tidy(self.backend, self.solve_fresh)
-        if "least_l1_tidy" in self.disable or not step.accepts(outcome.problem, self.capabilities):
+        answer, record = self._follow_up(outcome.problem, outcome.answer, budget)
+        if record is None:
             return outcome
-        _, inverse = step.apply(outcome.problem, budget)
-        answer = inverse.invert(outcome.answer)
+        return replace(outcome, answer=answer, steps=outcome.steps + [record])
+
+    def _follow_up(self, problem: PatchProblem, answer: Answer, budget: Budget) -> tuple[Answer, StepRecord | None]:
+        """The least-L1 step applied to a solved problem on its own (outside a chain): the answer and its record."""
+        step = LeastL1Tidy(self.backend, self.solve_fresh)
+        if "least_l1_tidy" in self.disable or not step.accepts(problem, self.capabilities):
+            return answer, None
+        _, inverse = step.apply(problem, budget)
+        answer = inverse.invert(answer)
         self.records.append(inverse.record)
-        return replace(outcome, answer=answer, steps=outcome.steps + [inverse.record])
+        return answer, inverse.record
 
     # ------------------------------------------------------------------ drivers
     def rows_apply(self, net: Network, task: PatchTask, groups: list[GoalGroup]) -> bool:
@@ -175,10 +181,7 @@ class Planner:
                               tidy_each_round=linf_lp, cutoff=cutoff)
         answer = rounds.answer
         if milp_lazy and tidy:  # the follow-up once the working sets are final, checked on every goal
-            tidy_step = LeastL1Tidy(self.backend, self.solve_fresh)
-            received, inverse = tidy_step.apply(replace(rounds.problem, check_groups=groups), budget)
-            answer = inverse.invert(answer)
-            self.records.append(inverse.record)
+            answer = self._follow_up(replace(rounds.problem, check_groups=groups), answer, budget)[0]
         seconds = time.perf_counter() - t0
         build = self.encode.seconds
         self.encode.seconds = 0.0
