@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import BinaryIO, Callable
 
 from .errors import ModelError
 
@@ -25,8 +26,9 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: str, data: bytes | str, protected: str | None = None) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
+def write_atomic(path: str, data: bytes | str | Callable[[BinaryIO], None], protected: str | None = None) -> None:
+    """Write ``data`` (bytes, text as UTF-8, or a writer called with the open binary file) to ``path`` via a
+    temporary file in the same directory and ``os.replace``.
 
     A reader (or a crash) never sees a half-written model.  ``protected`` is the network's own source file:
     overwriting the model being patched would destroy the reference every check compares against.
@@ -45,7 +47,7 @@ def write_atomic(path: str, data: bytes | str, protected: str | None = None) -> 
         raise ModelError(f"cannot write {path}: {exc}", help="check that the directory is writable") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            data(fh) if callable(data) else fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _default_mode())

@@ -115,3 +115,15 @@ def test_derived_queries_keep_products_and_integrality() -> None:
     assert list(r.integer) == [False, True, False, False] and r.lb[0] == r.ub[0] == 1.0
     with pytest.raises(ValueError):
         q.derive(A=sp.csr_matrix((1, 5)))
+
+
+def test_write_atomic_takes_bytes_text_or_a_writer(tmp_path) -> None:
+    from patchlang.files import write_atomic
+
+    write_atomic(str(tmp_path / "a.bin"), b"\x00\x01")
+    write_atomic(str(tmp_path / "b.txt"), "ü")
+    write_atomic(str(tmp_path / "c.bin"), lambda fh: fh.write(b"abc"))
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "b.txt").read_text(encoding="utf-8") == "ü"
+    assert (tmp_path / "c.bin").read_bytes() == b"abc"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
