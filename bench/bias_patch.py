@@ -11,7 +11,7 @@ round-robin) x 1 or 10 changed '1's; ten '1's need about 0.28, so the 10-change 
 
 Every case writes its points to a temporary folder, generates a `.patch` spec (the one printed with ``--show``)
 and runs it with :func:`patchlang.api.run_program`; nothing here builds a MILP by hand: the levers (derived
-bound, fixed-phase LP start, warm start) live in ``patchlang/tasks/milp_strategy.py``.
+bound, fixed-phase LP start, warm start) live in ``patchlang/plan/`` (docs/backends.md, the chain of reductions).
 
     python bench/bias_patch.py              # the original experiment, then the scaling table
     python bench/bias_patch.py --only-original

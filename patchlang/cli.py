@@ -123,8 +123,8 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
         reason = getattr(t, "class_reason", None) or getattr(getattr(t, "patch", None), "class_reason", "")
         if t.kind == "verify":
             cls, reason = "MILP", "complete verification over an input region (falsify first)"
-        out.print(f"  line {t.span.line:>3}  {t.kind:<6} {t.name:<24} {cls}: {reason}", markup=False,
-                  highlight=False)
+        title = t.name if t.name.startswith(f"{t.kind} ") else f"{t.kind:<6} {t.name}"  # `verify ...` names itself
+        out.print(f"  line {t.span.line:>3}  {title:<31} {cls}: {reason}", markup=False, highlight=False)
     return EXIT_OK
 
 

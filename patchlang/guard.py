@@ -198,11 +198,8 @@ class OutputGuard:
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    """Temp file in the target folder + ``os.replace`` (the project's one atomic writer)."""
-    try:  # where the writer lives after the planning refactor (issue 9), and where it lived before
-        from .files import write_atomic  # type: ignore[import-not-found]
-    except ImportError:
-        from .model.onnx_export import write_atomic
+    """Temp file in the target folder + ``os.replace`` (the project's one atomic writer, :mod:`patchlang.files`)."""
+    from .files import write_atomic
 
     write_atomic(path, data)
 

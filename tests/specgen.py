@@ -14,7 +14,7 @@ import numpy as np
 
 from patchlang.api import load_program_text
 from patchlang.compile.patch import PatchEncoding
-from patchlang.compile.query import Query
+from patchlang.query import Query
 from patchlang.lang.program import PatchTask
 from patchlang.model.build import network_from_arrays
 from patchlang.model.ir import Network

@@ -13,7 +13,8 @@ from patchlang.model.build import network_from_arrays
 from patchlang.model.onnx_export import save_network
 from patchlang.solvers.base import INFEASIBLE, SolveOptions
 from patchlang.solvers.registry import get_backend
-from patchlang.tasks.explain import describe, explain_infeasible, find_core, restrict, tracked_items
+from patchlang.plan.conflict import find_core, restrict, tracked_items
+from patchlang.tasks.explain import describe, explain_infeasible
 from patchlang.tasks.export import task_query
 from patchlang.tasks.patch import RunOptions
 
@@ -144,7 +145,7 @@ def test_milp_conflict_by_highs_is_minimal_and_really_conflicts(tmp_path: Path) 
 def test_restriction_drops_the_network_copies_of_dropped_points(tmp_path: Path) -> None:
     """Keeping one statement for one point leaves that point's ReLU atoms only, and the pruned restriction has
     the same verdict (Z3, exact) as the restriction with every copy kept."""
-    import patchlang.tasks.explain as explain
+    import patchlang.plan.conflict as explain
 
     program = _load(tmp_path, layer=0, extra="bound linf <= 0.3")
     q = task_query(program.tasks[0])
@@ -168,7 +169,7 @@ def test_restriction_drops_the_network_copies_of_dropped_points(tmp_path: Path) 
 def test_shrink_without_answers_keeps_the_chunk_and_says_not_minimal() -> None:
     """The deletion filter never drops a group it got no answer about, and then does not claim minimality;
     with all answers it finds the conflict in far fewer checks than one per group."""
-    from patchlang.tasks.explain import shrink
+    from patchlang.plan.conflict import shrink
 
     conflict = {3, 17}
     calls = []
@@ -190,7 +191,7 @@ def test_shrink_without_answers_keeps_the_chunk_and_says_not_minimal() -> None:
 def test_explanation_budget_is_bounded(tmp_path: Path) -> None:
     """A share of the task's time limit, a small default without one, and no answer at all (rather than an
     unchecked one) when the budget is spent."""
-    from patchlang.tasks.explain import DEFAULT_BUDGET, EXPLAIN_SHARE, explain_budget
+    from patchlang.plan.conflict import DEFAULT_BUDGET, EXPLAIN_SHARE, explain_budget
 
     assert explain_budget(SolveOptions(time_limit=60.0)) == EXPLAIN_SHARE * 60.0 < 60.0
     assert explain_budget(SolveOptions()) == DEFAULT_BUDGET <= 10.0
@@ -222,11 +223,10 @@ def test_disjunctive_conflict_names_the_away_goal(tmp_path: Path) -> None:
     assert task.core == ["change mv away from label: p[1] (line 8)", "bound linf <= 0.5 (line 10)"]
     assert any("conflict found by HiGHS" in n and "each statement listed is needed" in n for n in task.notes)
     # HiGHS's infeasible subset of the relaxation names the disjunction's lowered rows: mapped back to it
-    from patchlang.tasks.explain import Oracle, _iis_groups
+    from patchlang.plan.budget import Budget
+    from patchlang.plan.conflict import Oracle, _iis_groups
 
     q = task_query(program.tasks[0])
     items, tracking = tracked_items(q)
-    import time
-
-    seed = _iis_groups(Oracle(q, tracking, SolveOptions(), time.perf_counter() + 60))
+    seed = _iis_groups(Oracle(q, tracking, SolveOptions(), Budget.seconds(60)))
     assert seed is not None and any(items[g].group == "change" for g in seed)

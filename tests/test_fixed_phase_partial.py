@@ -1,5 +1,5 @@
 """Fixing the ReLU phases of some points only (the `keep` points) leaves a smaller MILP that is still a
-restriction of the patch problem: every answer of it is a genuine patch (tasks/milp_strategy.py uses it for a
+restriction of the patch problem: every answer of it is a genuine patch (plan/fixed_phase_bound.py uses it for a
 bound and a warm start when fully fixed phases admit no patch)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_timeout_without_patch_falls_back_to_the_checked_warm_start() -> None:
     """A MILP stopped before reporting any patch still has its warm start (a checked fixed-phase LP patch): it
     becomes the incumbent with the solver's bound, so the report gives a distance and a gap, not nothing."""
     from patchlang.solvers.base import INFEASIBLE, TIMEOUT, Solution
-    from patchlang.tasks.milp_strategy import with_start_incumbent
+    from patchlang.plan.fixed_phase_bound import with_start_incumbent
 
     start = np.array([0.5, -0.25])
     opts = SolveOptions(start=start)

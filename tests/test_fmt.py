@@ -325,7 +325,7 @@ def test_rewrite_follows_symlinks_and_reports_write_errors(tmp_path: Path, capsy
     def refuse(path, data, protected=None):
         raise ModelError(f"cannot write {path}: read-only file system")
 
-    monkeypatch.setattr("patchlang.model.onnx_export.write_atomic", refuse)
+    monkeypatch.setattr("patchlang.files.write_atomic", refuse)
     spec = tmp_path / "s.patch"
     spec.write_text("model  n = \"n.onnx\"\n")
     capsys.readouterr()

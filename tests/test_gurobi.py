@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("gurobipy")
 
 from patchlang.api import load_program_text, run_program  # noqa: E402
-from patchlang.compile.query import QueryBuilder  # noqa: E402
+from patchlang.query import QueryBuilder  # noqa: E402
 from patchlang.errors import SolverUnavailable  # noqa: E402
 from patchlang.solvers import gurobi as G  # noqa: E402
 from patchlang.solvers.base import INFEASIBLE, OPTIMAL, SolveOptions  # noqa: E402
@@ -119,12 +119,13 @@ def test_infeasible_gives_status_and_core(licence: str) -> None:
 
 def test_warm_start_is_accepted(licence: str) -> None:
     """A feasible start (the fixed-phase LP patch) leaves the optimum unchanged."""
-    from patchlang.tasks.milp_strategy import plan_milp
+    from patchlang.plan.chain import Planner
     from patchlang.tasks.patch import build_groups, solve_options
 
     task = load_program_text(HIDDEN.format(bound=5, using=""), MODELS, filename=str(MODELS / "x.patch")).tasks[0]
     net = task.model.net
-    plan = plan_milp(net, task, build_groups(net, task.goals, task.margin), solve_options(task, RunOptions()))
+    plan = Planner("highs").prepare(net, task, build_groups(net, task.goals, task.margin),
+                                    solve_options(task, RunOptions()))
     assert plan.options.start is not None
     sol = G.GurobiBackend().solve(plan.enc.query, plan.options)
     assert sol.status == OPTIMAL

@@ -23,8 +23,11 @@ from patchlang.compile.patch import alternative_lower_bound, delta_expression, e
 from patchlang.model import network_from_arrays, save_network
 from patchlang.solvers.base import INFEASIBLE, OPTIMAL, SolveOptions
 from patchlang.solvers.highs import HighsBackend
-from patchlang.tasks import lazy as lazy_module
-from patchlang.tasks.patch import RunOptions, _away_alternative, _pin_away, build_groups, single_away_candidates
+from patchlang.plan import lazy as lazy_module
+from patchlang.plan.away import away_alternative as _away_alternative
+from patchlang.plan.away import pin_away as _pin_away
+from patchlang.plan.away import single_away_candidates
+from patchlang.tasks.patch import RunOptions, build_groups
 
 N_IN, N_HIDDEN, N_OUT = 6, 8, 5
 N_KEEP = 80  # above lazy.LAZY_MIN_POINTS, so the lazy path is taken

@@ -121,10 +121,20 @@ def test_derived_bound_without_user_bound(tmp_path: Path) -> None:
     assert any("derived from a fixed-phase LP" in n for n in task.notes)
 
 
-def test_no_bound_and_no_derivable_bound_is_a_clear_error(nets: Path) -> None:
-    """hinge without `bound linf`: the original-phase LP has no answer and the relaxation is unbounded."""
+def test_no_bound_and_no_fixed_phase_answer_derives_one_from_trial_bounds(nets: Path) -> None:
+    """hinge without `bound linf`: the original-phase LP has no answer and the relaxation is unbounded; a MILP
+    under a growing trial bound finds a genuine patch, whose objective bounds every optimum (the same optimum as
+    with `bound linf <= 3`)."""
+    task = run_spec(HINGE.format(body="minimize linf"), nets).tasks[0]
+    assert task.status == "patched"
+    assert task.distances["linf"] == pytest.approx(1.0, rel=1e-6)
+    assert any("trial bounds" in n for n in task.notes)
+
+
+def test_no_bound_and_no_patch_at_all_is_a_clear_error(nets: Path) -> None:
+    """Without any bound and with no patch under any trial bound, the task cannot be encoded: a clear error."""
     with pytest.raises(PatchlangError, match="bound linf"):
-        run_spec(HINGE.format(body="minimize linf"), nets)
+        run_spec(HINGE.format(body="minimize linf\n    require p: y[0] <= -100"), nets)
 
 
 def test_weights_of_two_layers_rejected_by_check(nets: Path) -> None:

@@ -15,11 +15,18 @@ from patchlang.api import load_program, load_program_text
 from patchlang.compile.bounds_tighten import norm_interval, rebound
 from patchlang.compile.fixed_phase import propagate, violation
 from patchlang.compile.patch import encode_patch
-from patchlang.compile.query import QueryBuilder
+from patchlang.query import QueryBuilder
 from patchlang.solvers import milp as M
 from patchlang.solvers.base import OPTIMAL, SolveOptions
 from patchlang.solvers.highs import HighsBackend
-from patchlang.tasks import milp_strategy as S
+from patchlang.model.edits import NormSpec
+from patchlang.plan import bisection as B
+from patchlang.plan import encode as E
+from patchlang.plan.budget import Budget
+from patchlang.plan.chain import Planner
+from patchlang.plan.checks import goals_hold
+from patchlang.plan.fixed_phase_bound import FixedPhaseBound
+from patchlang.plan.reduction import PatchProblem
 from patchlang.tasks.patch import RunOptions, build_groups, solve_options
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,7 +76,7 @@ def test_propagate_matches_the_network(bias) -> None:
 
 def test_lift_start_is_feasible_for_the_lowered_model(bias) -> None:
     task, net, groups, _ = bias
-    plan = S.plan_milp(net, task, groups, solve_options(task, RunOptions()))
+    plan = Planner("highs").prepare(net, task, groups, solve_options(task, RunOptions()))
     assert plan.options.start is not None
     m = M.lower_to_milp(plan.enc.query)
     full = M.lift_start(plan.enc.query, m, plan.options.start)
@@ -163,7 +170,7 @@ def test_rebound_equals_encoding_with_the_bound(bias) -> None:
     task, net, groups, enc = bias
     small = 0.06
     q = rebound(enc.query, enc.layout, small)
-    fresh = encode_patch(net, task.edits, groups, S.NormSpec(objective=task.norms.objective,
+    fresh = encode_patch(net, task.edits, groups, NormSpec(objective=task.norms.objective,
                                                              bounds={"linf": small}))
     assert len(q.relus) <= len(enc.query.relus)
     assert np.all(q.lb >= enc.query.lb - 1e-12) and np.all(q.ub <= enc.query.ub + 1e-12)
@@ -174,11 +181,12 @@ def test_rebound_equals_encoding_with_the_bound(bias) -> None:
 
 def test_fixed_phase_patch_is_a_real_patch(bias) -> None:
     task, net, groups, enc = bias
-    deltas, value, rounds = S._fixed_phase_search(net, enc, groups, task.norms, OPTS)
+    found = FixedPhaseBound(HighsBackend()).search(PatchProblem(net, task, groups, OPTS, enc), Budget())
+    deltas, value, rounds = found.deltas, found.value, found.rounds
     assert deltas is not None and rounds >= 1
     x = np.zeros(enc.query.n_vars)
     x[np.concatenate(enc.layout.var_index)] = deltas
-    assert S.goals_hold(enc.layout.apply(net, x), groups)
+    assert goals_hold(enc.layout.apply(net, x), groups)
     assert value == pytest.approx(np.max(np.abs(deltas)))
     full = propagate(enc.query, enc.layout, x)
     assert violation(enc.query, full) <= 1e-6
@@ -187,10 +195,11 @@ def test_fixed_phase_patch_is_a_real_patch(bias) -> None:
 def test_linf_bisection_matches_the_milp(bias, monkeypatch: pytest.MonkeyPatch) -> None:
     task, net, groups, enc = bias
     exact = HighsBackend().solve(enc.query, OPTS).objective
-    monkeypatch.setattr(S, "BISECT_MIN_DELTAS", 1)
-    assert S.bisection_applies(task)
-    plan = S.linf_bisection(net, task, groups, SolveOptions(mip_gap=1e-7, time_limit=60))  # ends in ~1 s
-    sol = plan.solution
+    monkeypatch.setattr(B, "BISECT_MIN_DELTAS", 1)
+    problem = PatchProblem(net, task, groups, SolveOptions(mip_gap=1e-7, time_limit=60))
+    assert B.bisection_applies(problem)
+    solved, _ = B.LinfBisection(HighsBackend()).apply(problem, Budget.seconds(60))  # ends in ~1 s
+    sol = solved.solution
     assert sol.status == OPTIMAL
     assert sol.bound <= exact * (1 + 1e-9) and sol.objective >= exact * (1 - 1e-9)
     assert sol.objective == pytest.approx(exact, rel=1e-6)
@@ -198,24 +207,25 @@ def test_linf_bisection_matches_the_milp(bias, monkeypatch: pytest.MonkeyPatch) 
 
 def test_size_estimate_warns(bias, monkeypatch: pytest.MonkeyPatch) -> None:
     task, net, groups, _ = bias
-    nnz, binaries = S.size_estimate(net, task, groups)
+    nnz, binaries = E.size_estimate(net, task, groups)
     assert binaries >= 11 * 16  # 11 points, 16 hidden ReLUs each
-    assert S.huge_warning(net, task, groups) is None
-    monkeypatch.setattr(S, "HUGE_BINARIES", 10)
-    assert "very large" in S.huge_warning(net, task, groups)
+    assert E.huge(net, task, groups) == {}
+    monkeypatch.setattr(E, "HUGE_BINARIES", 10)
+    assert E.huge(net, task, groups)["huge_binaries"] == binaries
 
 
 @pytest.mark.parametrize("seed", [49, 53, 58, 67, 72])
 def test_obbt_keeps_verdict_and_optimum(seed: int, tmp_path: Path) -> None:
     """LP bound tightening of ReLUs behind other ReLUs (hidden-weight edits of 2-hidden-layer nets): bounds only
     shrink, and the MILP's verdict and optimum do not move."""
-    from patchlang.compile.bounds_tighten import deep_relus, obbt
+    from patchlang.compile.bounds_tighten import deep_relus
+    from patchlang.plan.tighten import obbt
 
     *_, enc = case(seed, tmp_path)
     q = enc.query
     atoms = deep_relus(q, enc.layout)
     assert atoms.size > 0
-    t = obbt(q, atoms)
+    t = obbt(HighsBackend(), q, atoms, Budget())
     assert np.all(t.lb >= q.lb - 1e-12) and np.all(t.ub <= q.ub + 1e-12)
     assert np.any(t.ub < q.ub - 1e-9) or np.any(t.lb > q.lb + 1e-9)
     a, b = HighsBackend().solve(q, OPTS), HighsBackend().solve(t, OPTS)

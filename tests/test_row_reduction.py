@@ -1,4 +1,4 @@
-"""Golden tests of the row-direction substitution of a weight edit (patchlang.compile.pointwise).
+"""Golden tests of the row-direction substitution of a weight edit (patchlang.plan.rows).
 
 When every goal point gives the edited layer one input, the weights act only through the pre-activations and
 the substitution is exact: its optimum must equal the unreduced MILP's (cross-checked here on small random nets)
@@ -16,10 +16,11 @@ import pytest
 
 from patchlang.api import load_program_text, run_program
 from patchlang.compile.patch import DeltaLayout, EditSpec
-from patchlang.compile.pointwise import RowReduction, directions
+from patchlang.plan.rows import RowReduction, directions
 from patchlang.model import network_from_arrays, save_network
 from patchlang.solvers.base import OPTIMAL, SolveOptions
-from patchlang.tasks.milp_strategy import plan_milp, solve_plan
+from patchlang.plan.budget import Budget
+from patchlang.plan.solve import solve_patch
 from patchlang.tasks.patch import RunOptions, build_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,13 +35,14 @@ def run_spec(source: str, base: Path):
 
 
 def unreduced_optimum(program) -> float:
-    """The plain MILP over every weight (what `plan_rows` replaces), solved to optimality with HiGHS."""
+    """The plain MILP over every weight (what the row reduction replaces), solved to optimality with HiGHS."""
     task = program.tasks[0]
     bounds = {"linf": min(task.norms.bounds.values()), **task.norms.bounds}  # linf <= l1: the same problem
     task = replace(task, norms=replace(task.norms, bounds=bounds))
     groups = build_groups(task.model.net, task.goals, task.margin)
-    plan = plan_milp(task.model.net, task, groups, SolveOptions())
-    sol = solve_plan(plan, SolveOptions())
+    plan = solve_patch(task.model.net, task, groups, "highs", SolveOptions(), Budget(),
+                       disable=frozenset({"one_unknown_per_row", "keep_bracket"}))
+    sol = (plan.best or plan.last).solution
     assert sol.status == OPTIMAL
     return float(sol.objective)
 

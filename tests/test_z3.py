@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from patchlang.api import load_program_text, run_program
-from patchlang.compile.query import QueryBuilder
+from patchlang.query import QueryBuilder
 from patchlang.errors import PatchlangError, SpecError
 from patchlang.model.build import network_from_arrays
 from patchlang.model.onnx_export import save_network

@@ -10,11 +10,12 @@ from patchlang.api import load_program_text, run_program
 from patchlang.model.build import network_from_arrays
 from patchlang.model.loader import load_model
 from patchlang.model.onnx_export import save_network
-from patchlang.tasks.patch import RunOptions, round_significand
+from patchlang.tasks.patch import RunOptions
+from patchlang.tasks.rounding import round_significand
 
 
 def test_round_bits_keeps_that_many_bits() -> None:
-    from patchlang.tasks.patch import _round_bits
+    from patchlang.tasks.rounding import _round_bits
 
     a = np.array([1 / 3, -2 / 3, 1e-5 / 3, 7.0, 0.0])
     r = _round_bits(a, 8)

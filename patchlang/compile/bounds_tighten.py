@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from .fixed_phase import defining_rows, schedule
 from .patch import DeltaLayout, _interval
-from .query import Query, RowBlock
+from ..query import Query, RowBlock
 
 
 def rebound(q: Query, layout: DeltaLayout, linf: float, source: Query | None = None, l1: float = np.inf
@@ -45,9 +45,9 @@ def rebound(q: Query, layout: DeltaLayout, linf: float, source: Query | None = N
             lb[level.relu_y] = np.maximum(lb[level.relu_y], np.maximum(lb[level.relu_x], 0.0))
             ub[level.relu_y] = np.minimum(ub[level.relu_y], np.maximum(ub[level.relu_x], 0.0))
     for block in sch.norms:
-        if block.name in ("linf", "abs"):
+        if block.start in {q.structure.norms[n].start for n in ("linf", "abs") if n in q.structure.norms}:
             ub[block.slice] = np.minimum(ub[block.slice], min(linf, l1))
-    return _drop_stable_relus(q, lb, ub)
+    return drop_stable_relus(q, lb, ub)
 
 
 def norm_interval(E: sp.csr_matrix, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, is_delta: np.ndarray,
@@ -73,7 +73,7 @@ def norm_interval(E: sp.csr_matrix, c: np.ndarray, lb: np.ndarray, ub: np.ndarra
     return np.maximum(lo, rlo - w), np.minimum(hi, rhi + w)
 
 
-def _drop_stable_relus(q: Query, lb: np.ndarray, ub: np.ndarray) -> Query:
+def drop_stable_relus(q: Query, lb: np.ndarray, ub: np.ndarray) -> Query:
     """A copy of ``q`` with new bounds in which ReLUs with a fixed phase are linear: ``y = x`` (active) as a row,
     ``y = 0`` (inactive) as a bound."""
     rows_A, rows_lo, rows_hi = [q.A], [q.row_lo], [q.row_hi]
@@ -96,14 +96,8 @@ def _drop_stable_relus(q: Query, lb: np.ndarray, ub: np.ndarray) -> Query:
             rows_hi.append(np.zeros(k))
         relus = relus[~(active | inactive)]
     A = sp.vstack(rows_A).tocsr() if len(rows_A) > 1 else q.A
-    return Query(lb=lb, ub=ub, integer=q.integer, A=A, row_lo=np.concatenate(rows_lo),
-                 row_hi=np.concatenate(rows_hi), c=q.c, offset=q.offset, relus=relus,
-                 disjunctions=list(q.disjunctions), var_blocks=list(q.var_blocks), row_blocks=blocks,
-                 name=q.name, var_bound_source=q.var_bound_source)
-
-
-OBBT_MAX_ATOMS = 200  # two LPs per ReLU: only where few deep ReLUs remain
-OBBT_MAX_VARS = 50_000
+    return q.derive(lb=lb, ub=ub, A=A, row_lo=np.concatenate(rows_lo), row_hi=np.concatenate(rows_hi),
+                   relus=relus, disjunctions=list(q.disjunctions), row_blocks=blocks)
 
 
 def deep_relus(q: Query, layout: DeltaLayout, source: Query | None = None) -> np.ndarray:
@@ -120,44 +114,3 @@ def deep_relus(q: Query, layout: DeltaLayout, source: Query | None = None) -> np
         shallow[level.defined] = True
         shallow[level.relu_y] = True
     return np.nonzero(~shallow[q.relus[:, 1]])[0]
-
-
-def obbt(q: Query, atoms: np.ndarray, time_limit: float | None = None) -> Query:
-    """Optimization-based bound tightening: the smallest and largest value of each chosen ReLU input over the LP
-    relaxation of the whole MILP (every constraint, binaries continuous).  Sound because every feasible point of
-    the MILP is a point of its relaxation; ReLUs whose new bounds fix the phase become linear.  One HiGHS model,
-    re-solved from the previous basis with a new objective for each bound."""
-    import time
-
-    import highspy
-
-    from ..solvers.highs import _new_highs, to_highs_lp
-    from ..solvers.milp import lower_to_milp
-
-    if not atoms.size:
-        return q
-    m = lower_to_milp(q)
-    h = _new_highs()
-    h.setOptionValue("output_flag", False)
-    h.passModel(to_highs_lp(m, False))
-    deadline = None if time_limit is None else time.perf_counter() + time_limit
-    lb, ub = q.lb.copy(), q.ub.copy()
-    zero = np.zeros(m.n_vars)
-    all_cols = np.arange(m.n_vars, dtype=np.int32)
-    for x in q.relus[atoms, 1]:
-        for sense in (1.0, -1.0):
-            if deadline is not None and time.perf_counter() > deadline:
-                return _drop_stable_relus(q, lb, ub)
-            cost = zero.copy()
-            cost[x] = sense
-            h.changeColsCost(m.n_vars, all_cols, cost)
-            h.run()
-            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                continue
-            value = sense * h.getInfo().objective_function_value
-            slack = 1e-7 * (1.0 + abs(value))  # the LP's own tolerance: never cut a feasible point
-            if sense > 0:
-                lb[x] = max(lb[x], value - slack)
-            else:
-                ub[x] = min(ub[x], value + slack)
-    return _drop_stable_relus(q, lb, ub)

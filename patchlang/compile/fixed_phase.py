@@ -9,20 +9,20 @@ feasible incumbent (warm start) for the MILP solver.
 
 :func:`propagate` evaluates every variable of a patch Query at given deltas (the network rows define each
 materialized neuron from earlier variables, ReLU atoms their outputs, norms their auxiliaries), without
-re-encoding anything.  It relies on the encoder's block conventions (a materialized block's defining rows carry
-its name; norm blocks are ``linf``, ``abs``, ``changed``) and returns None for anything it does not recognise,
-so a convention change costs a warm start, never correctness: every start is re-checked against all rows.
+re-encoding anything.  It reads the structure the encoder recorded (:class:`~patchlang.query.Structure`: which
+rows define which block, which blocks are norms) and returns None for a query without one, so a missing structure
+costs a warm start, never correctness: every start is re-checked against all rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from .patch import DeltaLayout
-from .query import Disjunction, Query
+from ..query import Disjunction, Query
 
 
 @dataclass
@@ -49,18 +49,17 @@ class Schedule:
 
 
 def schedule(q: Query, layout: DeltaLayout, source: Query | None = None) -> Schedule | None:
-    """The evaluation schedule of ``q`` (None for a block it does not understand).  ``source``: the query as
-    encoded when ``q`` was derived from it (its ReLU atoms name every ReLU output)."""
-    if len(getattr(q, "products", ())):
+    """The evaluation schedule of ``q`` from the structure its encoder recorded (None without one, or for a block
+    it does not cover).  ``source``: the query as encoded when ``q`` was derived from it (its ReLU atoms name every
+    ReLU output)."""
+    structure = q.structure
+    if len(q.products) or structure is None:
         return None
-    network: dict[str, list] = {}
-    for rb in q.row_blocks:
-        if rb.group == "network":
-            network.setdefault(rb.label, []).append(rb)
     atoms = (source if source is not None else q).relus
     relu_src = np.full(q.n_vars, -1, dtype=np.int64)
     if len(atoms):
         relu_src[atoms[:, 0]] = atoms[:, 1]
+    norm_starts = {b.start for b in structure.norms.values()}
     A = q.A.tocsr()
     depth = np.zeros(q.n_vars, dtype=np.int64)
     steps: dict[int, tuple[list, list, list, list]] = {}
@@ -69,19 +68,19 @@ def schedule(q: Query, layout: DeltaLayout, source: Query | None = None) -> Sche
         idx = np.arange(block.start, block.start + block.size)
         if block.kind == "delta":
             continue
+        if block.start in norm_starts:
+            norms.append(block)
+            continue
         if block.kind != "neuron":
-            if block.name in ("linf", "abs", "changed") and block.kind in ("norm", "binary"):
-                norms.append(block)
-                continue
             return None
-        rows = _defining_block(A, network.get(block.name, []), block)
-        if rows is not None:
-            refs = A.indices[A.indptr[rows.start]:A.indptr[rows.start + rows.size]]
+        first_row = structure.defines.get(block.start)
+        if first_row is not None:
+            refs = A.indices[A.indptr[first_row]:A.indptr[first_row + block.size]]
             refs = refs[(refs < block.start) | (refs >= block.start + block.size)]
             d = 1 + (int(depth[refs].max()) if refs.size else 0)
             steps.setdefault(d, ([], [], [], []))
             steps[d][0].append(idx)
-            steps[d][1].append(np.arange(rows.start, rows.start + rows.size))
+            steps[d][1].append(np.arange(first_row, first_row + block.size))
         elif np.all(relu_src[idx] >= 0):
             d = 1 + int(depth[relu_src[idx]].max())
             steps.setdefault(d, ([], [], [], []))
@@ -94,18 +93,6 @@ def schedule(q: Query, layout: DeltaLayout, source: Query | None = None) -> Sche
     levels = [Level(cat(v), cat(r), cat(y), cat(x)) for _, (v, r, y, x) in sorted(steps.items())]
     deltas = np.concatenate(layout.var_index) if layout.var_index else np.zeros(0, dtype=np.int64)
     return Schedule(levels, deltas, norms)
-
-
-def _defining_block(A: sp.csr_matrix, candidates: list, block):
-    """The row block that defines a materialized variable block: same label and size, and ``-1`` on each of the
-    block's variables (labels alone can repeat, e.g. a point named in two statements)."""
-    for rb in candidates:
-        if rb.size != block.size:
-            continue
-        first, last = A[rb.start, block.start], A[rb.start + rb.size - 1, block.start + block.size - 1]
-        if first == -1.0 and last == -1.0:
-            return rb
-    return None
 
 
 def defining_rows(A: sp.csr_matrix, level: Level) -> sp.csr_matrix:
@@ -129,13 +116,15 @@ def propagate(q: Query, layout: DeltaLayout, x_delta: np.ndarray, source: Query 
         if level.relu_y.size:
             x[level.relu_y] = np.maximum(0.0, x[level.relu_x])
     d = x[sch.deltas]
+    kinds = {b.start: name for name, b in q.structure.norms.items()}
     for block in sch.norms:
         idx = np.arange(block.start, block.start + block.size)
-        if block.name == "linf" and block.size == 1:
+        kind = kinds[block.start]
+        if kind == "linf" and block.size == 1:
             x[idx] = np.max(np.abs(d)) if d.size else 0.0
-        elif block.name == "abs" and block.size == d.size:
+        elif kind == "abs" and block.size == d.size:
             x[idx] = np.abs(d)
-        elif block.name == "changed" and block.size == d.size:
+        elif kind == "changed" and block.size == d.size:
             x[idx] = (d != 0).astype(float)
         else:
             return None
@@ -268,9 +257,9 @@ def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = N
     variables stay free too: a smaller MILP that is still a restriction (e.g. the `keep` points' phases fixed)."""
     if only is not None:
         only = np.asarray(only, dtype=bool)
-        part = fixed_phase_query(replace(q, relus=q.relus[only], disjunctions=[], integer=np.zeros_like(q.integer)),
+        part = fixed_phase_query(q.derive(relus=q.relus[only], disjunctions=[], integer=np.zeros_like(q.integer)),
                                  x_ref, None if active is None else np.asarray(active, dtype=bool)[only])
-        return replace(part, relus=q.relus[~only], disjunctions=list(q.disjunctions), integer=q.integer.copy(),
+        return part.derive(relus=q.relus[~only], disjunctions=list(q.disjunctions), integer=q.integer.copy(),
                        lb=np.where(q.integer, q.lb, part.lb), ub=np.where(q.integer, q.ub, part.ub))
     lb, ub = q.lb.copy(), q.ub.copy()
     extra_rows: list[sp.csr_matrix] = []
@@ -298,9 +287,10 @@ def fixed_phase_query(q: Query, x_ref: np.ndarray, active: np.ndarray | None = N
     integer = q.integer.copy()
     fix = integer & np.isfinite(ub)
     lb[fix] = ub[fix]
-    integer[:] = False
+    integer[fix] = False  # fixed to "may change": integrality is moot; an unbounded integer stays integer
     A = sp.vstack([q.A, *extra_rows]).tocsr() if extra_rows else q.A
-    return Query(lb=lb, ub=ub, integer=integer, A=A,
-                 row_lo=np.concatenate([q.row_lo, *extra_lo]), row_hi=np.concatenate([q.row_hi, *extra_hi]),
-                 c=q.c, offset=q.offset, var_blocks=list(q.var_blocks), row_blocks=list(q.row_blocks),
-                 name=q.name + ".fixed_phase")
+    # a copy that keeps every other field (products, spans, structure, the bound's source): only the atoms go
+    return q.derive(lb=lb, ub=ub, integer=integer, A=A, row_lo=np.concatenate([q.row_lo, *extra_lo]),
+                   row_hi=np.concatenate([q.row_hi, *extra_hi]), relus=np.zeros((0, 2), dtype=np.int64),
+                   disjunctions=[], var_blocks=list(q.var_blocks), row_blocks=list(q.row_blocks),
+                   name=q.name + ".fixed_phase")

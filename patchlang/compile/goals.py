@@ -128,3 +128,12 @@ def clause_slack(clause: Clause, y: np.ndarray) -> float:
         slack = np.minimum(v - alt.lo, alt.hi - v)
         best = max(best, float(np.min(slack)) if slack.size else np.inf)
     return best
+
+
+def slacks(group: GoalGroup, outputs: np.ndarray) -> np.ndarray:
+    """Per point of ``group``: the smallest slack of its clauses at its row of ``outputs`` (>= 0 iff it holds)."""
+    out = np.full(len(group.points), np.inf)
+    for i, pg in enumerate(group.points):
+        for clause in pg.clauses:
+            out[i] = min(out[i], clause_slack(clause, outputs[i]))
+    return out

@@ -17,37 +17,15 @@ checker only lets that through with `using z3`, and the MILP lowering refuses it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
+from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import PatchlangError, Span
+from ..errors import PatchlangError
+from ..model.edits import EditSpec, NormSpec
 from ..model.ir import Affine, Clip, Elementwise, Network, Relu
 from .goals import Alternative, GoalGroup, PointGoal
-from .query import Query, QueryBuilder, RowBlock
-
-if TYPE_CHECKING:
-    from .pointwise import RowReduction
-
-
-@dataclass
-class EditSpec:
-    """One group of editable parameters of affine layer ``layer`` (index among affine layers)."""
-
-    layer: int
-    kind: str  # weights | biases
-    mask: np.ndarray  # bool: shape of W for weights, of b for biases
-    span: Span | None = None
-    label: str = ""
-
-
-@dataclass
-class NormSpec:
-    objective: list[tuple[float, str]] = field(default_factory=lambda: [(1.0, "linf")])
-    bounds: dict[str, float] = field(default_factory=dict)  # norm -> upper bound
-    bound_spans: dict[str, Span | None] = field(default_factory=dict)
+from ..query import Query, QueryBuilder, RowBlock
 
 
 @dataclass
@@ -88,14 +66,6 @@ class PatchEncoding:
     # The query as encoded, when ``query`` was derived from it by tighter bounds (same variables, fewer ReLU
     # atoms; see compile.bounds_tighten): warm starts are propagated through the encoder's own atoms.
     source: Query | None = None
-    # Set when the query is a row-direction surrogate of the task's weight edit (compile.pointwise): its
-    # solutions are lifted back onto the original weights by ``patch_of``.
-    reduction: "RowReduction | None" = None
-
-    def patch_of(self, x: np.ndarray) -> tuple[DeltaLayout, np.ndarray]:
-        """The patch of solution ``x`` as (layout over the task's own edits, values): what is applied, reported
-        and checked on the original network."""
-        return self.reduction.lift(self.layout, x) if self.reduction is not None else (self.layout, x)
 
 
 def first_edited_position(net: Network, edits: list[EditSpec]) -> int:
@@ -139,7 +109,7 @@ class PatchEncoder:
     def _make_delta_vars(self) -> None:
         linf = self.norms.bounds.get("linf", np.inf)
         if np.isfinite(linf):
-            from .query import RowBlock
+            from ..query import RowBlock
 
             self.b.var_bound_source = RowBlock(f"bound linf <= {linf:g}", 0, 0, "bound",
                                                self.norms.bound_spans.get("linf"))
@@ -212,7 +182,7 @@ class PatchEncoder:
         z = self.b.add_vars(n, lo, hi, name=name, kind="neuron")
         M = sp.hstack([E, sp.csr_matrix((n, self.b.n_vars - E.shape[1]))]).tocsr()
         M = M - sp.csr_matrix((np.ones(n), (np.arange(n), z)), shape=(n, self.b.n_vars))
-        self.b.add_rows(M, -c, -c, label=name, group="network")
+        self.b.define(z, self.b.add_rows(M, -c, -c, label=name, group="network"))
         return sp.csr_matrix((np.ones(n), (np.arange(n), z)), shape=(n, self.b.n_vars)), np.zeros(n)
 
     def _relu(self, E: sp.csr_matrix, c: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -487,10 +457,12 @@ class PatchEncoder:
         weights = {norm: w for w, norm in self.norms.objective}
         if "linf" in wanted and "linf" in weights:
             t = self.b.add_vars(1, 0.0, self.norms.bounds.get("linf", np.inf), name="linf", kind="norm")
+            self.b.mark_norm("linf", t)
             self._abs_rows(deltas, np.repeat(t, n), "linf")
             self.b.add_objective(t, weights["linf"])
         if "l1" in wanted:
             u = self.b.add_vars(n, 0.0, self.norms.bounds.get("linf", np.inf), name="abs", kind="norm")
+            self.b.mark_norm("abs", u)
             self._abs_rows(deltas, u, "l1")
             if "l1" in weights:
                 self.b.add_objective(u, weights["l1"])
@@ -504,6 +476,7 @@ class PatchEncoder:
                 raise PatchlangError("l0 needs a finite bound on each changed parameter",
                                      help="add `bound linf <= c` next to the l0 norm")
             s = self.b.add_vars(n, 0.0, 1.0, integer=True, name="changed", kind="binary")
+            self.b.mark_norm("changed", s)
             rows = np.arange(n)
             for sign in (1.0, -1.0):
                 A = sp.csr_matrix((np.concatenate([np.full(n, sign), np.full(n, -M)]),

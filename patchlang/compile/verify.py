@@ -5,7 +5,7 @@ A property is reduced to *cases*: an input box and an **unsafe output region** i
 the box maps into the unsafe region.  Two complete procedures decide that, both sound by construction:
 
 1. :func:`encode_region_query` lowers "some ``x`` in the box reaches the unsafe region" to the solver-neutral
-   :class:`~patchlang.compile.query.Query` (input variables with box bounds, ReLU atoms only for the neurons
+   :class:`~patchlang.query.Query` (input variables with box bounds, ReLU atoms only for the neurons
    whose phase the bounds leave open, a disjunction when several conjunctions are open).  Feasible means a
    counterexample candidate, infeasible means the box is safe.  Any backend solves it (HiGHS, Gurobi, Marabou).
 2. :func:`search_box` splits the input box (branch on the input dimension whose bound coefficient times width is
@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from ..errors import PatchlangError
 from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
 from .goals import Alternative, Clause
-from .query import Query, QueryBuilder
+from ..query import Query, QueryBuilder
 
 DEFAULT_TOL = 1e-6
 MAX_CONJUNCTIONS = 4096
@@ -321,92 +321,152 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
     if not opt.split:
         return _one_query_per_conjunction(rn, lo0, hi0, spec, solve, confirm, opt, res)
 
-    stack_lo, stack_hi = [lo0], [hi0]
-    stack_open = [np.ones((1, spec.n_conj), bool)]
-    stack_depth = [np.zeros(1, np.int64)]
-    pending = 1
+    stack = _Boxes([lo0], [hi0], [np.ones((1, spec.n_conj), bool)], [np.zeros(1, np.int64)], pending=1)
     undecided = 0
-    while pending:
+    while stack.pending:
         if opt.deadline is not None and time.perf_counter() > opt.deadline:
-            res.reason = f"time limit reached with {pending} sub-boxes left ({res.boxes} examined)"
+            res.reason = f"time limit reached with {stack.pending} sub-boxes left ({res.boxes} examined)"
             return res
         if res.boxes > opt.max_boxes:
             res.reason = f"gave up after {res.boxes} sub-boxes"
             return res
-        lo, hi, op, dep = _pop(stack_lo, stack_hi, stack_open, stack_depth, opt.batch)
-        pending -= lo.shape[0]
+        lo, hi, op, dep = stack.pop(opt.batch)
         res.boxes += lo.shape[0]
-        
         res.max_depth = max(res.max_depth, int(dep.max()))
-        fb = layer_bounds(rn, lo, hi, opt.bounds)
-        lb, Lam, const, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
-        refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
-        refuted = np.zeros_like(op)
-        np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
-        refuted |= _refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
-        op = op & ~refuted
-        alive = op.any(axis=1)
-        if not np.any(alive):
+        boxes = _open_boxes(rn, spec, lo, hi, op, dep, opt)
+        if boxes is None:
             continue
-        lo, hi, op, dep, lb, Lam, corner = lo[alive], hi[alive], op[alive], dep[alive], lb[alive], Lam[alive], \
-            corner[alive]
-        fb = fb.take(np.nonzero(alive)[0])
-        # counterexample candidates: centres and, per open conjunction, the corner of its most promising row
-        best_row = _best_rows(lb, spec, op)  # (B, n_conj), -1 where closed
-        cand = [(lo + hi) / 2]
-        for j in range(spec.n_conj):
-            sel = best_row[:, j] >= 0
-            if np.any(sel):
-                cand.append(corner[np.nonzero(sel)[0], best_row[sel, j]])
-        cand_x = np.concatenate(cand)
-        y = rn.forward(cand_x)
-        res.evaluations += cand_x.shape[0]
-        hits = np.nonzero(spec.violated(y))[0]
-        for i in hits[:8]:
-            if confirm(cand_x[i]):
-                res.status, res.x, res.conj = "violated", cand_x[i], spec.which(y[i:i + 1])
-                return res
-            res.unconfirmed += 1
-        # leaves: few unstable ReLUs -> the exact Query
-        unstable = fb.n_unstable()
-        leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (dep >= opt.milp_depth))
-        for i in np.nonzero(leaf)[0]:
-            if opt.deadline is not None and time.perf_counter() > opt.deadline:
-                undecided += 1
-                res.reason = "time limit reached while solving leaf boxes"
-                continue
-            sub = _leaf(rn, lo[i], hi[i], op[i], fb.take(np.array([i])), spec, solve, confirm, opt,
-                        SearchResult("unknown"), final=False)
-            res.queries += sub.queries
-            res.unconfirmed += sub.unconfirmed
-            if sub.status == "violated":
-                sub.boxes, sub.evaluations, sub.max_depth = res.boxes, res.evaluations, res.max_depth
-                sub.queries = res.queries
-                return sub
-            if sub.status == "unknown":
-                undecided += 1
-                res.reason = sub.reason
-        split = ~leaf
-        if not np.any(split):
-            continue
-        lo, hi, op, dep, Lam, best_row = lo[split], hi[split], op[split], dep[split], Lam[split], best_row[split]
-        dim = _choose_split(rn, spec, lo, hi, op, Lam, best_row, opt, lo0, hi0, fb.take(np.nonzero(split)[0]))
-        idx = np.arange(lo.shape[0])
-        mid = (lo[idx, dim] + hi[idx, dim]) / 2
-        hi_left, lo_right = hi.copy(), lo.copy()
-        hi_left[idx, dim] = mid
-        lo_right[idx, dim] = mid
-        stack_lo.append(np.concatenate([lo_right, lo]))
-        stack_hi.append(np.concatenate([hi, hi_left]))
-        stack_open.append(np.concatenate([op, op]))
-        stack_depth.append(np.concatenate([dep + 1, dep + 1]))
-        pending += 2 * lo.shape[0]
+        found = _try_candidates(rn, spec, boxes, confirm, res)
+        if found is not None:
+            return found
+        found, leaf, stuck = _solve_leaves(rn, spec, boxes, solve, confirm, opt, res)
+        if found is not None:
+            return found
+        undecided += stuck
+        if np.any(~leaf):
+            _split(rn, spec, boxes, ~leaf, opt, lo0, hi0, stack)
     if undecided:
         res.status = "unknown"
         res.reason = f"{undecided} sub-box(es) undecided: {res.reason}"
         return res
     res.status = "holds"
     return res
+
+
+@dataclass
+class _Boxes:
+    """The sub-boxes still to examine (stacked in chunks), with their open conjunctions and depths."""
+
+    lo: list[np.ndarray]
+    hi: list[np.ndarray]
+    open: list[np.ndarray]
+    depth: list[np.ndarray]
+    pending: int = 0
+
+    def pop(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi, op, dep = _pop(self.lo, self.hi, self.open, self.depth, batch)
+        self.pending -= lo.shape[0]
+        return lo, hi, op, dep
+
+    def push(self, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray) -> None:
+        self.lo.append(lo)
+        self.hi.append(hi)
+        self.open.append(op)
+        self.depth.append(dep)
+        self.pending += lo.shape[0]
+
+
+@dataclass
+class _Open:
+    """Boxes with at least one conjunction the bounds do not refute, and what the bounds said about them."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    op: np.ndarray
+    dep: np.ndarray
+    Lam: np.ndarray
+    corner: np.ndarray
+    best_row: np.ndarray  # (B, n_conj): the most promising row of each open conjunction, -1 where closed
+    fb: LayerBounds
+
+
+def _open_boxes(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray,
+                opt: SearchOptions) -> _Open | None:
+    """Bound every box; close the conjunctions the bounds refute; None when no box has one left open."""
+    fb = layer_bounds(rn, lo, hi, opt.bounds)
+    lb, Lam, const, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
+    refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
+    refuted = np.zeros_like(op)
+    np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
+    refuted |= _refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
+    op = op & ~refuted
+    alive = op.any(axis=1)
+    if not np.any(alive):
+        return None
+    keep = np.nonzero(alive)[0]
+    return _Open(lo[alive], hi[alive], op[alive], dep[alive], Lam[alive], corner[alive],
+                 _best_rows(lb[alive], spec, op[alive]), fb.take(keep))
+
+
+def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, res: SearchResult
+                    ) -> SearchResult | None:
+    """Counterexample candidates: the centres and, per open conjunction, the corner of its most promising row;
+    the result with a confirmed violation, or None."""
+    cand = [(b.lo + b.hi) / 2]
+    for j in range(spec.n_conj):
+        sel = b.best_row[:, j] >= 0
+        if np.any(sel):
+            cand.append(b.corner[np.nonzero(sel)[0], b.best_row[sel, j]])
+    cand_x = np.concatenate(cand)
+    y = rn.forward(cand_x)
+    res.evaluations += cand_x.shape[0]
+    for i in np.nonzero(spec.violated(y))[0][:8]:
+        if confirm(cand_x[i]):
+            res.status, res.x, res.conj = "violated", cand_x[i], spec.which(y[i:i + 1])
+            return res
+        res.unconfirmed += 1
+    return None
+
+
+def _solve_leaves(rn: ReluNet, spec: UnsafeSpec, b: _Open, solve: LeafSolver, confirm: Confirm,
+                  opt: SearchOptions, res: SearchResult) -> tuple[SearchResult | None, np.ndarray, int]:
+    """Boxes with few unstable ReLUs go to the exact Query: (a confirmed violation or None, the leaf mask, how
+    many leaves stayed undecided)."""
+    unstable = b.fb.n_unstable()
+    leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (b.dep >= opt.milp_depth))
+    undecided = 0
+    for i in np.nonzero(leaf)[0]:
+        if opt.deadline is not None and time.perf_counter() > opt.deadline:
+            undecided += 1
+            res.reason = "time limit reached while solving leaf boxes"
+            continue
+        sub = _leaf(rn, b.lo[i], b.hi[i], b.op[i], b.fb.take(np.array([i])), spec, solve, confirm, opt,
+                    SearchResult("unknown"), final=False)
+        res.queries += sub.queries
+        res.unconfirmed += sub.unconfirmed
+        if sub.status == "violated":
+            sub.boxes, sub.evaluations, sub.max_depth = res.boxes, res.evaluations, res.max_depth
+            sub.queries = res.queries
+            return sub, leaf, undecided
+        if sub.status == "unknown":
+            undecided += 1
+            res.reason = sub.reason
+    return None, leaf, undecided
+
+
+def _split(rn: ReluNet, spec: UnsafeSpec, b: _Open, split: np.ndarray, opt: SearchOptions, lo0: np.ndarray,
+           hi0: np.ndarray, stack: _Boxes) -> None:
+    """Halve each box of ``split`` along its chosen dimension; both halves go on the stack."""
+    lo, hi, op, dep, Lam, best_row = b.lo[split], b.hi[split], b.op[split], b.dep[split], b.Lam[split], \
+        b.best_row[split]
+    dim = _choose_split(rn, spec, lo, hi, op, Lam, best_row, opt, lo0, hi0, b.fb.take(np.nonzero(split)[0]))
+    idx = np.arange(lo.shape[0])
+    mid = (lo[idx, dim] + hi[idx, dim]) / 2
+    hi_left, lo_right = hi.copy(), lo.copy()
+    hi_left[idx, dim] = mid
+    lo_right[idx, dim] = mid
+    stack.push(np.concatenate([lo_right, lo]), np.concatenate([hi, hi_left]), np.concatenate([op, op]),
+               np.concatenate([dep + 1, dep + 1]))
 
 
 def _one_query_per_conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, solve: LeafSolver,
@@ -603,7 +663,7 @@ def _leaf(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, conj_open: np.ndarray, bo
           spec: UnsafeSpec, solve: LeafSolver, confirm: Confirm, opt: SearchOptions, res: SearchResult,
           final: bool) -> SearchResult:
     """Decide one box with the exact Query."""
-    from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
+    from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL
 
     enc = encode_region_query(rn, lo, hi, spec, conj_open, bounds, opt.tol)
     res.queries += 1

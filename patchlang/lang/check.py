@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..compile.patch import EditSpec, NormSpec
+from ..model.edits import EditSpec, NormSpec
 from ..errors import Diagnostic, PatchlangError, Span, SpecError
 from ..model.ir import Affine, Clip, Network, Relu
 from ..inputs import points as P
@@ -536,8 +536,10 @@ class Checker:
         words = {"to": f"to {item.labels[0] if item.labels else ''}", "to_own": "to label",
                  "one_of": f"to one of {set(item.labels)}",
                  "runner_up": "to runner-up", "away": "away from label"}[item.kind]
-        if item.kind == "runner_up" and n_out < 2:
-            self.fail("PL222", "runner-up needs at least two outputs", item.span)
+        if item.kind in ("runner_up", "away") and n_out < 2:
+            self.fail("PL222", f"{words} needs at least two outputs: model `{net.name}` has one, so no other "
+                      "label exists", item.span, "a one-output model can be moved by `require`, e.g. `require p: "
+                      "y[0] <= -1`")
         return GoalSpec(item.kind, ps, item.span, f"change {text_points} {words}", labels=item.labels)
 
     def check_cnf(self, cnf: A.OutputCNF, n_out: int, ps: P.PointSet | None) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..compile.patch import EditSpec, NormSpec
+from ..model.edits import EditSpec, NormSpec
 from ..errors import Span
 from ..model.ir import Network
 from ..inputs.points import PointSet

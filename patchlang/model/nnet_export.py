@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .ir import Affine, Network, Relu
-from .onnx_export import write_atomic
+from ..files import write_atomic
 
 _NO_BOUND = float(np.finfo(np.float32).max)
 

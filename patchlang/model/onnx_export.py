@@ -9,59 +9,12 @@ only if its value actually changed.  A bias that did not exist in the file gets 
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
 from ..errors import ModelError
+from ..files import write_atomic
 from .ir import Affine, Network, ParamRef
 from .onnx_import import evaluate_node
-
-
-# --------------------------------------------------------------------------------------------------- files
-def _same_file(a: str, b: str) -> bool:
-    if os.path.abspath(a) == os.path.abspath(b):
-        return True
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-
-
-def _default_mode() -> int:
-    """Permissions a plain ``open(path, 'w')`` would give (mkstemp's 0600 would surprise users)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(path: str, data: bytes, protected: str | None = None) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
-
-    A reader (or a crash) never sees a half-written model.  ``protected`` is the network's own source file:
-    overwriting the model being patched would destroy the reference every check compares against.
-    """
-    if protected and _same_file(path, protected):
-        raise ModelError(f"refusing to overwrite the input model {protected}",
-                         help="save the patched network under a different file name")
-    target = os.path.abspath(path)
-    directory = os.path.dirname(target)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    except OSError as exc:
-        raise ModelError(f"cannot write {path}: {exc}", help="check that the directory is writable") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, target)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise ModelError(f"cannot write {path}: {exc}", help="check free space and permissions") from exc
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------- tensors
@@ -223,7 +176,7 @@ def patched_proto(net: Network):
 def save_network(net: Network, path: str) -> None:
     """Write ``net`` to ``path`` atomically: NNet text for ``.nnet``, ONNX otherwise. Never over its source."""
     if path.lower().endswith(".nnet"):
-        from .nnet_export import save_nnet  # nnet_export imports this module, hence the late import
+        from .nnet_export import save_nnet
 
         save_nnet(net, path)
         return

@@ -9,6 +9,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from ..tasks.results import RunResult, TaskResult
+from ..tasks.step_text import step_sentences
 
 FORMAT_VERSION = 1
 
@@ -31,11 +32,17 @@ def task_json(r: TaskResult) -> dict[str, Any]:
         "class_reason": r.class_reason, "backend": r.backend, "backend_version": r.backend_version,
         "query": r.query_size, "objective": r.objective, "bound": r.bound, "gap": r.gap,
         "distances": r.distances, "seconds": r.seconds, "files": r.files, "message": r.message, "notes": r.notes,
-        "conflict": r.core, "details": {k: v for k, v in r.details.items() if not hasattr(v, "shape")},
+        "conflict": r.core, "steps": steps_json(r), "details": {k: v for k, v in r.details.items() if not hasattr(v, "shape")},
         "checks": [{"text": c.text, "line": c.line, "points": c.n_points, "satisfied_float64": c.satisfied64,
                     "satisfied_float32": c.satisfied32, "min_slack_float64": c.min_slack64,
                     "min_slack_float32": c.min_slack32, "margin": c.requested_margin} for c in r.checks],
     })
+
+
+def steps_json(r: TaskResult) -> list[dict[str, Any]]:
+    """The planning steps applied, in order: name, figures, and the report's sentences for them."""
+    return [{"name": s.name, "summary": {k: v for k, v in s.summary.items() if not hasattr(v, "shape")},
+             "text": step_sentences(s)} for s in r.steps]
 
 
 def run_json(result: RunResult) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..tasks.patch import distances
+from ..model.edits import norm_values
 from ..tasks.results import RunResult, TaskResult
 
 __all__ = ["write_plots", "plot_name", "index_html", "INDEX"]
@@ -74,7 +74,7 @@ def write_plots(result: RunResult, out_dir: str) -> list[str]:
 
 
 def _norms_text(delta: np.ndarray) -> str:
-    d = distances(delta.ravel())
+    d = norm_values(delta.ravel())
     return f"L∞ {d['linf']:.4g}   L1 {d['l1']:.4g}   L0 {int(d['l0'])} of {delta.size}"
 
 

@@ -41,6 +41,8 @@ def task_lines(r: TaskResult) -> list[str]:
     secs = r.seconds
     if secs:
         lines.append("time      " + ", ".join(f"{k} {v:.3f}s" for k, v in secs.items()))
+    if r.steps:  # what each step did is said in the notes below
+        lines.append("steps     " + " -> ".join(dict.fromkeys(s.name for s in r.steps)))
     for n in r.notes:
         lines.append(f"note      {n}")
     if r.message:

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-from ..compile.query import Query
+from ..query import Query
 from ..errors import SolverUnavailable
 from .base import (FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions,
                    module_available)
@@ -82,7 +82,7 @@ def _model_size(m: LinearModel) -> tuple[int, int]:
 
 class GurobiBackend:
     name = "gurobi"
-    capabilities = frozenset({"lp", "milp", "core"})
+    capabilities = frozenset({"lp", "milp", "core", "bigm", "warm_start"})
 
     def available(self) -> bool:
         return module_available("gurobipy")

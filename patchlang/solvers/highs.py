@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..compile.query import Query
+from ..query import Query
 from .base import (FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions,
                    module_available)
 from .milp import LinearModel, lift_start, lower_to_milp, split_abs
@@ -47,7 +47,9 @@ def _new_highs():
 
 class HighsBackend:
     name = "highs"
-    capabilities = frozenset({"lp", "milp", "core"})
+    # bigm: ReLUs and disjunctions lowered to big-M rows (finite bounds help); relaxation: the LP relaxation of that
+    # lowering on request; bound_tightening: LP bounds of chosen variables, re-solving one model warm
+    capabilities = frozenset({"lp", "milp", "core", "bigm", "warm_start", "relaxation", "bound_tightening"})
 
     def available(self) -> bool:
         return module_available("highspy")
@@ -85,6 +87,45 @@ class HighsBackend:
         sol.seconds = time.perf_counter() - t0
         return sol
 
+    def relaxation(self, query: Query, options: SolveOptions) -> Solution:
+        """The LP relaxation of the query's MILP lowering (binaries continuous): a lower bound, and a reference
+        point for planning.  Raises PatchlangError when the lowering needs finite bounds it lacks."""
+        m = lower_to_milp(query)
+        return self.solve_linear(replace(m, integer=np.zeros_like(m.integer)), options, is_mip=False)
+
+    def tighten_bounds(self, query: Query, variables: np.ndarray, deadline: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Optimization-based bound tightening: the smallest and largest value of each of ``variables`` over the
+        LP relaxation of the whole MILP (every constraint, binaries continuous), as new ``(lb, ub)`` of the query.
+        Sound because every feasible point of the MILP is a point of its relaxation.  One HiGHS model, re-solved
+        from the previous basis with a new objective for each bound; stops at ``deadline`` (perf_counter)."""
+        import highspy
+
+        m = lower_to_milp(query)
+        h = _new_highs()
+        h.setOptionValue("output_flag", False)
+        h.passModel(to_highs_lp(m, False))
+        lb, ub = query.lb.copy(), query.ub.copy()
+        zero = np.zeros(m.n_vars)
+        all_cols = np.arange(m.n_vars, dtype=np.int32)
+        for x in variables:
+            for sense in (1.0, -1.0):
+                if deadline is not None and time.perf_counter() > deadline:
+                    return lb, ub
+                cost = zero.copy()
+                cost[x] = sense
+                h.changeColsCost(m.n_vars, all_cols, cost)
+                h.run()
+                if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                    continue
+                value = sense * h.getInfo().objective_function_value
+                slack = 1e-7 * (1.0 + abs(value))  # the LP's own tolerance: never cut a feasible point
+                if sense > 0:
+                    lb[x] = max(lb[x], value - slack)
+                else:
+                    ub[x] = min(ub[x], value + slack)
+        return lb, ub
+
     def solve_linear(self, m: LinearModel, options: SolveOptions, is_mip: bool,
                      start: np.ndarray | None = None) -> Solution:
         import highspy
@@ -110,7 +151,7 @@ class HighsBackend:
             if key != "lp_solver":
                 h.setOptionValue(key, value)
         h.passModel(to_highs_lp(m, is_mip))
-        if start is not None:  # a feasible incumbent (milp_strategy): HiGHS prunes with it from the root
+        if start is not None:  # a feasible incumbent (plan.fixed_phase_bound): HiGHS prunes with it from the root
             h.setSolution(int(start.size), np.arange(start.size, dtype=np.int32), start.astype(np.float64))
         h.run()
         status = h.getModelStatus()

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..compile.query import Query
+from ..query import Query
 from ..errors import PatchlangError
 from .base import FEASIBLE, INFEASIBLE, TIMEOUT, UNKNOWN, Solution, SolveOptions, module_available
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..compile.query import Query
+from ..query import Query
 from ..errors import PatchlangError
 
 

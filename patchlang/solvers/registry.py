@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..compile.query import Query
+from ..query import Query
 from ..errors import SolverUnavailable
 from .base import Backend
 

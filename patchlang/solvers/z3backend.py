@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..compile.query import Query
+from ..query import Query
 from .base import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNKNOWN, Solution, SolveOptions, module_available
 
 OBJECTIVE = "objective"
@@ -353,16 +353,24 @@ class Z3Backend:
         st = TIMEOUT if (clock.expired() or "timeout" in reason or "canceled" in reason) else UNKNOWN
         return Solution(status=st, message=f"z3: {reason}")
 
-    def _feasible(self, p: _Parsed, options: SolveOptions, clock: _Clock) -> Solution:
+    def _first_check(self, p: _Parsed, options: SolveOptions, clock: _Clock, method: str):
+        """The solver after its first check, and the solution when that check already ends the search (unsat:
+        infeasible; unknown: no answer), else None."""
         import z3
 
         s = self._solver(p, options, clock)
         r = s.check()
         if r == z3.unsat:
-            return Solution(status=INFEASIBLE, message="unsat", stats={"method": "check", "calls": 1})
+            return s, Solution(status=INFEASIBLE, message="unsat", stats={"method": method, "calls": 1})
         if r == z3.unknown:
             sol = self._unanswered(s.reason_unknown(), clock)
-            sol.stats = {"method": "check", "calls": 1}
+            sol.stats = {"method": method, "calls": 1}
+            return s, sol
+        return s, None
+
+    def _feasible(self, p: _Parsed, options: SolveOptions, clock: _Clock) -> Solution:
+        s, sol = self._first_check(p, options, clock, "check")
+        if sol is not None:
             return sol
         m = s.model()
         value = z3_value(m.eval(p.objective, model_completion=True))
@@ -412,106 +420,17 @@ class Z3Backend:
 
     def _bisect(self, p: _Parsed, q: Query, options: SolveOptions, clock: _Clock) -> Solution:
         """Bisection on ``objective <= mid``; ends with ``objective < best``, whose unsat proves exactness."""
-        import z3
-
-        tol = float(options.extra.get("tolerance", DEFAULT_TOLERANCE))
-        max_calls = int(options.extra.get("max_calls", MAX_CALLS))
-        s = self._solver(p, options, clock)
-        calls = 1
-        r = s.check()
-        if r == z3.unsat:
-            return Solution(status=INFEASIBLE, message="unsat", stats={"method": "bisect", "calls": calls})
-        if r == z3.unknown:
-            sol = self._unanswered(s.reason_unknown(), clock)
-            sol.stats = {"method": "bisect", "calls": calls}
+        s, sol = self._first_check(p, options, clock, "bisect")
+        if sol is not None:
             return sol
-        model = s.model()
-        hi = z3_value(model.eval(p.objective, model_completion=True))
         lo = self._static_lower_bound(q)
         integral = self._integral_objective(q)  # L0: counts, so refuting `<= k` proves `>= k + 1`
         if integral and lo is not None:
             lo = Fraction(math.ceil(lo))
-        exact = False
-        stopped = ""
-        strict_checks = 0  # `objective < best` may keep finding slightly better points off a vertex
-
-        def probe(constraint) -> str:
-            nonlocal calls, model, hi
-            ms = clock.remaining_ms()
-            if ms is not None:
-                s.set("timeout", ms)
-            s.push()
-            s.add(constraint)
-            calls += 1
-            res = s.check()
-            if res == z3.sat:
-                model = s.model()
-                hi = min(hi, z3_value(model.eval(p.objective, model_completion=True)))
-            reason = s.reason_unknown() if res == z3.unknown else ""
-            s.pop()
-            return "sat" if res == z3.sat else ("unsat" if res == z3.unsat else "unknown: " + reason)
-
-        if lo is None:  # no static lower bound: walk down until refuted
-            step = max(Fraction(1), abs(hi))
-            while calls < max_calls and lo is None:
-                target = hi - step
-                res = probe(p.objective <= _z3_rat(target, p.ctx))
-                if res == "unsat":
-                    lo = target
-                elif res != "sat":
-                    stopped = res
-                    break
-                step *= 2
-        if lo is not None and hi > lo and calls < max_calls:  # the static bound is often attained (0 change)
-            res = probe(p.objective <= _z3_rat(lo, p.ctx))
-            if res not in ("sat", "unsat"):
-                stopped = res
-        while lo is not None and not stopped and calls < max_calls and not clock.expired():
-            if hi <= lo:
-                exact = True
-                break
-            width = hi - lo
-            if integral:
-                if width < 1:
-                    lo, exact = hi, True
-                    break
-                mid = Fraction(math.floor((lo + hi) / 2))
-                res = probe(p.objective <= _z3_rat(mid, p.ctx))
-                if res == "unsat":
-                    lo = mid + 1
-                elif res != "sat":
-                    stopped = res
-                    break
-                continue
-            if width <= tol * max(1, abs(hi)):
-                if strict_checks == 3:
-                    stopped = f"bracket within {tol:g} (not proven exact)"
-                    break
-                strict_checks += 1
-                res = probe(p.objective < _z3_rat(hi, p.ctx))
-                if res == "unsat":
-                    lo, exact = hi, True
-                    break
-                if res != "sat":
-                    stopped = res
-                    break
-                continue
-            mid = _nice_midpoint(lo, hi)
-            res = probe(p.objective <= _z3_rat(mid, p.ctx))
-            if res == "unsat":
-                lo = mid
-            elif res != "sat":
-                stopped = res
-                break
-        stats = {"method": "bisect", "calls": calls, "bracket": [str(lo), str(hi)], "objective_exact": str(hi),
-                 "bracket_float": [float(lo) if lo is not None else None, float(hi)]}
-        x = _model_x(model, p.xs)
-        if exact:
-            return Solution(status=OPTIMAL, x=x, objective=float(hi), bound=float(hi), message="optimal (exact)",
-                            stats=stats)
-        msg = stopped or ("time limit" if clock.expired() else f"stopped after {calls} calls")
-        return Solution(status=FEASIBLE, x=x, objective=float(hi), bound=float(lo) if lo is not None else None,
-                        message=f"z3 bisection: {msg}", stats=stats)
+        b = _Bisection(s, p, clock, s.model(), lo, integral, float(options.extra.get("tolerance", DEFAULT_TOLERANCE)),
+                       int(options.extra.get("max_calls", MAX_CALLS)))
+        b.run()
+        return b.solution()
 
     @staticmethod
     def _integral_objective(q: Query) -> bool:
@@ -585,3 +504,118 @@ def _nice_midpoint(lo: Fraction, hi: Fraction) -> Fraction:
     if lo < mid < hi:
         return mid
     return (lo + hi) / 2
+
+
+class _Bisection:
+    """The state of :meth:`Z3Backend._bisect`: the bracket ``[lo, hi]`` on the optimum, the best model, the calls.
+
+    Probes ``objective <= mid`` (sat lowers ``hi`` to the model's value, unsat raises ``lo``), then, once the
+    bracket is within the tolerance, ``objective < hi``, whose unsat proves ``hi`` exactly optimal."""
+
+    def __init__(self, s, p: _Parsed, clock: _Clock, model, lo: Fraction | None, integral: bool, tol: float,
+                 max_calls: int):
+        self.s, self.p, self.clock, self.model = s, p, clock, model
+        self.hi = z3_value(model.eval(p.objective, model_completion=True))
+        self.lo, self.integral, self.tol, self.max_calls = lo, integral, tol, max_calls
+        self.calls = 1
+        self.exact = False
+        self.stopped = ""
+        self.strict_checks = 0  # `objective < best` may keep finding slightly better points off a vertex
+
+    def probe(self, constraint) -> str:
+        import z3
+
+        s = self.s
+        ms = self.clock.remaining_ms()
+        if ms is not None:
+            s.set("timeout", ms)
+        s.push()
+        s.add(constraint)
+        self.calls += 1
+        res = s.check()
+        if res == z3.sat:
+            self.model = s.model()
+            self.hi = min(self.hi, z3_value(self.model.eval(self.p.objective, model_completion=True)))
+        reason = s.reason_unknown() if res == z3.unknown else ""
+        s.pop()
+        return "sat" if res == z3.sat else ("unsat" if res == z3.unsat else "unknown: " + reason)
+
+    def at_most(self, value: Fraction) -> str:
+        return self.probe(self.p.objective <= _z3_rat(value, self.p.ctx))
+
+    def run(self) -> None:
+        if self.lo is None:
+            self.walk_down()
+        if self.lo is not None and self.hi > self.lo and self.calls < self.max_calls:
+            res = self.at_most(self.lo)  # the static bound is often attained (0 change)
+            if res not in ("sat", "unsat"):
+                self.stopped = res
+        while self.lo is not None and not self.stopped and self.calls < self.max_calls and not self.clock.expired():
+            if self.hi <= self.lo:
+                self.exact = True
+                return
+            if not (self.integral_step() if self.integral else self.real_step()):
+                return
+
+    def walk_down(self) -> None:
+        """No static lower bound: steps below the best value, doubling, until one is refuted."""
+        step = max(Fraction(1), abs(self.hi))
+        while self.calls < self.max_calls and self.lo is None:
+            target = self.hi - step
+            res = self.at_most(target)
+            if res == "unsat":
+                self.lo = target
+            elif res != "sat":
+                self.stopped = res
+                return
+            step *= 2
+
+    def integral_step(self) -> bool:
+        """One step on an integer objective; False when the loop ends."""
+        if self.hi - self.lo < 1:
+            self.lo, self.exact = self.hi, True
+            return False
+        mid = Fraction(math.floor((self.lo + self.hi) / 2))
+        res = self.at_most(mid)
+        if res == "unsat":
+            self.lo = mid + 1
+        elif res != "sat":
+            self.stopped = res
+            return False
+        return True
+
+    def real_step(self) -> bool:
+        """One step on a rational objective (the strict check once the bracket is narrow); False when it ends."""
+        if self.hi - self.lo <= self.tol * max(1, abs(self.hi)):
+            if self.strict_checks == 3:
+                self.stopped = f"bracket within {self.tol:g} (not proven exact)"
+                return False
+            self.strict_checks += 1
+            res = self.probe(self.p.objective < _z3_rat(self.hi, self.p.ctx))
+            if res == "unsat":
+                self.lo, self.exact = self.hi, True
+                return False
+            if res != "sat":
+                self.stopped = res
+                return False
+            return True
+        mid = _nice_midpoint(self.lo, self.hi)
+        res = self.at_most(mid)
+        if res == "unsat":
+            self.lo = mid
+        elif res != "sat":
+            self.stopped = res
+            return False
+        return True
+
+    def solution(self) -> Solution:
+        lo, hi = self.lo, self.hi
+        stats = {"method": "bisect", "calls": self.calls, "bracket": [str(lo), str(hi)], "objective_exact": str(hi),
+                 "bracket_float": [float(lo) if lo is not None else None, float(hi)]}
+        x = _model_x(self.model, self.p.xs)
+        if self.exact:
+            return Solution(status=OPTIMAL, x=x, objective=float(hi), bound=float(hi), message="optimal (exact)",
+                            stats=stats)
+        msg = self.stopped or ("time limit" if self.clock.expired() else f"stopped after {self.calls} calls")
+        return Solution(status=FEASIBLE, x=x, objective=float(hi), bound=float(lo) if lo is not None else None,
+                        message=f"z3 bisection: {msg}", stats=stats)

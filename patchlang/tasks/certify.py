@@ -24,8 +24,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..compile.query import Query
-from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL, SolveOptions
+from ..query import Query
+from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL, SolveOptions
 
 EXACT_MAX_NNZ = 200_000  # a Farkas check in Fractions over more nonzeros than this is too slow to be worth it
 Z3_MAX_VARS = 300  # Z3's exact simplex re-solves problems this small in well under a second

@@ -11,31 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compile.goals import GoalGroup, clause_slack
+from ..compile.goals import GoalGroup, slacks
 from .results import GoalCheck
 
 TOL64 = 1e-6
-
-
-def _slacks(group: GoalGroup, outputs: np.ndarray) -> np.ndarray:
-    out = np.full(len(group.points), np.inf)
-    for i, pg in enumerate(group.points):
-        for clause in pg.clauses:
-            out[i] = min(out[i], clause_slack(clause, outputs[i]))
-    return out
 
 
 def check_group(group: GoalGroup, y64: np.ndarray, y32: np.ndarray | None, margin: float, line: int
                 ) -> GoalCheck:
     """Count the points whose constraints hold; ``margin`` is what strict inequalities were given."""
     n = len(group.points)
-    s64 = _slacks(group, y64)
+    s64 = slacks(group, y64)
     scale = 1.0 + (float(np.max(np.abs(y64))) if y64.size else 0.0)
     ok64 = s64 >= -TOL64 * scale
     sat32 = None
     min32 = None
     if y32 is not None:
-        s32 = _slacks(group, y32.astype(np.float64))
+        s32 = slacks(group, y32.astype(np.float64))
         # float32 must satisfy the strict inequality itself: the margin is the budget for rounding.
         allowance = margin if margin > 0 else 1e-5 * scale
         ok32 = s32 > -allowance if margin > 0 else s32 >= -allowance

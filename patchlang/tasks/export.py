@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from ..compile.patch import PatchEncoding, encode_patch
-from ..compile.query import Query
+from ..query import Query
 from ..errors import PatchlangError
 from ..guard import program_guard
 from ..lang.check import check
 from ..lang.parser import parse_file
 from ..lang.program import PatchTask, RepairTask, VerifyTask
-from .patch import build_groups, round_significand
+from .patch import build_groups
+from .rounding import round_significand
 
 FORMATS = ("lp", "mps", "smt2", "vnnlib")
 

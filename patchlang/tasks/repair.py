@@ -9,7 +9,7 @@ Loop (each patch is computed from the *original* network, so the distance report
    satisfy the property's output constraints (the unsafe region's negation, :meth:`UnsafeSpec.safe_clauses`, with
    the patch's ``margin``);
 3. the minimal patch for ``keep``/``change`` goals + all repair points, solved exactly as a `patch` task is
-   (:func:`~patchlang.tasks.patch.encode_and_solve`: MILP planning, lazy `keep` points); no patch -> not
+   (:func:`~patchlang.plan.solve.solve_patch`: the chain of reductions, lazy `keep` points); no patch -> not
    repairable with these edits;
 4. round the edited parameters to float32 (what the file stores), and repeat.
 
@@ -20,19 +20,23 @@ goal in float64 and with onnxruntime on the written file.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..compile.bounds import relu_network
 from ..compile.goals import GoalGroup, PointGoal
-from ..compile.patch import NormSpec
+from ..model.edits import NormSpec
 from ..lang.program import RepairTask
 from ..model.ir import Affine, Network
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
 from .falsify import FalsifyOptions, falsify_case
-from .patch import build_groups, check_and_save, distances, encode_and_solve, lazy_keep, solve_options
+from ..model.edits import norm_values
+from ..plan.budget import Budget
+from ..plan.solve import solve_patch
+from .patch import build_groups, check_and_save, solve_options
+from .step_text import step_notes
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .certify import certify_no_patch, record_holds
 from .verify import property_cases, verify_cases
@@ -67,138 +71,183 @@ def _more_counterexamples(net: Network, cases, n: int, seed: int, deadline: floa
     return out[:n]
 
 
-def run_repair(task: RepairTask, run: Any) -> TaskResult:
-    t_start = time.perf_counter()
-    ptask = task.patch
-    net = task.model.net
-    result = TaskResult(task.name, task.kind, UNKNOWN, line=task.span.line, problem_class=ptask.problem_class,
-                        class_reason="counterexample-guided: verify, add counterexamples, minimal patch, verify again")
-    cases = property_cases(task.prop, net)
-    n_out = net.output_size
-    max_iter = int(ptask.limits.get("iterations", DEFAULT_ITERATIONS))
-    time_limit = float(ptask.limits.get("time", run.time_limit or 3600.0))
-    per_iter = int(ptask.limits.get("counterexamples", DEFAULT_CEX_PER_ITERATION))
-    verify_limit = float(ptask.limits.get("verify", VERIFY_TIMEOUT))
-    undecided = 0  # verifications in a row that ran out of time: each doubles the next one's budget
-    deadline = t_start + time_limit
-    backend_name = run.backend or ptask.backend.name
-    verify_backend = backend_name if backend_name in ("highs", "gurobi", "marabou") else "auto"
-    options = solve_options(ptask, run)
-    base_groups = build_groups(net, ptask.goals, ptask.margin)
-    bounded_task = replace(ptask, norms=_bounded_norms(net, ptask, result))
-    repair_points: list[tuple[np.ndarray, int]] = []
-    solver_notes: list[str] = []
-    current = net
-    iterations: list[dict[str, Any]] = []
-    groups: list[GoalGroup] = base_groups
-    last_dist: dict[str, float] = {}
-    for it in range(max_iter + 1):
-        left = deadline - time.perf_counter()
+@dataclass
+class RepairLoop:
+    """The state of one counterexample-guided repair: what the loop has found so far and how long it may run."""
+
+    task: RepairTask
+    run: Any
+    result: TaskResult
+    deadline: float
+    time_limit: float
+    cases: list = field(default_factory=list)
+    repair_points: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    solver_notes: list[str] = field(default_factory=list)
+    last_dist: dict[str, float] = field(default_factory=dict)
+    undecided: int = 0  # verifications in a row that ran out of time: each doubles the next one's budget
+
+    def __post_init__(self) -> None:
+        ptask, net = self.task.patch, self.task.model.net
+        self.net = self.current = net
+        self.cases = property_cases(self.task.prop, net)
+        self.max_iter = int(ptask.limits.get("iterations", DEFAULT_ITERATIONS))
+        self.per_iter = int(ptask.limits.get("counterexamples", DEFAULT_CEX_PER_ITERATION))
+        self.verify_limit = float(ptask.limits.get("verify", VERIFY_TIMEOUT))
+        self.backend_name = self.run.backend or ptask.backend.name
+        self.verify_backend = self.backend_name if self.backend_name in ("highs", "gurobi", "marabou") else "auto"
+        self.options = solve_options(ptask, self.run)
+        self.base_groups = self.groups = build_groups(net, ptask.goals, ptask.margin)
+        self.bounded_task = replace(ptask, norms=_bounded_norms(net, ptask, self.result))
+
+    def step(self, it: int) -> bool:
+        """One iteration: verify the current network, add counterexamples, patch.  False when the loop ends."""
+        result = self.result
+        left = self.deadline - time.perf_counter()
         if left <= 0:
             result.status = INCONCLUSIVE
-            result.message = f"time limit ({time_limit:g} s) reached after {it} iteration(s); nothing proven"
-            break
+            result.message = f"time limit ({self.time_limit:g} s) reached after {it} iteration(s); nothing proven"
+            return False
         t0 = time.perf_counter()
-        verdict = verify_cases(current, cases, timeout=min(left, verify_limit * 2.0 ** undecided),
-                               backend=verify_backend, seed=run.seed + it)
-        undecided = undecided + 1 if verdict.status not in (HOLDS, VIOLATED) else 0
-        t_verify = time.perf_counter() - t0
-        record: dict[str, Any] = {"iteration": it, "verify": verdict.status, "verify_seconds": round(t_verify, 3)}
-        iterations.append(record)
+        verdict = verify_cases(self.current, self.cases, timeout=min(left, self.verify_limit * 2.0 ** self.undecided),
+                               backend=self.verify_backend, seed=self.run.seed + it)
+        self.undecided = self.undecided + 1 if verdict.status not in (HOLDS, VIOLATED) else 0
+        record: dict[str, Any] = {"iteration": it, "verify": verdict.status,
+                                  "verify_seconds": round(time.perf_counter() - t0, 3)}
+        self.iterations.append(record)
         if verdict.status == HOLDS:
+            result.status = REPAIRED
             if it == 0:
-                result.status = REPAIRED
                 result.message = "the network already satisfies the property: nothing to repair"
-                result.distances = distances(np.zeros(0))
-            else:
-                result.status = REPAIRED
-            break
-        if verdict.status != VIOLATED and (it == max_iter or it == 0):
+                result.distances = norm_values(np.zeros(0))
+            return False
+        if verdict.status != VIOLATED and (it == self.max_iter or it == 0):
             result.status = INCONCLUSIVE
             result.message = f"iteration {it}: the verifier could not decide the property ({verdict.reason})"
-            break
-        if it == max_iter:
+            return False
+        if it == self.max_iter:
             result.status = NOT_REPAIRED
-            result.message = f"limit of {max_iter} iteration(s) reached while the property is still violated"
-            break
+            result.message = f"limit of {self.max_iter} iteration(s) reached while the property is still violated"
+            return False
+        self.add_points(it, verdict, record)
+        return self.patch(it, record)
+
+    def add_points(self, it: int, verdict, record: dict[str, Any]) -> None:
+        """Counterexamples (or, when undecided, the points closest to a violation) join the points to repair."""
+        seed = self.run.seed + it
         if verdict.status == VIOLATED:
             new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
-            new += _more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
+            new += _more_counterexamples(self.current, self.cases, self.per_iter - 1, seed, self.deadline)
         else:
             # undecided: the patched network is barely safe somewhere; require the margin at the points closest
             # to violation, which makes the next network robustly safe there (and easier to prove)
-            new = _near_violations(current, cases, per_iter, run.seed + it, deadline)
+            new = _near_violations(self.current, self.cases, self.per_iter, seed, self.deadline)
             record["near_violations_added"] = len(new)
-        repair_points.extend(new)
+        self.repair_points.extend(new)
         record.setdefault("counterexamples_added", len(new))
+
+    def patch(self, it: int, record: dict[str, Any]) -> bool:
+        """The minimal patch making the property hold at every repair point (the patch tasks' own planning: MILP
+        steps, lazy `keep` points); False when there is none or none in time."""
+        ptask, result, net = self.task.patch, self.result, self.net
         t1 = time.perf_counter()
-        cex_group = GoalGroup(f"{task.prop.name} at counterexamples", "require", task.span,
-                              [PointGoal(f"cex[{k}]", x, cases[ci].spec.safe_clauses(n_out, ptask.margin))
-                               for k, (x, ci) in enumerate(repair_points)])
-        groups = base_groups + [cex_group]
-        # the patch tasks' own pipeline: MILP planning (derived bound, fixed-phase start), lazy `keep` points
-        # (a hidden-layer edit with hundreds of anchors encodes only the ones a patch breaks)
-        opts = replace(options, time_limit=max(1.0, min(options.time_limit or np.inf, deadline - time.perf_counter())))
-        patch_notes: list[str] = []  # how this iteration's patch was solved; the last iteration's are reported
-        sol, enc, _, _ = encode_and_solve(net, bounded_task, groups, None,
-                                           backend_name if backend_name != "marabou" else "auto", opts,
-                                           patch_notes, lazy_keep(net, bounded_task, groups))
-        solver_notes = [f"last patch: {n}" for n in patch_notes]
+        n_out = net.output_size
+        cex_group = GoalGroup(f"{self.task.prop.name} at counterexamples", "require", self.task.span,
+                              [PointGoal(f"cex[{k}]", x, self.cases[ci].spec.safe_clauses(n_out, ptask.margin))
+                               for k, (x, ci) in enumerate(self.repair_points)])
+        self.groups = self.base_groups + [cex_group]
+        opts = replace(self.options, time_limit=max(1.0, min(self.options.time_limit or np.inf,
+                                                             self.deadline - time.perf_counter())))
+        plan = solve_patch(net, self.bounded_task, self.groups,
+                           self.backend_name if self.backend_name != "marabou" else "auto", opts, Budget.of(opts),
+                           _steps_off(self.run))
+        found = plan.best or plan.last
+        sol = found.solution
+        # how this iteration's patch was solved; the last iteration's are reported
+        self.solver_notes = [f"last patch: {n}" for n in plan.notes + step_notes(plan.steps)]
+        result.steps = plan.steps
         record["patch_seconds"] = round(time.perf_counter() - t1, 3)
         record["patch_status"] = sol.status
         result.backend, result.backend_version = sol.backend, sol.backend_version
-        if sol.status == INFEASIBLE:
-            result.status = NOT_REPAIRED
-            result.message = (f"iteration {it}: no patch with the allowed edits makes the property hold at the "
-                              f"{len(repair_points)} counterexample(s) while meeting the other goals")
-            certify_no_patch(result, [enc.query], options.seed, deadline)  # re-checked independently
-            break
+        if plan.best is None and all(s == INFEASIBLE for s in plan.statuses):
+            added = not np.isfinite(ptask.norms.bounds.get("linf", np.inf))
+            _no_patch(it, len(self.repair_points), added, self.bounded_task, result)
+            if result.status == NOT_REPAIRED:  # re-checked independently
+                certify_no_patch(result, plan.infeasible, self.run.seed, self.deadline)
+            return False
         if sol.x is None or sol.status not in (OPTIMAL, FEASIBLE):
             result.status = INCONCLUSIVE
             result.message = f"iteration {it}: the patch solver stopped without a patch ({sol.status})"
-            break
-        layout, x = enc.patch_of(sol.x)
-        current = round_to_float32(layout.apply(net, x))
-        last_dist = distances(_param_deltas(net, current, ptask.edits))
-        record.update({"linf": last_dist["linf"], "l1": last_dist["l1"], "points": len(repair_points),
+            return False
+        layout, x = found.answer.patch
+        self.current = round_to_float32(layout.apply(net, x))
+        self.last_dist = norm_values(_param_deltas(net, self.current, ptask.edits))
+        record.update({"linf": self.last_dist["linf"], "l1": self.last_dist["l1"], "points": len(self.repair_points),
                        "gap": sol.gap})
         result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
-        q = enc.query
+        q = found.problem.enc.query
         result.problem_class = q.problem_class
         result.query_size = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
                              "binaries": q.n_integer + len(q.relus) + sum(d.n_alternatives for d in q.disjunctions)}
-    result.notes.extend(solver_notes)
-    result.details["iterations"] = len([r for r in iterations if "patch_status" in r])
-    result.details["counterexamples"] = len(repair_points)
-    result.details["log"] = iterations
-    for r in iterations:
-        line = f"iteration {r['iteration']}: verify {r['verify']} ({r['verify_seconds']:.2f}s)"
-        if "near_violations_added" in r:
-            line += f", +{r['near_violations_added']} near-violation(s)"
-        elif "counterexamples_added" in r:
-            line += f", +{r['counterexamples_added']} counterexample(s)"
-        if "linf" in r:
-            line += f", patch linf {r['linf']:.4g} l1 {r['l1']:.4g} ({r['patch_seconds']:.2f}s)"
-        elif "patch_status" in r:
-            line += f", patch {r['patch_status']} ({r['patch_seconds']:.2f}s)"
-        result.notes.append(line)
-    if result.status == REPAIRED and current is not net:
-        result.distances = last_dist
+        return True
+
+    def report(self) -> None:
+        """Notes, the iteration log, and for a repaired network its check and file."""
+        result = self.result
+        result.notes.extend(self.solver_notes)
+        result.details["iterations"] = len([r for r in self.iterations if "patch_status" in r])
+        result.details["counterexamples"] = len(self.repair_points)
+        result.details["log"] = self.iterations
+        result.notes.extend(_log_line(r) for r in self.iterations)
+        if result.status == REPAIRED and self.current is not self.net:
+            self.finish()
+
+    def finish(self) -> None:
+        """The repaired network's deltas, independent check and file (only a checked network is `repaired`)."""
+        ptask, result, net, current = self.task.patch, self.result, self.net, self.current
+        result.distances = self.last_dist
         result.patched = current
         for e in ptask.edits:
             layer0, layer1 = net.affine(e.layer), current.affine(e.layer)
             delta = (layer1.W - layer0.W) if e.kind == "weights" else (layer1.b - layer0.b)
             result.deltas.append((e.label, np.where(e.mask, delta, 0.0)))
         t2 = time.perf_counter()
-        check_and_save(ptask, net, current, groups, result, run)
+        check_and_save(ptask, net, current, self.groups, result, self.run)
         result.seconds["check"] = time.perf_counter() - t2
         if result.status == PATCHED:
             result.status = REPAIRED
-            result.message = (f"proven: the patched network satisfies `{task.prop.name}` on every input box "
+            result.message = (f"proven: the patched network satisfies `{self.task.prop.name}` on every input box "
                               f"after {result.details['iterations']} iteration(s)")
-            record_holds(result, current, cases, run.seed, deadline - time.perf_counter())  # re-proven independently
+            record_holds(result, current, self.cases, self.run.seed,
+                         self.deadline - time.perf_counter())  # re-proven independently
+
+
+def run_repair(task: RepairTask, run: Any) -> TaskResult:
+    t_start = time.perf_counter()
+    result = TaskResult(task.name, task.kind, UNKNOWN, line=task.span.line, problem_class=task.patch.problem_class,
+                        class_reason="counterexample-guided: verify, add counterexamples, minimal patch, verify again")
+    time_limit = float(task.patch.limits.get("time", run.time_limit or 3600.0))
+    loop = RepairLoop(task, run, result, deadline=t_start + time_limit, time_limit=time_limit)
+    for it in range(loop.max_iter + 1):
+        if not loop.step(it):
+            break
+    loop.report()
     result.seconds["total"] = time.perf_counter() - t_start
     return result
+
+
+def _log_line(r: dict[str, Any]) -> str:
+    """One iteration of the log, for the report."""
+    line = f"iteration {r['iteration']}: verify {r['verify']} ({r['verify_seconds']:.2f}s)"
+    if "near_violations_added" in r:
+        line += f", +{r['near_violations_added']} near-violation(s)"
+    elif "counterexamples_added" in r:
+        line += f", +{r['counterexamples_added']} counterexample(s)"
+    if "linf" in r:
+        line += f", patch linf {r['linf']:.4g} l1 {r['l1']:.4g} ({r['patch_seconds']:.2f}s)"
+    elif "patch_status" in r:
+        line += f", patch {r['patch_status']} ({r['patch_seconds']:.2f}s)"
+    return line
 
 
 def _near_violations(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
@@ -212,6 +261,27 @@ def _near_violations(net: Network, cases, n: int, seed: int, deadline: float) ->
         scored += [(float(v), p, i) for v, p in zip(vals, pts)]
     scored.sort(key=lambda t: t[0])
     return [(p, i) for _, p, i in scored[:n]]
+
+
+def _steps_off(run: Any) -> frozenset[str]:
+    """Planning steps off for repair's patches: the run's own choice, plus the least-L1 follow-up (each iteration's
+    patch is a step towards the repaired network, not the answer; a second MILP per iteration doubles the cost)."""
+    return frozenset(getattr(run, "disable_steps", frozenset())) | {"least_l1_tidy"}
+
+
+def _no_patch(it: int, points: int, added_bound: bool, bounded_task, result: TaskResult) -> None:
+    """No patch at this iteration's counterexamples.  Proven only within the bounds the spec gives: when repair
+    added the per-parameter bound itself (the spec has none), a larger change might still repair the network, so
+    the verdict is inconclusive."""
+    what = (f"iteration {it}: no patch with the allowed edits makes the property hold at the {points} "
+            "counterexample(s) while meeting the other goals")
+    if added_bound:
+        result.status = INCONCLUSIVE
+        result.message = (what + f" within |change| <= {bounded_task.norms.bounds['linf']:g}, the bound repair added "
+                          "(the spec gives no `bound linf`); a larger change is not ruled out")
+    else:
+        result.status = NOT_REPAIRED
+        result.message = what
 
 
 def _bounded_norms(net: Network, ptask, result: TaskResult) -> NormSpec:

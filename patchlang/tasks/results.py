@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..model.ir import Network
+from ..plan.reduction import StepRecord
 
 # task statuses
 PATCHED = "patched"  # a patch was found and independently checked
@@ -63,6 +64,7 @@ class TaskResult:
     details: dict[str, Any] = field(default_factory=dict)
     patched: Network | None = None
     deltas: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (parameter label, delta array)
+    steps: list[StepRecord] = field(default_factory=list)  # the planning steps applied, in order, with their figures
 
     @property
     def succeeded(self) -> bool:

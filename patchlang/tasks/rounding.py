@@ -26,6 +26,20 @@ def rounding_note(original: Network, rounded: Network, bits: int, name: str, poi
     return text
 
 
+def round_significand(net: Network, bits: int) -> Network:
+    """Keep ``bits`` significand bits of every affine parameter (smaller exact problems, as in bias patching)."""
+    out = net
+    for k in range(len(net.affine_indices())):
+        layer = net.affine(k)
+        out = out.with_affine(k, W=_round_bits(layer.W, bits), b=_round_bits(layer.b, bits))
+    return out
+
+
+def _round_bits(a: np.ndarray, bits: int) -> np.ndarray:
+    m, e = np.frexp(a)
+    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e)
+
+
 def rounding_notes(original: Network, rounded: Network, bits: int, sets: list[tuple[str, PointSet]]
                    ) -> list[str]:
     """One note per named point set (each set once)."""
@@ -53,8 +67,6 @@ def add_assertion_notes(program, results: dict) -> None:
         bits = getattr(task, "round_bits", None) or getattr(getattr(task, "patch", None), "round_bits", None)
         if bits is None:
             continue
-        from .patch import round_significand
-
         original = task.model.net
         name = _source_text(program.source, a.node.points.span) or "the points of line %d" % a.span.line
         note = rounding_note(original, round_significand(original, bits), bits, name, a.points)

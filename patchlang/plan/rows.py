@@ -1,4 +1,6 @@
-"""Row-direction substitution of a weight edit: exact when every goal point shares one input, a restriction else.
+"""Step: one unknown per row of a weight edit (row-direction substitution); its inverse lifts back onto the weights.
+
+Exact when every goal point shares one input to the edited layer, a restriction otherwise (see plan.bracket).
 
 Why: editing the 150x784 weights of a hidden layer makes a MILP over 117,600 continuous unknowns in which every
 LP is slow, while the goals only see the edit through ``z = dW @ x``.  When every goal point presents the same
@@ -22,13 +24,18 @@ of this form.  Choosing the support of ``R`` where the other points' inputs are 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..compile.goals import GoalGroup
+from ..compile.patch import DeltaLayout
+from ..lang.program import PatchTask
+from ..model.edits import EditSpec
 from ..model.ir import Affine, Network
-from .goals import GoalGroup
-from .patch import DeltaLayout, EditSpec
+from .budget import Budget
+from .reduction import Answer, Inverse, PatchProblem, Reduction, StepRecord
 
 NORMS = ("l1", "linf")
 
@@ -130,3 +137,86 @@ def reduce_rows(net: Network, edit: EditSpec, groups: list[GoalGroup], norm: str
             k += 1
         widened.append(replace(g, points=pts))
     return RowReduction(surrogate, sedit, widened, edit, R, norm, shared, exact)
+
+
+@dataclass
+class RowSetup:
+    """What the row reduction needs: the weight edit, the norm, each goal point's input to the edited layer, the
+    input shared by the points to change, and which points have exactly that input."""
+
+    edit: EditSpec
+    norm: str
+    inputs: np.ndarray
+    shared: np.ndarray
+    same: np.ndarray
+
+
+def row_setup(net: Network, task: PatchTask, groups: list[GoalGroup]) -> RowSetup | None:
+    """The row-direction substitution applies: a MILP editing the weights of one layer, minimal L1 or L∞ with no
+    bound on another norm (the closed-form cheapest change per row holds for that norm alone), and every point
+    outside `keep` (those the patch must change) with one and the same input to the edited layer."""
+    if task.problem_class != "MILP" or len(task.edits) != 1 or task.edits[0].kind != "weights":
+        return None
+    if len(task.norms.objective) != 1:
+        return None
+    weight, norm = task.norms.objective[0]
+    if weight <= 0 or norm not in NORMS or not set(task.norms.bounds) <= {norm}:
+        return None
+    edit = task.edits[0]
+    X = edited_inputs(net, edit, groups)
+    change = np.concatenate([np.full(len(g.points), g.group != "keep") for g in groups]) if groups else np.zeros(0)
+    if not np.any(change):
+        return None
+    shared = X[np.nonzero(change)[0][0]]
+    same = np.all(X == shared[None, :], axis=1)
+    if not np.all(same[change.astype(bool)]):
+        return None
+    return RowSetup(edit, norm, X, shared, same)
+
+
+def implied_linf(task: PatchTask) -> PatchTask:
+    """The task with a `bound l1` also bounding every delta (``|delta| <= l1``): the same problem, and the ReLUs'
+    big-Ms need a per-delta bound."""
+    bounds = dict(task.norms.bounds)
+    if "l1" not in bounds:
+        return task
+    bounds["linf"] = min(bounds["l1"], bounds.get("linf", np.inf))
+    return replace(task, norms=replace(task.norms, bounds=bounds))
+
+
+def surrogate_problem(problem: PatchProblem, red: RowReduction) -> PatchProblem:
+    """The patch problem over the reduction's surrogate network, edit and points (same norms, goals, margins)."""
+    task = replace(implied_linf(problem.task), edits=[red.edit])
+    return replace(problem, net=red.net, task=task, groups=red.groups, enc=None, check_groups=None, surrogate=True)
+
+
+def lift(red: RowReduction, answer: Answer) -> Answer:
+    """The answer with its patch on the original weights (``diag(delta) R``, see :meth:`RowReduction.lift`)."""
+    if answer.patch is None:
+        return answer
+    return replace(answer, patch=red.lift(*answer.patch))
+
+
+class RowSubstitution(Reduction):
+    """Every goal point gives the edited layer the same input: the weights act only through the pre-activations,
+    so one unknown per row is exact.  Needs a big-M MILP backend (the surrogate is planned like any MILP)."""
+
+    name = "one_unknown_per_row"
+    requires = frozenset({"milp", "bigm"})
+
+    def accepts(self, problem: PatchProblem, capabilities: frozenset[str]) -> bool:
+        if not super().accepts(problem, capabilities) or problem.enc is not None or problem.surrogate:
+            return False
+        setup = row_setup(problem.net, problem.task, problem.groups)
+        return setup is not None and bool(np.all(setup.same))
+
+    def apply(self, problem: PatchProblem, budget: Budget) -> tuple[PatchProblem, Inverse]:
+        setup = row_setup(problem.net, problem.task, problem.groups)
+        assert setup is not None
+        t0 = time.perf_counter()
+        red = reduce_rows(problem.net, setup.edit, problem.groups, setup.norm,
+                          directions(setup.shared, setup.edit.mask, setup.norm), setup.shared, exact=True)
+        record = StepRecord(self.name, {"weights": int(np.count_nonzero(setup.edit.mask)),
+                                        "rows": int(setup.edit.mask.shape[0]), "norm": setup.norm, "exact": True,
+                                        "seconds": time.perf_counter() - t0})
+        return surrogate_problem(problem, red), Inverse(record, lambda a: lift(red, a))

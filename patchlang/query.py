@@ -16,12 +16,13 @@ so an infeasibility core or a report can speak the user's words ("keep clean[12]
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import Span
+from .errors import Span
 
 
 @dataclass
@@ -72,6 +73,22 @@ class Disjunction:
 
 
 @dataclass
+class Structure:
+    """The query's structure, emitted by the encoder as data so that no step recovers it from block names.
+
+    ``defines``: first variable of each materialized block -> first row of the block of rows defining it (same
+    size; row ``i`` reads ``A[i] x = row_lo[i]`` with ``-1`` on its own variable).  ``norms``: the norm blocks by
+    norm (``linf``, ``abs``, ``changed``), computed from the deltas.  Rows belong to statements through each
+    :class:`RowBlock`'s ``group``/``statement``/``span``; ReLU outputs are named by the ``relus`` atoms."""
+
+    defines: dict[int, int] = field(default_factory=dict)
+    norms: dict[str, VarBlock] = field(default_factory=dict)
+
+    def norm_block(self, name: str) -> VarBlock | None:
+        return self.norms.get(name)
+
+
+@dataclass
 class Query:
     lb: np.ndarray
     ub: np.ndarray
@@ -90,6 +107,8 @@ class Query:
     # The statement the finite bounds of delta/norm/neuron variables derive from (`bound linf <= c`), if any:
     # an infeasibility explanation must name it when those bounds take part in the conflict.
     var_bound_source: RowBlock | None = None
+    # How the encoder built it (None for queries built otherwise, e.g. region queries): see Structure.
+    structure: Structure | None = None
 
     @property
     def n_vars(self) -> int:
@@ -125,6 +144,15 @@ class Query:
             extra.append(f"{len(self.products)} products")
         tail = (", " + ", ".join(extra)) if extra else ""
         return f"{self.n_vars} vars, {self.n_rows} rows, {self.A.nnz} nonzeros{tail}"
+
+    def derive(self, **changes: Any) -> Query:
+        """A copy with ``changes``: the one way to derive a query from another.  Every field not named is kept
+        (products, atoms, integrality, blocks, spans, structure, the bound's source), so a restriction or a
+        re-bounded query can never silently drop a product or turn an integer variable continuous; the arrays
+        changed must keep their meaning (same variables, rows only appended)."""
+        if "A" in changes and "integer" not in changes and changes["A"].shape[1] != self.n_vars:
+            raise ValueError("a derived query with new variables must say which of them are integer")
+        return replace(self, **changes)
 
     def block(self, name: str) -> VarBlock:
         for b in self.var_blocks:
@@ -162,6 +190,7 @@ class QueryBuilder:
         self.disjunctions: list[Disjunction] = []
         self.products: list[np.ndarray] = []
         self.var_bound_source: RowBlock | None = None
+        self.structure = Structure()
         self._c: dict[int, float] = {}
         self._c_arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.offset = 0.0
@@ -211,6 +240,15 @@ class QueryBuilder:
         self.n_rows += m
         return idx
 
+    def define(self, variables: np.ndarray, rows: np.ndarray) -> None:
+        """Record that ``rows`` (consecutive) define the materialized ``variables`` (consecutive, same count)."""
+        if len(variables):
+            self.structure.defines[int(variables[0])] = int(rows[0])
+
+    def mark_norm(self, name: str, variables: np.ndarray) -> None:
+        """Record that ``variables`` (the block just added) hold the norm ``name`` of the deltas."""
+        self.structure.norms[name] = next(b for b in reversed(self.var_blocks) if b.start == int(variables[0]))
+
     def add_relu(self, y: np.ndarray, x: np.ndarray) -> None:
         self.relus.append(np.stack([np.asarray(y, dtype=np.int64), np.asarray(x, dtype=np.int64)], axis=1))
 
@@ -258,4 +296,5 @@ class QueryBuilder:
                      row_hi=np.concatenate(self._row_hi) if self._row_hi else np.zeros(0),
                      c=c, offset=self.offset, relus=relus, disjunctions=disj, var_blocks=list(self.var_blocks),
                      row_blocks=list(self.row_blocks), name=self.name, products=products,
-                     var_bound_source=self.var_bound_source)
+                     var_bound_source=self.var_bound_source,
+                     structure=Structure(dict(self.structure.defines), dict(self.structure.norms)))
