@@ -42,11 +42,13 @@ class CrownResult:
     grads: list[np.ndarray] | None  # d lb / d alpha_k, (B, K, n_k), zero for stable neurons
     pos: list[np.ndarray]  # max(Lam_k, 0) per hidden layer (B, K, n_k): used to choose a neuron to split
     neg: list[np.ndarray]  # min(Lam_k, 0)
+    beta_grads: list[np.ndarray] | None = None
 
 
 def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                 lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray] | None = None,
-                grad: bool = False) -> CrownResult:
+                grad: bool = False, phase: list[np.ndarray] | None = None,
+                beta: list[np.ndarray] | None = None) -> CrownResult:
     """Lower bound of ``A z_top + a0`` (``z_top``: pre-activation of affine layer ``top``; ``top = n_hidden`` is
     the output) over each box, by back-substitution through the ReLUs of layers ``top-1 .. 0``.
 
@@ -83,6 +85,8 @@ def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.nda
         neg = np.minimum(Lam, 0.0)
         const += (neg * t[:, None, :]).sum(axis=2)
         Lz = pos * a + neg * s[:, None, :]
+        if beta is not None and phase is not None:
+            Lz = Lz + phase[k][:, None, :] * np.maximum(beta[k], 0.0)
         const += Lz @ rn.bs[k]
         pos_l[k], neg_l[k], aeff_l[k], s_l[k], t_l[k], unst_l[k] = pos, neg, a, s, t, unstable
         Lam = _mm(Lz, rn.Ws[k])
@@ -90,16 +94,20 @@ def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.nda
     lb = np.einsum("bkd,bd->bk", Lam, c) - np.einsum("bkd,bd->bk", np.abs(Lam), r) + const
     x_star = c[:, None, :] - np.sign(Lam) * r[:, None, :]
     grads = None
+    bgrads = None
     if grad:
         grads = []
+        bgrads = []
         G = _mm(x_star, rn.Ws[0].T) + rn.bs[0]  # value of z_0's expression at x*
         for k in range(top):
             grads.append(G * pos_l[k] * unst_l[k][:, None, :])
+            if phase is not None:
+                bgrads.append(G * phase[k][:, None, :])
             if k + 1 < top:
                 Ah = np.where(pos_l[k] > 0, G * aeff_l[k],
                               np.where(neg_l[k] < 0, G * s_l[k][:, None, :] + t_l[k][:, None, :], 0.0))
                 G = _mm(Ah, rn.Ws[k + 1].T) + rn.bs[k + 1]
-    return CrownResult(lb, Lam, const, x_star, grads, pos_l, neg_l)
+    return CrownResult(lb, Lam, const, x_star, grads, pos_l, neg_l, bgrads)
 
 
 def init_alpha(lower: list[np.ndarray], upper: list[np.ndarray], K: int, upto: int | None = None
@@ -115,45 +123,56 @@ def init_alpha(lower: list[np.ndarray], upper: list[np.ndarray], K: int, upto: i
 def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
              lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray] | None = None,
              steps: int = 20, lr: float = 0.1, stop_above: np.ndarray | float | None = None,
-             on_step=None) -> tuple[CrownResult, np.ndarray, list[np.ndarray]]:
-    """Projected Adam ascent on the slopes; returns ``(last result, best lb per row, best alphas)``.
+             on_step=None, phase: list[np.ndarray] | None = None, beta: list[np.ndarray] | None = None,
+             lr_beta: float = 0.05) -> tuple[CrownResult, np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
+    """Projected Adam ascent on the slopes (and split multipliers); returns ``(last result, best lb per row,
+    best alphas, best betas)``.
 
-    Every iterate is a sound bound, so the element-wise best over the iterations is one too.  ``stop_above``:
-    stop early once every row of every domain exceeds it (a refutation needs no better bound).  ``on_step``
-    (tests) is called with each iterate's ``(alpha, lb)``.
+    Every iterate is a sound bound (``alpha`` is clipped to ``[0, 1]``, ``beta`` to ``>= 0`` inside
+    :func:`crown_lower` as well), so the element-wise best over the iterations is one too.  ``stop_above``: stop
+    early once every row of every domain exceeds it (a refutation needs no better bound).  ``on_step`` (tests) is
+    called with each iterate's ``(alpha, lb)``.
     """
     lo = np.atleast_2d(lo)
     B = lo.shape[0]
     K = np.asarray(A).shape[-2]
     alpha = [a.copy() for a in alpha] if alpha is not None else init_alpha(lower, upper, K, top)
-    m = [np.zeros_like(a) for a in alpha]
-    v = [np.zeros_like(a) for a in alpha]
+    use_beta = phase is not None
+    if use_beta:
+        beta = [b.copy() for b in beta] if beta is not None else [np.zeros((B, K, p.shape[1])) for p in phase]
+    params = alpha + (beta if use_beta else [])  # type: ignore[operator]
+    n_a = len(alpha)
+    m = [np.zeros_like(a) for a in params]
+    v = [np.zeros_like(a) for a in params]
     best = np.full((B, K), -np.inf)
-    best_alpha = [a.copy() for a in alpha]
+    best_params = [a.copy() for a in params]
     res = None
     b1, b2 = 0.9, 0.999
     for it in range(max(1, steps)):
-        res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, alpha, grad=True)
+        res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, params[:n_a], grad=True, phase=phase,
+                          beta=params[n_a:] if use_beta else None)
         if on_step is not None:
-            on_step(alpha, res.lb)
+            on_step(params[:n_a], res.lb)
         better = res.lb > best
         if np.any(better):
             best = np.where(better, res.lb, best)
-            for k in range(top):
-                best_alpha[k] = np.where(better[:, :, None], alpha[k], best_alpha[k])
+            for k in range(len(params)):
+                best_params[k] = np.where(better[:, :, None], params[k], best_params[k])
         if stop_above is not None and np.all(best > stop_above):
             break
         if it == steps - 1:
             break
-        step = lr * (0.98 ** it)
-        for k in range(top):
-            g = res.grads[k]  # type: ignore[index]
+        decay = 0.98 ** it
+        grads = res.grads + (res.beta_grads if use_beta else [])  # type: ignore[operator]
+        for k in range(len(params)):
+            g = grads[k]
             m[k] = b1 * m[k] + (1 - b1) * g
             v[k] = b2 * v[k] + (1 - b2) * g * g
             mh = m[k] / (1 - b1 ** (it + 1))
             vh = v[k] / (1 - b2 ** (it + 1))
-            alpha[k] = np.clip(alpha[k] + step * mh / (np.sqrt(vh) + 1e-12), 0.0, 1.0)
-    return res, best, best_alpha  # type: ignore[return-value]
+            upd = params[k] + (lr if k < n_a else lr_beta) * decay * mh / (np.sqrt(vh) + 1e-12)
+            params[k] = np.clip(upd, 0.0, 1.0) if k < n_a else np.maximum(upd, 0.0)
+    return res, best, best_params[:n_a], (best_params[n_a:] if use_beta else None)  # type: ignore[return-value]
 
 
 def optimised_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, start: LayerBounds | None = None,
@@ -192,7 +211,7 @@ def optimised_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, start: L
                 E[bi, mmax + ri, idx] = -1.0
                 a0 = np.zeros((B, 2 * mmax))
                 if steps > 0:
-                    _, best, _ = optimise(rn, k, E, a0, lo, hi, lower, upper, steps=steps, lr=lr)
+                    _, best, _, _ = optimise(rn, k, E, a0, lo, hi, lower, upper, steps=steps, lr=lr)
                 else:
                     best = crown_lower(rn, k, E, a0, lo, hi, lower, upper).lb
                 best = outward(best)

@@ -46,6 +46,8 @@ class BabOptions:
     deadline: float | None = None  # time.perf_counter() value
     progress: Progress | None = None
     progress_every: float = 1.0  # seconds between progress calls
+    candidates: int = 4  # split candidates per domain tried by one cheap bound each (1: the score alone)
+    intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
 
 
 @dataclass
@@ -53,6 +55,9 @@ class _Pool:
     lower: list[np.ndarray]
     upper: list[np.ndarray]
     alpha: list[np.ndarray]  # float32 warm starts (N, K, n_k)
+    phase: list[np.ndarray]  # int8 (N, n_k): -1 split active, +1 split inactive, 0 not split
+    beta: list[np.ndarray]  # float32 split multipliers (N, K, n_k)
+    lb: np.ndarray  # (N, K) the domain's row bounds (a child inherits them: its domain is a subset)
     score: np.ndarray  # (N,) max over rows of (lb - threshold): > 0 would be refuted
     depth: np.ndarray
     split: np.ndarray  # (N, 2): (layer, neuron) chosen for the next split
@@ -62,15 +67,15 @@ class _Pool:
         return int(self.score.size)
 
     def take(self, idx: np.ndarray) -> "_Pool":
-        return _Pool([a[idx] for a in self.lower], [a[idx] for a in self.upper], [a[idx] for a in self.alpha],
-                     self.score[idx], self.depth[idx], self.split[idx])
+        return _Pool(*([a[idx] for a in f] for f in (self.lower, self.upper, self.alpha, self.phase, self.beta)),
+                     self.lb[idx], self.score[idx], self.depth[idx], self.split[idx])
 
     def extend(self, other: "_Pool") -> "_Pool":
-        return _Pool([np.concatenate([a, b]) for a, b in zip(self.lower, other.lower)],
-                     [np.concatenate([a, b]) for a, b in zip(self.upper, other.upper)],
-                     [np.concatenate([a, b]) for a, b in zip(self.alpha, other.alpha)],
-                     np.concatenate([self.score, other.score]), np.concatenate([self.depth, other.depth]),
-                     np.concatenate([self.split, other.split]))
+        return _Pool(*([np.concatenate([a, b]) for a, b in zip(f, g)]
+                       for f, g in ((self.lower, other.lower), (self.upper, other.upper), (self.alpha, other.alpha),
+                                    (self.phase, other.phase), (self.beta, other.beta))),
+                     np.concatenate([self.lb, other.lb]), np.concatenate([self.score, other.score]),
+                     np.concatenate([self.depth, other.depth]), np.concatenate([self.split, other.split]))
 
 
 @dataclass
@@ -115,19 +120,23 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
                 return res
             reasons.append("an always-unsafe conjunction whose point does not confirm")
             continue
-        sub = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, stats, t0)
+        if opt.deadline is not None and time.perf_counter() > opt.deadline:
+            reasons.append("time limit reached before every part of the unsafe region was examined")
+            break
+        one = BabStats()
+        sub = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0)
+        stats.domains += one.domains
+        stats.left += one.left
+        if np.isfinite(one.final_bound):
+            bounds_min = min(bounds_min, one.final_bound)
         if sub == "violated":
+            res.boxes = 1
             return res
         if sub != "holds":
             reasons.append(sub)
-        elif np.isfinite(stats.final_bound):
-            bounds_min = min(bounds_min, stats.final_bound)
-    if reasons:
-        res.status, res.reason = "unknown", reasons[0]
-    else:
-        res.status = "holds"
-        stats.final_bound = float(bounds_min) if np.isfinite(bounds_min) else stats.final_bound
-    res.boxes = stats.domains
+    stats.final_bound = float(bounds_min)
+    res.status, res.reason = ("unknown", reasons[0]) if reasons else ("holds", "")
+    res.boxes = 1  # the input box is not split (the domains are counted in stats)
     return res
 
 
@@ -144,6 +153,43 @@ def _branch_scores(r, lower: list[np.ndarray], upper: list[np.ndarray], alpha: l
     return np.concatenate(out, axis=1)
 
 
+def _choose_splits(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray],
+                   phase: list[np.ndarray], beta: list[np.ndarray], scores: np.ndarray, offsets: np.ndarray,
+                   candidates: int) -> np.ndarray:
+    """The neuron (flattened index) to split per domain: among the ``candidates`` best by score, the one whose
+    worse child gets the best bound (one back-substitution per child with the parent's slopes and multipliers:
+    a cheap form of filtered smart branching)."""
+    M = scores.shape[0]
+    k = min(candidates, scores.shape[1])
+    if k <= 1 or M == 0:
+        return np.argmax(scores, axis=1)
+    top = np.argsort(-scores, axis=1)[:, :k]  # (M, k)
+    rep = np.repeat(np.arange(M), 2 * k)
+    flat = np.repeat(top.reshape(-1), 2)
+    side = np.tile([0, 1], M * k)  # 0 inactive, 1 active
+    layer = np.searchsorted(offsets, flat, side="right") - 1
+    neuron = flat - offsets[layer]
+    L = [l[rep].copy() for l in lower]
+    U = [u[rep].copy() for u in upper]
+    P = [p[rep].astype(float) for p in phase]
+    ci = np.arange(rep.size)
+    for h in range(len(L)):
+        sel = layer == h
+        ina, act = sel & (side == 0), sel & (side == 1)
+        U[h][ci[ina], neuron[ina]] = np.minimum(U[h][ci[ina], neuron[ina]], 0.0)
+        L[h][ci[act], neuron[act]] = np.maximum(L[h][ci[act], neuron[act]], 0.0)
+        P[h][ci[ina], neuron[ina]] = 1.0
+        P[h][ci[act], neuron[act]] = -1.0
+    lob = np.repeat(lo, rep.size, axis=0)
+    hib = np.repeat(hi, rep.size, axis=0)
+    r = crown_lower(rn, len(L), A, a0, lob, hib, L, U, [a[rep] for a in alpha], phase=P,
+                    beta=[b[rep].astype(float) for b in beta])
+    child = r.lb.max(axis=1).reshape(M, k, 2).min(axis=2)
+    choice = np.argmax(child + 1e-9 * scores[np.arange(M)[:, None], top], axis=1)
+    return top[np.arange(M), choice]
+
+
 def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int, rows: np.ndarray,
                  solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult, stats: BabStats,
                  t0: float) -> str:
@@ -158,10 +204,13 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
     conj_open = np.zeros(spec.n_conj, bool)
     conj_open[j] = True
 
-    def bound(lower, upper, alpha, steps, lo_b, hi_b):
-        r, best, best_alpha = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
-                                       stop_above=thr)
-        return r, outward(best), best_alpha
+    def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
+        r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
+                                                  stop_above=thr, phase=phase, beta=beta)
+        lb = outward(best)
+        if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
+            lb = np.maximum(lb, parent_lb)
+        return r, lb, best_alpha, best_beta
 
     def candidates(r, lo_b) -> bool:
         X = r.x_star.reshape(-1, lo_b.shape[1])
@@ -177,17 +226,17 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
 
     proven = [np.inf]  # the smallest bound (minus threshold) of the domains refuted by bounds
 
-    r, lb, alpha = bound(root.lower, root.upper, None, opt.root_steps, lo, hi)
+    r, lb, alpha, _ = bound(root.lower, root.upper, None, opt.root_steps, lo, hi)
     stats.domains += 1
     if np.any(lb > thr):
         stats.final_bound = float((lb - thr).max())
         return "holds"
     if candidates(r, lo):
         return "violated"
-    pool = _Pool([], [], [], np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
+    pool = _Pool([], [], [], [], [], np.zeros((0, K)), np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
     undecided: list[str] = []
 
-    def admit(lower, upper, alpha, r, lb, depth) -> str:
+    def admit(lower, upper, alpha, phase, beta, r, lb, depth) -> str:
         """Refuted domains vanish, small ones go to the Query, the rest join the pool."""
         nonlocal pool
         keep = ~np.any(lb > thr, axis=1)
@@ -213,23 +262,28 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
         if np.any(push):
             idx = np.nonzero(push)[0]
             sc = _branch_scores(r, lower, upper, alpha)[idx]
-            flat = np.argmax(sc, axis=1)
+            flat = _choose_splits(rn, A, a0, lo, hi, [l[idx] for l in lower], [u[idx] for u in upper],
+                                  [a[idx] for a in alpha], [p[idx] for p in phase], [b[idx] for b in beta], sc,
+                                  offsets, opt.candidates)
             layer = np.searchsorted(offsets, flat, side="right") - 1
             new = _Pool([l[idx] for l in lower], [u[idx] for u in upper],
-                        [a[idx].astype(np.float32) for a in alpha], (lb - thr).max(axis=1)[idx], depth[idx],
+                        [a[idx].astype(np.float32) for a in alpha], [p[idx] for p in phase],
+                        [b[idx].astype(np.float32) for b in beta], lb[idx], (lb - thr).max(axis=1)[idx], depth[idx],
                         np.stack([layer, flat - offsets[layer]], axis=1))
             pool = new if pool.size == 0 else pool.extend(new)
         return ""
 
-    if admit(root.lower, root.upper, alpha, r, lb, np.zeros(1, np.int64)) == "violated":
+    phase0 = [np.zeros((1, n), np.int8) for n in sizes]
+    beta0 = [np.zeros((1, K, n)) for n in sizes]
+    if admit(root.lower, root.upper, alpha, phase0, beta0, r, lb, np.zeros(1, np.int64)) == "violated":
         return "violated"
     last_report = time.perf_counter()
     while pool.size:
         now = time.perf_counter()
         if opt.progress is not None and now - last_report >= opt.progress_every:
             last_report = now
-            opt.progress({"domains": stats.domains, "left": pool.size, "bound": float(pool.score.min()),
-                          "elapsed": now - t0})
+            opt.progress({"method": "relu-split", "domains": stats.domains, "left": pool.size,
+                          "bound": float(pool.score.min()), "elapsed": now - t0})
         if opt.deadline is not None and now > opt.deadline:
             stats.final_bound, stats.left = float(pool.score.min()), pool.size
             return f"time limit reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
@@ -245,6 +299,7 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
         two = np.concatenate([np.arange(n), np.arange(n)])
         lower = [l[two].copy() for l in parents.lower]
         upper = [u[two].copy() for u in parents.upper]
+        phase = [p[two].copy() for p in parents.phase]
         ci = np.arange(2 * n)
         for k in range(H):
             sel = parents.split[two, 0] == k
@@ -254,11 +309,19 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
                 inact = ii < n
                 upper[k][ii[inact], nn[inact]] = np.minimum(upper[k][ii[inact], nn[inact]], 0.0)
                 lower[k][ii[~inact], nn[~inact]] = np.maximum(lower[k][ii[~inact], nn[~inact]], 0.0)
-        first = int(parents.split[:, 0].min()) + 1
+                phase[k][ii[inact], nn[inact]] = 1
+                phase[k][ii[~inact], nn[~inact]] = -1
         lo_b = np.repeat(lo, 2 * n, axis=0)
         hi_b = np.repeat(hi, 2 * n, axis=0)
-        lb_new, empty = optimised_layer_bounds(rn, lo_b, hi_b, LayerBounds(lower, upper), steps=0,
-                                               from_layer=first)
+        if opt.intermediate:
+            first = int(parents.split[:, 0].min()) + 1
+            lb_new, empty = optimised_layer_bounds(rn, lo_b, hi_b, LayerBounds(lower, upper), steps=0,
+                                                   from_layer=first)
+        else:  # the split constraints reach later layers through the multipliers only
+            lb_new = LayerBounds(lower, upper)
+            empty = np.zeros(2 * n, bool)
+            for l, u in zip(lower, upper):
+                empty |= np.any(l > u, axis=1)
         alive = ~empty
         if not np.any(alive):
             continue
@@ -266,11 +329,14 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
         lower = [l[ai] for l in lb_new.lower]
         upper = [u[ai] for u in lb_new.upper]
         warm = [a[two[ai]].astype(float) for a in parents.alpha]
-        r, lb, alpha = bound(lower, upper, warm, opt.steps, lo_b[ai], hi_b[ai])
+        phase = [p[ai] for p in phase]
+        warm_beta = [b[two[ai]].astype(float) for b in parents.beta]
+        r, lb, alpha, beta = bound(lower, upper, warm, opt.steps, lo_b[ai], hi_b[ai],
+                                   [p.astype(float) for p in phase], warm_beta, parents.lb[two[ai]])
         stats.domains += ai.size
         if candidates(r, lo_b[ai]):
             return "violated"
-        if admit(lower, upper, alpha, r, lb, parents.depth[two[ai]] + 1) == "violated":
+        if admit(lower, upper, alpha, phase, beta, r, lb, parents.depth[two[ai]] + 1) == "violated":
             return "violated"
         res.max_depth = max(res.max_depth, int(parents.depth.max()) + 1)
     stats.left = 0

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class RunOptions:
     seed: int = 0
     verbose: bool = False
     write_files: bool = True
+    progress: Any = None  # callable(dict) for long proofs (domains left, best bound, elapsed); the CLI shows it
 
 
 def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:
