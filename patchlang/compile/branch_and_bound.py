@@ -186,7 +186,9 @@ def _choose_splits(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, h
     r = crown_lower(rn, len(L), A, a0, lob, hib, L, U, [a[rep] for a in alpha], phase=P,
                     beta=[b[rep].astype(float) for b in beta])
     child = r.lb.max(axis=1).reshape(M, k, 2).min(axis=2)
-    choice = np.argmax(child + 1e-9 * scores[np.arange(M)[:, None], top], axis=1)
+    top_scores = scores[np.arange(M)[:, None], top]
+    child = np.where(top_scores > 0, child, -np.inf)  # only unstable neurons (score > 0): a split must progress
+    choice = np.argmax(child + 1e-9 * top_scores, axis=1)
     return top[np.arange(M), choice]
 
 
