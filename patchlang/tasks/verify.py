@@ -351,6 +351,8 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
         result.details["domains"] = verdict.stats.get("domains", 0)
         if "final bound" in verdict.stats:
             result.details["final bound"] = verdict.stats["final bound"]
+    elif method == "milp":
+        result.class_reason = "complete verification over an input region (falsify first, then one MILP per box)"
     if verdict.status == VIOLATED:
         case = cases[verdict.case or 0]
         result.message = (f"counterexample in {case.label} (found by {verdict.found_by}), unsafe: {verdict.unsafe}; "
