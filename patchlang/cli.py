@@ -331,6 +331,12 @@ def _run(args: argparse.Namespace, out: Console, program, options, guard, run_pr
     status = out.status("running", spinner="dots") if text and not args.quiet and out.is_terminal else None
     total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
     started = 0
+    current = [""]
+    if not args.quiet:  # long proofs: a live line on a terminal, a line every 10 s otherwise (stderr)
+        from .report.progress import progress_printer
+
+        live = (lambda line: status.update(f"task {started}/{total}  {current[0]}  {line}")) if status else None
+        options.progress = progress_printer(live)
 
     def on_task(name: str, result) -> None:
         nonlocal started
@@ -338,6 +344,7 @@ def _run(args: argparse.Namespace, out: Console, program, options, guard, run_pr
             return
         if result is None:
             started += 1
+            current[0] = name
             status.update(f"task {started}/{total}  {name}")
         elif total > 1:  # a line per finished task, so a long run shows where it is
             out.print(f"  {started}/{total}  {name}: {result.status} "

@@ -286,6 +286,7 @@ class SearchOptions:
     split: bool = True  # False: one Query for the whole box (plain MILP)
     heuristic: str = "smear"  # smear | width | lookahead
     bounds: str = "hybrid"  # hybrid | backward | forward
+    progress: Callable[[dict[str, Any]], None] | None = None  # called about once a second on long searches
 
 
 @dataclass
@@ -323,7 +324,11 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
 
     stack = _Boxes([lo0], [hi0], [np.ones((1, spec.n_conj), bool)], [np.zeros(1, np.int64)], pending=1)
     undecided = 0
+    last_report = time.perf_counter()
     while stack.pending:
+        if opt.progress is not None and time.perf_counter() - last_report >= 1.0:
+            last_report = time.perf_counter()
+            opt.progress({"method": "input-split", "domains": res.boxes, "left": stack.pending})
         if opt.deadline is not None and time.perf_counter() > opt.deadline:
             res.reason = f"time limit reached with {stack.pending} sub-boxes left ({res.boxes} examined)"
             return res

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ class RunOptions:
     verbose: bool = False
     write_files: bool = True
     disable_steps: frozenset[str] = frozenset()  # planning steps switched off (tests; see plan.chain.STEP_NAMES)
+    progress: Any = None  # callable(dict) for long proofs (domains left, best bound, elapsed); the CLI shows it
 
 
 def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:

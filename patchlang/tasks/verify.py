@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..compile.bounds import ReluNet, relu_network
+from ..compile.branch_and_bound import BabOptions, BabStats, relu_split_search
 from ..compile.verify import RegionCase, SearchOptions, UnsafeSpec, search_box, unsafe_from_clauses, unsafe_from_vnnlib
 from ..errors import PatchlangError
 from ..lang.program import PropertySpec, VerifyTask
@@ -167,9 +168,31 @@ def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
     return solve
 
 
+# ---------------------------------------------------------------------------- which complete method (issue 12)
+
+METHODS = ("auto", "input-split", "relu-split", "milp")
+MAX_INPUTS_TO_SPLIT = 20
+
+
+def choose_method(rn: ReluNet, strategy: str, backend: str) -> str:
+    """The complete method for a network's shape: few inputs (ACAS Xu has 5): split the input box; many inputs
+    (MNIST has 784): branch and bound over ReLU phases with optimised slopes and split multipliers; ``milp``:
+    one Query per box (also whenever the backend is Marabou, which searches by itself)."""
+    if strategy == "split":  # the historical name of the automatic choice
+        strategy = "auto"
+    if strategy not in METHODS:
+        raise PatchlangError(f"unknown verification strategy `{strategy}`", help="strategies: " + ", ".join(METHODS))
+    if backend == "marabou":
+        return "milp"
+    if strategy == "auto":
+        return "input-split" if rn.input_size <= MAX_INPUTS_TO_SPLIT else "relu-split"
+    return strategy
+
+
 def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = None, backend: str = "auto",
                  seed: int = 0, strategy: str = "split", falsify: bool = True, rn: ReluNet | None = None,
-                 search: SearchOptions | None = None) -> Verdict:
+                 search: SearchOptions | None = None, progress: Any = None,
+                 bab: BabOptions | None = None) -> Verdict:
     """Decide ``cases`` (all must be safe for "holds"), stopping at the first confirmed counterexample."""
     t0 = time.perf_counter()
     deadline = t0 + (timeout if timeout is not None else DEFAULT_TIMEOUT)
@@ -188,8 +211,10 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                     if ok:
                         return _violated(case, i, x32, y64, y32, stats, t0, "falsification", confirmer)
                     stats["unconfirmed"] += 1
-        if backend == "marabou" or (strategy == "split" and rn.input_size > 20):
-            strategy = "milp"  # splitting hundreds of input dimensions does not pay: one Query per box
+        method = choose_method(rn, strategy, backend)
+        stats["method"] = method
+        bab_stats = BabStats()
+        final_bounds: list[float] = []
         leaf = _leaf_solver(backend, SolveOptions(seed=seed), deadline)
         for i, case in enumerate(cases):
             if time.perf_counter() > deadline:
@@ -207,9 +232,21 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                     confirmed.append((x32, y64, y32))
                 return ok
 
-            opts = search or SearchOptions()
-            opts = SearchOptions(**{**opts.__dict__, "deadline": deadline, "split": strategy != "milp"})
-            res = search_box(rn, case, leaf, confirm, opts)
+            if method == "relu-split":
+                bo = bab or BabOptions()
+                one = BabStats()
+                res = relu_split_search(rn, case, leaf, confirm, BabOptions(
+                    **{**bo.__dict__, "deadline": deadline, "progress": _labelled(progress, case.label, t0, deadline)}),
+                    one)
+                bab_stats.domains += one.domains
+                bab_stats.left += one.left
+                if not np.isnan(one.final_bound):
+                    final_bounds.append(one.final_bound)
+            else:
+                opts = search or SearchOptions()
+                opts = SearchOptions(**{**opts.__dict__, "deadline": deadline, "split": method != "milp",
+                                        "progress": _labelled(progress, case.label, t0, deadline)})
+                res = search_box(rn, case, leaf, confirm, opts)
             stats["sub-boxes"] += res.boxes
             stats["queries"] += res.queries
             stats["evaluations"] += res.evaluations
@@ -219,11 +256,27 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                 return _violated(case, i, x32, y64, y32, stats, t0, "complete search", confirmer)
             if res.status != "holds":
                 unknown.append(f"{case.label}: {res.reason or 'undecided'}")
+        if method == "relu-split":
+            stats["domains"] = bab_stats.domains
+            stats["domains left"] = bab_stats.left
+            if final_bounds:
+                stats["final bound"] = float(min(final_bounds))
     seconds = time.perf_counter() - t0
     if unknown:
         return Verdict(UNKNOWN, "; ".join(unknown[:3]) + (f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""),
                        stats=stats, seconds=seconds)
     return Verdict(HOLDS, stats=stats, seconds=seconds)
+
+
+def _labelled(progress: Any, label: str, t0: float, deadline: float) -> Any:
+    """The caller's progress callback with the case's name, the total elapsed time and the time limit added."""
+    if progress is None:
+        return None
+
+    def report(info: dict[str, Any]) -> None:
+        progress({**info, "case": label, "elapsed": time.perf_counter() - t0, "limit": deadline - t0})
+
+    return report
 
 
 def _polish_near(rn: ReluNet, case: RegionCase, x: np.ndarray, seed: int) -> np.ndarray | None:
@@ -278,13 +331,25 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
     timeout = task.timeout if task.timeout is not None else (run.time_limit or DEFAULT_TIMEOUT)
     strategy = str(opts.get("strategy", "split"))
     verdict = verify_cases(net, cases, timeout, backend if backend != "milp" else "auto", seed=run.seed,
-                           strategy=strategy, falsify=bool(opts.get("falsify", 1)))
+                           strategy=strategy, falsify=bool(opts.get("falsify", 1)),
+                           progress=getattr(run, "progress", None))
     result.status = verdict.status
     result.backend = "patchlang-bab" + (f" + {backend}" if backend not in ("auto", "milp") else " + highs")
     result.seconds["total"] = verdict.seconds
     result.details.update({"cases": len(cases), "evaluations": verdict.stats.get("evaluations", 0),
                            "sub-boxes": verdict.stats.get("sub-boxes", 0),
                            "queries": verdict.stats.get("queries", 0)})
+    method = verdict.stats.get("method")
+    if method is not None:
+        result.details["method"] = method
+    if method == "relu-split":  # issue 12: the count of ReLU-split domains and the final bound of the proof
+        result.class_reason = ("complete verification over an input region (falsify first, then branch and bound "
+                               "over ReLU phases with optimised bounds and MILP leaves)")
+        result.details["domains"] = verdict.stats.get("domains", 0)
+        if "final bound" in verdict.stats:
+            result.details["final bound"] = verdict.stats["final bound"]
+    elif method == "milp":
+        result.class_reason = "complete verification over an input region (falsify first, then one MILP per box)"
     if verdict.status == VIOLATED:
         case = cases[verdict.case or 0]
         result.message = (f"counterexample in {case.label} (found by {verdict.found_by}), unsafe: {verdict.unsafe}; "

@@ -1,0 +1,224 @@
+"""Optimised ReLU relaxation slopes (α-CROWN style), batched over domains, with exact gradients in numpy.
+
+A CROWN lower bound of ``A y`` over a box is a function of the lower slopes ``alpha`` of the unstable ReLUs
+(``alpha z <= relu(z)`` is valid for every ``alpha`` in ``[0, 1]``), so every choice gives a sound bound and the
+best one can be searched for by projected gradient ascent.  The bound is piecewise linear in ``alpha``; its
+gradient is exact and cheap: with ``x*`` the box corner minimising the final linear function, the derivative of
+the bound with respect to ``alpha_k[i]`` is ``max(Lam_k[i], 0) * G_k[i]``, where ``Lam_k`` is the coefficient of
+``relu(z_k)`` met during back-substitution and ``G_k`` is the value at ``x*`` of the relaxed network's linear
+expression for ``z_k`` (one forward pass through the same relaxations, see :func:`crown_lower`).
+
+Everything is batched: ``B`` domains (boxes, or one box with different ReLU phases fixed), ``K`` specification
+rows each, and one slope per (domain, row, neuron), so every row gets its own relaxation.
+
+Phase splits are expressed through the pre-activation bounds: a neuron fixed active has ``l >= 0``, one fixed
+inactive ``u <= 0``; :func:`~patchlang.compile.bounds.relu_relaxation` then relaxes it exactly, and every later
+layer's bounds are computed from (and intersected with) these clamped bounds, so the phase is enforced in all of
+them.  The union of the two children of a split covers the parent domain, so the bounds stay sound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bounds import LayerBounds, ReluNet, _mm, affine_interval, relu_relaxation
+
+ROUNDING = 1e-9  # relative outward margin subtracted from every optimised bound
+
+
+def outward(lb: np.ndarray) -> np.ndarray:
+    """A lower bound pushed down by the float rounding margin ``1e-9 (1 + |lb|)``."""
+    return lb - ROUNDING * (1.0 + np.abs(lb))
+
+
+@dataclass
+class CrownResult:
+    lb: np.ndarray  # (B, K) lower bounds of A y + a0
+    Lam: np.ndarray  # (B, K, d) coefficients of the linear lower bound on the input
+    const: np.ndarray  # (B, K)
+    x_star: np.ndarray  # (B, K, d) the box corner minimising each linear bound
+    grads: list[np.ndarray] | None  # d lb / d alpha_k, (B, K, n_k), zero for stable neurons
+    pos: list[np.ndarray]  # max(Lam_k, 0) per hidden layer (B, K, n_k): used to choose a neuron to split
+    neg: list[np.ndarray]  # min(Lam_k, 0)
+    beta_grads: list[np.ndarray] | None = None
+
+
+def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray] | None = None,
+                grad: bool = False, phase: list[np.ndarray] | None = None,
+                beta: list[np.ndarray] | None = None) -> CrownResult:
+    """Lower bound of ``A z_top + a0`` (``z_top``: pre-activation of affine layer ``top``; ``top = n_hidden`` is
+    the output) over each box, by back-substitution through the ReLUs of layers ``top-1 .. 0``.
+
+    ``A`` is ``(K, n_top)`` shared or ``(B, K, n_top)``; ``a0`` ``(K,)`` or ``(B, K)``; ``lower``/``upper`` the
+    pre-activation bounds ``(B, n_k)`` of layers ``0 .. top-1``; ``alpha`` per layer ``(B, K, n_k)`` in
+    ``[0, 1]`` (``None``: CROWN's adaptive choice).  With ``grad``, also the exact gradient of ``lb`` w.r.t.
+    ``alpha`` (ties at a zero coefficient take one side, a valid choice of the piecewise-linear bound's slope).
+    """
+    lo = np.atleast_2d(lo)
+    hi = np.atleast_2d(hi)
+    B = lo.shape[0]
+    A = np.asarray(A, float)
+    if A.ndim == 2:
+        Lam = np.broadcast_to(A @ rn.Ws[top], (B, A.shape[0], rn.Ws[top].shape[1])).copy()
+    else:
+        Lam = _mm(A, rn.Ws[top])
+    K = Lam.shape[1]
+    const = np.broadcast_to(A @ rn.bs[top] + a0, (B, K)).astype(float).copy()
+    pos_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
+    neg_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
+    aeff_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
+    s_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
+    t_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
+    unst_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
+    for k in range(top - 1, -1, -1):
+        l, u = lower[k], upper[k]
+        a_def, s, t = relu_relaxation(l, u)
+        unstable = (l < 0) & (u > 0)
+        if alpha is None:
+            a = a_def[:, None, :]
+        else:
+            a = np.where(unstable[:, None, :], np.clip(alpha[k], 0.0, 1.0), a_def[:, None, :])
+        pos = np.maximum(Lam, 0.0)
+        neg = np.minimum(Lam, 0.0)
+        const += (neg * t[:, None, :]).sum(axis=2)
+        Lz = pos * a + neg * s[:, None, :]
+        if beta is not None and phase is not None:
+            Lz = Lz + phase[k][:, None, :] * np.maximum(beta[k], 0.0)
+        const += Lz @ rn.bs[k]
+        pos_l[k], neg_l[k], aeff_l[k], s_l[k], t_l[k], unst_l[k] = pos, neg, a, s, t, unstable
+        Lam = _mm(Lz, rn.Ws[k])
+    c, r = (lo + hi) * 0.5, (hi - lo) * 0.5
+    lb = np.einsum("bkd,bd->bk", Lam, c) - np.einsum("bkd,bd->bk", np.abs(Lam), r) + const
+    x_star = c[:, None, :] - np.sign(Lam) * r[:, None, :]
+    grads = None
+    bgrads = None
+    if grad:
+        grads = []
+        bgrads = []
+        G = _mm(x_star, rn.Ws[0].T) + rn.bs[0]  # value of z_0's expression at x*
+        for k in range(top):
+            grads.append(G * pos_l[k] * unst_l[k][:, None, :])
+            if phase is not None:
+                bgrads.append(G * phase[k][:, None, :])
+            if k + 1 < top:
+                Ah = np.where(pos_l[k] > 0, G * aeff_l[k],
+                              np.where(neg_l[k] < 0, G * s_l[k][:, None, :] + t_l[k][:, None, :], 0.0))
+                G = _mm(Ah, rn.Ws[k + 1].T) + rn.bs[k + 1]
+    return CrownResult(lb, Lam, const, x_star, grads, pos_l, neg_l, bgrads)
+
+
+def init_alpha(lower: list[np.ndarray], upper: list[np.ndarray], K: int, upto: int | None = None
+               ) -> list[np.ndarray]:
+    """CROWN's adaptive slopes (1 where ``u > -l``) as a starting point, one per row: ``(B, K, n_k)``."""
+    out = []
+    for l, u in list(zip(lower, upper))[:upto]:
+        a, _, _ = relu_relaxation(l, u)
+        out.append(np.repeat(a[:, None, :], K, axis=1))
+    return out
+
+
+def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+             lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray] | None = None,
+             steps: int = 20, lr: float = 0.1, stop_above: np.ndarray | float | None = None,
+             on_step=None, phase: list[np.ndarray] | None = None, beta: list[np.ndarray] | None = None,
+             lr_beta: float = 0.05) -> tuple[CrownResult, np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
+    """Projected Adam ascent on the slopes (and split multipliers); returns ``(last result, best lb per row,
+    best alphas, best betas)``.
+
+    Every iterate is a sound bound (``alpha`` is clipped to ``[0, 1]``, ``beta`` to ``>= 0`` inside
+    :func:`crown_lower` as well), so the element-wise best over the iterations is one too.  ``stop_above``: stop
+    early once every row of every domain exceeds it (a refutation needs no better bound).  ``on_step`` (tests) is
+    called with each iterate's ``(alpha, lb)``.
+    """
+    lo = np.atleast_2d(lo)
+    B = lo.shape[0]
+    K = np.asarray(A).shape[-2]
+    alpha = [a.copy() for a in alpha] if alpha is not None else init_alpha(lower, upper, K, top)
+    use_beta = phase is not None
+    if use_beta:
+        beta = [b.copy() for b in beta] if beta is not None else [np.zeros((B, K, p.shape[1])) for p in phase]
+    params = alpha + (beta if use_beta else [])  # type: ignore[operator]
+    n_a = len(alpha)
+    m = [np.zeros_like(a) for a in params]
+    v = [np.zeros_like(a) for a in params]
+    best = np.full((B, K), -np.inf)
+    best_params = [a.copy() for a in params]
+    res = None
+    b1, b2 = 0.9, 0.999
+    for it in range(max(1, steps)):
+        res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, params[:n_a], grad=True, phase=phase,
+                          beta=params[n_a:] if use_beta else None)
+        if on_step is not None:
+            on_step(params[:n_a], res.lb)
+        better = res.lb > best
+        if np.any(better):
+            best = np.where(better, res.lb, best)
+            for k in range(len(params)):
+                best_params[k] = np.where(better[:, :, None], params[k], best_params[k])
+        if stop_above is not None and np.all(best > stop_above):
+            break
+        if it == steps - 1:
+            break
+        decay = 0.98 ** it
+        grads = res.grads + (res.beta_grads if use_beta else [])  # type: ignore[operator]
+        for k in range(len(params)):
+            g = grads[k]
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            mh = m[k] / (1 - b1 ** (it + 1))
+            vh = v[k] / (1 - b2 ** (it + 1))
+            upd = params[k] + (lr if k < n_a else lr_beta) * decay * mh / (np.sqrt(vh) + 1e-12)
+            params[k] = np.clip(upd, 0.0, 1.0) if k < n_a else np.maximum(upd, 0.0)
+    return res, best, best_params[:n_a], (best_params[n_a:] if use_beta else None)  # type: ignore[return-value]
+
+
+def optimised_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, start: LayerBounds | None = None,
+                           steps: int = 20, lr: float = 0.1, from_layer: int = 1) -> tuple[LayerBounds, np.ndarray]:
+    """Pre-activation bounds of every hidden layer with optimised slopes, layer by layer, intersected with
+    ``start`` (default: CROWN bounds; or a domain's bounds with split phases clamped).
+
+    Only neurons that the current bounds leave unstable are bounded again (two rows each: lower and upper), and
+    only in layers ``>= from_layer``; boxes are padded to the batch's largest count.  ``steps = 0``: plain CROWN
+    slopes.  Returns the bounds and, per box, whether its domain is empty (some lower bound above its upper
+    bound: the split phases contradict each other there).
+    """
+    lo = np.atleast_2d(np.asarray(lo, float))
+    hi = np.atleast_2d(np.asarray(hi, float))
+    B = lo.shape[0]
+    if start is None:
+        from .bounds import backward_bounds
+
+        start = backward_bounds(rn, lo, hi)
+    lower: list[np.ndarray] = []
+    upper: list[np.ndarray] = []
+    empty = np.zeros(B, bool)
+    bi = np.arange(B)[:, None]
+    for k in range(rn.n_hidden):
+        l, u = start.lower[k].copy(), start.upper[k].copy()
+        if k >= from_layer:
+            sel = (l < 0) & (u > 0)
+            cnt = sel.sum(axis=1)
+            mmax = int(cnt.max()) if B else 0
+            if mmax:
+                idx = np.argsort(~sel, axis=1, kind="stable")[:, :mmax]
+                n = rn.Ws[k].shape[0]
+                E = np.zeros((B, 2 * mmax, n))
+                ri = np.arange(mmax)[None, :]
+                E[bi, ri, idx] = 1.0
+                E[bi, mmax + ri, idx] = -1.0
+                a0 = np.zeros((B, 2 * mmax))
+                if steps > 0:
+                    _, best, _, _ = optimise(rn, k, E, a0, lo, hi, lower, upper, steps=steps, lr=lr)
+                else:
+                    best = crown_lower(rn, k, E, a0, lo, hi, lower, upper).lb
+                best = outward(best)
+                valid = ri < cnt[:, None]
+                l[bi, idx] = np.maximum(l[bi, idx], np.where(valid, best[:, :mmax], -np.inf))
+                u[bi, idx] = np.minimum(u[bi, idx], np.where(valid, -best[:, mmax:], np.inf))
+        empty |= np.any(l > u, axis=1)
+        lower.append(l)
+        upper.append(np.maximum(u, l))
+    return LayerBounds(lower, upper), empty

@@ -1,0 +1,348 @@
+"""Branch and bound over ReLU phases (for networks with many inputs, where splitting the input box does not pay).
+
+One case (input box + unsafe region, see :mod:`patchlang.compile.verify`) is decided conjunction by conjunction
+of the unsafe region.  A *domain* is the input box with some ReLUs' phases fixed (expressed by clamping their
+pre-activation bounds: ``l >= 0`` active, ``u <= 0`` inactive, see :mod:`patchlang.compile.alpha`):
+
+1. the root's hidden-layer bounds are CROWN bounds tightened by optimised slopes (layer by layer);
+2. each domain gets a sound lower bound of every row ``a·y - d`` of the conjunction by back-substitution with
+   optimised slopes, warm-started from its parent's; a row whose bound exceeds the tolerance refutes the
+   conjunction on the domain (no input of the domain is unsafe);
+3. domains are processed best-first: a batch of the domains with the smallest bound, each split on the unstable
+   ReLU whose relaxation loses most in the bound (a BaBSR-like score: intercepts of the upper relaxation met by
+   negative coefficients, gaps of the lower one met by positive ones); the children's later-layer bounds are
+   recomputed from the clamped bounds and intersected with the parent's, so a split phase is enforced in every
+   later layer, and a child whose bounds contradict (``l > u``) is empty;
+4. domains left with few unstable ReLUs go to the exact Query (MILP, the split phases become variable bounds);
+5. the corner minimising each linear bound is evaluated as a counterexample candidate (confirmed by the caller).
+
+Soundness: the two children of a split cover their parent; every bound is pushed outward by ``1e-9 (1+|b|)``
+before a comparison, and rows are enlarged by the verifier's tolerance as in the input-split search.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .alpha import crown_lower, init_alpha, optimise, optimised_layer_bounds, outward
+from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, relu_relaxation
+from .verify import DEFAULT_TOL, Confirm, LeafSolver, RegionCase, SearchResult, _leaf
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class BabOptions:
+    tol: float = DEFAULT_TOL
+    batch: int = 64  # parent domains split per step (2x as many children bounded at once)
+    root_steps: int = 30  # slope optimisation steps for the root's hidden-layer bounds and spec bound
+    steps: int = 8  # slope steps per batch of children (warm-started from the parents)
+    milp_unstable: int = 12  # domains with at most this many unstable ReLUs go to the exact Query
+    max_pool: int = 100_000  # more open domains than this: depth first (smallest pool growth) instead
+    deadline: float | None = None  # time.perf_counter() value
+    progress: Progress | None = None
+    progress_every: float = 1.0  # seconds between progress calls
+    candidates: int = 4  # split candidates per domain tried by one cheap bound each (1: the score alone)
+    intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
+
+
+@dataclass
+class _Pool:
+    lower: list[np.ndarray]
+    upper: list[np.ndarray]
+    alpha: list[np.ndarray]  # float32 warm starts (N, K, n_k)
+    phase: list[np.ndarray]  # int8 (N, n_k): -1 split active, +1 split inactive, 0 not split
+    beta: list[np.ndarray]  # float32 split multipliers (N, K, n_k)
+    lb: np.ndarray  # (N, K) the domain's row bounds (a child inherits them: its domain is a subset)
+    score: np.ndarray  # (N,) max over rows of (lb - threshold): > 0 would be refuted
+    depth: np.ndarray
+    split: np.ndarray  # (N, 2): (layer, neuron) chosen for the next split
+
+    @property
+    def size(self) -> int:
+        return int(self.score.size)
+
+    def take(self, idx: np.ndarray) -> "_Pool":
+        return _Pool(*([a[idx] for a in f] for f in (self.lower, self.upper, self.alpha, self.phase, self.beta)),
+                     self.lb[idx], self.score[idx], self.depth[idx], self.split[idx])
+
+    def extend(self, other: "_Pool") -> "_Pool":
+        return _Pool(*([np.concatenate([a, b]) for a, b in zip(f, g)]
+                       for f, g in ((self.lower, other.lower), (self.upper, other.upper), (self.alpha, other.alpha),
+                                    (self.phase, other.phase), (self.beta, other.beta))),
+                     np.concatenate([self.lb, other.lb]), np.concatenate([self.score, other.score]),
+                     np.concatenate([self.depth, other.depth]), np.concatenate([self.split, other.split]))
+
+
+@dataclass
+class BabStats:
+    domains: int = 0  # domains bounded
+    final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
+    left: int = 0
+
+
+def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
+    """The root's hidden-layer bounds: forward symbolic ∩ CROWN, then optimised slopes layer by layer."""
+    fb = forward_bounds(rn, lo, hi)
+    bb = backward_bounds(rn, lo, hi, fb)
+    return optimised_layer_bounds(rn, lo, hi, bb, steps=steps)
+
+
+def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
+                      options: BabOptions | None = None, stats: BabStats | None = None) -> SearchResult:
+    """Decide one case by branch and bound over ReLU phases (see the module docstring)."""
+    opt = options or BabOptions()
+    stats = stats if stats is not None else BabStats()
+    spec = case.spec
+    lo = np.asarray(case.lo, float).reshape(1, -1)
+    hi = np.asarray(case.hi, float).reshape(1, -1)
+    res = SearchResult("unknown")
+    t0 = time.perf_counter()
+    bounds, empty = root_bounds(rn, lo, hi, opt.root_steps)
+    if empty[0]:
+        res.status = "holds"
+        return res
+    # conjunctions ordered by their best row's root CROWN bound: the likeliest to be violated first
+    crown = crown_lower(rn, rn.n_hidden, spec.A, -spec.d, lo, hi, bounds.lower, bounds.upper).lb[0]
+    order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
+    reasons: list[str] = []
+    bounds_min = np.inf
+    for j in order:
+        rows = np.nonzero(spec.conj == j)[0]
+        if rows.size == 0:
+            x = (lo[0] + hi[0]) / 2
+            if confirm(x):
+                res.status, res.x, res.conj = "violated", x, [j]
+                return res
+            reasons.append("an always-unsafe conjunction whose point does not confirm")
+            continue
+        if opt.deadline is not None and time.perf_counter() > opt.deadline:
+            reasons.append("time limit reached before every part of the unsafe region was examined")
+            break
+        one = BabStats()
+        sub = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0)
+        stats.domains += one.domains
+        stats.left += one.left
+        if np.isfinite(one.final_bound):
+            bounds_min = min(bounds_min, one.final_bound)
+        if sub == "violated":
+            res.boxes = 1
+            return res
+        if sub != "holds":
+            reasons.append(sub)
+    stats.final_bound = float(bounds_min)
+    res.status, res.reason = ("unknown", reasons[0]) if reasons else ("holds", "")
+    res.boxes = 1  # the input box is not split (the domains are counted in stats)
+    return res
+
+
+def _branch_scores(r, lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray]) -> np.ndarray:
+    """Per domain and (flattened) hidden neuron, how much its relaxation costs the bound; 0 for stable ones."""
+    out = []
+    for k, (l, u) in enumerate(zip(lower, upper)):
+        _, s, t = relu_relaxation(l, u)
+        unstable = (l < 0) & (u > 0)
+        a = np.clip(alpha[k], 0.0, 1.0)
+        gap_lo = np.maximum((1.0 - a) * u[:, None, :], a * (-l)[:, None, :])
+        sc = (-r.neg[k] * t[:, None, :]).sum(axis=1) + 0.5 * (r.pos[k] * gap_lo).sum(axis=1)
+        out.append(np.where(unstable, sc + 1e-9, 0.0))
+    return np.concatenate(out, axis=1)
+
+
+def _choose_splits(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray],
+                   phase: list[np.ndarray], beta: list[np.ndarray], scores: np.ndarray, offsets: np.ndarray,
+                   candidates: int) -> np.ndarray:
+    """The neuron (flattened index) to split per domain: among the ``candidates`` best by score, the one whose
+    worse child gets the best bound (one back-substitution per child with the parent's slopes and multipliers:
+    a cheap form of filtered smart branching)."""
+    M = scores.shape[0]
+    k = min(candidates, scores.shape[1])
+    if k <= 1 or M == 0:
+        return np.argmax(scores, axis=1)
+    top = np.argsort(-scores, axis=1)[:, :k]  # (M, k)
+    rep = np.repeat(np.arange(M), 2 * k)
+    flat = np.repeat(top.reshape(-1), 2)
+    side = np.tile([0, 1], M * k)  # 0 inactive, 1 active
+    layer = np.searchsorted(offsets, flat, side="right") - 1
+    neuron = flat - offsets[layer]
+    L = [l[rep].copy() for l in lower]
+    U = [u[rep].copy() for u in upper]
+    P = [p[rep].astype(float) for p in phase]
+    ci = np.arange(rep.size)
+    for h in range(len(L)):
+        sel = layer == h
+        ina, act = sel & (side == 0), sel & (side == 1)
+        U[h][ci[ina], neuron[ina]] = np.minimum(U[h][ci[ina], neuron[ina]], 0.0)
+        L[h][ci[act], neuron[act]] = np.maximum(L[h][ci[act], neuron[act]], 0.0)
+        P[h][ci[ina], neuron[ina]] = 1.0
+        P[h][ci[act], neuron[act]] = -1.0
+    lob = np.repeat(lo, rep.size, axis=0)
+    hib = np.repeat(hi, rep.size, axis=0)
+    r = crown_lower(rn, len(L), A, a0, lob, hib, L, U, [a[rep] for a in alpha], phase=P,
+                    beta=[b[rep].astype(float) for b in beta])
+    child = r.lb.max(axis=1).reshape(M, k, 2).min(axis=2)
+    top_scores = scores[np.arange(M)[:, None], top]
+    child = np.where(top_scores > 0, child, -np.inf)  # only unstable neurons (score > 0): a split must progress
+    choice = np.argmax(child + 1e-9 * top_scores, axis=1)
+    return top[np.arange(M), choice]
+
+
+def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int, rows: np.ndarray,
+                 solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult, stats: BabStats,
+                 t0: float) -> str:
+    """Branch and bound for conjunction ``j``: "holds", "violated" (``res`` filled) or the reason it is open."""
+    A = spec.A[rows]
+    a0 = -spec.d[rows]
+    thr = opt.tol * (1.0 + np.abs(spec.d[rows]))  # (K,)
+    K = rows.size
+    H = rn.n_hidden
+    sizes = [W.shape[0] for W in rn.Ws[:-1]]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    conj_open = np.zeros(spec.n_conj, bool)
+    conj_open[j] = True
+
+    def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
+        r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
+                                                  stop_above=thr, phase=phase, beta=beta)
+        lb = outward(best)
+        if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
+            lb = np.maximum(lb, parent_lb)
+        return r, lb, best_alpha, best_beta
+
+    def candidates(r, lo_b) -> bool:
+        X = r.x_star.reshape(-1, lo_b.shape[1])
+        y = rn.forward(X)
+        res.evaluations += X.shape[0]
+        hits = np.nonzero(spec.violated(y))[0]
+        for i in hits[:4]:
+            if confirm(X[i]):
+                res.status, res.x, res.conj = "violated", X[i], spec.which(y[i:i + 1])
+                return True
+            res.unconfirmed += 1
+        return False
+
+    proven = [np.inf]  # the smallest bound (minus threshold) of the domains refuted by bounds
+
+    r, lb, alpha, _ = bound(root.lower, root.upper, None, opt.root_steps, lo, hi)
+    stats.domains += 1
+    if np.any(lb > thr):
+        stats.final_bound = float((lb - thr).max())
+        return "holds"
+    if candidates(r, lo):
+        return "violated"
+    pool = _Pool([], [], [], [], [], np.zeros((0, K)), np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
+    undecided: list[str] = []
+
+    def admit(lower, upper, alpha, phase, beta, r, lb, depth) -> str:
+        """Refuted domains vanish, small ones go to the Query, the rest join the pool."""
+        nonlocal pool
+        keep = ~np.any(lb > thr, axis=1)
+        if not np.all(keep):
+            proven[0] = min(proven[0], float((lb - thr).max(axis=1)[~keep].min()))
+        n_unst = sum(((l < 0) & (u > 0)).sum(axis=1) for l, u in zip(lower, upper))
+        leaf = keep & (n_unst <= opt.milp_unstable)
+        for i in np.nonzero(leaf)[0]:
+            if opt.deadline is not None and time.perf_counter() > opt.deadline:
+                undecided.append("time limit reached while solving leaf domains")
+                continue
+            lb_i = LayerBounds([l[i:i + 1] for l in lower], [u[i:i + 1] for u in upper])
+            sub = _leaf(rn, lo[0], hi[0], conj_open, lb_i, spec, solve, confirm, opt, SearchResult("unknown"),
+                        final=False)
+            res.queries += sub.queries
+            res.unconfirmed += sub.unconfirmed
+            if sub.status == "violated":
+                res.status, res.x, res.conj = "violated", sub.x, sub.conj
+                return "violated"
+            if sub.status != "holds":
+                undecided.append(sub.reason)
+        push = keep & ~leaf
+        if np.any(push):
+            idx = np.nonzero(push)[0]
+            sc = _branch_scores(r, lower, upper, alpha)[idx]
+            flat = _choose_splits(rn, A, a0, lo, hi, [l[idx] for l in lower], [u[idx] for u in upper],
+                                  [a[idx] for a in alpha], [p[idx] for p in phase], [b[idx] for b in beta], sc,
+                                  offsets, opt.candidates)
+            layer = np.searchsorted(offsets, flat, side="right") - 1
+            new = _Pool([l[idx] for l in lower], [u[idx] for u in upper],
+                        [a[idx].astype(np.float32) for a in alpha], [p[idx] for p in phase],
+                        [b[idx].astype(np.float32) for b in beta], lb[idx], (lb - thr).max(axis=1)[idx], depth[idx],
+                        np.stack([layer, flat - offsets[layer]], axis=1))
+            pool = new if pool.size == 0 else pool.extend(new)
+        return ""
+
+    phase0 = [np.zeros((1, n), np.int8) for n in sizes]
+    beta0 = [np.zeros((1, K, n)) for n in sizes]
+    if admit(root.lower, root.upper, alpha, phase0, beta0, r, lb, np.zeros(1, np.int64)) == "violated":
+        return "violated"
+    last_report = time.perf_counter()
+    while pool.size:
+        now = time.perf_counter()
+        if opt.progress is not None and now - last_report >= opt.progress_every:
+            last_report = now
+            opt.progress({"method": "relu-split", "domains": stats.domains, "left": pool.size,
+                          "bound": float(pool.score.min()), "elapsed": now - t0})
+        if opt.deadline is not None and now > opt.deadline:
+            stats.final_bound, stats.left = float(pool.score.min()), pool.size
+            return f"time limit reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
+        n = min(opt.batch, pool.size)
+        if pool.size > opt.max_pool:  # deepest first: keeps the pool from growing further
+            pick = np.argsort(-pool.depth, kind="stable")[:n]
+        else:
+            pick = np.argpartition(pool.score, n - 1)[:n] if n < pool.size else np.arange(pool.size)
+        rest = np.setdiff1d(np.arange(pool.size), pick, assume_unique=True)
+        parents = pool.take(pick)
+        pool = pool.take(rest)
+        # children: inactive (u <= 0) then active (l >= 0)
+        two = np.concatenate([np.arange(n), np.arange(n)])
+        lower = [l[two].copy() for l in parents.lower]
+        upper = [u[two].copy() for u in parents.upper]
+        phase = [p[two].copy() for p in parents.phase]
+        ci = np.arange(2 * n)
+        for k in range(H):
+            sel = parents.split[two, 0] == k
+            if np.any(sel):
+                nn = parents.split[two[sel], 1]
+                ii = ci[sel]
+                inact = ii < n
+                upper[k][ii[inact], nn[inact]] = np.minimum(upper[k][ii[inact], nn[inact]], 0.0)
+                lower[k][ii[~inact], nn[~inact]] = np.maximum(lower[k][ii[~inact], nn[~inact]], 0.0)
+                phase[k][ii[inact], nn[inact]] = 1
+                phase[k][ii[~inact], nn[~inact]] = -1
+        lo_b = np.repeat(lo, 2 * n, axis=0)
+        hi_b = np.repeat(hi, 2 * n, axis=0)
+        if opt.intermediate:
+            first = int(parents.split[:, 0].min()) + 1
+            lb_new, empty = optimised_layer_bounds(rn, lo_b, hi_b, LayerBounds(lower, upper), steps=0,
+                                                   from_layer=first)
+        else:  # the split constraints reach later layers through the multipliers only
+            lb_new = LayerBounds(lower, upper)
+            empty = np.zeros(2 * n, bool)
+            for l, u in zip(lower, upper):
+                empty |= np.any(l > u, axis=1)
+        alive = ~empty
+        if not np.any(alive):
+            continue
+        ai = np.nonzero(alive)[0]
+        lower = [l[ai] for l in lb_new.lower]
+        upper = [u[ai] for u in lb_new.upper]
+        warm = [a[two[ai]].astype(float) for a in parents.alpha]
+        phase = [p[ai] for p in phase]
+        warm_beta = [b[two[ai]].astype(float) for b in parents.beta]
+        r, lb, alpha, beta = bound(lower, upper, warm, opt.steps, lo_b[ai], hi_b[ai],
+                                   [p.astype(float) for p in phase], warm_beta, parents.lb[two[ai]])
+        stats.domains += ai.size
+        if candidates(r, lo_b[ai]):
+            return "violated"
+        if admit(lower, upper, alpha, phase, beta, r, lb, parents.depth[two[ai]] + 1) == "violated":
+            return "violated"
+        res.max_depth = max(res.max_depth, int(parents.depth.max()) + 1)
+    stats.left = 0
+    if undecided:
+        return f"{len(undecided)} ReLU-split domain(s) undecided: {undecided[0]}"
+    stats.final_bound = proven[0] if np.isfinite(proven[0]) else 0.0  # 0.0: every open domain went to the Query
+    return "holds"

@@ -1,0 +1,178 @@
+"""Optimised slopes, split multipliers and ReLU-split branch and bound (issue 12): exact gradients, bounds that
+contain dense samples after every optimisation step, and verdicts cross-checked against one plain MILP."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from patchlang.api import load_program
+from patchlang.compile import goals as G
+from patchlang.compile.alpha import crown_lower, optimise, optimised_layer_bounds
+from patchlang.compile.bounds import LayerBounds, backward_bounds, relu_network, spec_lower_bounds
+from patchlang.compile.branch_and_bound import BabOptions, BabStats, relu_split_search
+from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_from_clauses
+from patchlang.model.build import network_from_arrays
+from patchlang.report.progress import describe, progress_printer
+from patchlang.solvers.base import INFEASIBLE, SolveOptions
+from patchlang.solvers.highs import HighsBackend
+from patchlang.tasks.verify import choose_method, verify_cases
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "verify"
+
+
+def random_net(seed: int, sizes=(4, 10, 10, 10, 3)):
+    rng = np.random.default_rng(seed)
+    Ws = [rng.standard_normal((sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]) for k in range(len(sizes) - 1)]
+    bs = [0.3 * rng.standard_normal(sizes[k + 1]) for k in range(len(sizes) - 1)]
+    return network_from_arrays(Ws, bs, activation="relu", name=f"b{seed}")
+
+
+def hidden(rn, X):
+    """Pre-activations of every hidden layer and the outputs at the points ``X``."""
+    zs, h = [], X
+    for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
+        z = h @ W.T + b
+        zs.append(z)
+        h = np.maximum(z, 0.0)
+    return zs, h @ rn.Ws[-1].T + rn.bs[-1]
+
+
+def test_slope_and_multiplier_gradients_are_exact():
+    rn = relu_network(random_net(1))
+    rng = np.random.default_rng(1)
+    lo = rng.uniform(-1, 0, (2, 4))
+    hi = lo + 1.0
+    bb = backward_bounds(rn, lo, hi)
+    A, a0 = rng.standard_normal((3, 3)), np.zeros(3)
+    ref = spec_lower_bounds(rn, A, a0, lo, hi, bb)[0]
+    assert np.allclose(crown_lower(rn, 3, A, a0, lo, hi, bb.lower, bb.upper).lb, ref)  # CROWN's default slopes
+    al = [rng.uniform(0, 1, (2, 3, 10)) for _ in range(3)]
+    phase = [rng.choice([-1.0, 0.0, 1.0], (2, 10)) for _ in range(3)]
+    beta = [rng.uniform(0, 1, (2, 3, 10)) for _ in range(3)]
+    r = crown_lower(rn, 3, A, a0, lo, hi, bb.lower, bb.upper, al, grad=True, phase=phase, beta=beta)
+    e = 1e-6
+    for k in range(3):
+        for i in range(10):
+            for which, grads in ((al, r.grads), (beta, r.beta_grads)):
+                moved = [a.copy() for a in which]
+                moved[k][:, :, i] += e
+                args = (moved, beta) if which is al else (al, moved)
+                r2 = crown_lower(rn, 3, A, a0, lo, hi, bb.lower, bb.upper, args[0], phase=phase, beta=args[1])
+                assert np.allclose((r2.lb - r.lb) / e, grads[k][:, :, i], atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_optimisation_step_contains_dense_samples(seed):
+    rn = relu_network(random_net(10 + seed))
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, (1, 4))
+    hi = lo + rng.uniform(0.3, 1.2, (1, 4))
+    X = lo + rng.random((20000, 4)) * (hi - lo)
+    zs, Y = hidden(rn, X)
+    bounds, empty = optimised_layer_bounds(rn, lo, hi, steps=15)
+    assert not empty[0]
+    for k, z in enumerate(zs):
+        assert np.all(z >= bounds.lower[k][0] - 1e-9) and np.all(z <= bounds.upper[k][0] + 1e-9)
+    A = rng.standard_normal((4, 3))
+    truth = (Y @ A.T).min(axis=0)
+    seen = []
+
+    def check(alpha, lb):
+        assert all(np.all((a >= 0) & (a <= 1)) for a in alpha)
+        assert np.all(lb[0] <= truth + 1e-9)
+        seen.append(lb[0].copy())
+
+    _, best, _, _ = optimise(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, steps=25, on_step=check)
+    assert len(seen) >= 2 and np.all(best[0] <= truth + 1e-9) and np.all(best[0] >= seen[0] - 1e-12)
+    # a split domain: fix the first unstable neuron of layer 1 in each phase; bounds and multipliers must hold on
+    # the samples of that phase
+    unstable = np.nonzero((bounds.lower[1][0] < 0) & (bounds.upper[1][0] > 0))[0]
+    if unstable.size == 0:
+        return
+    i = unstable[0]
+    for sign in (-1.0, 1.0):  # -1: active (z >= 0), +1: inactive (z <= 0)
+        L = [l.copy() for l in bounds.lower]
+        U = [u.copy() for u in bounds.upper]
+        if sign < 0:
+            L[1][0, i] = 0.0
+            keep = zs[1][:, i] >= 0
+        else:
+            U[1][0, i] = 0.0
+            keep = zs[1][:, i] <= 0
+        phase = [np.zeros((1, 10)) for _ in range(3)]
+        phase[1][0, i] = sign
+        sub, _ = optimised_layer_bounds(rn, lo, hi, LayerBounds(L, U), steps=5, from_layer=2)
+        for k, z in enumerate(zs):
+            assert np.all(z[keep] >= sub.lower[k][0] - 1e-9) and np.all(z[keep] <= sub.upper[k][0] + 1e-9)
+        sub_truth = (Y[keep] @ A.T).min(axis=0)
+
+        def check_split(alpha, lb):
+            assert np.all(lb[0] <= sub_truth + 1e-9)
+
+        optimise(rn, 3, A, np.zeros(4), lo, hi, sub.lower, sub.upper, steps=20, on_step=check_split, phase=phase)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_relu_split_verdicts_agree_with_plain_milp(seed):
+    """Thresholds just above and below the sampled maximum: every "holds" must be an infeasible MILP and no
+    sample may contradict it; every "violated" a feasible MILP and a real counterexample."""
+    net = random_net(200 + seed, (6, 16, 16, 3))
+    rn = relu_network(net)
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, 6)
+    hi = lo + rng.uniform(0.3, 1.0, 6)
+    X = lo + rng.random((30000, 6)) * (hi - lo)
+    k = seed % 3
+    peak = rn.forward(X)[:, k].max()
+    solve = lambda q: HighsBackend().solve(q, SolveOptions(time_limit=30, threads=1))  # noqa: E731
+    verdicts = set()
+    for t in (peak + 0.02 * (abs(peak) + 0.1), peak - 0.05 * (abs(peak) + 0.1)):
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[k], "<=", t, 0.0)]], 3)
+        case = RegionCase(lo, hi, spec)
+        milp = solve(encode_region_query(rn, lo, hi, spec, None).query)
+        # bounds alone (no leaf may decide: leaves only with every neuron stable) and the verifier's entry point
+        stats = BabStats()
+        res = relu_split_search(rn, case, solve, lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
+                                BabOptions(milp_unstable=0, batch=8), stats)
+        full = verify_cases(net, [case], timeout=30, seed=seed, strategy="relu-split", falsify=False)
+        for status in (res.status, full.status):
+            verdicts.add(status)
+            if status == "holds":
+                assert milp.status == INFEASIBLE
+                assert not np.any(rn.forward(X)[:, k] > t)
+            else:
+                assert status == "violated" and milp.status != INFEASIBLE
+        assert rn.forward(res.x[None])[0, k] > t if res.status == "violated" else stats.final_bound > 0
+    assert verdicts <= {"holds", "violated"}
+
+
+def test_method_follows_the_network_shape():
+    small = relu_network(random_net(3))
+    wide = relu_network(random_net(3, (30, 8, 3)))
+    assert choose_method(small, "split", "auto") == "input-split"
+    assert choose_method(wide, "split", "auto") == "relu-split"
+    assert choose_method(wide, "auto", "marabou") == "milp"
+    assert choose_method(small, "relu-split", "auto") == "relu-split"
+
+
+def test_progress_lines_and_json_details():
+    seen = []
+    lines = io.StringIO()
+    printer = progress_printer(None, every=0.0, stream=lines)
+    info = {"method": "relu-split", "case": "point 3", "domains": 1200, "left": 35, "bound": -0.0123,
+            "elapsed": 12.0, "limit": 60.0}
+    printer(info)
+    assert "1,200 domains, 35 left" in lines.getvalue() and "best bound -0.0123" in lines.getvalue()
+    assert describe(info).startswith("[" + "#" * 4 + "." * 16 + "]")
+    program = load_program(EXAMPLE / "robust_digits.patch")
+    from patchlang.api import run_task
+    from patchlang.tasks.patch import RunOptions
+
+    result = run_task(program.tasks[0], RunOptions(write_files=False, progress=seen.append))
+    assert result.status == "holds"
+    assert result.details["method"] == "relu-split"
+    assert result.details["domains"] >= result.details["cases"] and result.details["final bound"] > 0
