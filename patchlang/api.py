@@ -18,8 +18,9 @@ from .lang.program import PatchTask, Program, RepairTask, VerifyTask
 from .tasks.assertions import evaluate
 from .tasks.patch import RunOptions, run_patch
 from .tasks.results import RunResult, TaskResult
+from .tasks.satisfaction import satisfaction
 
-__all__ = ["load_program", "load_program_text", "run_program", "run_task", "RunOptions", "versions"]
+__all__ = ["load_program", "load_program_text", "run_program", "run_task", "RunOptions", "versions", "satisfaction"]
 
 
 def load_program(path: str | Path) -> Program:
