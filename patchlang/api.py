@@ -48,6 +48,10 @@ def versions() -> dict[str, str]:
 def run_task(task, options: RunOptions) -> TaskResult:
     if isinstance(task, PatchTask):
         return run_patch(task, options)
+    if isinstance(task, VerifyTask) and task.falsify is not None and task.falsify.only:
+        from .tasks.falsify_only import run_falsify_only  # no complete method: any model onnxruntime runs
+
+        return run_falsify_only(task, options)
     if isinstance(task, VerifyTask):
         from .tasks.verify import run_verify
 

@@ -266,12 +266,22 @@ class PropertyVnnlib(Node):
 
 
 @dataclass(frozen=True)
+class Falsify(Node):
+    """`falsify [only] with METHOD [(OPTIONS)]` in a verify statement."""
+
+    method: str
+    options: tuple[tuple[str, str | float, Span], ...]
+    only: bool
+
+
+@dataclass(frozen=True)
 class Verify(Node):
     model: str
     prop: str
     timeout: float | None
     using: Using | None
     save: str | None
+    falsify: Falsify | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
                       RepairTask, VerifyTask)
+from .program import FALSIFIERS, FALSIFY_OPTIONS, FalsifyChoice
 
 DEFAULT_MARGIN = 1e-3
 BACKENDS = ("auto", "highs", "gurobi", "z3", "marabou", "milp")
@@ -571,7 +572,19 @@ class Checker:
         backend = self.using(st.using) if st.using else BackendChoice("auto")
         save = str((self.base / st.save).resolve()) if st.save else None
         name = f"verify {st.model} satisfies {st.prop}"
-        return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span)
+        falsify = self.falsify_choice(st.falsify) if st.falsify else None
+        return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span, falsify=falsify)
+
+    def falsify_choice(self, item: A.Falsify) -> FalsifyChoice:
+        if item.method not in FALSIFIERS:
+            self.fail("PL275", f"unknown falsifier `{item.method}`", item.span, "falsifiers: " + ", ".join(FALSIFIERS))
+        opts: dict[str, Any] = {}
+        for key, value, span in item.options:
+            if key not in FALSIFY_OPTIONS or isinstance(value, str) or value < 0:
+                self.fail("PL275", f"unknown or invalid falsifier option `{key} = {value}`", span,
+                          "options: queries = N (network evaluations), focus = 0 | 1, seed = N")
+            opts[key] = value
+        return FalsifyChoice(item.method, opts, item.only, item.span)
 
     def repair_block(self, st: A.RepairBlock) -> RepairTask:
         entry = self.model_ref(st.model, st.span)

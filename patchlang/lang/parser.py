@@ -367,10 +367,15 @@ class _ToAst(Transformer):
     def opt_save(self, meta, ch):
         return ("save", _unquote(ch[0]))
 
+    def opt_falsify(self, meta, ch):
+        only = bool(ch) and isinstance(ch[0], Token) and ch[0].type == "FALSIFY_ONLY"
+        rest = ch[1:] if only else ch
+        return ("falsify", A.Falsify(self._span(meta), str(rest[0]), rest[1] if len(rest) > 1 else (), only))
+
     def verify_stmt(self, meta, ch):
         opts = dict(ch[2:])
         return A.Verify(self._span(meta), str(ch[0]), str(ch[1]), opts.get("timeout"), opts.get("using"),
-                        opts.get("save"))
+                        opts.get("save"), opts.get("falsify"))
 
     def repair_block(self, meta, ch):
         model, prop = str(ch[0]), str(ch[1])

@@ -93,6 +93,20 @@ class PropertySpec:
     source: str = "block"  # block | vnnlib
 
 
+FALSIFIERS = ("auto", "shgo", "differential_evolution", "basinhopping", "gradient", "random")
+FALSIFY_OPTIONS = ("queries", "focus", "seed")
+
+
+@dataclass
+class FalsifyChoice:
+    """`falsify [only] with METHOD (OPTIONS)`: which falsifier runs first (or alone, with ``only``)."""
+
+    method: str  # one of FALSIFIERS (patchlang.tasks.falsifiers)
+    options: dict[str, Any] = field(default_factory=dict)
+    only: bool = False
+    span: Span | None = None
+
+
 @dataclass
 class VerifyTask:
     name: str
@@ -103,6 +117,7 @@ class VerifyTask:
     save: str | None
     span: Span
     kind: str = "verify"
+    falsify: FalsifyChoice | None = None
 
 
 @dataclass
