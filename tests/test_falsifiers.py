@@ -156,3 +156,25 @@ def test_unknown_falsifier_or_option_is_a_spec_error():
         with pytest.raises(SpecError) as exc:
             load_program_text(NEVER_TWO + f"verify net satisfies never_two {bad}\n", EXAMPLES)
         assert exc.value.diagnostics[0].code == "PL275"
+
+
+def test_the_falsify_example_from_the_cli(tmp_path, capsys):
+    """examples/verify/falsify.patch: SHGO finds the sliver, random with the same budget does not."""
+    import shutil
+
+    from patchlang.cli import main
+
+    for name in ("falsify.patch", "tiny.onnx"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    code = main(["run", str(tmp_path / "falsify.patch"), "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    tasks = json.loads((tmp_path / "r.json").read_text())["tasks"]
+    assert [t["status"] for t in tasks] == ["violated", "unknown", "violated"]
+    assert tasks[0]["details"]["falsifier"] == "shgo" and tasks[0]["details"]["falsifier queries"] < 1000
+    assert tasks[1]["details"]["falsifier queries"] == 3000
+    assert "falsify" in tasks[0]["seconds"]
+    x = np.load(tmp_path / "out" / "near_cap_cex.npy")
+    from patchlang.model.runtime import ort_outputs
+
+    assert ort_outputs(str(tmp_path / "tiny.onnx"), x)[0, 2] > 1.3
