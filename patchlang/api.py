@@ -14,7 +14,7 @@ from typing import Callable
 
 from .lang.check import check
 from .lang.parser import parse_file, parse_text
-from .lang.program import PatchTask, Program, RepairTask, VerifyTask
+from .lang.program import FinetuneTask, PatchTask, Program, RepairTask, VerifyTask
 from .tasks.assertions import evaluate
 from .tasks.patch import RunOptions, run_patch
 from .tasks.results import RunResult, TaskResult
@@ -56,6 +56,10 @@ def run_task(task, options: RunOptions) -> TaskResult:
         from .tasks.verify import run_verify
 
         return run_verify(task, options)
+    if isinstance(task, FinetuneTask):
+        from .tasks.finetune import run_finetune
+
+        return run_finetune(task, options)
     if isinstance(task, RepairTask):
         from .tasks.repair import run_repair
 

@@ -7,7 +7,7 @@ it into a resolved :class:`~patchlang.lang.program.Program`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from ..errors import Span
 
@@ -292,6 +292,23 @@ class RepairBlock(Node):
     items: tuple[PatchItem, ...]
 
 
+@dataclass(frozen=True)
+class FinetuneBlock(Node):
+    """`repair MODEL for PROPERTY [as NAME] by finetune { ... }`: items are Margin/Save/Limit nodes and
+    ``FinetuneOption`` settings."""
+
+    model: str
+    prop: str
+    result_name: str | None
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FinetuneOption(Node):
+    name: str  # data | epochs | rate | penalty | samples
+    value: Any  # PointsExpr for data, else a number
+
+
 # ---------------------------------------------------------------------------- assertions
 
 
@@ -318,7 +335,7 @@ class AssertAccuracy(Node):
 
 
 Statement = Union[ModelDecl, PointsDecl, PatchBlock, PropertyBlock, PropertyVnnlib, Verify, RepairBlock,
-                  AssertExists, AssertDistance, AssertAccuracy]
+                  FinetuneBlock, AssertExists, AssertDistance, AssertAccuracy]
 
 
 @dataclass(frozen=True)

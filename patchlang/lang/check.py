@@ -21,7 +21,7 @@ from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
                       RepairTask, VerifyTask)
-from .program import FALSIFIERS, FALSIFY_OPTIONS, FalsifyChoice
+from .program import FALSIFIERS, FALSIFY_OPTIONS, FalsifyChoice, FinetuneTask
 
 DEFAULT_MARGIN = 1e-3
 BACKENDS = ("auto", "highs", "gurobi", "z3", "marabou", "milp")
@@ -157,6 +157,8 @@ class Checker:
             self.tasks.append(self.verify_stmt(st))
         elif isinstance(st, A.RepairBlock):
             self.tasks.append(self.repair_block(st))
+        elif isinstance(st, A.FinetuneBlock):
+            self.tasks.append(self.finetune_block(st))
         elif isinstance(st, (A.AssertExists, A.AssertDistance, A.AssertAccuracy)):
             self.assertion(st)
         else:  # pragma: no cover - the parser produces nothing else
@@ -599,6 +601,47 @@ class Checker:
             patch.class_reason = ("the property must hold at each counterexample, and its negation needs one of "
                                   "several outputs to move (one binary per alternative)")
         return RepairTask(name, entry, prop, patch, st.span)
+
+    def finetune_block(self, st: A.FinetuneBlock) -> FinetuneTask:
+        entry = self.model_ref(st.model, st.span)
+        prop = self.property_ref(st.prop, st.span)
+        self.check_property_fits(prop, entry.net, st.span)
+        name = st.result_name or f"repair_{st.model}_{st.prop}"
+        if st.result_name:
+            self.declare(st.result_name, "repair", st.span)
+        task = FinetuneTask(name, entry, prop, st.span)
+        seen: set[str] = set()
+        for item in st.items:
+            key = item.name if isinstance(item, (A.FinetuneOption, A.Limit)) else type(item).__name__.lower()
+            if key in seen:
+                self.fail("PL240", f"`{key}` given twice in one block", item.span)
+            seen.add(key)
+            if isinstance(item, A.FinetuneOption) and item.name == "data":
+                task.data = self.points_expr(item.value)
+            elif isinstance(item, A.FinetuneOption):
+                integer = item.name in ("epochs", "samples")
+                if item.value <= 0 or (integer and int(item.value) != item.value):
+                    self.fail("PL241", f"`{item.name}` must be a positive {'integer' if integer else 'number'}",
+                              item.span)
+                setattr(task, item.name, type(getattr(task, item.name))(item.value))
+            elif isinstance(item, A.Margin):
+                if item.value < 0:
+                    self.fail("PL241", "the margin must be non-negative", item.span)
+                task.margin = float(item.value)
+            elif isinstance(item, A.Save):
+                task.save = str((self.base / item.path).resolve())
+                if task.save in {e.path for e in self.models.values()}:
+                    self.fail("PL242", "refusing to overwrite an input model", item.span,
+                              "save the repaired network under a new name")
+                if not task.save.endswith((".onnx", ".nnet")):
+                    self.fail("PL242", "save path must end in .onnx (or .nnet)", item.span)
+            elif isinstance(item, A.Limit):
+                if item.name not in ("iterations", "time", "counterexamples", "verify"):
+                    self.fail("PL243", f"unknown limit `{item.name}`", item.span,
+                              "limits: iterations, time (seconds), counterexamples (per iteration), verify "
+                              "(seconds per verification)")
+                task.limits[item.name] = float(item.value)
+        return task
 
     # ------------------------------------------------------------------ assertions
     def assertion(self, st: Any) -> None:

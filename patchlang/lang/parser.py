@@ -383,6 +383,27 @@ class _ToAst(Transformer):
         result_name = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
         return A.RepairBlock(self._span(meta), model, prop, result_name, _flatten_items(rest))
 
+    def finetune_block(self, meta, ch):
+        model, prop = str(ch[0]), str(ch[1])
+        rest = list(ch[2:])
+        result_name = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        return A.FinetuneBlock(self._span(meta), model, prop, result_name, tuple(rest))
+
+    def ft_data(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "data", ch[0])
+
+    def ft_epochs(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "epochs", ch[0])
+
+    def ft_rate(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "rate", ch[0])
+
+    def ft_penalty(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "penalty", ch[0])
+
+    def ft_samples(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "samples", ch[0])
+
     # ------------------------------------------------------------------ assertions
     def assert_stmt(self, meta, ch):
         return ch[0]

@@ -131,6 +131,26 @@ class RepairTask:
 
 
 @dataclass
+class FinetuneTask:
+    """`repair MODEL for PROPERTY by finetune { ... }` (run by :mod:`patchlang.tasks.finetune`)."""
+
+    name: str
+    model: ModelEntry
+    prop: PropertySpec
+    span: Span
+    data: PointSet | None = None  # task loss on these points (their labels, else the model's decisions)
+    epochs: int = 300  # per iteration, at most
+    rate: float = 1e-3  # Adam's step size
+    penalty: float = 1.0  # initial weight of each counterexample's violation
+    samples: int = 1000  # samples of the property's input region for agreement when there is no data
+    margin: float = 0.01  # satisfaction required at every counterexample (output units)
+    save: str | None = None
+    limits: dict[str, float] = field(default_factory=dict)
+    kind: str = "repair"
+    method: str = "finetune"
+
+
+@dataclass
 class Assertion:
     node: Any  # AssertExists | AssertDistance | AssertAccuracy (AST)
     points: PointSet | None
