@@ -77,7 +77,7 @@ def test_with_data_the_task_loss_is_cross_entropy_on_the_labels(tmp_path):
     shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
     src = """
 model net = "tiny.onnx"
-points anchors = [[-0.5, -0.5], [0.9, 0.9], [-0.9, 0.8], [0.2, -0.2]]
+points anchors = [[-0.5, -0.5], [0.9, 0.9], [-0.9, 0.8], [0.2, -0.2]] labels [1, 0, 1, 1]
 property never_two {
     input box lo [0.5, -1] hi [1, -0.5]
     ensure label is not 2
@@ -94,7 +94,7 @@ repair net for never_two as ft by finetune {
     before = program.models["net"].net.labels(program.points["anchors"].x)
     r = run_program(program, RunOptions(write_files=False)).tasks[0]
     assert r.status == "repaired", r.message
-    assert "cross-entropy on the 4 `data` points" in " ".join(r.notes)
+    assert "cross-entropy on the labels of the 4 `data` points" in " ".join(r.notes)
     assert np.array_equal(r.patched.labels(program.points["anchors"].x), before)
     assert r.details["fidelity"] == 1.0
 

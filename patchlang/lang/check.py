@@ -588,13 +588,18 @@ class Checker:
             opts[key] = value
         return FalsifyChoice(item.method, opts, item.only, item.span)
 
-    def repair_block(self, st: A.RepairBlock) -> RepairTask:
+    def repair_head(self, st: A.RepairBlock | A.FinetuneBlock) -> tuple[ModelEntry, PropertySpec, str]:
+        """The model, the property and the result's name of a repair block (either kind)."""
         entry = self.model_ref(st.model, st.span)
         prop = self.property_ref(st.prop, st.span)
         self.check_property_fits(prop, entry.net, st.span)
         name = st.result_name or f"repair_{st.model}_{st.prop}"
         if st.result_name:
             self.declare(st.result_name, "repair", st.span)
+        return entry, prop, name
+
+    def repair_block(self, st: A.RepairBlock) -> RepairTask:
+        entry, prop, name = self.repair_head(st)
         patch = self.patch_block(name, st.model, st.span, st.items, st.span, kind="repair")
         if patch is not None and patch.problem_class == "LP" and _repair_is_disjunctive(prop, entry.net.output_size):
             patch.problem_class = "MILP"
@@ -603,12 +608,7 @@ class Checker:
         return RepairTask(name, entry, prop, patch, st.span)
 
     def finetune_block(self, st: A.FinetuneBlock) -> FinetuneTask:
-        entry = self.model_ref(st.model, st.span)
-        prop = self.property_ref(st.prop, st.span)
-        self.check_property_fits(prop, entry.net, st.span)
-        name = st.result_name or f"repair_{st.model}_{st.prop}"
-        if st.result_name:
-            self.declare(st.result_name, "repair", st.span)
+        entry, prop, name = self.repair_head(st)
         task = FinetuneTask(name, entry, prop, st.span)
         seen: set[str] = set()
         for item in st.items:

@@ -12,9 +12,10 @@ The SpecRepair loop, ending only with a proof:
        loss = task loss + sum_i w_i * max(0, margin - f_i)
 
    where ``f_i`` is the property's satisfaction function (:mod:`patchlang.inputs.satisfaction`, negative exactly
-   at a violation) at counterexample ``i``.  The task loss is the cross-entropy of the decisions on ``data``
-   (its labels, else the original network's decisions) or, with no data, the squared difference to the original
-   network's outputs on ``samples`` uniform samples of the property's input region (agreement);
+   at a violation) at counterexample ``i``.  The task loss is the cross-entropy of the decisions on labelled
+   ``data``; on ``data`` without labels, the squared difference to the original network's outputs there
+   (agreement, normalised by the outputs' variance); with no data, the same agreement on ``samples`` uniform
+   samples of the property's input region;
    training stops once every counterexample has satisfaction ``>= margin``, or after ``epochs`` steps;
 4. the weight of every counterexample still violated is doubled; round the parameters to float32 (what the file
    stores) and go to 1.
@@ -154,11 +155,14 @@ def run_finetune(task: FinetuneTask, run: Any) -> TaskResult:
                                      "each network verified completely, the last one proven")
     cases = property_cases(task.prop, net)
     rng = np.random.default_rng(run.seed)
-    if task.data is not None:
+    if task.data is not None and task.data.y is not None:
         H = net.to_suffix_input(task.data.x)
-        labels = (np.asarray(task.data.y, int) if task.data.y is not None else net.labels(task.data.x))
-        Y0 = None
-        what = f"cross-entropy on the {len(H)} `data` points"
+        labels, Y0 = np.asarray(task.data.y, int), None
+        what = f"cross-entropy on the labels of the {len(H)} `data` points"
+    elif task.data is not None:
+        H = net.to_suffix_input(task.data.x)
+        labels, Y0 = None, net.forward_suffix(H)
+        what = f"agreement with the original outputs on the {len(H)} `data` points (they have no labels)"
     else:
         H = net.to_suffix_input(region_samples(cases, task.samples, rng))
         labels = None
