@@ -10,7 +10,9 @@ Two studies, one CSV (``bench/results/specattack.csv``: ``onnx,vnnlib,falsifier,
    verifier), attacked by every falsifier of ``falsify with`` (``auto`` is one of them, not run twice) with a
    budget per instance (default 20,000 queries and 10 s);
 2. the SpecAttack study's three-way comparison (SHGO, differential evolution, basin hopping) redone on property 2
-   over all 45 networks (the networks where it holds show what a falsifier spends when there is nothing to find).
+   over all 45 networks (the networks where it holds show what a falsifier spends when there is nothing to find),
+   twice: as patchlang runs them (after the shared *focus* sampling stage) and as bare scipy optimisers
+   (``focus = 0``; these rows read ``shgo focus=0`` etc. in the falsifier column).
 
 ``queries`` are network evaluations (onnxruntime on the ONNX file) up to and including the first confirmed
 counterexample, else all spent; ``fsat`` is the satisfaction function at the counterexample (float64; negative,
@@ -61,7 +63,8 @@ def instances(results_csv: Path, base: Path) -> tuple[list[tuple[str, str]], lis
     return violated, [(n, "prop_2.vnnlib") for n in nets]
 
 
-def attack(base: Path, onnx_name: str, vnnlib_name: str, method: str, opts: AttackOptions, cache: dict) -> dict:
+def attack(base: Path, onnx_name: str, vnnlib_name: str, method: str, opts: AttackOptions, cache: dict,
+           focus: bool = True) -> dict:
     if onnx_name not in cache:
         path = base / "onnx" / onnx_name
         net = load_model(str(path))
@@ -73,18 +76,20 @@ def attack(base: Path, onnx_name: str, vnnlib_name: str, method: str, opts: Atta
     cases = [RegionCase(c.lo, c.hi, unsafe_from_vnnlib(c.unsafe, net.output_size), f"box {i}")
              for i, c in enumerate(prop.cases)]
     evaluate, _ = model_oracle(net, confirmer.ort)
-    r = attack_cases(cases, evaluate, confirmer.check, AttackOptions(method, opts.queries, opts.seconds, opts.seed))
+    r = attack_cases(cases, evaluate, confirmer.check,
+                     AttackOptions(method, opts.queries, opts.seconds, opts.seed, focus=focus))
     if r.found:  # once more, independently: onnxruntime on the original file, the VNN-LIB file's own test
         y = ort_file.run(np.asarray(r.x32, np.float32)[None])[0]
         if not prop.is_counterexample(r.x32.astype(np.float64), y.astype(np.float64)):
             raise SystemExit(f"{onnx_name} {vnnlib_name} {method}: counterexample not confirmed by the file")
-    return {"onnx": onnx_name, "vnnlib": vnnlib_name, "falsifier": method, "found": "true" if r.found else "false",
+    label = method if focus else f"{method} focus=0"
+    return {"onnx": onnx_name, "vnnlib": vnnlib_name, "falsifier": label, "found": "true" if r.found else "false",
             "queries": r.queries, "seconds": f"{r.seconds:.4f}", "fsat": f"{r.fsat:.6g}"}
 
 
 def summary(rows: list[dict], keys: set[tuple[str, str]], methods: tuple[str, ...], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'falsifier':24} {'found':>8} {'med queries':>12} {'med s':>8} {'mean queries':>13} {'med fsat':>10}"
+    print(f"{'falsifier':31} {'found':>8} {'med queries':>12} {'med s':>8} {'mean queries':>13} {'med fsat':>10}"
           f" {'fewest q':>9} {'best fsat':>10}")
     sel = [r for r in rows if (r["onnx"], r["vnnlib"]) in keys and r["falsifier"] in methods]
     total = len(keys)
@@ -104,7 +109,7 @@ def summary(rows: list[dict], keys: set[tuple[str, str]], methods: tuple[str, ..
         q = np.array([int(r["queries"]) for r in hit]) if hit else np.array([np.nan])
         s = np.array([float(r["seconds"]) for r in hit]) if hit else np.array([np.nan])
         f = np.array([float(r["fsat"]) for r in hit]) if hit else np.array([np.nan])
-        print(f"{m:24} {len(hit):>3}/{total:<4} {np.median(q):>12.0f} {np.median(s):>8.3f} {np.mean(q):>13.0f} "
+        print(f"{m:31} {len(hit):>3}/{total:<4} {np.median(q):>12.0f} {np.median(s):>8.3f} {np.mean(q):>13.0f} "
               f"{np.median(f):>10.3g} {wins_q[m]:>9} {wins_f[m]:>10}")
     print("(medians and means over the instances each falsifier solved; 'fewest q' / 'best fsat': instances where "
           "it needed the fewest queries / found the most negative satisfaction, ties counted for all)")
@@ -138,17 +143,18 @@ def main() -> int:
     if args.no_prop2:
         prop2 = []
     opts = AttackOptions(queries=args.queries, seconds=args.seconds, seed=args.seed)
-    jobs: list[tuple[str, str, str]] = [(o, v, m) for o, v in violated for m in methods]
-    done = {(o, v, m) for o, v, m in jobs}
-    jobs += [(o, v, m) for o, v in prop2 for m in methods if m in THREE and (o, v, m) not in done]
+    jobs: list[tuple[str, str, str, bool]] = [(o, v, m, True) for o, v in violated for m in methods]
+    done = {j for j in jobs}
+    jobs += [(o, v, m, True) for o, v in prop2 for m in methods if m in THREE and (o, v, m, True) not in done]
+    jobs += [(o, v, m, False) for o, v in prop2 for m in methods if m in THREE]
     jobs.sort(key=lambda j: (j[0], j[1]))  # network by network: each is loaded once
     print(f"{len(violated)} violated instances x {len(methods)} falsifiers, property 2 on {len(prop2)} networks "
           f"(three-way); budget {args.queries} queries / {args.seconds:g} s per instance", flush=True)
     rows, cache = [], {}
-    for k, (o, v, m) in enumerate(jobs):
-        row = attack(base, o, v, m, opts, cache)
+    for k, (o, v, m, focus) in enumerate(jobs):
+        row = attack(base, o, v, m, opts, cache, focus)
         rows.append(row)
-        print(f"[{k + 1}/{len(jobs)}] {o[13:17]} {v:14} {m:23} found={row['found']:5} queries={row['queries']:>6} "
+        print(f"[{k + 1}/{len(jobs)}] {o[13:17]} {v:14} {row['falsifier']:23} found={row['found']:5} queries={row['queries']:>6} "
               f"{float(row['seconds']):7.3f}s fsat={row['fsat']}", flush=True)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as f:
@@ -157,8 +163,11 @@ def main() -> int:
         w.writerows(rows)
     summary(rows, set(violated), methods, f"violated instances ({len(violated)}): queries to the first counterexample")
     if prop2:
-        summary(rows, set(prop2), tuple(m for m in methods if m in THREE),
-                f"property 2 on {len(prop2)} networks, three-way (the SpecAttack study's comparison)")
+        three = tuple(m for m in methods if m in THREE)
+        summary(rows, set(prop2), three,
+                f"property 2 on {len(prop2)} networks, three-way (the SpecAttack study's comparison), with focus")
+        summary(rows, set(prop2), tuple(f"{m} focus=0" for m in three),
+                f"property 2 on {len(prop2)} networks, three-way, bare optimisers (focus = 0)")
     print(f"\nwrote {os.path.relpath(args.csv, ROOT)}")
     return 0
 
