@@ -18,7 +18,8 @@ The SpecRepair loop, ending only with a proof:
    samples of the property's input region;
    training stops once every counterexample has satisfaction ``>= margin``, or after ``epochs`` steps;
 4. the weight of every counterexample still violated is doubled; round the parameters to float32 (what the file
-   stores) and go to 1.
+   stores) and go to 1.  After an undecided verification the margin is doubled (a barely safe network is hard to
+   prove; more room makes the next proof easier), and the report says so.
 
 Gradients come from :mod:`patchlang.model.backprop` (numpy): no optional dependency, so this path is tested
 wherever patchlang is.  The written file goes through the same save-and-check path as every patch
@@ -69,6 +70,7 @@ class _Trainer:
         self.cex_h: list[np.ndarray] = []
         self.cex_case: list[int] = []
         self.weights: list[float] = []
+        self.margin = float(task.margin)  # raised after an undecided verification (see run_finetune)
 
     def add(self, h: np.ndarray, case: int) -> None:
         self.cex_h.append(np.asarray(h, float).reshape(-1))
@@ -119,11 +121,11 @@ class _Trainer:
         for step in range(1, task.epochs + 1):
             acts_c = forward_trace(layers, Hc)
             f, rows = self.satisfaction(layers, acts_c[-1])
-            active = (f < task.margin) & (rows >= 0)
+            active = (f < self.margin) & (rows >= 0)
             if not np.any(active) or time.perf_counter() > deadline:
                 break
             steps = step
-            pen = float(np.sum(w[active] * (task.margin - f[active])))
+            pen = float(np.sum(w[active] * (self.margin - f[active])))
             dyc = np.zeros_like(acts_c[-1])
             case_of = np.array(self.cex_case)
             for k in np.nonzero(active)[0]:
@@ -206,8 +208,10 @@ def run_finetune(task: FinetuneTask, run: Any) -> TaskResult:
         if verdict.status == VIOLATED:
             new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
             new += _more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
-        else:
+        else:  # undecided: the network is barely safe somewhere; ask for more room at the closest points
             new = _near_violations(current, cases, per_iter, run.seed + it, deadline)
+            trainer.margin *= 2.0
+            record["margin"] = trainer.margin
         for x, ci in new:
             trainer.add(net.to_suffix_input(np.asarray(x, float)[None])[0], ci)
         t1 = time.perf_counter()
@@ -220,6 +224,8 @@ def run_finetune(task: FinetuneTask, run: Any) -> TaskResult:
     result.details["log"] = log
     for r in log:
         line = f"iteration {r['iteration']}: verify {r['verify']} ({r['verify_seconds']:.2f}s)"
+        if "margin" in r:
+            line += f", margin raised to {r['margin']:g}"
         if "steps" in r:
             line += (f", +{r['added']} point(s), {r['steps']} Adam steps ({r['train_seconds']:.2f}s), "
                      f"{r['still_violated']} still violated")
