@@ -148,6 +148,8 @@ class FinetuneTask:
     limits: dict[str, float] = field(default_factory=dict)
     kind: str = "repair"
     method: str = "finetune"
+    problem_class: str = "training"
+    class_reason: str = "penalised fine-tuning of every weight, each result verified completely (MILP)"
 
 
 @dataclass
