@@ -178,3 +178,13 @@ def test_the_falsify_example_from_the_cli(tmp_path, capsys):
     from patchlang.model.runtime import ort_outputs
 
     assert ort_outputs(str(tmp_path / "tiny.onnx"), x)[0, 2] > 1.3
+
+
+def test_shgo_in_many_dimensions_falls_back_and_says_so():
+    rng = np.random.default_rng(4)
+    net = network_from_arrays([rng.standard_normal((6, 12)), rng.standard_normal((3, 6))],
+                              [rng.standard_normal(6), rng.standard_normal(3)])
+    spec = unsafe_from_clauses([G.label_is(0, 3, 0.0, "argmax")], 3)
+    r = attack_cases([RegionCase(-np.ones(12), np.ones(12), spec)], net.forward, _confirm(net),
+                     AttackOptions("shgo", 3000))
+    assert r.method == "differential_evolution" and "at most 10 free inputs" in r.notes[0]

@@ -40,6 +40,7 @@ from ..lang.program import FALSIFIERS
 
 METHODS = FALSIFIERS  # the names the language accepts (lang.program, so that lang imports no task)
 DEFAULT_QUERIES = 20_000
+SHGO_MAX_INPUTS = 10  # SHGO triangulates its samples: beyond ~10 free inputs that is hopeless (Qhull)
 
 Evaluate = Callable[[np.ndarray], np.ndarray]  # (N, d) float64 -> (N, n_out)
 Confirm = Callable[[np.ndarray, RegionCase], "tuple[bool, np.ndarray, np.ndarray, np.ndarray | None]"]
@@ -281,6 +282,12 @@ def attack_cases(cases: list[RegionCase], evaluate: Evaluate, confirm: Confirm,
     t0 = time.perf_counter()
     deadline = None if opt.seconds is None else t0 + opt.seconds
     method = resolve_method(opt.method, int(np.size(cases[0].lo)) if cases else 0)
+    notes: list[str] = []
+    free = max((int(np.sum(np.asarray(c.hi) > np.asarray(c.lo))) for c in cases), default=0)
+    if method == "shgo" and free > SHGO_MAX_INPUTS:
+        notes.append(f"shgo triangulates its samples and handles at most {SHGO_MAX_INPUTS} free inputs, the "
+                     f"property has {free}: differential_evolution was used instead")
+        method = "differential_evolution"
     runner = _RUNNERS[method]
     if method != "random":
         import scipy.optimize  # noqa: F401  (imported before the clock starts: a second or two the first time)
@@ -320,12 +327,12 @@ def attack_cases(cases: list[RegionCase], evaluate: Evaluate, confirm: Confirm,
             x32, y64, y32 = hit[-1]
             fsat = float(case.spec.satisfaction(np.asarray(y64, float)[None])[0])
             return AttackResult(method, True, spent + oracle.found_at, time.perf_counter() - t0, fsat, i, x32, y64,
-                                y32, best_x, unconfirmed)
+                                y32, best_x, unconfirmed, notes)
         spent += oracle.count
         if deadline is not None and time.perf_counter() > deadline:
             break
     return AttackResult(method, False, spent, time.perf_counter() - t0, float(best), best_x=best_x,
-                        unconfirmed=unconfirmed)
+                        unconfirmed=unconfirmed, notes=notes)
 
 
 def model_oracle(net: Any, ort_model: Any = None) -> tuple[Evaluate, str]:
@@ -353,6 +360,7 @@ def falsify_first(net: Any, cases: list[RegionCase], attack: AttackOptions, conf
     stats["evaluations"] = stats.get("evaluations", 0) + r.queries
     stats["unconfirmed"] = stats.get("unconfirmed", 0) + r.unconfirmed
     stats.update({"falsifier": r.method, "falsifier queries": r.queries, "falsify seconds": r.seconds})
+    stats.setdefault("notes", []).extend(r.notes)
     if not r.found or r.case is None or r.x32 is None or r.y64 is None:
         return None
     return r.case, r.x32, r.y64, r.y32, f"falsification with {r.method}, {r.queries} queries"

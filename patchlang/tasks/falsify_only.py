@@ -33,6 +33,7 @@ def run_falsify_only(task: Any, run: Any) -> TaskResult:
     result.seconds["falsify"] = r.seconds
     result.details.update({"cases": len(cases), "falsifier": r.method, "falsifier queries": r.queries,
                            "evaluations": r.queries, "satisfaction": r.fsat})
+    result.notes.extend(r.notes)
     if confirmer.note:
         result.notes.append(confirmer.note)
     if r.found and r.case is not None and r.x32 is not None:

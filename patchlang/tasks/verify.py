@@ -301,6 +301,7 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
         result.details["falsifier"] = verdict.stats["falsifier"]
         result.details["falsifier queries"] = verdict.stats["falsifier queries"]
         result.seconds["falsify"] = verdict.stats["falsify seconds"]
+        result.notes.extend(verdict.stats.get("notes", []))
     if verdict.status == VIOLATED:
         case = cases[verdict.case or 0]
         result.message = (f"counterexample in {case.label} (found by {verdict.found_by}), unsafe: {verdict.unsafe}; "
