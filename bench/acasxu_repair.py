@@ -14,7 +14,7 @@ column; rows of the other methods already in the CSV are kept):
   biases keeping the advisories of 300 uniform samples of the input domain -> verify again, until proven;
 - ``minimal``: the same without the kept samples;
 - ``finetune``: `repair ... by finetune`, every weight fine-tuned with a penalty at the counterexamples and
-  agreement with the original outputs on 1000 uniform samples of the input domain (``data`` without labels).
+  agreement with the original outputs on 5000 uniform samples of the input domain (``data`` without labels).
 
 Fidelity: the share of 100,000 uniform samples of the input domain (the NNet header's normalised
 minimum/maximum) whose advisory (argmin) is unchanged.  Writes bench/results/acasxu_repair.csv.
@@ -112,7 +112,7 @@ def main() -> int:
     kept = previous_rows(Path(args.csv))
     with tempfile.TemporaryDirectory(prefix="acas-repair-") as tmp:
         np.save(Path(tmp) / "anchors.npy", anchors.astype(np.float32))
-        domain = lo + np.random.default_rng(2).random((1000, 5)) * (hi - lo)
+        domain = lo + np.random.default_rng(2).random((5000, 5)) * (hi - lo)
         np.save(Path(tmp) / "domain.npy", domain.astype(np.float32))
         for i, j, p in jobs:
             onnx = base / "onnx" / f"ACASXU_run2a_{i}_{j}_batch_2000.onnx"

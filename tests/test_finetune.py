@@ -57,7 +57,7 @@ def test_the_finetune_example_is_repaired_proven_and_written(tmp_path, capsys):
     assert code == 0, out
     task = json.loads((tmp_path / "r.json").read_text())["tasks"][0]
     assert task["status"] == "repaired" and task["details"]["iterations"] >= 1
-    assert 0 < task["distances"]["linf"] < 0.5 and 0 < task["details"]["fidelity"] <= 1
+    assert 0 < task["distances"]["linf"] < 2 and 0 < task["details"]["fidelity"] <= 1
     written = tmp_path / "out" / "tiny_finetuned.onnx"
     assert written.exists()
     # the written file, verified from scratch by a separate program
