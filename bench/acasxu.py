@@ -34,11 +34,7 @@ from patchlang.model.loader import load_model  # noqa: E402
 from patchlang.model.runtime import OrtModel  # noqa: E402
 from patchlang.inputs.vnnlib import parse_vnnlib  # noqa: E402
 from patchlang.tasks.verify import verify_cases  # noqa: E402
-
-
-def shared_dir() -> Path:
-    raw = os.environ.get("PATCHLANG_SHARED", "../shared")
-    return Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
+from shared_data import require  # noqa: E402
 
 
 def cases_of(vnnlib_path: Path, n_out: int) -> tuple[list[RegionCase], object]:
@@ -82,10 +78,7 @@ def main() -> int:
                     help="Marabou only on every K-th instance (a sample across all properties)")
     args = ap.parse_args()
 
-    base = shared_dir() / "benchmarks" / "acasxu"
-    if not base.is_dir():
-        print(f"ACAS Xu benchmarks not found under {base} (set PATCHLANG_SHARED)")
-        return 2
+    base = require("benchmarks/acasxu", "acasxu.py")
     with open(base / "acasxu_instances.csv") as f:
         rows = [r for r in csv.reader(f) if r]
     if args.only:

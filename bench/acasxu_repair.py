@@ -43,16 +43,12 @@ from patchlang.api import load_program_text, run_task  # noqa: E402
 from patchlang.model.loader import load_model  # noqa: E402
 from patchlang.tasks.patch import RunOptions  # noqa: E402
 from patchlang.tasks.verify import property_cases, verify_cases  # noqa: E402
+from shared_data import require  # noqa: E402
 
 METHODS = ("minimal_keep", "minimal", "finetune")
 HEADER = ["network", "property", "method", "layer", "margin", "status", "linf", "l1", "iterations", "counterexamples",
           "seconds", "fidelity", "reverified"]
 PROP2_VIOLATORS = [(i, j) for i in range(2, 6) for j in range(1, 10) if (i, j) not in ((3, 3), (4, 2))]
-
-
-def shared_dir() -> Path:
-    raw = os.environ.get("PATCHLANG_SHARED", "../shared")
-    return Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
 
 
 def input_domain(nnet: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -92,10 +88,7 @@ def main() -> int:
     ap.add_argument("--method", choices=METHODS, default="minimal_keep")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu_repair.csv"))
     args = ap.parse_args()
-    base = shared_dir() / "benchmarks" / "acasxu"
-    if not base.is_dir():
-        print(f"ACAS Xu benchmarks not found under {base} (set PATCHLANG_SHARED)")
-        return 2
+    base = require("benchmarks/acasxu", "acasxu_repair.py")
     jobs = [(2, 9, 8)] + [(i, j, 2) for i, j in PROP2_VIOLATORS]
     if args.prop:
         jobs = [job for job in jobs if job[2] == args.prop]

@@ -29,11 +29,7 @@ from patchlang.compile.verify import RegionCase, unsafe_from_vnnlib  # noqa: E40
 from patchlang.model.loader import load_model  # noqa: E402
 from patchlang.inputs.vnnlib import parse_vnnlib  # noqa: E402
 from patchlang.tasks.verify import verify_cases  # noqa: E402
-
-
-def shared_dir() -> Path:
-    raw = os.environ.get("PATCHLANG_SHARED", "../shared")
-    return Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
+from shared_data import require  # noqa: E402
 
 
 def main() -> int:
@@ -43,10 +39,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="only the first N instances per network")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "mnist_fc.csv"))
     args = ap.parse_args()
-    base = shared_dir() / "benchmarks" / "mnist_fc"
-    if not base.is_dir():
-        print(f"mnist_fc benchmarks not found under {base} (set PATCHLANG_SHARED)")
-        return 2
+    base = require("benchmarks/mnist_fc", "mnist_fc.py")
     with open(base / "mnistfc_instances.csv") as f:
         instances = [r for r in csv.reader(f) if r]
     rows = []

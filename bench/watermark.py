@@ -64,11 +64,9 @@ PATCH = "patch {name} on net {{ edit layer -1 weights  change {target}  {keep}mi
 
 
 def shared_dir(arg: str | None) -> Path:
-    raw = arg or os.environ.get("PATCHLANG_SHARED", "../shared")
-    path = Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
-    if not (path / "benchmarks" / "watermark_mnist").is_dir():
-        sys.exit(f"watermark benchmark not found under {path} (set PATCHLANG_SHARED or --shared)")
-    return path
+    from shared_data import require
+
+    return require("benchmarks/watermark_mnist", "watermark.py", arg).parents[1]
 
 
 @dataclass

@@ -53,11 +53,9 @@ KEEP_MARGIN = 0.1  # raw-pixel outputs reach 5e4: float32 rounding needs more th
 
 
 def shared_dir() -> Path:
-    raw = os.environ.get("PATCHLANG_SHARED", "../shared")
-    path = Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
-    if not (path / "benchmarks" / "watermark_mnist").is_dir():
-        sys.exit(f"watermark benchmark not found under {path} (set PATCHLANG_SHARED)")
-    return path
+    from shared_data import require
+
+    return require("benchmarks/watermark_mnist", "watermark_hidden.py").parents[1]
 
 
 def test_set(mnist: Path) -> tuple[np.ndarray, np.ndarray]:

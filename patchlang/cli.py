@@ -1,4 +1,4 @@
-"""``patchlang check | run | export``.
+"""``patchlang check | run | export | fmt``.
 
 Exit codes: 0 everything holds, 1 a check failed (no patch exists, property violated, assertion false),
 2 spec or usage error, 3 inconclusive (timeout / unknown), 101 internal error (a bug: please report it).
@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"patchlang {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check", help="check a spec: names, files, shapes, and each task's problem class")
-    c.add_argument("spec")
+    c = sub.add_parser("check", help="check specs: names, files, shapes, and each task's problem class")
+    c.add_argument("spec", nargs="+")
 
     r = sub.add_parser("run", help="solve every task, check each answer independently, write files and a report")
     r.add_argument("spec")
@@ -35,17 +35,75 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", metavar="PATH", help="write a JSON report")
     r.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
-    r.add_argument("--plots", metavar="DIR", help="write weight-change heatmaps and histograms (PNG)")
+    r.add_argument("--plots", metavar="DIR",
+                   help="write weight-change heatmaps and histograms (PNG) and DIR/index.html; DIR is relative to "
+                        "the current directory (unlike `save` paths in a spec, which are relative to the spec)")
     r.add_argument("--no-save", action="store_true", help="do not write patched networks")
     r.add_argument("--quiet", "-q", action="store_true", help="only the verdict line")
     r.add_argument("--verbose", "-v", action="store_true", help="show solver logs")
+    _add_ci_options(r)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
     e.add_argument("spec")
     e.add_argument("--task", required=True)
     e.add_argument("--format", required=True, choices=["lp", "mps", "smt2", "vnnlib"])
     e.add_argument("-o", "--output", required=True)
+    _add_fmt_parser(sub)
     return p
+
+
+def _add_ci_options(r: argparse.ArgumentParser) -> None:
+    from .report.formats import FORMATS
+
+    r.add_argument("--select", action="append", metavar="NAME[,NAME]",
+                   help="run only the tasks with these names or tags (repeatable)")
+    r.add_argument("--exclude", action="append", metavar="NAME[,NAME]",
+                   help="do not run the tasks with these names or tags (repeatable)")
+    r.add_argument("--output-format", choices=FORMATS, default="text",
+                   help="the report on stdout: text (default), json, junit, github (workflow annotations), sarif")
+    r.add_argument("--sarif", metavar="PATH", help="write a SARIF 2.1.0 log (also on a spec error)")
+
+
+def _write_sarif(path: str, result=None, error: PatchlangError | None = None, spec: str = "") -> None:
+    from .report.machine import write_atomic
+    from .report.sarif import sarif_errors, sarif_report
+
+    write_atomic(path, sarif_report(result) if result is not None else sarif_errors(error.diagnostics, spec,
+                                                                                    error.exit_code))
+
+
+def cmd_run_formatted(args: argparse.Namespace, out: Console) -> int:
+    """``run`` with ``--output-format`` / ``--sarif``: a spec or usage error also comes out in that format."""
+    try:
+        return cmd_run(args, out)
+    except PatchlangError as exc:
+        if args.output_format != "text":
+            from .report.formats import render_error
+
+            sys.stdout.write(render_error(exc, args.output_format, args.spec))
+            sys.stdout.flush()
+        if args.sarif:
+            try:
+                _write_sarif(args.sarif, error=exc, spec=args.spec)
+            except PatchlangError as write_error:  # report the spec error, not the unwritable report
+                _print_spec_error(write_error, Console(stderr=True, highlight=False, soft_wrap=True))
+        raise
+
+
+def _add_fmt_parser(sub) -> None:
+    f = sub.add_parser("fmt", help="format .patch files in the canonical layout (comments kept)")
+    f.add_argument("files", nargs="+", metavar="FILES", help=".patch files, folders (searched for *.patch), .md "
+                                                              "files (their ```patch blocks), or - (stdin to stdout)")
+    mode = f.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="write nothing; exit 1 and list the files that would "
+                                                           "change")
+    mode.add_argument("--diff", action="store_true", help="write nothing; print a unified diff, exit 1 if any")
+
+
+def cmd_fmt(args: argparse.Namespace, out: Console) -> int:
+    from .lang.format import run_fmt
+
+    return run_fmt(args.files, args.check, args.diff, out, Console(stderr=True, highlight=False, soft_wrap=True))
 
 
 def _print_spec_error(err: PatchlangError, console: Console) -> None:
@@ -74,6 +132,22 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_check_all(args: argparse.Namespace, out: Console) -> int:
+    """``check`` on several specs (as pre-commit passes them): each is reported; the worst exit code wins."""
+    if len(args.spec) == 1:
+        return cmd_check(argparse.Namespace(**{**vars(args), "spec": args.spec[0]}), out)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    worst = EXIT_OK
+    for spec in args.spec:
+        try:
+            code = cmd_check(argparse.Namespace(**{**vars(args), "spec": spec}), out)
+        except PatchlangError as exc:
+            _print_spec_error(exc, err)
+            code = exc.exit_code
+        worst = max(worst, code)
+    return worst
+
+
 def cmd_run(args: argparse.Namespace, out: Console) -> int:
     from .api import load_program, run_program
     from .report.machine import write_json, write_junit
@@ -86,9 +160,14 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         if unknown:
             raise PatchlangError(f"no task named {', '.join(unknown)}",
                                  help="tasks: " + ", ".join(t.name for t in program.tasks))
+    if args.select or args.exclude:
+        from .lang.select import select_tasks
+
+        args.task = select_tasks(program, args.select, args.exclude, args.task)
+    text = args.output_format == "text"
     options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed, verbose=args.verbose,
                          write_files=not args.no_save)
-    status = out.status("running", spinner="dots") if not args.quiet and out.is_terminal else None
+    status = out.status("running", spinner="dots") if text and not args.quiet and out.is_terminal else None
     total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
     started = 0
 
@@ -112,12 +191,20 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         write_json(result, args.json)
     if args.junit:
         write_junit(result, args.junit)
+    if args.sarif:
+        _write_sarif(args.sarif, result=result)
     if args.plots:
         from .report.plots import write_plots
 
         for path in write_plots(result, args.plots):
-            out.print(f"plot      {path}", markup=False)
-    if args.quiet:
+            if text and not args.quiet:
+                out.print(f"plot      {path}", markup=False)
+    if not text:
+        from .report.formats import render_result
+
+        sys.stdout.write(render_result(result, args.output_format))
+        sys.stdout.flush()
+    elif args.quiet:
         out.print(f"exit {result.exit_code}", markup=False)
     else:
         print_report(result, out)
@@ -139,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         out.width = 120  # CI logs and pipes: wide enough that the check table does not wrap its words
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        handler = {"check": cmd_check, "run": cmd_run, "export": cmd_export}[args.command]
+        handler = {"check": cmd_check_all, "run": cmd_run_formatted, "export": cmd_export,
+                   "fmt": cmd_fmt}[args.command]
         return handler(args, out)
     except PatchlangError as exc:
         _print_spec_error(exc, err)

@@ -262,8 +262,10 @@ def test_plots_option(tmp_path: Path, capsys) -> None:
     code, out, _ = run_cli(capsys, "run", TOY, "--no-save", "--plots", tmp_path / "plots")
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["fix_layer_1.weight_heatmap.png", "fix_layer_1.weight_hist.png"]
+    assert names == ["fix_layer_1.weight_heatmap.png", "fix_layer_1.weight_hist.png", "index.html"]
     assert "plot      " in out
+    code, out, _ = run_cli(capsys, "run", TOY, "--no-save", "-q", "--plots", tmp_path / "quiet")
+    assert code == 0 and "plot" not in out and (tmp_path / "quiet" / "index.html").is_file()
 
 
 def test_progress_lines_on_a_terminal(tmp_path: Path, capsys, monkeypatch) -> None:

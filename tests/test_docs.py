@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from patchlang.lang.parser import grammar_path, parse_text
 
-REPO = Path(__file__).resolve().parents[1]
-DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
-FENCE = re.compile(r"^```patch[ \t]*\n(.*?)^```", re.S | re.M)
+from docs_claims import DOCS, REPO, claims, uses_example_models
 
-
-def patch_blocks() -> list[tuple[str, int, str]]:
-    """(file name, line of the fence, code) for every ```patch block."""
-    out = []
-    for doc in DOCS:
-        text = doc.read_text(encoding="utf-8")
-        for m in FENCE.finditer(text):
-            out.append((doc.name, text.count("\n", 0, m.start()) + 1, m.group(1)))
-    return out
-
-
-BLOCKS = patch_blocks()
+BLOCKS = [(b.doc, b.line, b.code) for doc in DOCS for b in claims(doc)[1]]
 
 
 def test_there_are_examples_to_check() -> None:
@@ -58,16 +44,9 @@ def test_every_keyword_is_documented() -> None:
 
 
 TOY_DIR = REPO / "examples" / "toy"
-_PATH = re.compile(r'"([^"]+\.[A-Za-z0-9]+)"')
 
 
-def checkable(code: str) -> bool:
-    """Examples whose input files all exist as written from an example folder (``../models/...``)."""
-    inputs = [p for p in _PATH.findall(code) if not p.startswith("out/")]
-    return bool(inputs) and all((TOY_DIR / p).is_file() for p in inputs)
-
-
-CHECKABLE = [b for b in BLOCKS if checkable(b[2])]
+CHECKABLE = [b for b in BLOCKS if uses_example_models(b[2])]
 
 
 def test_enough_examples_are_checked() -> None:
@@ -80,3 +59,25 @@ def test_examples_on_the_example_models_pass_check(doc: str, line: int, code: st
     from patchlang.api import load_program_text
 
     load_program_text(code, TOY_DIR, f"{doc}:{line}")
+
+
+def test_every_command_line_option_is_documented() -> None:
+    """Each subcommand and option of ``patchlang`` appears in the reference's command-line section."""
+    import argparse
+
+    from patchlang.cli import _parser
+
+    reference = (REPO / "docs" / "language.md").read_text(encoding="utf-8")
+    section = reference[reference.index("## Command line and exit codes"):]
+    section = section[:section.index("\n## ", 1)]
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subparsers.choices.items():
+        if f"patchlang {name}" not in section:
+            missing.append(f"patchlang {name}")
+        for action in sub._actions:
+            names = [o for o in action.option_strings if o not in ("-h", "--help")]
+            if names and not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", section) for o in names):
+                missing.append(f"patchlang {name} {names[-1]}")
+    assert not missing, f"command-line options missing from docs/language.md: {missing}"

@@ -225,7 +225,15 @@ class Limit(Node):
     value: float
 
 
-PatchItem = Union[EditLayer, EditAllBiases, Keep, Change, Require, Minimize, Bound, Margin, Save, Using, Round, Limit]
+@dataclass(frozen=True)
+class Tag(Node):
+    """``tag "ci", "slow"``: labels that ``patchlang run --select / --exclude`` match (no effect on solving)."""
+
+    tags: tuple[str, ...]
+
+
+PatchItem = Union[EditLayer, EditAllBiases, Keep, Change, Require, Minimize, Bound, Margin, Save, Using, Round, Limit,
+                  Tag]
 
 
 @dataclass(frozen=True)
@@ -281,6 +289,7 @@ class Verify(Node):
     timeout: float | None
     using: Using | None
     save: str | None
+    tags: tuple[str, ...] = ()
     falsify: Falsify | None = None
 
 

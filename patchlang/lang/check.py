@@ -612,6 +612,8 @@ class Checker:
         task = FinetuneTask(name, entry, prop, st.span)
         seen: set[str] = set()
         for item in st.items:
+            if isinstance(item, A.Tag):  # for `run --select`; nothing to check
+                continue
             key = item.name if isinstance(item, (A.FinetuneOption, A.Limit)) else type(item).__name__.lower()
             if key in seen:
                 self.fail("PL240", f"`{key}` given twice in one block", item.span)

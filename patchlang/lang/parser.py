@@ -287,6 +287,12 @@ class _ToAst(Transformer):
     def limit_stmt(self, meta, ch):
         return A.Limit(self._span(meta), str(ch[0]), ch[1])
 
+    def tag_list(self, meta, ch):
+        return tuple(_unquote(c) for c in ch)
+
+    def tag_stmt(self, meta, ch):
+        return A.Tag(self._span(meta), ch[0])
+
     def patch_block(self, meta, ch):
         name, model = str(ch[0]), ch[1]
         return A.PatchBlock(self._span(meta), name, str(model), _flatten_items(ch[2:]), self._tok_span(model))
@@ -372,10 +378,14 @@ class _ToAst(Transformer):
         rest = ch[1:] if only else ch
         return ("falsify", A.Falsify(self._span(meta), str(rest[0]), rest[1] if len(rest) > 1 else (), only))
 
+    def opt_tag(self, meta, ch):
+        return ("tag", ch[0])
+
     def verify_stmt(self, meta, ch):
-        opts = dict(ch[2:])
+        opts = dict(c for c in ch[2:] if c[0] != "tag")
+        tags = tuple(t for c in ch[2:] if c[0] == "tag" for t in c[1])
         return A.Verify(self._span(meta), str(ch[0]), str(ch[1]), opts.get("timeout"), opts.get("using"),
-                        opts.get("save"), opts.get("falsify"))
+                        opts.get("save"), tags, falsify=opts.get("falsify"))
 
     def repair_block(self, meta, ch):
         model, prop = str(ch[0]), str(ch[1])

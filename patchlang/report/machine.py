@@ -65,6 +65,10 @@ def write_json(result: RunResult, path: str) -> None:
 
 
 def write_junit(result: RunResult, path: str) -> None:
+    write_atomic(path, junit_xml(result))
+
+
+def junit_xml(result: RunResult) -> str:
     suite = ET.Element("testsuite", name=os.path.basename(result.spec_path), tests="0", failures="0", errors="0",
                        skipped="0", time=f"{result.seconds:.3f}")
     counts = {"tests": 0, "failures": 0, "skipped": 0}
@@ -89,4 +93,4 @@ def write_junit(result: RunResult, path: str) -> None:
             ET.SubElement(case, "skipped", message=a.message)
     for k, v in counts.items():
         suite.set(k, str(v))
-    write_atomic(path, ET.tostring(suite, encoding="unicode") + "\n")
+    return ET.tostring(suite, encoding="unicode") + "\n"
