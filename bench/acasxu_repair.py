@@ -69,6 +69,33 @@ def previous_rows(path: Path) -> list[tuple]:
     return [tuple(r.get(k) or ("minimal_keep" if k == "method" else "") for k in HEADER) for r in old]
 
 
+def side_by_side(path: Path) -> None:
+    """Per method, on property 2: repaired-and-proven count, fidelity, L∞ and seconds (medians), and the same on the
+    networks every method was run on (a like-for-like comparison)."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r["property"] == "prop_2"]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    common = set.intersection(*({r["network"] for r in rows if r["method"] == m} for m in methods)) if methods else set()
+    print(f"\nproperty 2, side by side (medians; 'common' = the {len(common)} networks every method was run on)")
+    print(f"{'method':14} {'networks':>8} {'proven':>7} {'fidelity':>9} {'min fid.':>9} {'linf':>8} {'seconds':>8}"
+          f" | {'common: fidelity':>16} {'linf':>8} {'seconds':>8}")
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        ok = [r for r in mine if r["status"] == "repaired" and r["reverified"] == "holds"]
+        com = [r for r in ok if r["network"] in common]
+
+        def med(rs, key):
+            vals = [float(r[key]) for r in rs if r[key] not in ("", None)]
+            return float(np.median(vals)) if vals else float("nan")
+
+        fid = [float(r["fidelity"]) for r in ok if r["fidelity"]]
+        print(f"{m:14} {len(mine):>8} {len(ok):>7} {med(ok, 'fidelity'):>9.4f} {min(fid, default=float('nan')):>9.4f} "
+              f"{med(ok, 'linf'):>8.4f} {med(ok, 'seconds'):>8.1f} | {med(com, 'fidelity'):>16.4f} "
+              f"{med(com, 'linf'):>8.4f} {med(com, 'seconds'):>8.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, help="only the first N repairs")
@@ -86,8 +113,12 @@ def main() -> int:
     ap.add_argument("--prop", type=int, choices=(2, 8), help="only the repairs of this property")
     ap.add_argument("--only", action="append", metavar="I,J", help="only network N_{I,J} (repeatable)")
     ap.add_argument("--method", choices=METHODS, default="minimal_keep")
+    ap.add_argument("--summary", action="store_true", help="only print the side-by-side table of the CSV")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu_repair.csv"))
     args = ap.parse_args()
+    if args.summary:
+        side_by_side(Path(args.csv))
+        return 0
     base = require("benchmarks/acasxu", "acasxu_repair.py")
     jobs = [(2, 9, 8)] + [(i, j, 2) for i, j in PROP2_VIOLATORS]
     if args.prop:
@@ -168,6 +199,7 @@ def main() -> int:
                 w.writerows([r for r in kept if (r[0], r[1], r[2]) not in done] + rows)
     ok = sum(r[5] == "repaired" for r in rows)
     print(f"\n{ok}/{len(rows)} repaired and proven; wrote {os.path.relpath(args.csv, ROOT)}")
+    side_by_side(Path(args.csv))
     return 0
 
 
