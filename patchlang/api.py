@@ -14,14 +14,15 @@ from typing import Callable
 
 from .lang.check import check
 from .lang.parser import parse_file, parse_text
-from .lang.program import PatchTask, Program, RepairTask, VerifyTask
+from .lang.program import FinetuneTask, PatchTask, Program, RepairTask, VerifyTask
 from .tasks.assertions import evaluate
 from .tasks.patch import RunOptions, run_patch
 from .guard import OutputGuard, program_guard, using_guard
 from .tasks.results import RunResult, TaskResult
+from .tasks.satisfaction import satisfaction
 
 __all__ = ["load_program", "load_program_text", "run_program", "run_task", "RunOptions", "versions", "failed_run",
-           "Interrupted"]
+           "Interrupted", "satisfaction"]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -70,10 +71,18 @@ def versions() -> dict[str, str]:
 def run_task(task, options: RunOptions) -> TaskResult:
     if isinstance(task, PatchTask):
         return run_patch(task, options)
+    if isinstance(task, VerifyTask) and task.falsify is not None and task.falsify.only:
+        from .tasks.falsify_only import run_falsify_only  # no complete method: any model onnxruntime runs
+
+        return run_falsify_only(task, options)
     if isinstance(task, VerifyTask):
         from .tasks.verify import run_verify
 
         return run_verify(task, options)
+    if isinstance(task, FinetuneTask):
+        from .tasks.finetune import run_finetune
+
+        return run_finetune(task, options)
     if isinstance(task, RepairTask):
         from .tasks.repair import run_repair
 

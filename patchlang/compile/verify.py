@@ -72,12 +72,11 @@ class UnsafeSpec:
         return np.atleast_2d(y) @ self.A.T - self.d
 
     def satisfaction(self, y: np.ndarray) -> np.ndarray:
-        """Per point, ``min_j max_{r in j} (A_r y - d_r)``: ``<= 0`` exactly where ``y`` is unsafe (closed)."""
-        v = self.row_values(y)
-        worst = np.full((v.shape[0], self.n_conj), -np.inf)
-        if self.conj.size:
-            np.maximum.at(worst.T, self.conj, v.T)
-        return worst.min(axis=1)
+        """Per point, the property's satisfaction: ``< 0`` exactly where ``y`` is unsafe (strictness honoured);
+        see :mod:`patchlang.inputs.satisfaction` for the definition and the sign rule."""
+        from ..inputs.satisfaction import satisfaction_values
+
+        return satisfaction_values(self.row_values(y), self.conj, self.strict, self.n_conj)
 
     def violated(self, y: np.ndarray, tol: float = 0.0) -> np.ndarray:
         """Which points are unsafe, honouring strictness (``tol`` > 0 enlarges the region)."""

@@ -7,7 +7,7 @@ it into a resolved :class:`~patchlang.lang.program.Program`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from ..errors import Span
 
@@ -274,6 +274,15 @@ class PropertyVnnlib(Node):
 
 
 @dataclass(frozen=True)
+class Falsify(Node):
+    """`falsify [only] with METHOD [(OPTIONS)]` in a verify statement."""
+
+    method: str
+    options: tuple[tuple[str, str | float, Span], ...]
+    only: bool
+
+
+@dataclass(frozen=True)
 class Verify(Node):
     model: str
     prop: str
@@ -281,6 +290,7 @@ class Verify(Node):
     using: Using | None
     save: str | None
     tags: tuple[str, ...] = ()
+    falsify: Falsify | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,23 @@ class RepairBlock(Node):
     prop: str
     result_name: str | None
     items: tuple[PatchItem, ...]
+
+
+@dataclass(frozen=True)
+class FinetuneBlock(Node):
+    """`repair MODEL for PROPERTY [as NAME] by finetune { ... }`: items are Margin/Save/Limit nodes and
+    ``FinetuneOption`` settings."""
+
+    model: str
+    prop: str
+    result_name: str | None
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FinetuneOption(Node):
+    name: str  # data | epochs | rate | penalty | samples
+    value: Any  # PointsExpr for data, else a number
 
 
 # ---------------------------------------------------------------------------- assertions
@@ -317,7 +344,7 @@ class AssertAccuracy(Node):
 
 
 Statement = Union[ModelDecl, PointsDecl, PatchBlock, PropertyBlock, PropertyVnnlib, Verify, RepairBlock,
-                  AssertExists, AssertDistance, AssertAccuracy]
+                  FinetuneBlock, AssertExists, AssertDistance, AssertAccuracy]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
                       RepairTask, VerifyTask)
+from .program import FALSIFIERS, FALSIFY_OPTIONS, FalsifyChoice, FinetuneTask
 
 DEFAULT_MARGIN = 1e-3
 BACKENDS = ("auto", "highs", "gurobi", "z3", "marabou", "milp")
@@ -223,6 +224,8 @@ class Checker:
             self.tasks.append(self.verify_stmt(st))
         elif isinstance(st, A.RepairBlock):
             self.tasks.append(self.repair_block(st))
+        elif isinstance(st, A.FinetuneBlock):
+            self.tasks.append(self.finetune_block(st))
         elif isinstance(st, (A.AssertExists, A.AssertDistance, A.AssertAccuracy)):
             self.assertion(st)
         else:  # pragma: no cover - the parser produces nothing else
@@ -723,21 +726,76 @@ class Checker:
         name = f"verify {st.model} satisfies {st.prop}"
         save = (self.output(st.save, st.span, f"the counterexample of `{name}` (line {st.span.line})", (".npy",))
                 if st.save else None)
-        return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span)
+        falsify = self.falsify_choice(st.falsify) if st.falsify else None
+        return VerifyTask(name, entry, prop, st.timeout, backend, save, st.span, falsify=falsify)
 
-    def repair_block(self, st: A.RepairBlock) -> RepairTask:
+    def falsify_choice(self, item: A.Falsify) -> FalsifyChoice:
+        if item.method not in FALSIFIERS:
+            self.fail("PL275", f"unknown falsifier `{item.method}`", item.span, "falsifiers: " + ", ".join(FALSIFIERS))
+        opts: dict[str, Any] = {}
+        for key, value, span in item.options:
+            if key not in FALSIFY_OPTIONS or isinstance(value, str) or value < 0:
+                self.fail("PL275", f"unknown or invalid falsifier option `{key} = {value}`", span,
+                          "options: queries = N (network evaluations), focus = 0 | 1, seed = N")
+            opts[key] = value
+        return FalsifyChoice(item.method, opts, item.only, item.span)
+
+    def repair_head(self, st: A.RepairBlock | A.FinetuneBlock) -> tuple[ModelEntry, PropertySpec, str]:
+        """The model, the property and the result's name of a repair block (either kind)."""
         entry = self.model_ref(st.model, st.span)
         prop = self.property_ref(st.prop, st.span)
         self.check_property_fits(prop, entry.net, st.span)
         name = st.result_name or f"repair_{st.model}_{st.prop}"
         if st.result_name:
             self.declare(st.result_name, "repair", st.span)
+        return entry, prop, name
+
+    def repair_block(self, st: A.RepairBlock) -> RepairTask:
+        entry, prop, name = self.repair_head(st)
         patch = self.patch_block(name, st.model, st.span, st.items, st.span, kind="repair")
         if patch is not None and patch.problem_class == "LP" and _repair_is_disjunctive(prop, entry.net.output_size):
             patch.problem_class = "MILP"
             patch.class_reason = ("the property must hold at each counterexample, and its negation needs one of "
                                   "several outputs to move (one binary per alternative)")
         return RepairTask(name, entry, prop, patch, st.span)
+
+    def finetune_block(self, st: A.FinetuneBlock) -> FinetuneTask:
+        entry, prop, name = self.repair_head(st)
+        task = FinetuneTask(name, entry, prop, st.span)
+        seen: set[str] = set()
+        for item in st.items:
+            if isinstance(item, A.Tag):  # for `run --select`; nothing to check
+                continue
+            key = item.name if isinstance(item, (A.FinetuneOption, A.Limit)) else type(item).__name__.lower()
+            if key in seen:
+                self.fail("PL240", f"`{key}` given twice in one block", item.span)
+            seen.add(key)
+            if isinstance(item, A.FinetuneOption) and item.name == "data":
+                task.data = self.points_expr(item.value)
+            elif isinstance(item, A.FinetuneOption):
+                integer = item.name in ("epochs", "samples")
+                if item.value <= 0 or (integer and int(item.value) != item.value):
+                    self.fail("PL241", f"`{item.name}` must be a positive {'integer' if integer else 'number'}",
+                              item.span)
+                setattr(task, item.name, type(getattr(task, item.name))(item.value))
+            elif isinstance(item, A.Margin):
+                if item.value < 0:
+                    self.fail("PL241", "the margin must be non-negative", item.span)
+                task.margin = float(item.value)
+            elif isinstance(item, A.Save):
+                task.save = str((self.base / item.path).resolve())
+                if task.save in {e.path for e in self.models.values()}:
+                    self.fail("PL242", "refusing to overwrite an input model", item.span,
+                              "save the repaired network under a new name")
+                if not task.save.endswith((".onnx", ".nnet")):
+                    self.fail("PL242", "save path must end in .onnx (or .nnet)", item.span)
+            elif isinstance(item, A.Limit):
+                if item.name not in ("iterations", "time", "counterexamples", "verify"):
+                    self.fail("PL243", f"unknown limit `{item.name}`", item.span,
+                              "limits: iterations, time (seconds), counterexamples (per iteration), verify "
+                              "(seconds per verification)")
+                task.limits[item.name] = float(item.value)
+        return task
 
     # ------------------------------------------------------------------ assertions
     def assertion(self, st: Any) -> None:

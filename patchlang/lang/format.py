@@ -44,7 +44,7 @@ from .parser import grammar_path, parse_text
 
 WIDTH = 100
 INDENT = "    "
-BLOCKS = ("patch_block", "property_block", "repair_block")
+BLOCKS = ("patch_block", "property_block", "repair_block", "finetune_block")
 _CALLS = {"cond_correct", "cond_misclassified", "assert_exists", "assert_not_exists", "assert_distance",
           "assert_accuracy"}
 _BREAK_WORDS = {"and", "or"}

@@ -434,6 +434,11 @@ class _ToAst(Transformer):
     def opt_save(self, meta, ch):
         return ("save", _unquote(ch[0]))
 
+    def opt_falsify(self, meta, ch):
+        only = bool(ch) and isinstance(ch[0], Token) and ch[0].type == "FALSIFY_ONLY"
+        rest = ch[1:] if only else ch
+        return ("falsify", A.Falsify(self._span(meta), str(rest[0]), rest[1] if len(rest) > 1 else (), only))
+
     def opt_tag(self, meta, ch):
         return ("tag", ch[0])
 
@@ -441,13 +446,34 @@ class _ToAst(Transformer):
         opts = dict(c for c in ch[2:] if c[0] != "tag")
         tags = tuple(t for c in ch[2:] if c[0] == "tag" for t in c[1])
         return A.Verify(self._span(meta), str(ch[0]), str(ch[1]), opts.get("timeout"), opts.get("using"),
-                        opts.get("save"), tags)
+                        opts.get("save"), tags, falsify=opts.get("falsify"))
 
     def repair_block(self, meta, ch):
         model, prop = str(ch[0]), str(ch[1])
         rest = list(ch[2:])
         result_name = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
         return A.RepairBlock(self._span(meta), model, prop, result_name, _flatten_items(rest))
+
+    def finetune_block(self, meta, ch):
+        model, prop = str(ch[0]), str(ch[1])
+        rest = list(ch[2:])
+        result_name = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        return A.FinetuneBlock(self._span(meta), model, prop, result_name, tuple(rest))
+
+    def ft_data(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "data", ch[0])
+
+    def ft_epochs(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "epochs", ch[0])
+
+    def ft_rate(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "rate", ch[0])
+
+    def ft_penalty(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "penalty", ch[0])
+
+    def ft_samples(self, meta, ch):
+        return A.FinetuneOption(self._span(meta), "samples", ch[0])
 
     # ------------------------------------------------------------------ assertions
     def assert_stmt(self, meta, ch):

@@ -93,6 +93,20 @@ class PropertySpec:
     source: str = "block"  # block | vnnlib
 
 
+FALSIFIERS = ("auto", "shgo", "differential_evolution", "basinhopping", "gradient", "random")
+FALSIFY_OPTIONS = ("queries", "focus", "seed")
+
+
+@dataclass
+class FalsifyChoice:
+    """`falsify [only] with METHOD (OPTIONS)`: which falsifier runs first (or alone, with ``only``)."""
+
+    method: str  # one of FALSIFIERS (patchlang.tasks.falsifiers)
+    options: dict[str, Any] = field(default_factory=dict)
+    only: bool = False
+    span: Span | None = None
+
+
 @dataclass
 class VerifyTask:
     name: str
@@ -103,6 +117,7 @@ class VerifyTask:
     save: str | None
     span: Span
     kind: str = "verify"
+    falsify: FalsifyChoice | None = None
 
 
 @dataclass
@@ -113,6 +128,28 @@ class RepairTask:
     patch: PatchTask
     span: Span
     kind: str = "repair"
+
+
+@dataclass
+class FinetuneTask:
+    """`repair MODEL for PROPERTY by finetune { ... }` (run by :mod:`patchlang.tasks.finetune`)."""
+
+    name: str
+    model: ModelEntry
+    prop: PropertySpec
+    span: Span
+    data: PointSet | None = None  # task loss on these points (their labels, else the model's decisions)
+    epochs: int = 300  # per iteration, at most
+    rate: float = 1e-3  # Adam's step size
+    penalty: float = 1.0  # initial weight of each counterexample's violation
+    samples: int = 1000  # samples of the property's input region for agreement when there is no data
+    margin: float = 0.01  # satisfaction required at every counterexample (output units)
+    save: str | None = None
+    limits: dict[str, float] = field(default_factory=dict)
+    kind: str = "repair"
+    method: str = "finetune"
+    problem_class: str = "training"
+    class_reason: str = "penalised fine-tuning of every weight, each result verified completely (MILP)"
 
 
 @dataclass

@@ -28,8 +28,10 @@ def dry_run(program: Program) -> list[Diagnostic]:
         if not isinstance(task, (VerifyTask, RepairTask)):
             continue
         net = task.model.net
+        black_box = isinstance(task, VerifyTask) and task.falsify is not None and task.falsify.only
         try:
-            relu_network(net)
+            if not black_box:  # `falsify only` runs the file through onnxruntime: no network encoding needed
+                relu_network(net)
             property_cases(task.prop, net)
         except PatchlangError as exc:
             out.append(Diagnostic("PL267", f"`{task.name}` cannot run: {exc.message}", task.span, exc.help))

@@ -24,7 +24,7 @@ from ..errors import PatchlangError
 from ..guard import program_guard
 from ..lang.check import check
 from ..lang.parser import parse_file
-from ..lang.program import PatchTask, RepairTask, VerifyTask
+from ..lang.program import FinetuneTask, PatchTask, RepairTask, VerifyTask
 from .patch import build_groups
 from .rounding import round_significand
 
@@ -62,6 +62,9 @@ def export_task(spec_path: str, task_name: str, fmt: str, output: str) -> None:
     if isinstance(task, VerifyTask):
         raise PatchlangError(f"`{task_name}` is a verify task: its query is a property over an input region",
                              help="export it with --format vnnlib")
+    if isinstance(task, FinetuneTask):
+        raise PatchlangError(f"`{task_name}` is a repair by fine-tuning: it trains, it has no single query",
+                             help="export its property through a `verify` task with --format vnnlib")
     patch = task.patch if isinstance(task, RepairTask) else task
     q = task_query(patch)
     header = [f"patchlang export of task `{task_name}` ({patch.kind}) from {spec_path}",

@@ -1,14 +1,16 @@
 """Falsify first: a cheap search for counterexamples before (and instead of) the complete method.
 
-The *satisfaction function* of a case is ``s(x) = min_j max_{r in j} (a_r·y(x) - d_r)`` over the unsafe
-conjunctions ``j`` of its :class:`~patchlang.compile.verify.UnsafeSpec`: it is ``<= 0`` exactly where ``x`` is a
-counterexample.  We sample the box uniformly, then run batched projected sign-gradient descent on ``s`` from the
-best samples (the network is piecewise linear, so the exact gradient of the active row is a product of masked
-weight matrices), and finally polish the best point with scipy's L-BFGS-B.  Every network evaluation is
+The *satisfaction function* of a case (:mod:`patchlang.inputs.satisfaction`) is ``s(x) = min_j max_{r in j}
+(a_r·y(x) - d_r)`` over the unsafe conjunctions ``j`` of its :class:`~patchlang.compile.verify.UnsafeSpec`: it is
+``< 0`` exactly where ``x`` is a counterexample.  This is the white-box search verify runs first (exact gradients
+of the piecewise-linear IR); the black-box falsifiers of the language are in :mod:`patchlang.tasks.falsifiers`.
+We sample the box uniformly, then run batched projected sign-gradient descent on ``s`` from the best samples
+(the network is piecewise linear, so the exact gradient of the active row is a product of masked weight
+matrices), and finally polish the best point with scipy's L-BFGS-B.  Every network evaluation is
 counted so the report can say what the search cost.
 
-Nothing here proves anything: a point is returned only when ``s(x) < 0`` strictly in float64 (honouring strict
-rows); the caller confirms it with onnxruntime before calling the property violated.
+Nothing here proves anything: a point is returned only when ``s(x) < 0`` in float64; the caller confirms it
+with onnxruntime before calling the property violated.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from ..compile.bounds import ReluNet
 from ..compile.verify import RegionCase, UnsafeSpec
+from ..inputs.satisfaction import satisfaction_with_rows
 
 
 @dataclass
@@ -44,24 +47,14 @@ class FalsifyResult:
 
 
 def _values_and_grads(rn: ReluNet, spec: UnsafeSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``s(x)`` and a subgradient for a batch ``(N, d)``."""
+    """``s(x)`` (:mod:`patchlang.inputs.satisfaction`) and a subgradient for a batch ``(N, d)``."""
     v, G = rn.forward_with_gradient(x, spec.A)  # (N, R) of A y, (N, R, d)
-    v = v - spec.d
+    s, rstar = satisfaction_with_rows(v - spec.d, spec.conj, spec.strict, spec.n_conj)
     N = x.shape[0]
-    worst_val = np.full((N, spec.n_conj), -np.inf)
-    worst_row = np.zeros((N, spec.n_conj), dtype=np.int64)
-    for j in range(spec.n_conj):
-        rows = np.nonzero(spec.conj == j)[0]
-        if rows.size == 0:
-            worst_val[:, j] = -np.inf
-            continue
-        k = np.argmax(v[:, rows], axis=1)
-        worst_row[:, j] = rows[k]
-        worst_val[:, j] = v[np.arange(N), rows[k]]
-    jstar = np.argmin(worst_val, axis=1)
-    s = worst_val[np.arange(N), jstar]
-    rstar = worst_row[np.arange(N), jstar]
-    grad = G[np.arange(N), rstar] if G.shape[1] else np.zeros_like(x)
+    grad = np.zeros_like(x)
+    has = rstar >= 0
+    if G.shape[1] and np.any(has):
+        grad[has] = G[np.arange(N)[has], rstar[has]]
     return s, grad
 
 
@@ -79,11 +72,11 @@ def falsify_case(rn: ReluNet, case: RegionCase, options: FalsifyOptions | None =
     found: list[np.ndarray] = []
 
     def harvest(x: np.ndarray, s: np.ndarray) -> None:
-        if not np.any(s <= 0):
+        if not np.any(s < 0):
             return
-        y = rn.forward(x[s <= 0])
+        y = rn.forward(x[s < 0])
         ok = spec.violated(y)
-        for p in x[s <= 0][ok]:
+        for p in x[s < 0][ok]:
             if len(found) < max(keep, 1) and all(np.max(np.abs(p - q)) > 1e-6 for q in found):
                 found.append(p.copy())
 

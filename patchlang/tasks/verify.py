@@ -31,6 +31,7 @@ from ..lang.program import PropertySpec, VerifyTask
 from ..model.ir import Network
 from ..solvers.base import SolveOptions, Solution
 from .falsify import FalsifyOptions, falsify_case
+from .falsifiers import attack_options
 from .goals import cnf_clauses
 from .results import HOLDS, UNKNOWN, VIOLATED, TaskResult
 
@@ -192,7 +193,7 @@ def choose_method(rn: ReluNet, strategy: str, backend: str) -> str:
 def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = None, backend: str = "auto",
                  seed: int = 0, strategy: str = "split", falsify: bool = True, rn: ReluNet | None = None,
                  search: SearchOptions | None = None, progress: Any = None,
-                 bab: BabOptions | None = None) -> Verdict:
+                 bab: BabOptions | None = None, attack: Any = None) -> Verdict:
     """Decide ``cases`` (all must be safe for "holds"), stopping at the first confirmed counterexample."""
     t0 = time.perf_counter()
     deadline = t0 + (timeout if timeout is not None else DEFAULT_TIMEOUT)
@@ -202,7 +203,14 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
     unknown: list[str] = []
     with _one_blas_thread():
         # falsify every case first: violations are usually cheap to find, proofs are not
-        if falsify:
+        if falsify and attack is not None:  # `falsify with METHOD`: a black-box falsifier (tasks.falsifiers)
+            from .falsifiers import falsify_first
+
+            found = falsify_first(net, cases, attack, confirmer, stats)
+            if found is not None:
+                i, x32, y64, y32, how = found
+                return _violated(cases[i], i, x32, y64, y32, stats, t0, how, confirmer)
+        elif falsify:
             for i, case in enumerate(cases):
                 fr = falsify_case(rn, case, FalsifyOptions(seed=seed, deadline=deadline))
                 stats["evaluations"] += fr.evaluations
@@ -332,7 +340,8 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
     strategy = str(opts.get("strategy", "split"))
     verdict = verify_cases(net, cases, timeout, backend if backend != "milp" else "auto", seed=run.seed,
                            strategy=strategy, falsify=bool(opts.get("falsify", 1)),
-                           progress=getattr(run, "progress", None))
+                           progress=getattr(run, "progress", None),
+                           attack=None if task.falsify is None else attack_options(task.falsify, timeout, run.seed))
     result.status = verdict.status
     result.backend = "patchlang-bab" + (f" + {backend}" if backend not in ("auto", "milp") else " + highs")
     result.seconds["total"] = verdict.seconds
@@ -350,6 +359,11 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
             result.details["final bound"] = verdict.stats["final bound"]
     elif method == "milp":
         result.class_reason = "complete verification over an input region (falsify first, then one MILP per box)"
+    if "falsifier" in verdict.stats:
+        result.details["falsifier"] = verdict.stats["falsifier"]
+        result.details["falsifier queries"] = verdict.stats["falsifier queries"]
+        result.seconds["falsify"] = verdict.stats["falsify seconds"]
+        result.notes.extend(verdict.stats.get("notes", []))
     if verdict.status == VIOLATED:
         case = cases[verdict.case or 0]
         result.message = (f"counterexample in {case.label} (found by {verdict.found_by}), unsafe: {verdict.unsafe}; "
