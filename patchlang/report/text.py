@@ -19,7 +19,7 @@ _STATUS_STYLE = {"patched": "green", "holds": "green", "repaired": "green", "no 
                  "unknown": "yellow"}
 _NORM_NAME = {"linf": "L∞", "l1": "L1", "l0": "L0"}
 # details that only say how the search went: shown with --verbose
-_INTERNAL_DETAILS = {"cases", "evaluations", "sub-boxes", "queries", "output32", "z3"}
+_INTERNAL_DETAILS = {"cases", "evaluations", "sub-boxes", "queries", "output32"}
 _DETAIL_NAME = {"output64": "output"}
 
 
