@@ -142,8 +142,12 @@ def _slack(value: float | None, allowed: float | None, ok: bool, verbose: bool, 
     rel = ">" if strict32 else ">="
     if value >= 0:
         return _fmt(value, 4)
-    if verbose or not ok:
-        return _fmt(value, 4) + (f" (allowed {rel} {_fmt(-allowed, 2)})" if allowed is not None else "")
+    if allowed is None:
+        return _fmt(value, 4)
+    if not ok:  # the failing row: the number and what the check needed
+        return f"{_fmt(value, 4)} (needs {rel} {_fmt(-allowed, 2)})"
+    if verbose:  # reads as the check that passed: slack >= allowed
+        return f"{_fmt(value, 4)} {rel} {_fmt(-allowed, 2)}"
     return "within tolerance"
 
 
