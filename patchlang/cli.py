@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the current directory (unlike `save` paths in a spec, which are relative to the spec)")
     r.add_argument("--no-save", action="store_true", help="do not write patched networks")
     r.add_argument("--quiet", "-q", action="store_true", help="only the verdict line")
-    r.add_argument("--verbose", "-v", action="store_true", help="show solver logs")
+    r.add_argument("--verbose", "-v", action="store_true",
+                   help="show how each answer was found: planning steps, query sizes, timings, solver logs")
     _add_ci_options(r)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
@@ -118,13 +119,17 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
         out.print(w.render(), markup=False, highlight=False)
     out.print(f"{args.spec}: ok ({len(program.models)} model(s), {len(program.points)} point set(s), "
               f"{len(program.tasks)} task(s), {len(program.assertions)} assertion(s))", markup=False)
+    rows = []
     for t in program.tasks:
         cls = getattr(t, "problem_class", None) or getattr(getattr(t, "patch", None), "problem_class", "MILP")
         reason = getattr(t, "class_reason", None) or getattr(getattr(t, "patch", None), "class_reason", "")
         if t.kind == "verify":
             cls, reason = "MILP", "complete verification over an input region (falsify first)"
         title = t.name if t.name.startswith(f"{t.kind} ") else f"{t.kind:<6} {t.name}"  # `verify ...` names itself
-        out.print(f"  line {t.span.line:>3}  {title:<31} {cls}: {reason}", markup=False, highlight=False)
+        rows.append((t.span.line, title, f"{cls}: {reason}"))
+    width = max((len(title) for _, title, _ in rows), default=0)  # one column, however long a name
+    for line, title, what in rows:
+        out.print(f"  line {line:>3}  {title:<{width}}  {what}", markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -255,6 +260,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         _report_failure(args, "interrupted", exc, program, guard)
         raise
     except PatchlangError as exc:
+        _blame_backend_flag(args, exc)
         _report_failure(args, "usage error", exc, program, guard)
         raise
     except Exception as exc:
@@ -274,6 +280,13 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     return result.exit_code
 
 
+def _blame_backend_flag(args: argparse.Namespace, exc: PatchlangError) -> None:
+    """A backend named by `--backend` (not by a spec's `using`) is dropped from the command line: say that."""
+    name = getattr(args, "backend", None)
+    if name and exc.help and f"remove `using {name}`" in exc.help:
+        exc.help = exc.help.replace(f"remove `using {name}`", f"drop `--backend {name}`")
+
+
 def _print_result(args: argparse.Namespace, out: Console, result) -> None:
     from .report.text import print_report
 
@@ -283,9 +296,11 @@ def _print_result(args: argparse.Namespace, out: Console, result) -> None:
         sys.stdout.write(render_result(result, args.output_format))
         sys.stdout.flush()
     elif args.quiet:
-        out.print(f"exit {result.exit_code}", markup=False)
+        from .report.text import verdict_text
+
+        out.print(verdict_text(result), markup=False, highlight=False)
     else:
-        print_report(result, out)
+        print_report(result, out, verbose=args.verbose)
 
 
 def _claim_reports(args: argparse.Namespace, guard, program) -> None:

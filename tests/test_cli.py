@@ -156,7 +156,8 @@ def test_no_save_writes_nothing(tmp_path: Path, capsys) -> None:
 
 def test_quiet_prints_only_the_verdict(capsys) -> None:
     code, out, _ = run_cli(capsys, "run", TOY, "--no-save", "-q")
-    assert code == 0 and out.strip() == "exit 0"
+    assert code == 0 and out.strip().startswith("all good") and out.strip().endswith("exit 0)")
+    assert len(out.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------- spec errors

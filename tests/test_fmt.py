@@ -26,7 +26,7 @@ DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
 DOC_BLOCKS = [m.group(1) for doc in DOCS for m in FENCE.finditer(doc.read_text(encoding="utf-8"))]
 SEED = """model toy = "toy.onnx"
 points p = [[3, 4], [1, 2],] labels [0, 1]
-property q { input box lo [0, 0] hi [1, 1]  ensure y[0] >= y[1] or y[1] is max }
+property q { input box lo [0, 0] hi [1, 1]  domain [0, [1, 2]]  ensure y[0] >= y[1] or y[1] is max }
 verify toy satisfies q timeout 5 using z3 (a = 1) save "c.npy"
 patch a on toy { edit layer -1 weights and biases  keep p outputs within 0.5  change p[0] to one of {0, 1}
   change p[::2, -1] away from label change p to runner-up
@@ -208,6 +208,8 @@ def statement(draw) -> str:
         f"patch t on m {{\n{items}\n}}", f"repair m for q as r {{\n{items}\n}}", f"repair m for q {{ {items} }}",
         f"property q = vnnlib {draw(STR)}",
         f"property q {{ input box lo [{draw(NUM)}, {draw(NUM)}] hi {draw(NUM)} ensure {draw(CNF)} }}",
+        f"property q {{ input box lo {draw(NUM)} hi {draw(NUM)} domain [{draw(NUM)}, [{draw(NUM)}, {draw(NUM)}]] "
+        f"ensure {draw(CNF)} }}",
         f"property q {{ input within linf {draw(NUM)} of {draw(points_expr())} ensure {draw(CNF)} ensure label stays }}",
         f"verify m satisfies q timeout {draw(NUM)} using marabou (a = 1) save {draw(STR)} tag \"n\"",
         "verify m satisfies q", "assert exists(t)", "assert not exists(t)",

@@ -37,7 +37,7 @@ assert not exists(fixed)
 ]
 TOKENS = ["model", "points", "patch", "on", "edit", "layer", "layers", "weights", "biases", "and", "all", "keep",
           "change", "to", "label", "away", "from", "one", "of", "runner-up", "require", "minimize", "bound",
-          "margin", "save", "using", "round", "significand", "limit", "property", "vnnlib", "input", "box", "lo",
+          "margin", "save", "using", "round", "significand", "limit", "property", "vnnlib", "input", "box", "domain", "lo",
           "hi", "within", "ensure", "verify", "satisfies", "repair", "for", "as", "assert", "exists", "not",
           "distance", "accuracy", "where", "correct", "misclassified", "rows", "outputs", "is", "min", "max",
           "or", "y", "linf", "l1", "l0", "z3", "highs", "toy", "p", "net", "x", "{", "}", "[", "]", "(", ")", ",",

@@ -196,7 +196,7 @@ def test_row_setup_needs_one_weight_edit_and_one_norm(tmp_path: Path) -> None:
 
 
 def test_report_lists_the_steps_applied(tmp_path: Path) -> None:
-    """The JSON task object has a `steps` list (name, figures, sentences) and the text report a `steps` line."""
+    """The JSON task object has a `steps` list (name, figures, sentences) and the verbose text report a `steps` line."""
     from patchlang.report.machine import task_json
     from patchlang.report.text import task_lines
 
@@ -204,4 +204,5 @@ def test_report_lists_the_steps_applied(tmp_path: Path) -> None:
     steps = task_json(task)["steps"]
     assert any(s["name"] == "encode" for s in steps)
     assert all(set(s) == {"name", "summary", "text"} for s in steps)
-    assert any(line.startswith("steps") and "encode" in line for line in task_lines(task))
+    assert any(line.startswith("steps") and "encode" in line for line in task_lines(task, verbose=True))
+    assert not any(line.startswith("steps") for line in task_lines(task))  # internals: --verbose only

@@ -261,10 +261,19 @@ class InputBall(Node):
 
 
 @dataclass(frozen=True)
+class InputDomain(Node):
+    """`domain [lo, hi]`: the inputs that exist (e.g. pixels in [0, 1]); every region of the property is cut to it."""
+
+    lo: tuple[float, ...] | float
+    hi: tuple[float, ...] | float
+
+
+@dataclass(frozen=True)
 class PropertyBlock(Node):
     name: str
     inputs: tuple[InputBox | InputBall, ...]
     ensures: tuple[OutputCNF, ...]
+    domains: tuple[InputDomain, ...] = ()
 
 
 @dataclass(frozen=True)

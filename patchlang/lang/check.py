@@ -638,6 +638,7 @@ class Checker:
                                 source="vnnlib")
         boxes = []
         centers = None
+        domain = self.input_domain(st)
         for inp in st.inputs:
             if isinstance(inp, A.InputBox):
                 lo = np.asarray(inp.lo, float)  # a single number (0-d) stands for every input; a vector is exact
@@ -675,11 +676,52 @@ class Checker:
                       "add `input box lo [...] hi [...]` or `input within linf EPS of POINTS`")
         if not st.ensures:
             self.fail("PL264", f"property `{st.name}` has no `ensure` statement", st.span)
+        if domain is not None:
+            boxes = self.cut_to_domain(st, boxes, domain, centers)
         stays = [a for cnf in st.ensures for clause in cnf.clauses for a in clause if isinstance(a, A.AtomLabelStays)]
         if stays and (centers is None or any(isinstance(i, A.InputBox) for i in st.inputs)):
             self.fail("PL266", "`label stays` needs a centre point for every input region", stays[0].span,
                       "use `input within linf EPS of POINTS` regions only, or write `label is N`")
-        return PropertySpec(st.name, st.span, boxes, ensures=list(st.ensures), centers=centers)
+        return PropertySpec(st.name, st.span, boxes, ensures=list(st.ensures), centers=centers, domain=domain,
+                            domain_span=st.domains[0].span if st.domains else None)
+
+    def input_domain(self, st: A.PropertyBlock) -> tuple[np.ndarray, np.ndarray] | None:
+        """`domain [lo, hi]`: one number for every input or one per input, finite, lo <= hi; at most one."""
+        if not st.domains:
+            return None
+        if len(st.domains) > 1:
+            self.fail("PL268", f"property `{st.name}` has more than one `domain`", st.domains[1].span,
+                      "give one `domain [lo, hi]`: every input region of the property is cut to it")
+        d = st.domains[0]
+        lo, hi = np.asarray(d.lo, float), np.asarray(d.hi, float)
+        if lo.ndim and hi.ndim and lo.size != hi.size:
+            self.fail("PL268", f"domain bounds differ in length (lo has {lo.size}, hi has {hi.size})", d.span,
+                      "give lo and hi one value per input each, or one number for all: `domain [0, 1]`")
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            self.fail("PL268", "domain bounds must be finite numbers", d.span, "e.g. `domain [0, 1]`")
+        if np.any(np.broadcast_to(lo, np.broadcast_shapes(lo.shape, hi.shape)) > hi):
+            self.fail("PL268", "domain has lo > hi", d.span, "write the lower bound first: `domain [lo, hi]`")
+        return lo, hi
+
+    def cut_to_domain(self, st: A.PropertyBlock, boxes: list[tuple[np.ndarray, np.ndarray]],
+                      domain: tuple[np.ndarray, np.ndarray], centers) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every region intersected with the domain: no input outside it is ever searched or reported."""
+        dlo, dhi = domain
+        span = st.domains[0].span
+        n_domain = max(dlo.size if dlo.ndim else 0, dhi.size if dhi.ndim else 0)
+        out = []
+        for i, (lo, hi) in enumerate(boxes):
+            n_box = max(lo.size if lo.ndim else 0, hi.size if hi.ndim else 0)
+            if n_domain and n_box and n_domain != n_box:
+                self.fail("PL268", f"the domain gives {n_domain} bound(s) per side, an input region of property "
+                                   f"`{st.name}` has {n_box}", span, "give the domain one bound per input")
+            new_lo, new_hi = np.maximum(lo, dlo), np.minimum(hi, dhi)
+            if np.any(new_lo > new_hi):
+                where = centers.describe(i) if centers is not None and len(centers) == len(boxes) else f"box {i}"
+                self.fail("PL268", f"input region {i} of property `{st.name}` ({where}) lies outside its domain",
+                          span, "check the data against the domain, or widen the domain")
+            out.append((new_lo, new_hi))
+        return out
 
     def property_ref(self, name: str, span: Span) -> PropertySpec:
         if name not in self.properties:
@@ -689,6 +731,12 @@ class Checker:
         return self.properties[name]
 
     def check_property_fits(self, prop: PropertySpec, net: Network, span: Span) -> None:
+        if prop.domain is not None:
+            for size in {a.size for a in prop.domain if a.ndim}:
+                if size != net.input_size:
+                    self.fail("PL265", f"property `{prop.name}` does not fit model `{net.name}`: its `domain` gives "
+                                       f"{size} bound(s) per side, the model takes {net.input_size} inputs",
+                              prop.domain_span or span, "give one bound per input, or one number for all")
         for lo, hi in prop.boxes:
             sizes = {a.size for a in (lo, hi) if a.ndim}  # a single number (0-d) fits any input size
             for size in sizes:

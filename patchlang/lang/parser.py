@@ -414,6 +414,9 @@ class _ToAst(Transformer):
     def input_ball(self, meta, ch):
         return A.InputBall(self._span(meta), str(ch[0]), ch[1], ch[2])
 
+    def input_domain(self, meta, ch):
+        return A.InputDomain(self._span(meta), ch[0], ch[1])
+
     def ensure_stmt(self, meta, ch):
         return ch[0]
 
@@ -423,7 +426,8 @@ class _ToAst(Transformer):
     def property_block(self, meta, ch):
         inputs = tuple(c for c in ch[1:] if isinstance(c, (A.InputBox, A.InputBall)))
         ensures = tuple(c for c in ch[1:] if isinstance(c, A.OutputCNF))
-        return A.PropertyBlock(self._span(meta), str(ch[0]), inputs, ensures)
+        domains = tuple(c for c in ch[1:] if isinstance(c, A.InputDomain))
+        return A.PropertyBlock(self._span(meta), str(ch[0]), inputs, ensures, domains)
 
     def opt_timeout(self, meta, ch):
         return ("timeout", ch[0])

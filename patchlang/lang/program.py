@@ -91,6 +91,8 @@ class PropertySpec:
     unsafe_dnf: list[list[Any]] | None = None  # VNN-LIB: per box, list of conjunctions of LinearAtom
     centers: PointSet | None = None
     source: str = "block"  # block | vnnlib
+    domain: tuple[np.ndarray, np.ndarray] | None = None  # `domain [lo, hi]`: ``boxes`` are already cut to it
+    domain_span: Span | None = None
 
 
 FALSIFIERS = ("auto", "shgo", "differential_evolution", "basinhopping", "gradient", "random")

@@ -35,7 +35,8 @@ def task_json(r: TaskResult) -> dict[str, Any]:
         "conflict": r.core, "steps": steps_json(r), "details": {k: v for k, v in r.details.items() if not hasattr(v, "shape")},
         "checks": [{"text": c.text, "line": c.line, "points": c.n_points, "satisfied_float64": c.satisfied64,
                     "satisfied_float32": c.satisfied32, "min_slack_float64": c.min_slack64,
-                    "min_slack_float32": c.min_slack32, "margin": c.requested_margin} for c in r.checks],
+                    "min_slack_float32": c.min_slack32, "margin": c.requested_margin, "strict": c.strict,
+                    "tolerance_float64": c.tolerance64, "allowance_float32": c.allowance32} for c in r.checks],
     })
 
 

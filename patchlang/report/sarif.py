@@ -70,6 +70,8 @@ PL_RULES = {
     'PL266': 'label stays in a property whose input regions are not all balls around points',
     'PL267': ('a task that cannot run as written (backend not installed, Marabou for a patch, a region task '
              'that cannot be lowered for its model)'),
+    'PL268': ('a property domain with lo > hi, bounds of different lengths, non-finite bounds, a second domain, '
+              'or an input region wholly outside it'),
     'PL275': 'unknown falsifier in falsify with, or an unknown or negative falsifier option',
 }
 

@@ -17,9 +17,10 @@ from .results import GoalCheck
 TOL64 = 1e-6
 
 
-def check_group(group: GoalGroup, y64: np.ndarray, y32: np.ndarray | None, margin: float, line: int
-                ) -> GoalCheck:
-    """Count the points whose constraints hold; ``margin`` is what strict inequalities were given."""
+def check_group(group: GoalGroup, y64: np.ndarray, y32: np.ndarray | None, margin: float, line: int,
+                strict: bool = True) -> GoalCheck:
+    """Count the points whose constraints hold; ``margin`` is what strict inequalities were given (``strict``:
+    the statement has any, so the report shows the margin)."""
     n = len(group.points)
     s64 = slacks(group, y64)
     scale = 1.0 + (float(np.max(np.abs(y64))) if y64.size else 0.0)
@@ -34,4 +35,5 @@ def check_group(group: GoalGroup, y64: np.ndarray, y32: np.ndarray | None, margi
         sat32 = int(np.count_nonzero(ok32))
         min32 = float(np.min(s32)) if n else np.inf
     return GoalCheck(group.label, line, n, int(np.count_nonzero(ok64)), sat32,
-                     float(np.min(s64)) if n else np.inf, min32, margin)
+                     float(np.min(s64)) if n else np.inf, min32, margin, strict=strict, tolerance64=TOL64 * scale,
+                     allowance32=None if y32 is None else allowance, group=group.group)

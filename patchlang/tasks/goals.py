@@ -91,3 +91,14 @@ def goal_group(net: Network, spec: GoalSpec, margin: float, *, suffix_inputs: np
             raise ValueError(spec.kind)
         group.points.append(G.PointGoal(name, h[i], clauses))
     return group
+
+
+def has_strict(spec: GoalSpec) -> bool:
+    """Whether a statement has strict inequalities, the ones the margin applies to: label goals, `<`, `>`,
+    `is max`/`is min` (not `<=`, `>=`, `==` or `outputs within`)."""
+    if spec.kind == "keep_within":
+        return False
+    if spec.kind != "require" or spec.cnf is None:
+        return True
+    return any(not (isinstance(atom, A.AtomCompare) and atom.op in ("<=", ">=", "=="))
+               for clause in spec.cnf.clauses for atom in clause)

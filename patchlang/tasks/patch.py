@@ -30,7 +30,7 @@ from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, Soluti
 from .certify import certify_no_patch
 from .checking import check_group
 from .explain import explain_infeasible
-from .goals import goal_group
+from .goals import goal_group, has_strict
 from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
 from .rounding import round_significand, rounding_notes
 from .step_text import step_notes
@@ -98,7 +98,7 @@ def _scaled_default_margin(net: Network, task: PatchTask, result: TaskResult) ->
 def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     t_start = time.perf_counter()
     result = TaskResult(task.name, task.kind, INCONCLUSIVE, line=task.span.line, problem_class=task.problem_class,
-                        class_reason=task.class_reason)
+                        class_reason=task.class_reason, minimized=list(task.norms.objective))
     net, task = _prepare(task, result)
     options = solve_options(task, run)
     budget = Budget.of(options)
@@ -177,7 +177,7 @@ def _patched(plan: PlanResult, task: PatchTask, net: Network, groups: list[GoalG
     sol = answer.solution
     result.objective, result.bound, result.gap = sol.objective, sol.bound, sol.gap
     if sol.status == FEASIBLE:
-        result.notes.append(f"not proven minimal: gap {sol.gap if sol.gap is not None else 'unknown'}"
+        result.notes.append(f"not proven minimal: gap {f'{sol.gap:.3g}' if sol.gap is not None else 'unknown'}"
                             + bound_reached(sol))
     layout, x = answer.patch  # on the task's own edits (a row surrogate's solution is lifted back already)
     result.distances = norm_values(layout.deltas(x))
@@ -269,7 +269,7 @@ def check_and_save(task: PatchTask, original: Network, patched: Network, groups:
             x = spec.points.x
             y64 = patched.forward(x)
             y32 = ort.run(x.reshape((len(x), *patched.input_shape)))
-            chk = check_group(group, y64, y32, task.margin, spec.span.line)
+            chk = check_group(group, y64, y32, task.margin, spec.span.line, strict=has_strict(spec))
             result.checks.append(chk)
             all_ok &= chk.ok
         if not all_ok:

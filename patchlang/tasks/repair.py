@@ -98,7 +98,8 @@ class RepairLoop:
         self.verify_backend = self.backend_name if self.backend_name in ("highs", "gurobi", "marabou") else "auto"
         self.options = solve_options(ptask, self.run)
         self.base_groups = self.groups = build_groups(net, ptask.goals, ptask.margin)
-        self.bounded_task = replace(ptask, norms=_bounded_norms(net, ptask, self.result))
+        disjunctive = any(len(c) > 1 for case in self.cases for c in case.spec.safe_clauses(net.output_size, 0.0))
+        self.bounded_task = replace(ptask, norms=_bounded_norms(net, ptask, self.result, disjunctive))
 
     def step(self, it: int) -> bool:
         """One iteration: verify the current network, add counterexamples, patch.  False when the loop ends."""
@@ -225,7 +226,8 @@ class RepairLoop:
 def run_repair(task: RepairTask, run: Any) -> TaskResult:
     t_start = time.perf_counter()
     result = TaskResult(task.name, task.kind, UNKNOWN, line=task.span.line, problem_class=task.patch.problem_class,
-                        class_reason="counterexample-guided: verify, add counterexamples, minimal patch, verify again")
+                        class_reason="counterexample-guided: verify, add counterexamples, minimal patch, verify again",
+                        minimized=list(task.patch.norms.objective))
     time_limit = float(task.patch.limits.get("time", run.time_limit or 3600.0))
     loop = RepairLoop(task, run, result, deadline=t_start + time_limit, time_limit=time_limit)
     for it in range(loop.max_iter + 1):
@@ -284,17 +286,18 @@ def _no_patch(it: int, points: int, added_bound: bool, bounded_task, result: Tas
         result.message = what
 
 
-def _bounded_norms(net: Network, ptask, result: TaskResult) -> NormSpec:
-    """The patch norms with a finite per-parameter bound: the property's clauses are disjunctions whose big-M
-    constants need one.  Without `bound linf`, a generous default (4x the largest edited magnitude, at least 1)
-    is used and said in the report."""
+def _bounded_norms(net: Network, ptask, result: TaskResult, disjunctive: bool = True) -> NormSpec:
+    """The patch norms with a finite per-parameter bound: a property's disjunctions need one for their big-M
+    constants, and every repair works within one.  Without `bound linf`, a generous default (4x the largest edited
+    magnitude, at least 1) is used and said in the report (naming disjunctions only when the property has any)."""
     if np.isfinite(ptask.norms.bounds.get("linf", np.inf)):
         return ptask.norms
     biggest = max(float(np.max(np.abs(net.affine(e.layer).W if e.kind == "weights" else net.affine(e.layer).b),
                                initial=0.0)) for e in ptask.edits)
     bound = float(max(1.0, 4.0 * biggest))
-    result.notes.append(f"each parameter change bounded by {bound:g} (no `bound linf` given; the property's "
-                        "disjunctions need a finite bound)")
+    why = ("the property's disjunctions need a finite bound" if disjunctive
+           else "repair always works within a finite bound; a larger change is not ruled out")
+    result.notes.append(f"each parameter change bounded by {bound:g} (no `bound linf` given; {why})")
     return NormSpec(objective=list(ptask.norms.objective), bounds={**ptask.norms.bounds, "linf": bound},
                     bound_spans=dict(ptask.norms.bound_spans))
 

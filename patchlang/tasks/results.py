@@ -34,6 +34,10 @@ class GoalCheck:
     min_slack64: float  # smallest slack beyond the constraint bounds (which include the requested margin)
     min_slack32: float | None
     requested_margin: float
+    strict: bool = True  # the statement has strict inequalities (label goals, `<`, `>`, `is max`): the margin applies
+    tolerance64: float = 0.0  # the float64 check accepts slack >= -tolerance64 (relative: 1e-6 * (1 + max |y|))
+    allowance32: float | None = None  # the float32 check accepts slack above -allowance32
+    group: str = ""  # keep | change | require | property
 
     @property
     def ok(self) -> bool:
@@ -65,6 +69,7 @@ class TaskResult:
     patched: Network | None = None
     deltas: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (parameter label, delta array)
     steps: list[StepRecord] = field(default_factory=list)  # the planning steps applied, in order, with their figures
+    minimized: list[tuple[float, str]] = field(default_factory=list)  # the objective's (weight, norm) terms
 
     @property
     def succeeded(self) -> bool:

@@ -6,6 +6,7 @@ the task layer's business, so wording changes never touch an algorithm.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from ..plan.reduction import StepRecord
@@ -130,3 +131,51 @@ def _away(s: dict) -> list[str]:
 
 
 WORDS["away_candidates"] = _away
+
+
+# ------------------------------------------------------------------------------------------ the plain report
+# The notes above name the machinery (LPs, MILPs, big-Ms, unsat cores); they are the record (JSON, `--verbose`).
+# The default text report says what they mean for the user: plain_note turns one note into plain words, or None
+# when it only describes how the solver got there.
+
+_INTERNAL = ("MILP warm-started", "LP bound tightening", "lower bound ", "restricted to ", "the exact optimum without",
+             "no patch with the ", "no patch even without", "every goal point gives the edited layer")
+
+
+def _plain_bound(m: re.Match) -> str:
+    return (f"the search was limited to {m.group(1)}: a bound taken from a first patch found quickly; every "
+            "minimal patch lies within it")
+
+
+_REWRITES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
+    (re.compile(r"^bound (.+?) derived from .*$"), _plain_bound),
+    (re.compile(r"^keep points added lazily: (.*) were needed \((\d+) rounds\); exact$"),
+     lambda m: f"{m.group(1)} were enough to pin the patch down; every point is kept (checked)"),
+    (re.compile(r"^among the (L∞|L0)-minimal patches.*$"),
+     lambda m: f"among the patches with the smallest {m.group(1)} change, the one with the least total (L1) change"),
+    (re.compile(r"^minimal L∞ by bisection over .*?(; optimum in \[.*\])?$"),
+     lambda m: "minimal L∞ found by bisection" + (m.group(1) or "")),
+    (re.compile(r"^conflict found by .*?\(\d+ solver calls\); (.*)$"), lambda m: m.group(1)),
+    (re.compile(r"^(no patch|holds): certified independently: .*$"),
+     lambda m: f"{m.group(1)}: re-proven independently (--verbose says how)"),
+    (re.compile(r"^warning: a very large MILP .*?may not finish; (.*)$"),
+     lambda m: f"warning: a very large problem that may not finish; {m.group(1)}"),
+    (re.compile(r"^`away from label` on one point: .*$"),
+     lambda m: "`away from label` on one point: the best other label was found, the rest provably cannot do better"),
+    (re.compile(r"^no `bound linf` was given and none could be derived within the time limit.*$"),
+     lambda m: "no `bound linf` was given and none could be derived within the time limit"),
+]
+
+
+def plain_note(note: str) -> str | None:
+    """A note in the user's words for the default report; None when it only says how the solver worked."""
+    if note.startswith("last patch: "):  # repair: the notes of its last patch
+        inner = plain_note(note[len("last patch: "):])
+        return None if inner is None else "last patch: " + inner
+    if note.startswith(_INTERNAL):
+        return None
+    for pattern, rewrite in _REWRITES:
+        m = pattern.match(note)
+        if m:
+            return rewrite(m)
+    return note
