@@ -217,7 +217,7 @@ class Planner:
                                                    check_groups=problem.groups), budget)
         self.encode.seconds = 0.0
         build = time.perf_counter() - t1
-        records = [inverse.record, linf_keep_record(int(sol.stats.get("warm_lp_solves", 0)))]
+        records = [linf_keep_record(int(sol.stats.get("warm_lp_solves", 0))), inverse.record]  # the chain's order
         self.records.extend(records)
         answer = Answer(sol, final.enc, (layout, deltas))
         return Outcome(answer, final, records, list(self.notes), build, time.perf_counter() - t0 - build)

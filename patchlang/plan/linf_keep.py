@@ -17,6 +17,14 @@ so ``t* >= t_S``, and B's patch is a patch of the full problem with L∞ ``<= b(
 all patches of the full problem with L∞ ``<= b(t_S)`` (they are all feasible for B).  That is exactly what the plain
 path reports (the least-L1 patch within ``b`` of the last round's ``t_S``): the same optimum.
 
+The task's attempts (the candidate labels of a single `away from label` point, plan.away) share the two LPs: an
+attempt switches the previous one's own rows off (bounds ``-inf, inf``) and adds its own, the keep rows stay (the
+working sets only grow).  An attempt that must beat an incumbent first asks B for a patch of L∞ at most the cutoff:
+when there is none, its relaxed optimum is above the cutoff and it cannot win (as the plain path concludes from
+its relaxed optimum); otherwise A is solved from scratch (primal simplex: another attempt's basis is a poor start).
+The keep points' rows are built in bulk from their inputs to the edited layer (checked once against the encoder's
+own expression of a point, :func:`patchlang.compile.patch.delta_expression`).
+
 Anything unexpected (a point not affine in the deltas, an infeasible A, a solve that is neither optimal nor
 infeasible, a run out of time) returns None and the plain lazy path runs instead.
 """
@@ -24,11 +32,13 @@ infeasible, a run out of time) returns None and the plain lazy path runs instead
 from __future__ import annotations
 
 import time
+
 import numpy as np
 import scipy.sparse as sp
 
 from ..compile.goals import PointGoal
-from ..compile.patch import PatchEncoder, delta_expression
+from ..compile.patch import PatchEncoder, delta_expression, first_edited_position
+from ..model.ir import Elementwise, Network
 from ..solution import INFEASIBLE, OPTIMAL, Solution
 from ..solvers.base import Backend
 from .budget import Budget
@@ -46,6 +56,69 @@ def applies(problem: PatchProblem, backend: Backend, lazy: LazyKeep | None) -> b
             and not any(g.is_disjunctive for g in problem.groups))
 
 
+BATCH_ENTRIES = 4_000_000  # dense (rows x deltas) entries per chunk of points in batch_rows
+
+
+def last_layer_map(net: Network, edits, layout) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+    """For edits of the last affine layer only (followed by elementwise layers at most): ``(start, scale, k, j)``
+    such that a point whose input to that layer is ``x`` has outputs ``E @ delta + c`` with, for each delta ``d``,
+    ``E[k[d], d] = scale[k[d]] * x1[j[d]]`` (``x1 = [x, 1]``: ``j = len(x)`` for a bias).  None otherwise."""
+    start = first_edited_position(net, edits)
+    affine = net.affine_indices()
+    if start != affine[-1] or any(affine[e.layer] != start for e in edits):
+        return None
+    layer = net.layers[start]
+    n_out, n_in = layer.W.shape
+    scale = np.ones(n_out)
+    for later in net.layers[start + 1:]:
+        if not isinstance(later, Elementwise):
+            return None
+        scale = scale * np.broadcast_to(np.asarray(later.scale, dtype=np.float64).reshape(-1), (n_out,))
+    k = np.zeros(layout.size, dtype=np.int64)
+    j = np.zeros(layout.size, dtype=np.int64)
+    for e, idx in zip(edits, layout.var_index):
+        if e.kind == "weights":
+            kk, jj = np.nonzero(e.mask)  # row-major, the order of the delta variables
+        else:
+            kk = np.nonzero(np.asarray(e.mask).reshape(-1))[0]
+            jj = np.full(kk.size, n_in)
+        k[idx], j[idx] = kk, jj
+    return start, scale, k, j
+
+
+def batch_rows(points: list[PointGoal], X: np.ndarray, Y: np.ndarray, scale: np.ndarray, k: np.ndarray,
+               j: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The goal rows over the deltas of many points at once (see :func:`last_layer_map`): inputs ``X`` of the
+    edited layer, original outputs ``Y`` (the outputs at ``delta = 0``)."""
+    X1 = np.hstack([X, np.ones((X.shape[0], 1))])
+    mats, los, his = [], [], []
+    chunk: list[np.ndarray] = []
+
+    def flush() -> None:
+        if chunk:
+            mats.append(sp.csr_matrix(np.vstack(chunk)))
+            chunk.clear()
+
+    size = 0
+    for p, point in enumerate(points):
+        alts = [clause[0] for clause in point.clauses]
+        if not alts:
+            continue
+        C = np.vstack([a.C for a in alts])
+        off = C @ Y[p]
+        chunk.append((C * scale[None, :])[:, k] * X1[p, j][None, :])
+        los.append(np.concatenate([a.lo for a in alts]) - off)
+        his.append(np.concatenate([a.hi for a in alts]) - off)
+        size += C.shape[0] * k.size
+        if size > BATCH_ENTRIES:
+            flush()
+            size = 0
+    flush()
+    if not mats:
+        return sp.csr_matrix((0, k.size)), np.zeros(0), np.zeros(0)
+    return sp.vstack(mats).tocsr(), np.concatenate(los), np.concatenate(his)
+
+
 class LinfKeepLp:
     """The two warm LPs' driver for one task (see the module docstring); the goal rows of each point are built once
     and shared by the task's attempts (candidate labels pin other `away` rows but keep the same keep points)."""
@@ -53,17 +126,19 @@ class LinfKeepLp:
     def __init__(self, backend: Backend, lazy: LazyKeep):
         self.backend = backend
         self.lazy = lazy
-        self._rows: dict[int, tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None] = {}
+        self._rows: dict[int, tuple[PointGoal, tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None]] = {}
+        self._map: tuple | bool | None = None  # last_layer_map's answer (False: rows point by point)
+        self._checked = False
 
     def point_rows(self, problem: PatchProblem, point: PointGoal
                    ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
         """The point's goal rows over the deltas, ``lo <= A @ delta <= hi``, or None when its outputs are not
         affine in the deltas."""
         key = id(point)
-        if key not in self._rows:
+        if key not in self._rows or self._rows[key][0] is not point:  # (an id may be reused once freed)
             expr = delta_expression(problem.net, problem.task.edits, problem.task.norms, point.h)
             if expr is None:
-                self._rows[key] = None
+                self._rows[key] = (point, None)
             else:
                 E, c = expr
                 alts = [clause[0] for clause in point.clauses]
@@ -71,8 +146,8 @@ class LinfKeepLp:
                 off = C @ c
                 lo = np.concatenate([a.lo for a in alts]) - off if alts else np.zeros(0)
                 hi = np.concatenate([a.hi for a in alts]) - off if alts else np.zeros(0)
-                self._rows[key] = (sp.csr_matrix(C) @ E, lo, hi)
-        return self._rows[key]
+                self._rows[key] = (point, (sp.csr_matrix(C) @ E, lo, hi))
+        return self._rows[key][1]
 
     def rows(self, problem: PatchProblem, points: list[PointGoal], n: int
              ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
@@ -109,16 +184,49 @@ class LinfKeepLp:
     def _sync(self, problem: PatchProblem) -> bool:
         """Add the working points not yet in the LPs; False when a point is not affine in the deltas."""
         groups = problem.groups
-        new = []
         for i, m in self.lazy.working.items():
-            fresh = m & ~self.in_lp[i]
-            new += [groups[i].points[j] for j in np.nonzero(fresh)[0]]
-            self.in_lp[i] |= fresh
-        rows = self.rows(problem, new, self.n)
-        if rows is None:
-            return False
-        self._add(*rows)
+            fresh = np.nonzero(m & ~self.in_lp[i])[0]
+            if not fresh.size:
+                continue
+            points = [groups[i].points[j] for j in fresh]
+            rows = self._batch(problem, i, fresh, points)
+            if rows is None:
+                rows = self.rows(problem, points, self.n)
+            if rows is None:
+                return False
+            self._add(*rows)
+            self.in_lp[i][fresh] = True
         return True
+
+    def _batch(self, problem: PatchProblem, i: int, index: np.ndarray, points: list[PointGoal]
+               ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
+        """The rows of lazy group ``i``'s points ``index`` built at once (last-layer edits), or None.  The first
+        batch is compared with the encoder's own expression of its first point; any difference: None for good."""
+        if self._map is False:
+            return None
+        if self._map is None:
+            layout = PatchEncoder(problem.net, problem.task.edits, problem.task.norms, "deltas").layout
+            got = last_layer_map(problem.net, problem.task.edits, layout)
+            if got is None or got[0] != self.lazy.start:
+                self._map = False
+                return None
+            self._map = got
+        _, scale, k, j = self._map
+        X = self.lazy.inputs[i][index]
+        Y = problem.net.forward_suffix(X, self.lazy.start)
+        rows = batch_rows(points, X, Y, scale, k, j)
+        if not self._checked:
+            ref = self.point_rows(problem, points[0])
+            r = ref[0].shape[0] if ref is not None else 0
+            ok = (ref is not None and rows[0].shape[0] >= r
+                  and np.allclose(rows[0][:r].toarray(), ref[0].toarray(), rtol=1e-12, atol=1e-12)
+                  and np.allclose(rows[1][:r], ref[1], rtol=1e-9, atol=1e-9)
+                  and np.allclose(rows[2][:r], ref[2], rtol=1e-9, atol=1e-9))
+            if not ok:
+                self._map = False
+                return None
+            self._checked = True
+        return rows
 
     def solve(self, problem: PatchProblem, budget: Budget, cutoff: float
               ) -> tuple[Solution, np.ndarray | None, object] | None:
