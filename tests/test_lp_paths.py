@@ -188,3 +188,28 @@ def test_lazy_rounds_share_the_time_limit(tmp_path: Path) -> None:
             "margin 0.01\nusing highs(time_limit = 0.000001)")
     result = run_program(program(folder, body), RunOptions(write_files=False)).tasks[0]
     assert result.status in ("patched", "inconclusive"), (result.status, result.message)
+
+
+@pytest.mark.parametrize("seed", [3, 6, 9])
+@pytest.mark.parametrize("goal", ["x[0] away from label", "x[1] to runner-up"])
+def test_warm_linf_keep_equals_plain_lazy_and_full(seed: int, goal: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The L∞ keep rounds on two warm LPs (plan.linf_keep) give the optimum and the least-L1 patch of the plain
+    lazy rounds and of the full encoding (for `away from label`: over every candidate label, pruned ones too)."""
+    from patchlang.plan import linf_keep
+
+    folder = make_case(seed, tmp_path)
+    body = f"edit layer -1 weights and biases\nchange {goal}\nkeep keepers\nminimize linf\nmargin 0.01"
+    warm = run(folder, body)
+    assert any(s.summary.get("warm_lp_solves") for s in warm.steps), [s.name for s in warm.steps]
+    monkeypatch.setattr(linf_keep, "applies", lambda *a: False)
+    import patchlang.plan.chain as chain_module
+    monkeypatch.setattr(chain_module, "linf_keep_applies", lambda *a: False)
+    plain = run(folder, body)
+    assert not any(s.summary.get("warm_lp_solves") for s in plain.steps)
+    monkeypatch.setattr(lazy_module, "LAZY_MIN_POINTS", 10**9)
+    full = run(folder, body)
+    for other in (plain, full):
+        assert warm.objective == pytest.approx(other.objective, rel=REL)
+        assert warm.distances["linf"] == pytest.approx(other.distances["linf"], rel=REL)
+        assert warm.distances["l1"] == pytest.approx(other.distances["l1"], rel=1e-5)

@@ -39,6 +39,7 @@ from .budget import Budget
 from .encode import Encode
 from .fixed_phase_bound import FixedPhaseBound
 from .lazy import LazyKeep, solve_lazily
+from .linf_keep import LinfKeepLp, applies as linf_keep_applies, record as linf_keep_record
 from .reduction import Answer, Chain, PatchProblem, Reduction, StepRecord
 from .rows import RowSubstitution, row_setup
 from .tidy import LeastL1Tidy, primary_norm
@@ -85,6 +86,7 @@ class Planner:
         self.encode = Encode()
         self.records: list[StepRecord] = []
         self.notes: list[str] = []
+        self._linf_keep: LinfKeepLp | None = None
 
     # ------------------------------------------------------------------ the chain
     def steps(self, tidy: bool, rows: bool = True) -> list[Reduction]:
@@ -176,6 +178,10 @@ class Planner:
         milp_lazy = lazy is not None and task.problem_class == "MILP"
         linf_lp = task.problem_class == "LP" and primary_norm(problem) == "linf"
         tidy = tidy and "least_l1_tidy" not in self.disable and primary_norm(problem) is not None
+        if tidy and linf_keep_applies(problem, self.backend, lazy):
+            fast = self._solve_linf_keep(problem, budget, lazy, cutoff, t0)
+            if fast is not None:
+                return fast
         last_round = [before]  # where the records of the last lazy round start
 
         def one_round(p: PatchProblem, b: Budget, t: bool) -> tuple[Answer, PatchProblem]:
@@ -193,3 +199,25 @@ class Planner:
         # own record counts the rounds)
         return Outcome(answer, rounds.problem, self.records[last_round[0]:], list(self.notes), build,
                        seconds - build)
+
+    def _solve_linf_keep(self, problem: PatchProblem, budget: Budget, lazy: LazyKeep, cutoff: float, t0: float
+                         ) -> Outcome | None:
+        """The lazy L∞ rounds on two warm LPs (:mod:`patchlang.plan.linf_keep`), or None (the plain path runs).
+        The answer's encoding is the final working set's (for the report's query size)."""
+        if self._linf_keep is None or self._linf_keep.lazy is not lazy:
+            self._linf_keep = LinfKeepLp(self.backend, lazy)
+        got = self._linf_keep.solve(problem, budget, cutoff)
+        if got is None:
+            return None
+        sol, deltas, layout = got
+        if deltas is None:  # above the incumbent: no patch offered
+            return Outcome(Answer(sol, None), problem, [], list(self.notes), 0.0, time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        final, inverse = self.encode.apply(replace(problem, groups=lazy.subset(problem.groups),
+                                                   check_groups=problem.groups), budget)
+        self.encode.seconds = 0.0
+        build = time.perf_counter() - t1
+        records = [linf_keep_record(int(sol.stats.get("warm_lp_solves", 0))), inverse.record]  # the chain's order
+        self.records.extend(records)
+        answer = Answer(sol, final.enc, (layout, deltas))
+        return Outcome(answer, final, records, list(self.notes), build, time.perf_counter() - t0 - build)

@@ -35,6 +35,7 @@ class LazyKeep:
         self.inputs = {i: net.forward_suffix(np.stack([p.h for p in groups[i].points]), 0, start) for i in eligible}
         self.working: dict[int, np.ndarray] = {}
         self.rounds = 0
+        self._stacked: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
         for i in eligible:
             y = net.forward_suffix(self.inputs[i], start)
             # a change of size t moves an output by at most about t * ||input of the edited layer||_1
@@ -61,7 +62,7 @@ class LazyKeep:
         added = 0
         for i, mask in self.working.items():
             y = patched.forward_suffix(self.inputs[i], self.start)
-            slack = slacks(groups[i], y)
+            slack = self._slacks(i, groups[i], y)
             tol = 1e-9 * (1.0 + float(np.max(np.abs(y))))
             bad = np.nonzero(~mask & (slack < -tol))[0]
             if bad.size:
@@ -70,6 +71,23 @@ class LazyKeep:
                 mask[bad] = True
                 added += int(bad.size)
         return added
+
+    def _slacks(self, i: int, group: GoalGroup, y: np.ndarray) -> np.ndarray:
+        """:func:`slacks` of group ``i``, at once for all points when each has one clause of one alternative of
+        the same shape (keep points: one row per competing label), else point by point."""
+        key = (i, id(group))
+        if key not in self._stacked:
+            alts = [p.clauses[0][0] for p in group.points
+                    if len(p.clauses) == 1 and len(p.clauses[0]) == 1]
+            same = len(alts) == len(group.points) and len({a.C.shape for a in alts}) == 1
+            self._stacked[key] = (np.stack([a.C for a in alts]), np.stack([a.lo for a in alts]),
+                                np.stack([a.hi for a in alts])) if same and alts else None
+        stacked = self._stacked[key]
+        if stacked is None:
+            return slacks(group, y)
+        C, lo, hi = stacked
+        v = np.einsum("prk,pk->pr", C, y)
+        return np.min(np.minimum(v - lo, hi - v), axis=1) if C.shape[1] else np.full(len(y), np.inf)
 
     def record(self, groups: list[GoalGroup]) -> StepRecord:
         """How many points of each lazy group were needed, and in how many rounds."""

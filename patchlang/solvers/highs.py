@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..query import Query
 from .base import (FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, UNKNOWN, Solution, SolveOptions,
@@ -45,11 +46,85 @@ def _new_highs():
         os.close(devnull)
 
 
+class IncrementalLp:
+    """One HiGHS LP kept between solves, for LPs that grow by rows (lazy `keep` rounds) and whose column bounds
+    change: ``add_rows`` / ``set_bounds`` leave the last basis dual feasible, so each ``solve`` continues with the
+    dual simplex from it instead of starting over.  The model is given whole (numpy arrays), never per
+    coefficient.  A warm solve that ends neither optimal nor infeasible is repeated cold (from scratch)."""
+
+    def __init__(self, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, options: SolveOptions):
+        import highspy
+
+        self.inf = highspy.kHighsInf
+        self.h = _new_highs()
+        self.h.setOptionValue("output_flag", bool(options.verbose))
+        self.h.setOptionValue("random_seed", int(options.seed))
+        self.h.setOptionValue("solver", "simplex")
+        self.h.setOptionValue("simplex_strategy", 1)  # dual: added rows and moved bounds keep the basis dual feasible
+        self.n = int(c.size)
+        self.h.addVars(self.n, self._fin(lb), self._fin(ub))
+        self.h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32), np.asarray(c, dtype=np.float64))
+        self.rows = 0
+        self.solves = 0
+
+    def _fin(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return np.where(np.isfinite(v), v, np.where(v > 0, self.inf, -self.inf))
+
+    def add_rows(self, A: sp.csr_matrix, lo: np.ndarray, hi: np.ndarray) -> None:
+        A = sp.csr_matrix(A)
+        if A.shape[0] == 0:
+            return
+        self.h.addRows(A.shape[0], self._fin(lo), self._fin(hi), int(A.nnz), A.indptr[:-1].astype(np.int32),
+                       A.indices.astype(np.int32), A.data.astype(np.float64))
+        self.rows += A.shape[0]
+
+    def set_row_bounds(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """New bounds of existing rows (``-inf, inf`` switches a row off)."""
+        if rows.size:
+            self.h.changeRowsBounds(int(rows.size), rows.astype(np.int32), self._fin(lo), self._fin(hi))
+
+    def set_bounds(self, cols: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
+        self.h.changeColsBounds(int(cols.size), cols.astype(np.int32), self._fin(lb), self._fin(ub))
+
+    def solve(self, time_limit: float | None, cold: bool = False) -> tuple[str, np.ndarray | None, float | None]:
+        """(status, x, objective): ``optimal`` or ``infeasible`` are definite answers; anything else is not.
+        ``cold``: forget the last basis first (when the model changed too much for it to help)."""
+        import highspy
+
+        S = highspy.HighsModelStatus
+        if cold:
+            self.h.clearSolver()
+            self.h.setOptionValue("simplex_strategy", 4)  # primal: faster than dual from scratch here (measured)
+        self.h.setOptionValue("time_limit", float(time_limit) if time_limit is not None else self.inf)
+        for attempt in range(2):
+            self.h.run()
+            self.h.setOptionValue("simplex_strategy", 1)
+            self.solves += 1
+            status = self.h.getModelStatus()
+            if status == S.kOptimal:
+                x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)
+                return OPTIMAL, x, float(self.h.getInfo().objective_function_value)
+            if status == S.kInfeasible:
+                return INFEASIBLE, None, None
+            if status == S.kTimeLimit or attempt:
+                break
+            self.h.clearSolver()  # neither answer from the warm basis: once more from scratch
+        return (TIMEOUT if status == S.kTimeLimit else UNKNOWN), None, None
+
+
 class HighsBackend:
     name = "highs"
     # bigm: ReLUs and disjunctions lowered to big-M rows (finite bounds help); relaxation: the LP relaxation of that
     # lowering on request; bound_tightening: LP bounds of chosen variables, re-solving one model warm
-    capabilities = frozenset({"lp", "milp", "core", "bigm", "warm_start", "relaxation", "bound_tightening"})
+    # incremental_lp: an LP kept between solves, grown by rows and re-solved from its basis (IncrementalLp)
+    capabilities = frozenset({"lp", "milp", "core", "bigm", "warm_start", "relaxation", "bound_tightening",
+                              "incremental_lp"})
+
+    @staticmethod
+    def incremental_lp(c: np.ndarray, lb: np.ndarray, ub: np.ndarray, options: SolveOptions) -> IncrementalLp:
+        """An LP over ``c``, ``lb <= x <= ub`` (no rows yet) kept between solves: see :class:`IncrementalLp`."""
+        return IncrementalLp(c, lb, ub, options)
 
     def available(self) -> bool:
         return module_available("highspy")
