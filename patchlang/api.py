@@ -83,11 +83,12 @@ def run_task(task, options: RunOptions) -> TaskResult:
 
 def run_program(program: Program, options: RunOptions | None = None, only: list[str] | None = None,
                 on_task: Callable[[str, TaskResult | None], None] | None = None,
-                outputs: OutputGuard | None = None) -> RunResult:
+                outputs: OutputGuard | None = None, cache=None) -> RunResult:
     """Run every task (or those named in ``only``) in source order, then evaluate the assertions.
 
     Every file a task writes is claimed from ``outputs`` (by default ``guard.program_guard(program)``): never an input,
     never one path twice.  On Ctrl-C the tasks already finished are kept and :class:`Interrupted` carries them.
+    ``cache``: a :class:`patchlang.cache.ResultCache` (results re-checked before they are used; new ones stored).
     """
     options = options or RunOptions()
     t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
             if on_task:
                 on_task(task.name, None)
             try:
-                r = run_task(task, options)
+                r = _cached_or_run(task, options, cache)
             except KeyboardInterrupt:
                 raise Interrupted(_partial(program, ordered, task.name, only, t0)) from None
             except Exception as exc:  # a report written after it still lists the tasks that finished
@@ -118,6 +119,17 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
     add_assertion_notes(program, results)
     return RunResult(program.path, ordered, assertions, program.input_files, versions(),
                      time.perf_counter() - t0, [w.render() for w in program.warnings])
+
+
+def _cached_or_run(task, options: RunOptions, cache) -> TaskResult:
+    if cache is not None:
+        hit, _ = cache.lookup(task)
+        if hit is not None:
+            return hit
+    r = run_task(task, options)
+    if cache is not None:
+        cache.store(task, r)
+    return r
 
 
 def _partial(program: Program, done: list[TaskResult], current: str, only: list[str] | None,

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The result cache (.patchlang/cache/ beside a spec) is off for the suite: a test that runs a spec must solve it
+# (tests that monkeypatch a solver would otherwise get a cached answer).  tests/test_cache.py switches it on.
+os.environ.setdefault("PATCHLANG_CACHE", "0")
 EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
 
 
