@@ -81,11 +81,12 @@ def _array_digest(h: "hashlib._Hash", a: np.ndarray | None) -> None:
 class ResultCache:
     """The cache of one program's task results for one set of run options."""
 
-    def __init__(self, program, options):
+    def __init__(self, program, options, versions: dict[str, str]):
         from .lang.format import _strip
 
         self.program = program
         self.options = options
+        self.versions = dict(versions)  # patchlang and every numeric and solver package (api.versions())
         self.dir = cache_dir(program.path)
         self.base = os.path.dirname(os.path.abspath(program.path))
         self._statements = {}
@@ -107,7 +108,6 @@ class ResultCache:
     def key(self, task) -> str | None:
         """The hex key of ``task``'s result, or None when the task's kind is never cached."""
         from . import __version__
-        from .api import versions
 
         if task.kind != "patch" or task.span.line not in self._statements:
             return None
@@ -120,7 +120,7 @@ class ResultCache:
             _array_digest(resolved, h.y)
         inputs = sorted((os.path.relpath(os.path.abspath(p), self.base), sha)
                         for p, sha in self.program.input_files.items())
-        doc = {"format": FORMAT, "patchlang": __version__, "versions": versions(),
+        doc = {"format": FORMAT, "patchlang": __version__, "versions": self.versions,
                "task": self._statements[task.span.line], "declarations": self._decls,
                "resolved": resolved.hexdigest(), "margin": task.margin, "class": task.problem_class,
                "inputs": inputs, "backend": opts.backend or task.backend.name,

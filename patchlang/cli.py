@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="neither use nor store cached results (.patchlang/cache/ beside the spec)")
     r.add_argument("--frozen", action="store_true",
                    help="fail (exit 2) when a model's hash differs from the one patchlang.lock pins")
+    r.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="run independent tasks in N worker processes (results in source order)")
     _add_plan_parsers(sub)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
@@ -110,9 +112,10 @@ def _add_plan_parsers(sub) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, out: Console) -> int:
+    from .api import load_program, versions
     from .run.planning import print_plan
 
-    return print_plan(args, out)
+    return print_plan(load_program(args.spec), args, out, versions())
 
 
 def cmd_lock(args: argparse.Namespace, out: Console) -> int:
@@ -366,6 +369,8 @@ def _run_checked(args: argparse.Namespace, program) -> None:
         from .lang.select import select_tasks
 
         args.task = select_tasks(program, args.select, args.exclude, args.task)
+    if getattr(args, "jobs", 1) < 1:
+        raise PatchlangError(f"--jobs must be at least 1, not {args.jobs}", help="e.g. --jobs 2")
     if getattr(args, "frozen", False):
         from .lockfile import check_frozen
 
@@ -376,9 +381,10 @@ def _cache_for(args: argparse.Namespace, program, options):
     """The result cache of this run, or None (``--no-cache``, or ``PATCHLANG_CACHE=0`` in the environment)."""
     if getattr(args, "no_cache", False) or os.environ.get("PATCHLANG_CACHE", "1") == "0":
         return None
+    from .api import versions
     from .cache import ResultCache
 
-    return ResultCache(program, options)
+    return ResultCache(program, options, versions())
 
 
 def _run(args: argparse.Namespace, out: Console, program, options, guard, run_program, cache=None):
@@ -400,8 +406,8 @@ def _run(args: argparse.Namespace, out: Console, program, options, guard, run_pr
 
     if status is not None:
         with status:
-            return run_program(program, options, args.task, on_task, outputs=guard, cache=cache)
-    return run_program(program, options, args.task, on_task, outputs=guard, cache=cache)
+            return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs)
+    return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs)
 
 
 def cmd_export(args: argparse.Namespace, out: Console) -> int:

@@ -95,13 +95,13 @@ def test_an_edited_or_missing_saved_output_is_detected(quick: Path, capsys) -> N
 
 def test_the_recheck_itself_refuses_a_file_that_fails_the_goals(quick: Path, capsys) -> None:
     """Same content hash as stored but failing goals cannot happen on disk; the re-check is tested directly."""
-    from patchlang.api import load_program
+    from patchlang.api import load_program, versions
     from patchlang.cache import ResultCache
     from patchlang.tasks.patch import RunOptions
 
     _run(quick, capsys)
     program = load_program(quick)
-    cache = ResultCache(program, RunOptions())
+    cache = ResultCache(program, RunOptions(), versions())
     hit, why = cache.lookup(program.tasks[0])
     assert hit is not None and why == "cached"
     hit.patched = program.tasks[0].model.net  # the unpatched network fails `change wrong to label`
@@ -109,13 +109,13 @@ def test_the_recheck_itself_refuses_a_file_that_fails_the_goals(quick: Path, cap
 
 
 def test_inconclusive_and_failed_results_are_never_stored(quick: Path, capsys, monkeypatch) -> None:
-    from patchlang.api import load_program
+    from patchlang.api import load_program, versions
     from patchlang.cache import ResultCache
     from patchlang.tasks.patch import RunOptions
     from patchlang.tasks.results import INCONCLUSIVE, UNSOUND, TaskResult
 
     program = load_program(quick)
-    cache = ResultCache(program, RunOptions())
+    cache = ResultCache(program, RunOptions(), versions())
     task = program.tasks[0]
     for status in (INCONCLUSIVE, UNSOUND, "unknown"):
         assert not cache.store(task, TaskResult(task.name, "patch", status))

@@ -11,13 +11,12 @@ from rich.console import Console
 EXIT_NOTHING, EXIT_SOMETHING = 0, 2
 
 
-def print_plan(args: argparse.Namespace, out: Console) -> int:
-    from ..api import load_program
+def print_plan(program, args: argparse.Namespace, out: Console, versions: dict[str, str]) -> int:
+    """Print the plan of the checked ``program``; ``versions``: the package versions the cache key includes."""
     from ..errors import PatchlangError
     from ..tasks.patch import RunOptions
     from ..tasks.planview import plan_program
 
-    program = load_program(args.spec)
     only = args.task
     if only:
         unknown = [t for t in only if t not in {x.name for x in program.tasks}]
@@ -34,7 +33,7 @@ def print_plan(args: argparse.Namespace, out: Console) -> int:
 
         options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed,
                              write_files=not args.no_save)
-        cache_state = ResultCache(program, options).state
+        cache_state = ResultCache(program, options, versions).state
     plans = plan_program(program, args.backend, only, cache_state)
     for w in program.warnings:
         out.print(w.render(), markup=False, highlight=False)
