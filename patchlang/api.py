@@ -83,23 +83,25 @@ def run_task(task, options: RunOptions) -> TaskResult:
 
 def run_program(program: Program, options: RunOptions | None = None, only: list[str] | None = None,
                 on_task: Callable[[str, TaskResult | None], None] | None = None,
-                outputs: OutputGuard | None = None, cache=None, jobs: int = 1) -> RunResult:
+                outputs: OutputGuard | None = None, cache=None, jobs: int = 1,
+                executor: str | None = None) -> RunResult:
     """Run every task (or those named in ``only``) in source order, then evaluate the assertions.
 
     Every file a task writes is claimed from ``outputs`` (by default ``guard.program_guard(program)``): never an input,
     never one path twice.  On Ctrl-C the tasks already finished are kept and :class:`Interrupted` carries them.
     ``cache``: a :class:`patchlang.cache.ResultCache` (results re-checked before they are used; new ones stored).
-    ``jobs`` > 1: independent tasks in that many worker processes (see :mod:`patchlang.run.parallel`).
+    ``jobs`` > 1: independent tasks in that many worker processes (see :mod:`patchlang.run.parallel`);
+    ``executor``: ``local`` or ``tcp://HOST:PORT``, the tasks on a Dask cluster (see :mod:`patchlang.run.cluster`).
     """
     options = options or RunOptions()
     t0 = time.perf_counter()
     results: dict[str, TaskResult] = {}
     ordered: list[TaskResult] = []
     selected = [t for t in program.tasks if not only or t.name in only]
-    parallel = jobs > 1 and len(selected) > 1
+    parallel = executor is not None or (jobs > 1 and len(selected) > 1)
     with using_guard(outputs or program_guard(program)):
         if parallel:
-            _run_parallel(program, selected, options, jobs, cache, on_task, results, ordered, only, t0)
+            _run_parallel(program, selected, options, jobs, cache, on_task, results, ordered, only, t0, executor)
         for task in () if parallel else program.tasks:
             if only and task.name not in only:
                 continue
@@ -128,11 +130,16 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
 
 def _run_parallel(program: Program, selected: list, options: RunOptions, jobs: int, cache, on_task,
                   results: dict[str, TaskResult], ordered: list[TaskResult], only: list[str] | None,
-                  t0: float) -> None:
+                  t0: float, executor: str | None = None) -> None:
+    from .run.cluster import run_on_dask
     from .run.parallel import run_parallel
 
+    if executor is not None:
+        runs = run_on_dask(program, selected, options, executor, jobs, _cached_or_run, cache, on_task)
+    else:
+        runs = run_parallel(program, selected, options, jobs, _cached_or_run, cache, on_task)
     try:
-        for r in run_parallel(program, selected, options, jobs, _cached_or_run, cache, on_task):
+        for r in runs:
             results[r.name] = r
             ordered.append(r)
     except KeyboardInterrupt:

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="fail (exit 2) when a model's hash differs from the one patchlang.lock pins")
     r.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="run independent tasks in N worker processes (results in source order)")
+    r.add_argument("--executor", metavar="dask://HOST:PORT|local",
+                   help="run the tasks on a Dask cluster: a running scheduler, or `local` (--jobs workers on "
+                        "this machine); needs patchlang[cluster]")
     _add_plan_parsers(sub)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
@@ -371,6 +374,10 @@ def _run_checked(args: argparse.Namespace, program) -> None:
         args.task = select_tasks(program, args.select, args.exclude, args.task)
     if getattr(args, "jobs", 1) < 1:
         raise PatchlangError(f"--jobs must be at least 1, not {args.jobs}", help="e.g. --jobs 2")
+    if getattr(args, "executor", None):
+        from .run.cluster import parse_executor
+
+        args.executor = parse_executor(args.executor)
     if getattr(args, "frozen", False):
         from .lockfile import check_frozen
 
@@ -406,8 +413,10 @@ def _run(args: argparse.Namespace, out: Console, program, options, guard, run_pr
 
     if status is not None:
         with status:
-            return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs)
-    return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs)
+            return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs,
+                               executor=args.executor)
+    return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs,
+                               executor=args.executor)
 
 
 def cmd_export(args: argparse.Namespace, out: Console) -> int:
