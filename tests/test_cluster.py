@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import report_figures
 from patchlang.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
-def examples(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("out", ".patchlang"))
-    return tmp_path / "examples"
+def examples(examples_copy: Path) -> Path:
+    return examples_copy
 
 
-def _figures(report: dict) -> list:
-    return [(t["name"], t["status"], t.get("objective"), t.get("distances"), t.get("files")) for t in
-            report["tasks"]] + [(a["text"], a["holds"], a.get("value")) for a in report["assertions"]]
+_figures = report_figures
 
 
 def _run(spec: Path, *extra: str) -> tuple[int, dict]:

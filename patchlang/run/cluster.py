@@ -71,7 +71,7 @@ def _work(state: bytes, index: int):
 def run_on_dask(program, tasks: list, options, address: str, jobs: int, runner: Callable, cache=None,
                 on_task: Callable | None = None) -> Iterator:
     """Yield each task's result in source order (see the module docstring)."""
-    from .parallel import solver_threads
+    from .parallel import in_source_order, solver_threads
 
     if address == "local":
         options = replace(options, threads=options.threads or solver_threads(jobs))
@@ -83,13 +83,7 @@ def run_on_dask(program, tasks: list, options, address: str, jobs: int, runner: 
         [shared] = client.scatter([state], broadcast=True)
         futures = [client.submit(_work, shared, index[id(t)], pure=False, key=f"patchlang-{i}-{t.name}")
                    for i, t in enumerate(tasks)]
-        for t, fut in zip(tasks, futures):
-            if on_task:
-                on_task(t.name, None)
-            r = fut.result()
-            if on_task:
-                on_task(t.name, r)
-            yield r
+        yield from in_source_order(tasks, futures, on_task)
     except BaseException:
         client.cancel(futures)
         raise

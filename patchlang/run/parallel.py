@@ -80,17 +80,22 @@ def run_parallel(program, tasks: list, options, jobs: int, runner: Callable, cac
     try:
         for t in tasks:
             futures.append(pool.submit(_work, index[id(t)]))
-        for t, fut in zip(tasks, futures):
-            if on_task:
-                on_task(t.name, None)
-            r = fut.result()
-            if on_task:
-                on_task(t.name, r)
-            yield r
+        yield from in_source_order(tasks, futures, on_task)
     except BaseException:
         _stop_workers(pool, futures)
         raise
     pool.shutdown(wait=True)
+
+
+def in_source_order(tasks: list, futures: list, on_task: Callable | None) -> Iterator:
+    """Each task's result (``future.result()``) in the order of ``tasks``, telling ``on_task`` as a serial run does."""
+    for t, fut in zip(tasks, futures):
+        if on_task:
+            on_task(t.name, None)
+        r = fut.result()
+        if on_task:
+            on_task(t.name, r)
+        yield r
 
 
 def _stop_workers(pool: ProcessPoolExecutor, futures: list[Future]) -> None:
