@@ -55,3 +55,9 @@ def test_plan_reports_spec_errors_as_check_does(examples: Path, capsys) -> None:
     assert main(["plan", str(examples / "errors" / "two_errors.patch")]) == 2
     assert "PL" in capsys.readouterr().err
     assert main(["plan", str(examples / "toy" / "toy.patch"), "--task", "nope"]) == 2
+
+
+def test_a_repair_query_is_an_estimate(examples: Path, capsys) -> None:
+    assert main(["plan", str(examples / "verify" / "repair.patch")]) == 0
+    out = capsys.readouterr().out
+    assert "repair no_two" in out and "(estimate: built while solving)" in out and "never cached" in out

@@ -46,6 +46,7 @@ def plan_program(program, backend: str | None = None, only: list[str] | None = N
         elif isinstance(task, RepairTask):
             p = _patch_plan(task.patch, backend or task.patch.backend.name)
             p.name, p.kind, p.line = task.name, task.kind, task.span.line
+            p.query_exact = False  # the first round's query: counterexamples found while solving add goals
             p.steps = ["verify the property (falsify, then complete verification)",
                        "patch the counterexamples, then verify again (rounds until proven):"] + \
                       ["  " + s for s in p.steps]
