@@ -92,24 +92,32 @@ def run_task(task, options: RunOptions) -> TaskResult:
 
 def run_program(program: Program, options: RunOptions | None = None, only: list[str] | None = None,
                 on_task: Callable[[str, TaskResult | None], None] | None = None,
-                outputs: OutputGuard | None = None) -> RunResult:
+                outputs: OutputGuard | None = None, cache=None, jobs: int = 1,
+                executor: str | None = None) -> RunResult:
     """Run every task (or those named in ``only``) in source order, then evaluate the assertions.
 
     Every file a task writes is claimed from ``outputs`` (by default ``guard.program_guard(program)``): never an input,
     never one path twice.  On Ctrl-C the tasks already finished are kept and :class:`Interrupted` carries them.
+    ``cache``: a :class:`patchlang.cache.ResultCache` (results re-checked before they are used; new ones stored).
+    ``jobs`` > 1: independent tasks in that many worker processes (see :mod:`patchlang.run.parallel`);
+    ``executor``: ``local`` or ``tcp://HOST:PORT``, the tasks on a Dask cluster (see :mod:`patchlang.run.cluster`).
     """
     options = options or RunOptions()
     t0 = time.perf_counter()
     results: dict[str, TaskResult] = {}
     ordered: list[TaskResult] = []
+    selected = [t for t in program.tasks if not only or t.name in only]
+    parallel = executor is not None or (jobs > 1 and len(selected) > 1)
     with using_guard(outputs or program_guard(program)):
-        for task in program.tasks:
+        if parallel:
+            _run_parallel(program, selected, options, jobs, cache, on_task, results, ordered, only, t0, executor)
+        for task in () if parallel else program.tasks:
             if only and task.name not in only:
                 continue
             if on_task:
                 on_task(task.name, None)
             try:
-                r = run_task(task, options)
+                r = _cached_or_run(task, options, cache)
             except KeyboardInterrupt:
                 raise Interrupted(_partial(program, ordered, task.name, only, t0)) from None
             except Exception as exc:  # a report written after it still lists the tasks that finished
@@ -127,6 +135,39 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
     add_assertion_notes(program, results)
     return RunResult(program.path, ordered, assertions, program.input_files, versions(),
                      time.perf_counter() - t0, [w.render() for w in program.warnings])
+
+
+def _run_parallel(program: Program, selected: list, options: RunOptions, jobs: int, cache, on_task,
+                  results: dict[str, TaskResult], ordered: list[TaskResult], only: list[str] | None,
+                  t0: float, executor: str | None = None) -> None:
+    from .run.cluster import run_on_dask
+    from .run.parallel import run_parallel
+
+    if executor is not None:
+        runs = run_on_dask(program, selected, options, executor, jobs, _cached_or_run, cache, on_task)
+    else:
+        runs = run_parallel(program, selected, options, jobs, _cached_or_run, cache, on_task)
+    try:
+        for r in runs:
+            results[r.name] = r
+            ordered.append(r)
+    except KeyboardInterrupt:
+        current = next(t.name for t in selected if t.name not in results)
+        raise Interrupted(_partial(program, ordered, current, only, t0)) from None
+    except Exception as exc:
+        exc.patchlang_done = list(ordered)
+        raise
+
+
+def _cached_or_run(task, options: RunOptions, cache) -> TaskResult:
+    if cache is not None:
+        hit, _ = cache.lookup(task)
+        if hit is not None:
+            return hit
+    r = run_task(task, options)
+    if cache is not None:
+        cache.store(task, r)
+    return r
 
 
 def _partial(program: Program, done: list[TaskResult], current: str, only: list[str] | None,

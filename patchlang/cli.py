@@ -1,4 +1,4 @@
-"""``patchlang check | run | export | fmt``.
+"""``patchlang check | plan | run | lock | export | fmt``.
 
 Exit codes: 0 everything holds, 1 a check failed (no patch exists, property violated, assertion false),
 2 spec or usage error, 3 inconclusive (timeout / unknown), 101 internal error (a bug: please report it).
@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", "-v", action="store_true",
                    help="show how each answer was found: planning steps, query sizes, timings, solver logs")
     _add_ci_options(r)
+    r.add_argument("--no-cache", action="store_true",
+                   help="neither use nor store cached results (.patchlang/cache/ beside the spec)")
+    r.add_argument("--frozen", action="store_true",
+                   help="fail (exit 2) when a model's hash differs from the one patchlang.lock pins")
+    r.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="run independent tasks in N worker processes (results in source order)")
+    r.add_argument("--executor", metavar="dask://HOST:PORT|local",
+                   help="run the tasks on a Dask cluster: a running scheduler, or `local` (--jobs workers on "
+                        "this machine); needs patchlang[cluster]")
+    _add_plan_parsers(sub)
 
     e = sub.add_parser("export", help="write a task's query for an external solver or verifier")
     e.add_argument("spec")
@@ -85,6 +95,43 @@ def cmd_run_formatted(args: argparse.Namespace, out: Console) -> int:
             sys.stdout.write(render_error(exc, args.output_format, args.spec))
             sys.stdout.flush()
         raise  # the JSON / JUnit / SARIF reports of a failed run were written by cmd_run
+
+
+def _add_plan_parsers(sub) -> None:
+    p = sub.add_parser("plan", help="what `run` would do for each task, without solving: problem class, backend, "
+                                    "query size, planning steps, cached or not")
+    p.add_argument("spec")
+    p.add_argument("--task", action="append", help="only this task (repeatable)")
+    p.add_argument("--select", action="append", metavar="NAME[,NAME]", help="as for run")
+    p.add_argument("--exclude", action="append", metavar="NAME[,NAME]", help="as for run")
+    p.add_argument("--backend", help="as for run: override every task's backend")
+    p.add_argument("--time-limit", type=float, help="as for run (part of the cache key)")
+    p.add_argument("--seed", type=int, default=0, help="as for run (part of the cache key)")
+    p.add_argument("--no-save", action="store_true", help="as for run (part of the cache key)")
+    p.add_argument("--no-cache", action="store_true", help="do not look at the cache: every task is to run")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 when nothing is to run (every task cached), 2 when something is")
+    k = sub.add_parser("lock", help="pin the hashes of the spec's models in patchlang.lock beside it")
+    k.add_argument("spec")
+
+
+def cmd_plan(args: argparse.Namespace, out: Console) -> int:
+    from .api import load_program, versions
+    from .run.planning import print_plan
+
+    return print_plan(load_program(args.spec), args, out, versions())
+
+
+def cmd_lock(args: argparse.Namespace, out: Console) -> int:
+    from .api import load_program
+    from .lockfile import write_lock
+
+    program = load_program(args.spec)
+    path, models = write_lock(program)
+    for name, entry in models.items():
+        out.print(f"  {name:<12} {entry['path']}  sha256 {entry['sha256']}", markup=False, highlight=False)
+    out.print(f"wrote {os.path.relpath(path)} ({len(models)} model(s))", markup=False)
+    return EXIT_OK
 
 
 def _add_fmt_parser(sub) -> None:
@@ -246,8 +293,9 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         raise
     options = RunOptions(backend=args.backend, time_limit=args.time_limit, seed=args.seed, verbose=args.verbose,
                          write_files=not args.no_save)
+    cache = _cache_for(args, program, options)
     try:
-        result = _run(args, out, program, options, guard, run_program)
+        result = _run(args, out, program, options, guard, run_program, cache)
     except Interrupted as exc:
         result = exc.result
         _write_reports(args, result, guard)
@@ -339,9 +387,29 @@ def _run_checked(args: argparse.Namespace, program) -> None:
         from .lang.select import select_tasks
 
         args.task = select_tasks(program, args.select, args.exclude, args.task)
+    if getattr(args, "jobs", 1) < 1:
+        raise PatchlangError(f"--jobs must be at least 1, not {args.jobs}", help="e.g. --jobs 2")
+    if getattr(args, "executor", None):
+        from .run.cluster import parse_executor
+
+        args.executor = parse_executor(args.executor)
+    if getattr(args, "frozen", False):
+        from .lockfile import check_frozen
+
+        check_frozen(program)
 
 
-def _run(args: argparse.Namespace, out: Console, program, options, guard, run_program):
+def _cache_for(args: argparse.Namespace, program, options):
+    """The result cache of this run, or None (``--no-cache``, or ``PATCHLANG_CACHE=0`` in the environment)."""
+    if getattr(args, "no_cache", False) or os.environ.get("PATCHLANG_CACHE", "1") == "0":
+        return None
+    from .api import versions
+    from .cache import ResultCache
+
+    return ResultCache(program, options, versions())
+
+
+def _run(args: argparse.Namespace, out: Console, program, options, guard, run_program, cache=None):
     text = args.output_format == "text"
     status = out.status("running", spinner="dots") if text and not args.quiet and out.is_terminal else None
     total = sum(1 for t in program.tasks if not args.task or t.name in args.task)
@@ -367,8 +435,10 @@ def _run(args: argparse.Namespace, out: Console, program, options, guard, run_pr
 
     if status is not None:
         with status:
-            return run_program(program, options, args.task, on_task, outputs=guard)
-    return run_program(program, options, args.task, on_task, outputs=guard)
+            return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs,
+                               executor=args.executor)
+    return run_program(program, options, args.task, on_task, outputs=guard, cache=cache, jobs=args.jobs,
+                               executor=args.executor)
 
 
 def cmd_export(args: argparse.Namespace, out: Console) -> int:
@@ -387,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         handler = {"check": cmd_check_all, "run": cmd_run_formatted, "export": cmd_export,
-                   "fmt": cmd_fmt}[args.command]
+                   "fmt": cmd_fmt, "plan": cmd_plan, "lock": cmd_lock}[args.command]
         return handler(args, out)
     except PatchlangError as exc:
         _print_spec_error(exc, err)

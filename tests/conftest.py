@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The result cache (.patchlang/cache/ beside a spec) is off for the suite: a test that runs a spec must solve it
+# (tests that monkeypatch a solver would otherwise get a cached answer).  tests/test_cache.py switches it on.
+os.environ.setdefault("PATCHLANG_CACHE", "0")
 EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
 
 
@@ -69,3 +72,19 @@ def write_model(tmp_path: Path) -> Callable[..., str]:
         return str(path)
 
     return write
+
+
+@pytest.fixture()
+def examples_copy(tmp_path: Path) -> Path:
+    """A copy of examples/ (without outputs or caches) in a temporary folder: runs write nothing in the repository."""
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("out", ".patchlang"))
+    return tmp_path / "examples"
+
+
+def report_figures(report: dict) -> list:
+    """What two runs of one spec must agree on: each task's status, objective, distances and files, and each
+    assertion's verdict and value (JSON report)."""
+    return [(t["name"], t["status"], t.get("objective"), t.get("distances"), t.get("files")) for t in
+            report["tasks"]] + [(a["text"], a["holds"], a.get("value")) for a in report["assertions"]]

@@ -1,6 +1,6 @@
 """Imports point down the pipeline and never form a cycle (read with ``ast``; nothing is imported).
 
-cli -> api -> report -> tasks -> plan -> compile, solvers; compile imports no solver, solvers know only the
+cli -> api -> run (parallel tasks, `plan`) -> cache -> tasks; api -> report -> tasks -> plan -> compile, solvers; compile imports no solver, solvers know only the
 Query, lang imports neither, model and inputs import none of them.  Function-level imports count too: a late
 import only hides a cycle.
 """
@@ -22,8 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "plan": BOTTOM | {"model", "inputs", "lang", "compile", "solvers"},
     "tasks": BOTTOM | {"model", "inputs", "lang", "compile", "solvers", "plan"},
     "report": BOTTOM | {"model", "inputs", "lang", "tasks"},
-    "api": BOTTOM | {"model", "inputs", "lang", "tasks", "report"},
-    "cli": BOTTOM | {"model", "inputs", "lang", "tasks", "report", "api"},
+    "lockfile": BOTTOM,
+    "cache": BOTTOM | {"model", "inputs", "lang", "tasks"},
+    "run": BOTTOM | {"model", "inputs", "lang", "tasks", "cache"},
+    "api": BOTTOM | {"model", "inputs", "lang", "tasks", "report", "run"},
+    "cli": BOTTOM | {"model", "inputs", "lang", "tasks", "report", "api", "run", "cache", "lockfile"},
 }
 
 

@@ -45,13 +45,14 @@ class RunOptions:
     write_files: bool = True
     disable_steps: frozenset[str] = frozenset()  # planning steps switched off (tests; see plan.chain.STEP_NAMES)
     progress: Any = None  # callable(dict) for long proofs (domains left, best bound, elapsed); the CLI shows it
+    threads: int | None = None  # solver threads when the task's `using` sets none (`run --jobs` budgets them)
 
 
 def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:
     opts = dict(task.backend.options)
     tl = opts.pop("time_limit", None)
     gap = opts.pop("mip_gap", None)
-    threads = opts.pop("threads", None)
+    threads = opts.pop("threads", run.threads)
     seed = opts.pop("seed", run.seed)
     return SolveOptions(time_limit=run.time_limit if run.time_limit is not None else tl, mip_gap=gap,
                         threads=int(threads) if threads is not None else None, seed=int(seed),

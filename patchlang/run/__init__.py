@@ -1,0 +1,1 @@
+"""Running specs at scale: the `plan` command's driver, and (later) parallel and cluster execution."""

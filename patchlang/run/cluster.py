@@ -1,0 +1,93 @@
+"""`run --executor dask://HOST:PORT | local`: the spec's tasks on a Dask cluster (``dask.distributed``).
+
+Why Dask rather than Ray: patchlang's unit of work is a task, a plain Python function call whose inputs and result
+pickle, with no shared state between tasks, and that is exactly a ``Client.submit``; ``distributed`` is pure
+Python (one optional extra, ``patchlang[cluster]``), runs a local cluster of processes with one call, and talks to a
+remote scheduler over TCP.  Ray brings a native runtime and a larger footprint for nothing patchlang needs.
+
+The checked program, the run's options, the result cache and the task runner are pickled once and scattered to
+every worker; each task is one ``submit`` (its source index).  Results are gathered in source order, exactly as
+`--jobs` and a serial run report them, and the caller evaluates the assertions afterwards.  Each worker runs a
+task under the program's output guard and writes its `save` files (atomically) at the spec's paths: on a remote
+cluster those paths must be on a file system the workers share with the client, as for any Dask job.
+
+``local`` starts a ``LocalCluster`` of ``--jobs`` worker processes (one thread each), on the loopback interface
+only, without a dashboard, and closes it afterwards; solver threads are budgeted as for ``--jobs``.  On Ctrl-C the
+submitted tasks are cancelled and the client (and a local cluster) closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import replace
+from typing import Callable, Iterator
+
+from ..errors import PatchlangError
+
+_LOADED: dict[bytes, dict] = {}
+
+
+def parse_executor(text: str) -> str:
+    """``local`` or a scheduler address ``tcp://HOST:PORT``; a usage error otherwise."""
+    if text == "local":
+        return text
+    if text.startswith("dask://") and ":" in text[len("dask://"):]:
+        return "tcp://" + text[len("dask://"):]
+    raise PatchlangError(f"--executor must be `local` or `dask://HOST:PORT`, not `{text}`",
+                         help="e.g. --executor local, or --executor dask://127.0.0.1:8786 for a running scheduler")
+
+
+def _client(address: str, jobs: int):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PatchlangError("--executor needs the `distributed` package (Dask), which is not installed",
+                             help='pip install "patchlang[cluster]"') from None
+    if address == "local":
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    try:
+        return Client(address, timeout=30), None
+    except OSError as exc:
+        raise PatchlangError(f"cannot reach the Dask scheduler at {address}: {exc}",
+                             help="start one with `dask scheduler` (and `dask worker ADDRESS`), or use "
+                                  "--executor local") from None
+
+
+def _work(state: bytes, index: int):
+    from ..guard import program_guard, using_guard
+
+    loaded = _LOADED.get(state)
+    if loaded is None:
+        _LOADED.clear()
+        loaded = _LOADED[state] = pickle.loads(state)
+    program = loaded["program"]
+    with using_guard(program_guard(program)):
+        return loaded["runner"](program.tasks[index], loaded["options"], loaded["cache"])
+
+
+def run_on_dask(program, tasks: list, options, address: str, jobs: int, runner: Callable, cache=None,
+                on_task: Callable | None = None) -> Iterator:
+    """Yield each task's result in source order (see the module docstring)."""
+    from .parallel import in_source_order, solver_threads
+
+    if address == "local":
+        options = replace(options, threads=options.threads or solver_threads(jobs), progress=None)
+    client, cluster = _client(address, jobs)
+    futures = []
+    try:
+        index = {id(t): i for i, t in enumerate(program.tasks)}
+        state = pickle.dumps({"program": program, "options": options, "cache": cache, "runner": runner})
+        [shared] = client.scatter([state], broadcast=True)
+        futures = [client.submit(_work, shared, index[id(t)], pure=False, key=f"patchlang-{i}-{t.name}")
+                   for i, t in enumerate(tasks)]
+        yield from in_source_order(tasks, futures, on_task)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

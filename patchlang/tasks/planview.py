@@ -1,0 +1,140 @@
+"""`patchlang plan`: what `run` would do for each task, without solving.
+
+For a patch task (and the patch part of a repair) the view reads the chain the planner would build
+(:class:`patchlang.plan.chain.Planner`) and asks each step's ``accepts`` on the problem as it would reach that step;
+the ``encode`` step is applied (building the query is cheap next to solving it), so the query size is exact and
+the backend ``auto`` would choose is known.  Steps that solve while they are applied (the row reductions, L∞
+bisection, the fixed-phase bound) are only asked whether they apply, never run.  A verify task's queries depend on
+how the region splits while solving: its size is an estimate (input dimension, ReLUs, region boxes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..lang.program import PatchTask, RepairTask, VerifyTask
+
+
+@dataclass
+class TaskPlan:
+    name: str
+    kind: str
+    line: int
+    problem_class: str
+    reason: str
+    backend: str
+    query: dict[str, int] = field(default_factory=dict)
+    query_exact: bool = True  # False: an estimate (the query is only built while solving)
+    steps: list[str] = field(default_factory=list)
+    cached: str = "no cache"  # "cached" | "not cached" | "no cache" (the task kind is never cached) | "--no-cache"
+
+    @property
+    def to_run(self) -> bool:
+        return self.cached != "cached"
+
+
+def plan_program(program, backend: str | None = None, only: list[str] | None = None,
+                 cache_state=None) -> list[TaskPlan]:
+    """A :class:`TaskPlan` per task (those named in ``only``), in source order.  ``cache_state(task)`` says whether
+    a cached result applies (see :mod:`patchlang.cache`)."""
+    out = []
+    for task in program.tasks:
+        if only and task.name not in only:
+            continue
+        if isinstance(task, PatchTask):
+            p = _patch_plan(task, backend or task.backend.name)
+        elif isinstance(task, RepairTask):
+            p = _patch_plan(task.patch, backend or task.patch.backend.name)
+            p.name, p.kind, p.line = task.name, task.kind, task.span.line
+            p.query_exact = False  # the first round's query: counterexamples found while solving add goals
+            p.steps = ["verify the property (falsify, then complete verification)",
+                       "patch the counterexamples, then verify again (rounds until proven):"] + \
+                      ["  " + s for s in p.steps]
+        else:
+            p = _verify_plan(task, backend or task.backend.name)
+        if cache_state is not None:
+            p.cached = cache_state(task)
+        out.append(p)
+    return out
+
+
+def _patch_plan(task: PatchTask, backend_name: str) -> TaskPlan:
+    from ..plan.away import single_away_candidates
+    from ..plan.chain import Planner
+    from ..plan.reduction import PatchProblem
+    from ..solvers.registry import choose_backend
+    from .patch import RunOptions, build_groups, solve_options
+
+    net = task.model.net
+    groups = build_groups(net, task.goals, task.margin)
+    options = solve_options(task, RunOptions())
+    planner = Planner(backend_name)
+    plan = TaskPlan(task.name, task.kind, task.span.line, task.problem_class, task.class_reason, backend_name)
+    problem = PatchProblem(net, task, groups, options)
+    caps = planner.capabilities
+    if single_away_candidates(net, task) is not None:
+        plan.steps.append("away_candidates: one query per candidate label, best first")
+    lazy = planner.lazy_keep(net, task, groups)
+    if lazy is not None:
+        plan.steps.append("lazy_keep: keep points added in rounds, as the optimum breaks them")
+    steps = planner.steps(tidy=True)
+    rows = [s for s in steps if s.name in ("one_unknown_per_row", "keep_bracket") and s.accepts(problem, caps)]
+    if rows:
+        plan.steps.append(f"{rows[0].name}: the weight edit solved one row at a time (sizes decided while solving)")
+        plan.query_exact = False
+    for step in steps:
+        if step.name in ("one_unknown_per_row", "keep_bracket"):
+            continue
+        if step.name == "least_l1_tidy":
+            if step.accepts(problem, caps):
+                plan.steps.append("least_l1_tidy: among the optimal patches, the one with the least L1 change")
+            continue
+        if step.name == "encode" and not rows:
+            problem, _ = step.apply(problem, _no_budget(options))
+            q = problem.enc.query
+            plan.query = {"variables": q.n_vars, "rows": q.n_rows, "nonzeros": int(q.A.nnz),
+                          "integers": q.n_integer}
+            plan.steps.append(f"encode: {q.problem_class} query, {q.n_vars} variables, {q.n_rows} rows")
+            klass = "SMT" if task.problem_class == "SMT" else q.problem_class
+            chosen, _ = choose_backend(backend_name, q, klass)
+            plan.backend = chosen.name if backend_name in ("auto", "milp") else backend_name
+            continue
+        if rows or problem.enc is None and step.name != "linf_bisection":
+            continue
+        if step.name == "lp_bound_tightening":
+            if step.requires <= caps and problem.enc.query.problem_class == "MILP":
+                plan.steps.append("lp_bound_tightening: if the fixed-phase bound finds a warm start")
+            continue
+        if step.accepts(problem, caps):
+            plan.steps.append(_STEP_TEXT.get(step.name, step.name))
+    if rows and plan.backend in ("auto", "milp"):
+        plan.backend = "highs"
+    plan.steps.append(f"solve with {plan.backend}; check independently (float64 and onnxruntime)")
+    return plan
+
+
+_STEP_TEXT = {
+    "linf_bisection": "linf_bisection: the L∞ optimum by bisection over feasibility LPs",
+    "fixed_phase_bound": "fixed_phase_bound: a derived bound and a checked warm start for the MILP",
+}
+
+
+def _no_budget(options):
+    from ..plan.budget import Budget
+
+    return Budget.of(options)
+
+
+def _verify_plan(task: VerifyTask, backend_name: str) -> TaskPlan:
+    net = task.model.net
+    from ..compile.bounds import relu_network
+
+    rn = relu_network(net)  # `check` (tasks.dryrun) already lowered it: a verify task's network is a ReLU chain
+    size = {"inputs": rn.input_size, "relus": int(sum(W.shape[0] for W in rn.Ws[:-1])),
+            "boxes": len(task.prop.boxes)}
+    return TaskPlan(task.name, task.kind, task.span.line, "MILP",
+                    "complete verification over an input region (falsify first)",
+                    "highs" if backend_name in ("auto", "milp") else backend_name, size, False,
+                    ["falsify: global optimisers on the network (onnxruntime)",
+                     "bound: interval and symbolic bounds over each region box",
+                     f"decide: one MILP per undecided box and property case ({backend_name})"])
