@@ -45,7 +45,7 @@ from ..model.backprop import backward, forward_trace
 from ..model.ir import Affine, Network, decide
 from ..model.edits import norm_values
 from .patch import check_and_save
-from .repair import _more_counterexamples, _near_violations, round_to_float32
+from .repair import more_counterexamples, near_violations, round_to_float32
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .verify import property_cases, verify_cases
 
@@ -210,9 +210,9 @@ def run_finetune(task: FinetuneTask, run: Any) -> TaskResult:
             break
         if verdict.status == VIOLATED:
             new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
-            new += _more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
+            new += more_counterexamples(current, cases, per_iter - 1, run.seed + it, deadline)
         else:  # undecided: the network is barely safe somewhere; ask for more room at the closest points
-            new = _near_violations(current, cases, per_iter, run.seed + it, deadline)
+            new = near_violations(current, cases, per_iter, run.seed + it, deadline)
             trainer.margin *= 2.0
             record["margin"] = trainer.margin
         for x, ci in new:

@@ -56,7 +56,7 @@ def round_to_float32(net: Network) -> Network:
     return out
 
 
-def _more_counterexamples(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
+def more_counterexamples(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
     """Up to ``n`` distinct violating inputs of the current network, found by falsification (float64)."""
     if n <= 0:
         return []
@@ -138,11 +138,11 @@ class RepairLoop:
         seed = self.run.seed + it
         if verdict.status == VIOLATED:
             new = [(np.asarray(verdict.x32, np.float64).reshape(-1), verdict.case or 0)]
-            new += _more_counterexamples(self.current, self.cases, self.per_iter - 1, seed, self.deadline)
+            new += more_counterexamples(self.current, self.cases, self.per_iter - 1, seed, self.deadline)
         else:
             # undecided: the patched network is barely safe somewhere; require the margin at the points closest
             # to violation, which makes the next network robustly safe there (and easier to prove)
-            new = _near_violations(self.current, self.cases, self.per_iter, seed, self.deadline)
+            new = near_violations(self.current, self.cases, self.per_iter, seed, self.deadline)
             record["near_violations_added"] = len(new)
         self.repair_points.extend(new)
         record.setdefault("counterexamples_added", len(new))
@@ -252,7 +252,7 @@ def _log_line(r: dict[str, Any]) -> str:
     return line
 
 
-def _near_violations(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
+def near_violations(net: Network, cases, n: int, seed: int, deadline: float) -> list[tuple[np.ndarray, int]]:
     """The ``n`` inputs (over all cases) where falsification got closest to a violation."""
     rn = relu_network(net)
     scored: list[tuple[float, np.ndarray, int]] = []
