@@ -88,3 +88,17 @@ def report_figures(report: dict) -> list:
     assertion's verdict and value (JSON report)."""
     return [(t["name"], t["status"], t.get("objective"), t.get("distances"), t.get("files")) for t in
             report["tasks"]] + [(a["text"], a["holds"], a.get("value")) for a in report["assertions"]]
+
+
+def run_copied_spec(tmp_path: Path, capsys, source: Path, names: Sequence[str]) -> tuple[int, str, dict]:
+    """Copy ``names`` (the spec first, then the files it reads) from ``source`` into ``tmp_path``, run the spec
+    through the CLI with a JSON report, and return (exit code, stdout, report): runs write nothing in the repo."""
+    import json
+    import shutil
+
+    from patchlang.cli import main
+
+    for name in names:
+        shutil.copy(source / name, tmp_path / name)
+    code = main(["run", str(tmp_path / names[0]), "--json", str(tmp_path / "r.json")])
+    return code, capsys.readouterr().out, json.loads((tmp_path / "r.json").read_text())

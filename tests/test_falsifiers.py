@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from conftest import run_copied_spec
 from patchlang.api import RunOptions, load_program_text, run_program, satisfaction
 from patchlang.compile import goals as G
 from patchlang.compile.verify import RegionCase, unsafe_from_clauses
@@ -160,16 +161,9 @@ def test_unknown_falsifier_or_option_is_a_spec_error():
 
 def test_the_falsify_example_from_the_cli(tmp_path, capsys):
     """examples/verify/falsify.patch: SHGO finds the sliver, random with the same budget does not."""
-    import shutil
-
-    from patchlang.cli import main
-
-    for name in ("falsify.patch", "tiny.onnx"):
-        shutil.copy(EXAMPLES / name, tmp_path / name)
-    code = main(["run", str(tmp_path / "falsify.patch"), "--json", str(tmp_path / "r.json")])
-    out = capsys.readouterr().out
+    code, out, report = run_copied_spec(tmp_path, capsys, EXAMPLES, ("falsify.patch", "tiny.onnx"))
     assert code == 1, out
-    tasks = json.loads((tmp_path / "r.json").read_text())["tasks"]
+    tasks = report["tasks"]
     assert [t["status"] for t in tasks] == ["violated", "unknown", "violated"]
     assert tasks[0]["details"]["falsifier"] == "shgo" and tasks[0]["details"]["falsifier queries"] < 1000
     assert tasks[1]["details"]["falsifier queries"] == 3000

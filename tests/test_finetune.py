@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_copied_spec
 from patchlang.api import RunOptions, load_program_text, run_program
 from patchlang.errors import SpecError
 from patchlang.model.backprop import backward, forward_trace
@@ -48,14 +48,9 @@ def test_backprop_matches_finite_differences():
 
 
 def test_the_finetune_example_is_repaired_proven_and_written(tmp_path, capsys):
-    from patchlang.cli import main
-
-    for name in ("finetune.patch", "tiny.onnx"):
-        shutil.copy(EXAMPLES / name, tmp_path / name)
-    code = main(["run", str(tmp_path / "finetune.patch"), "--json", str(tmp_path / "r.json")])
-    out = capsys.readouterr().out
+    code, out, report = run_copied_spec(tmp_path, capsys, EXAMPLES, ("finetune.patch", "tiny.onnx"))
     assert code == 0, out
-    task = json.loads((tmp_path / "r.json").read_text())["tasks"][0]
+    task = report["tasks"][0]
     assert task["status"] == "repaired" and task["details"]["iterations"] >= 1
     assert 0 < task["distances"]["linf"] < 2 and 0 < task["details"]["fidelity"] <= 1
     written = tmp_path / "out" / "tiny_finetuned.onnx"
