@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -56,16 +55,10 @@ def _lowerable(program: Program) -> Program:
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
+    """patchlang's version and every numeric and solver package's (see :func:`patchlang.cache.package_versions`)."""
+    from .cache import package_versions
 
-    out = {"patchlang": __version__}  # also when run from a source checkout (no installed metadata)
-    for pkg in ("numpy", "scipy", "onnx", "onnxruntime", "highspy", "z3-solver", "gurobipy",
-                "maraboupy", "lark"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return package_versions()
 
 
 def run_task(task, options: RunOptions) -> TaskResult:

@@ -8,14 +8,17 @@ values of the task (its goals' points and labels, the margin), the content of ev
 package, and the run's options (backend override, time limit, seed, planning steps switched off, whether files are
 saved).
 
-What is cached: a patch task's "patched" and "no patch" results only.  An inconclusive result (time limit,
-unknown), a result that failed the independent check, and an internal error are never stored.  Verify and repair
-tasks always run.
+What is cached: the decided results of patch, verify and repair tasks ("patched", "no patch", "holds",
+"violated", "repaired", "not repaired").  An inconclusive result (time limit, unknown), a result that failed the
+independent check, an internal error, and a result with a saved file it cannot re-check are never stored.
 
 A hit is never reported on trust: every file the task saved must still have the content it had when it was saved
-(SHA-256), and it is re-evaluated with onnxruntime (float32) against the task's goals, with the cached network in
-float64, exactly as after solving (``tasks.checking``).  A missing, edited or failing file makes the lookup a miss
-and the task runs again.
+(SHA-256), and its independent check runs again from the result's :class:`tasks.results.SavedCheck` records
+(:func:`recheck_saved`): a patched or repaired network is re-evaluated with onnxruntime (float32) on the saved file
+and in float64 against the task's goals, exactly as after solving (``tasks.checking``); a saved counterexample must
+still lie in its box and violate the property on the model file.  A missing, edited or failing file makes the
+lookup a miss and the task runs again.  A whole run can also be answered at once (:mod:`patchlang.run.replay`),
+with the same re-checks.
 
 Between processes: entries are written atomically (``files.write_atomic``: a temporary file and a rename) under
 an exclusive ``fcntl.flock`` on ``.patchlang/cache/lock``; readers take the lock shared.  An entry that cannot be
@@ -38,9 +41,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2  # 2: results carry their re-check records (tasks.results.SavedCheck)
 FOLDER = os.path.join(".patchlang", "cache")
-CACHEABLE = ("patched", "no patch")
+CACHEABLE = ("patched", "no patch", "holds", "violated", "repaired", "not repaired")
+STATEMENTS = ("PatchBlock", "Verify", "RepairBlock")  # the statements whose results are cached (not fine-tuning:
+#                                                     its saved file has no re-check)
 
 
 def cache_dir(spec_path: str | os.PathLike) -> Path:
@@ -78,6 +83,83 @@ def _array_digest(h: "hashlib._Hash", a: np.ndarray | None) -> None:
     h.update(a.tobytes())
 
 
+@contextlib.contextmanager
+def _locked(folder: Path, exclusive: bool) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_entry(folder: Path, path: Path) -> dict | None:
+    """The entry at ``path`` (read under a shared lock on ``folder``), or None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with _locked(folder, exclusive=False):
+            data = path.read_bytes()
+        entry = _SafeUnpickler(io.BytesIO(data)).load()
+    except Exception:  # truncated, another format, refused class: a miss
+        return None
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+        return None
+    return entry
+
+
+def write_entry(folder: Path, path: Path, entry: dict) -> None:
+    """Write ``entry`` atomically under an exclusive lock on ``folder``."""
+    from .files import write_atomic
+
+    data = pickle.dumps({**entry, "format": FORMAT}, protocol=pickle.HIGHEST_PROTOCOL)
+    with _locked(folder, exclusive=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(str(path), data)
+
+
+def package_versions() -> dict[str, str]:
+    """patchlang's version and every numeric and solver package's (part of every cache key and report)."""
+    import re
+    from importlib import metadata
+
+    from . import __version__
+
+    out = {"patchlang": __version__}  # also when run from a source checkout (no installed metadata)
+    for pkg in _PACKAGES:
+        try:
+            dist = metadata.distribution(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+        # the Version header alone: parsing the whole METADATA (long descriptions) costs a cache hit ~20 ms
+        found = re.search(r"^Version:\s*(\S+)", dist.read_text("METADATA") or "", re.MULTILINE)
+        out[pkg] = found.group(1) if found else dist.version
+    return out
+
+
+_PACKAGES = ("numpy", "scipy", "onnx", "onnxruntime", "highspy", "z3-solver", "gurobipy", "maraboupy", "lark")
+
+
+def packages_fingerprint() -> list[str]:
+    """The installed distributions of the packages in :func:`package_versions`, as their ``*.dist-info`` folder
+    names on ``sys.path`` (an upgrade, a downgrade, an install or an uninstall changes them).  Why not the versions
+    themselves: importing ``importlib.metadata`` and reading the headers costs a cache hit a sixth of its time."""
+    import sys
+
+    wanted = {p.replace("-", "_").lower() for p in _PACKAGES}
+    found = []
+    for folder in sys.path:
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            continue
+        found += [os.path.join(folder, n) for n in names if n.endswith((".dist-info", ".egg-info"))
+                  and n.split("-")[0].replace(".", "_").lower() in wanted]
+    return sorted(found)
+
+
 class ResultCache:
     """The cache of one program's task results for one set of run options."""
 
@@ -98,7 +180,7 @@ class ResultCache:
         except Exception:  # the program was checked: its source parses
             statements = ()
         for st in statements:
-            if type(st).__name__ in ("PatchBlock", "Verify", "RepairBlock"):
+            if type(st).__name__ in STATEMENTS:
                 self._statements[st.span.line] = repr(_strip(st))
             elif not type(st).__name__.startswith("Assert"):
                 decls.append(repr(_strip(st)))
@@ -109,11 +191,11 @@ class ResultCache:
         """The hex key of ``task``'s result, or None when the task's kind is never cached."""
         from . import __version__
 
-        if task.kind != "patch" or task.span.line not in self._statements:
+        if task.span.line not in self._statements:
             return None
         opts = self.options
         resolved = hashlib.sha256()
-        for g in task.goals:
+        for g in getattr(task, "goals", None) or getattr(getattr(task, "patch", None), "goals", None) or ():
             h = g.points
             resolved.update(f"{g.kind}|{g.text}|{g.labels}|{g.tolerance}".encode())
             _array_digest(resolved, h.x)
@@ -122,9 +204,10 @@ class ResultCache:
                         for p, sha in self.program.input_files.items())
         doc = {"format": FORMAT, "patchlang": __version__, "versions": self.versions,
                "task": self._statements[task.span.line], "declarations": self._decls,
-               "resolved": resolved.hexdigest(), "margin": task.margin, "class": task.problem_class,
-               "inputs": inputs, "backend": opts.backend or task.backend.name,
-               "backend_options": repr(sorted(task.backend.options.items())),
+               "resolved": resolved.hexdigest(), "margin": getattr(task, "margin", None),
+               "class": getattr(task, "problem_class", None), "kind": task.kind,
+               "inputs": inputs, "backend": opts.backend or _backend_name(task),
+               "backend_options": repr(sorted(_backend_options(task).items())),
                "options": {"time_limit": opts.time_limit, "seed": opts.seed, "write_files": opts.write_files,
                            "disable_steps": sorted(opts.disable_steps)}}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=repr).encode()).hexdigest()
@@ -132,30 +215,8 @@ class ResultCache:
     def _entry(self, key: str) -> Path:
         return self.dir / f"{key}.pkl"
 
-    @contextlib.contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
     def _read(self, key: str) -> dict | None:
-        path = self._entry(key)
-        if not path.is_file():
-            return None
-        try:
-            with self._locked(exclusive=False):
-                data = path.read_bytes()
-            entry = _SafeUnpickler(io.BytesIO(data)).load()
-        except Exception:  # truncated, another format, refused class: a miss
-            return None
-        if not isinstance(entry, dict) or entry.get("format") != FORMAT:
-            return None
-        return entry
+        return read_entry(self.dir, self._entry(key))
 
     # ------------------------------------------------------------------ lookups
     def state(self, task) -> str:
@@ -191,48 +252,20 @@ class ResultCache:
         if stale is not None:
             return None, stale
         result = entry["result"]
-        if result.status == "patched" and not self._recheck(task, result):
+        if not self._recheck(task, result):
             return None, "the saved file fails the independent check"
-        result.details = {**result.details, "cached": key}
-        result.notes = [f"cached result (key {key[:12]}): not solved again; "
-                        + ("saved file re-checked with onnxruntime" if result.files else "patch re-checked in float64")]\
-            + [n for n in result.notes if not n.startswith("cached result")]
+        mark_cached(result, key)
         return result, "cached"
 
     def _recheck(self, task, result) -> bool:
-        """The independent check of ``tasks.checking`` on the cached network (float64) and its saved file
-        (onnxruntime): every goal must hold as it did when the result was stored."""
-        from .model.runtime import OrtModel
-        from .tasks.checking import check_group
-        from .tasks.goals import goal_group
-
-        net = result.patched
-        if net is None:
-            return False
-        margin = result.checks[0].requested_margin if result.checks else task.margin
-        ort = OrtModel(os.path.join(self.base, result.files[0])) if result.files and \
-            result.files[0].endswith(".onnx") else None
-        checks = []
-        for spec in task.goals:
-            if not len(spec.points):
-                continue
-            group = goal_group(task.model.net, spec, margin)
-            x = spec.points.x
-            y32 = ort.run(x.reshape((len(x), *net.input_shape))) if ort is not None else None
-            chk = check_group(group, net.forward(x), y32, margin, spec.span.line)
-            if not chk.ok:
-                return False
-            checks.append(chk)
-        result.checks = checks
-        return True
+        """The independent check of every saved file (and of a patched network in float64), as after solving."""
+        return recheck_saved(result, self.base) is None
 
     # ------------------------------------------------------------------ storing
     def store(self, task, result) -> bool:
         """Store ``result`` when it may be cached; True when stored."""
-        from .files import write_atomic
-
         key = self.key(task)
-        if key is None or result.status not in CACHEABLE:
+        if key is None or not cacheable(result):
             return False
         files = {}
         for f in result.files:
@@ -241,7 +274,86 @@ class ResultCache:
                 return False
             files[os.path.relpath(os.path.abspath(os.path.join(self.base, f)), self.base)] = sha
         entry = {"format": FORMAT, "key": key, "result": result, "files": files}
-        data = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._locked(exclusive=True):
-            write_atomic(str(self._entry(key)), data)
+        write_entry(self.dir, self._entry(key), entry)
         return True
+
+
+def _backend_name(task) -> str:
+    backend = getattr(task, "backend", None) or getattr(getattr(task, "patch", None), "backend", None)
+    return getattr(backend, "name", "") or ""
+
+
+def _backend_options(task) -> dict:
+    backend = getattr(task, "backend", None) or getattr(getattr(task, "patch", None), "backend", None)
+    return dict(getattr(backend, "options", None) or {})
+
+
+def cacheable(result) -> bool:
+    """A decided result whose every saved file has a re-check (see the module docstring)."""
+    checks = getattr(result, "recheck", ())
+    checked = {c.path for c in checks}
+    networks = any(c.kind == "network" for c in checks)
+    return result.status in CACHEABLE and all(f in checked for f in result.files) and \
+        (networks or result.status != "patched")
+
+
+def mark_cached(result, key: str) -> None:
+    """Say in the result that it was not solved again, and what was re-checked."""
+    files = ", ".join(os.path.basename(f) for f in result.files)
+    what = {"patched": f"saved file {files} re-checked with onnxruntime" if files else "patch re-checked in float64",
+            "repaired": f"saved file {files} re-checked with onnxruntime" if files else "patch re-checked in float64",
+            "violated": f"saved counterexample {files} re-checked with onnxruntime" if files else
+            "every input unchanged"}.get(result.status, "every input unchanged (no saved file to re-check)")
+    result.details = {**result.details, "cached": key}
+    result.notes = [f"cached result (key {key[:12]}): not solved again; {what}"] + \
+        [n for n in result.notes if not n.startswith("cached result")]
+
+
+def recheck_saved(result, base: str) -> str | None:
+    """Re-run the independent check of ``result``'s saved files from its ``recheck`` records; why it fails, or
+    None.  ``base``: the folder relative paths are read from (the spec's)."""
+    from .model.runtime import OrtModel
+    from .tasks.checking import check_group
+
+    if not cacheable(result):
+        return "a saved file has no re-check"
+    for rc in result.recheck:
+        path = None if rc.path is None else os.path.join(base, rc.path)
+        try:
+            if rc.kind == "network":
+                net = result.patched
+                if net is None:
+                    return "no patched network to re-check"
+                ort = OrtModel(path) if path is not None and path.endswith(".onnx") else None
+                for group, x, margin, line, strict in rc.groups:
+                    y32 = ort.run(x) if ort is not None else None
+                    if not check_group(group, net.forward(x), y32, margin, line, strict).ok:
+                        return f"{rc.path or 'the patch'} fails `{group.label}` (line {line})"
+            elif rc.kind == "counterexample":
+                why = _recheck_counterexample(rc, path)
+                if why is not None:
+                    return why
+            else:
+                return f"unknown re-check {rc.kind!r}"
+        except Exception as exc:  # an unreadable or invalid file: re-solve rather than trust it
+            return f"{rc.path}: {exc}"
+    return None
+
+
+def _recheck_counterexample(rc, path: str | None) -> str | None:
+    from .guard import read_input
+    from .model.runtime import OrtModel
+    from .tasks.checking import slacks
+
+    if path is None or rc.model is None or not rc.model.endswith(".onnx") or rc.box is None:
+        return "the counterexample cannot be re-run with onnxruntime"
+    x = np.load(io.BytesIO(read_input(path, "saved counterexample")), allow_pickle=False)
+    x = np.asarray(x, np.float64).reshape(1, -1)
+    lo, hi = rc.box
+    if x.shape[1] != lo.size or not (np.all(x >= lo) and np.all(x <= hi)):
+        return f"{rc.path} is not inside the property's box"
+    y32 = OrtModel(rc.model).run(x).astype(np.float64)
+    for group, *_ in rc.groups:
+        if not np.all(slacks(group, y32) < 0):
+            return f"{rc.path} no longer violates the property on the model"
+    return None

@@ -271,9 +271,13 @@ def _named_in_spec(spec: str) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace, out: Console) -> int:
+    key = _run_key(args)
+    if key is not None:  # before anything heavy is imported or loaded: the fast path of an unchanged run
+        code = _replay(args, out, key)
+        if code is not None:
+            return code
     from .api import Interrupted, load_program, run_program
     from .guard import program_guard
-    from .report.text import print_report
     from .tasks.patch import RunOptions
 
     try:
@@ -315,6 +319,10 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         _report_failure(args, "internal error", exc, program, guard)
         raise
     _write_reports(args, result, guard)
+    if key is not None and cache is not None:
+        from .run.replay import store_run
+
+        store_run(args.spec, key, result)
     text = args.output_format == "text"
     if args.plots:
         from .guard import using_guard
@@ -324,6 +332,42 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
             for path in write_plots(result, args.plots):
                 if text and not args.quiet:
                     out.print(f"plot      {path}", markup=False)
+    _print_result(args, out, result)
+    return result.exit_code
+
+
+def _run_key(args: argparse.Namespace) -> str | None:
+    """The key of the whole run in the cache (:mod:`patchlang.run.replay`), or None when the cache is off or the
+    run writes plots (drawn from the solved networks)."""
+    if getattr(args, "no_cache", False) or os.environ.get("PATCHLANG_CACHE", "1") == "0" or args.plots:
+        return None
+    from .run.replay import run_key
+
+    return run_key(args.spec, args)
+
+
+def _replay(args: argparse.Namespace, out: Console, key: str) -> int | None:
+    """Answer the run from the cache (every input unchanged, every saved file re-checked): the exit code, or None
+    to run it the ordinary way (a miss, or a report path the ordinary path must refuse with its own message)."""
+    from .guard import guard_for
+    from .run.replay import lookup_run
+
+    result, _ = lookup_run(args.spec, key)
+    if result is None:
+        return None
+    guard = guard_for(args.spec, list(result.input_files))
+    for t in result.tasks:
+        for f in t.files:
+            guard.protect(os.path.join(os.path.dirname(os.path.abspath(args.spec)), f),
+                          f"the file task `{t.name}` saves ({f})")
+    try:
+        for path, what in ((args.json, "the JSON report"), (args.junit, "the JUnit report"),
+                           (args.sarif, "the SARIF report")):
+            if path:
+                guard.claim(path, what)
+    except PatchlangError:
+        return None
+    _write_reports(args, result, guard)
     _print_result(args, out, result)
     return result.exit_code
 

@@ -135,13 +135,15 @@ def test_inconclusive_and_failed_results_are_never_stored(quick: Path, capsys, m
 
 def test_a_broken_entry_is_a_miss_and_an_entry_cannot_run_code(quick: Path, capsys) -> None:
     _run(quick, capsys)
-    entry = next((quick.parent / ".patchlang" / "cache").glob("*.pkl"))
-    entry.write_bytes(entry.read_bytes()[:100])
+    entries = list((quick.parent / ".patchlang" / "cache").rglob("*.pkl"))  # the task's and the whole run's
+    assert len(entries) == 2
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:100])
     assert not _cached(_run(quick, capsys)[2])
     import pickle
 
-    entry = next((quick.parent / ".patchlang" / "cache").glob("*.pkl"))
-    entry.write_bytes(pickle.dumps({"format": 1, "x": os.system}))
+    for entry in (quick.parent / ".patchlang" / "cache").rglob("*.pkl"):
+        entry.write_bytes(pickle.dumps({"format": 2, "x": os.system}))
     assert not _cached(_run(quick, capsys)[2])
 
 

@@ -24,8 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "report": BOTTOM | {"model", "inputs", "lang", "tasks"},
     "lockfile": BOTTOM,
     "cache": BOTTOM | {"model", "inputs", "lang", "tasks"},
-    "run": BOTTOM | {"model", "inputs", "lang", "tasks", "cache"},
-    "api": BOTTOM | {"model", "inputs", "lang", "tasks", "report", "run"},
+    "run": BOTTOM | {"model", "inputs", "lang", "tasks", "cache", "lockfile"},
+    "api": BOTTOM | {"model", "inputs", "lang", "tasks", "report", "run", "cache"},
     "cli": BOTTOM | {"model", "inputs", "lang", "tasks", "report", "api", "run", "cache", "lockfile"},
 }
 

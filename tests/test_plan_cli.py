@@ -48,7 +48,7 @@ def test_plan_of_milp_and_verify_tasks(examples: Path, capsys) -> None:
     assert "MILP" in out and "fixed_phase_bound" in out and "query 3366 variables" in out
     assert main(["plan", str(examples / "verify" / "verify.patch"), "--detailed-exitcode"]) == 2
     out = capsys.readouterr().out
-    assert "2 inputs, 12 relus, 1 boxes (estimate" in out and "never cached" in out
+    assert "2 inputs, 12 relus, 1 boxes (estimate" in out and "cache: no result applies" in out  # verify: cached
 
 
 def test_plan_reports_spec_errors_as_check_does(examples: Path, capsys) -> None:
@@ -60,4 +60,4 @@ def test_plan_reports_spec_errors_as_check_does(examples: Path, capsys) -> None:
 def test_a_repair_query_is_an_estimate(examples: Path, capsys) -> None:
     assert main(["plan", str(examples / "verify" / "repair.patch")]) == 0
     out = capsys.readouterr().out
-    assert "repair no_two" in out and "(estimate: built while solving)" in out and "never cached" in out
+    assert "repair no_two" in out and "(estimate: built while solving)" in out and "cache: no result applies" in out  # repair results are cached

@@ -21,14 +21,7 @@ from ..lang.program import PatchTask
 from ..model.ir import Network
 from ..solution import Solution, SolveOptions
 from .budget import Budget
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one step did: its name and its figures (numbers, counts, short keys; never prose)."""
-
-    name: str
-    summary: dict[str, Any] = field(default_factory=dict)
+from .steps import StepRecord  # noqa: F401  (re-exported: the steps import it from here)
 
 
 @dataclass

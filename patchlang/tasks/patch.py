@@ -31,7 +31,7 @@ from .certify import certify_no_patch
 from .checking import check_group
 from .explain import explain_infeasible
 from .goals import goal_group, has_strict
-from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
+from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, SavedCheck, TaskResult
 from .rounding import round_significand, rounding_notes
 from .step_text import step_notes
 
@@ -264,6 +264,7 @@ def check_and_save(task: PatchTask, original: Network, patched: Network, groups:
             save_network(patched, ort_path)
         ort = OrtModel(ort_path)
         all_ok = True
+        saved = SavedCheck("network", None)
         for spec, group in zip(task.goals, groups):
             if not group.points:
                 continue
@@ -272,6 +273,7 @@ def check_and_save(task: PatchTask, original: Network, patched: Network, groups:
             y32 = ort.run(x.reshape((len(x), *patched.input_shape)))
             chk = check_group(group, y64, y32, task.margin, spec.span.line, strict=has_strict(spec))
             result.checks.append(chk)
+            saved.groups.append((group, x, task.margin, spec.span.line, has_strict(spec)))
             all_ok &= chk.ok
         if not all_ok:
             result.status = UNSOUND
@@ -283,6 +285,8 @@ def check_and_save(task: PatchTask, original: Network, patched: Network, groups:
             claim_output(target, f"the patched model of `{task.name}`")  # never an input, never twice
             save_network(patched, target)  # atomic: temp file in the target folder, then rename
             result.files.append(target)
+            saved.path = target
+        result.recheck.append(saved)
     except PatchlangError:
         raise
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..model.ir import Network
-from ..plan.reduction import StepRecord
+from ..plan.steps import StepRecord
 
 # task statuses
 PATCHED = "patched"  # a patch was found and independently checked
@@ -45,6 +45,23 @@ class GoalCheck:
 
 
 @dataclass
+class SavedCheck:
+    """How to re-run the independent check of one saved file without the spec (what a cache hit re-runs).
+
+    ``network``: the patched network (``TaskResult.patched``, float64) and the file ``path`` (onnxruntime, float32)
+    must satisfy every goal again, each group at its points ``x`` with ``margin``; ``path`` is None when nothing was
+    saved (the float64 check alone).  ``counterexample``: the float32 input saved at ``path`` must lie in ``box``
+    and violate the property on the model file ``model`` (onnxruntime): every group's clauses fail there."""
+
+    kind: str  # network | counterexample
+    path: str | None
+    groups: list[tuple[Any, np.ndarray, float, int, bool]] = field(default_factory=list)  # (GoalGroup, x, margin,
+    #                                                                                       line, strict)
+    model: str | None = None
+    box: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
 class TaskResult:
     name: str
     kind: str  # patch | verify | repair
@@ -70,6 +87,7 @@ class TaskResult:
     deltas: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (parameter label, delta array)
     steps: list[StepRecord] = field(default_factory=list)  # the planning steps applied, in order, with their figures
     minimized: list[tuple[float, str]] = field(default_factory=list)  # the objective's (weight, norm) terms
+    recheck: list[SavedCheck] = field(default_factory=list, repr=False)  # for the cache (never reported)
 
     @property
     def succeeded(self) -> bool:

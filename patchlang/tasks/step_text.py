@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from ..plan.reduction import StepRecord
+from ..plan.steps import StepRecord
 
 
 def _fixed_phase_bound(s: dict) -> list[str]:

@@ -33,7 +33,7 @@ from ..solvers.base import SolveOptions, Solution
 from .falsify import FalsifyOptions, falsify_case
 from .falsifiers import attack_options
 from .goals import cnf_clauses
-from .results import HOLDS, UNKNOWN, VIOLATED, TaskResult
+from .results import HOLDS, UNKNOWN, VIOLATED, SavedCheck, TaskResult
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -319,6 +319,20 @@ def save_counterexample(path: str, x32: np.ndarray, shape: tuple[int, ...]) -> N
     write_output(path, buf.getvalue(), f"the counterexample {os.path.basename(path)}")
 
 
+def _counterexample_check(task: VerifyTask, case: RegionCase, x32: np.ndarray) -> SavedCheck:
+    """What a cache hit re-runs on the saved counterexample: inside the box, and no safe clause set holds there
+    on the model file (a point on the boundary of a non-strict region re-checks as safe: a miss, never a wrong hit)."""
+    from ..compile.goals import GoalGroup, PointGoal
+
+    net = task.model.net
+    x = np.asarray(x32, np.float64).reshape(1, -1)
+    group = GoalGroup(f"{task.prop.name} (safe)", "property", task.span,
+                      [PointGoal("counterexample", x[0], case.spec.safe_clauses(net.output_size, 0.0))])
+    return SavedCheck("counterexample", task.save, [(group, x, 0.0, task.span.line, False)],
+                      model=os.path.abspath(task.model.path),
+                      box=(np.asarray(case.lo, np.float64), np.asarray(case.hi, np.float64)))
+
+
 def _fmt_vec(v: np.ndarray | None) -> str:
     if v is None:
         return "-"
@@ -378,6 +392,7 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
         if task.save and run.write_files:
             save_counterexample(task.save, verdict.x32, net.input_shape)
             result.files.append(task.save)
+            result.recheck.append(_counterexample_check(task, case, verdict.x32))
     elif verdict.status == HOLDS:
         result.message = (f"proven on all {len(cases)} input box(es): no input reaches the unsafe region "
                           "(bounds enlarged by 1e-6 toward unsafe)")
