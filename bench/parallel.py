@@ -1,19 +1,33 @@
-"""The result cache and `--jobs`: wall-clock ratios of whole `patchlang run` commands (each a fresh process).
+"""The result cache, `--jobs` and a local Dask cluster: wall-clock ratios of whole `patchlang run` commands, measured
+in one run (each command a fresh process).
 
-    python bench/parallel.py                 # cache miss vs hit on the quickstart; --jobs 1 vs 2 on the examples
-    python bench/parallel.py --repeat 3      # the median of 3 runs of each command
+    python bench/parallel.py                              # everything (the full ACAS Xu and watermark sets)
+    python bench/parallel.py --acasxu-every 4 --watermark-limit 40    # a subset: a few minutes
+    python bench/parallel.py --only cache --repeat 5      # the cache ratio alone, median of 5
 
-Works on a copy of examples/ in a temporary folder (nothing in the repository is written).  Cache: the first
-`patchlang run examples/quickstart/fix_digits.patch` (a miss: solves and stores) against the second (a hit: the
-saved file re-checked with onnxruntime, not solved).  Jobs: each example spec with several tasks, and a spec of
-six copies of the quickstart's hidden-bias MILP, with `--no-cache --jobs 1` and `--no-cache --jobs 2`.  Prints the
-times and ratios; no assertion on speed.
+1. cache: the first `patchlang run examples/quickstart/fix_digits.patch` (a miss: solves, stores) against the
+   second (a hit: no parsing, no model loading; every input re-hashed and the saved file re-checked with
+   onnxruntime), wall clock and CPU time of the process; and the same on the generated watermark spec.
+2. examples: each example spec with several tasks, and six copies of the quickstart's hidden-bias MILP, with
+   `--jobs 1` and `--jobs 2`.
+3. acasxu: the 186 VNN-COMP ACAS Xu instances (shared/benchmarks/acasxu) as one generated spec of `verify` tasks,
+   with `--jobs 1`, `--jobs 2` and `--executor local --jobs 2` (a Dask cluster of 2 worker processes).
+4. watermark: the 100 single watermark removals (`change wm[i] away from label`, L∞) as one generated spec, the
+   same three ways.
+
+The specs run on a copy of examples/ and in a temporary folder (nothing in the repository is written but
+``bench/results/parallel.csv``).  Reads the shared benchmarks from PATCHLANG_SHARED (default ../shared); a section
+whose data is missing is skipped with a message.  The machine's load average is printed before and after: on a
+shared machine the ratios move with the other work, so read them with that caveat.  No assertion on speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -23,14 +37,51 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 JOB_SPECS = ["exact/exact.patch", "verify/verify.patch", "toy/regions.patch", "quickstart/many_hidden.patch"]
+MODES = {"jobs 1": ["--jobs", "1"], "jobs 2": ["--jobs", "2"], "dask local 2": ["--executor", "local", "--jobs", "2"]}
+ROWS: list[dict[str, object]] = []
 
 
-def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
+def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the child, exit code) of one `patchlang` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "patchlang.cli", *args], cwd=cwd, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0, done.returncode
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.returncode
+
+
+def record(section: str, spec: str, mode: str, seconds: float, code: int, ratio: float | None = None,
+           extra: str = "") -> None:
+    ROWS.append({"section": section, "spec": spec, "mode": mode, "seconds": f"{seconds:.3f}", "exit": code,
+                 "ratio": "" if ratio is None else f"{ratio:.2f}", "note": extra})
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+# ------------------------------------------------------------------------------------------------ cache
+def cache_ratio(label: str, spec: str, cwd: Path, env: dict[str, str], repeat: int, cache_dir: Path,
+                extra: list[str] = ()) -> None:
+    misses, hits, cpu_m, cpu_h, codes = [], [], [], [], set()
+    for _ in range(repeat):
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        wall, cpu, code = timed(["run", spec, "-q", *extra], cwd, env)
+        misses.append(wall), cpu_m.append(cpu), codes.add(code)
+        wall, cpu, code = timed(["run", spec, "-q", *extra], cwd, env)
+        hits.append(wall), cpu_h.append(cpu), codes.add(code)
+    miss, hit = statistics.median(misses), statistics.median(hits)
+    cm, ch = statistics.median(cpu_m), statistics.median(cpu_h)
+    print(f"cache  {label}: first run (miss) {miss:.2f}s, second run (hit, re-checked) {hit:.2f}s, "
+          f"ratio {miss / hit:.1f}x wall; CPU {cm:.2f}s vs {ch:.2f}s, ratio {cm / ch:.1f}x "
+          f"(exit {', '.join(map(str, sorted(codes)))})")
+    record("cache", label, "miss", miss, max(codes))
+    record("cache", label, "hit", hit, max(codes), miss / hit, f"cpu ratio {cm / ch:.2f}")
 
 
 def many_hidden(examples: Path) -> None:
@@ -40,34 +91,110 @@ def many_hidden(examples: Path) -> None:
     (examples / "quickstart" / "many_hidden.patch").write_text(head + tasks)
 
 
+# ------------------------------------------------------------------------------------------------ generated specs
+def acasxu_spec(shared: Path, every: int, limit: int | None, timeout: float) -> tuple[str, int]:
+    """One `verify` task per instance of acasxu_instances.csv (every ``every``-th, at most ``limit``)."""
+    bench = shared / "benchmarks" / "acasxu"
+    rows = [r for r in csv.reader((bench / "acasxu_instances.csv").open()) if r]
+    rows = rows[::every][:limit]
+    models = sorted({r[0] for r in rows})
+    props = sorted({r[1] for r in rows})
+    name = {m: "n" + m.split("_")[2] + "_" + m.split("_")[3] for m in models}
+    lines = ["# generated by bench/parallel.py"]
+    lines += [f'model {name[m]} = "{bench / "onnx" / m}"' for m in models]
+    lines += [f'property {p.split(".")[0]} = vnnlib "{bench / "vnnlib" / p}"' for p in props]
+    lines += [f"verify {name[m]} satisfies {p.split('.')[0]} timeout {timeout:g}" for m, p, *_ in rows]
+    return "\n".join(lines) + "\n", len(rows)
+
+
+def watermark_spec(shared: Path, limit: int) -> str:
+    from watermark import HEADER, PATCH
+
+    wm, mnist = shared / "benchmarks" / "watermark_mnist", shared / "datasets" / "mnist"
+    return HEADER.format(wm=wm, mnist=mnist) + "".join(
+        PATCH.format(name=f"linf_{i}", target=f"wm[{i}] away from label", keep="", norm="linf", margin="")
+        for i in range(limit))
+
+
+def modes(section: str, label: str, spec: Path, env: dict[str, str], tasks: int) -> None:
+    """The spec with each of MODES (cache off), its statuses from the JSON report, and the speed-ups."""
+    times: dict[str, float] = {}
+    for mode, flags in MODES.items():
+        report = spec.parent / f"{spec.stem}-{mode.replace(' ', '_')}.json"
+        wall, _, code = timed(["run", str(spec), "--no-cache", "--no-save", "-q", "--json", str(report), *flags],
+                              spec.parent, env)
+        times[mode] = wall
+        try:
+            statuses = [t["status"] for t in json.loads(report.read_text())["tasks"]]
+            summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+        except (OSError, ValueError, KeyError):
+            summary = "no report"
+        ratio = times["jobs 1"] / wall if mode != "jobs 1" else None
+        print(f"{section:<9} {label} ({tasks} tasks) {mode:<13} {wall:7.1f}s  exit {code}  "
+              + (f"speed-up {ratio:.2f}x  " if ratio else "") + f"[{summary}]", flush=True)
+        record(section, label, mode, wall, code, ratio, summary)
+
+
 def main() -> int:
+    from shared_data import shared_root
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each command (the median is printed)")
+    parser.add_argument("--repeat", type=int, default=1, help="cache section: runs of each command (median)")
+    parser.add_argument("--only", action="append", choices=("cache", "examples", "acasxu", "watermark"))
+    parser.add_argument("--acasxu-every", type=int, default=1, help="every N-th ACAS Xu instance (default all)")
+    parser.add_argument("--acasxu-limit", type=int, help="at most N ACAS Xu instances")
+    parser.add_argument("--acasxu-timeout", type=float, default=120.0, help="seconds per instance (default 120)")
+    parser.add_argument("--watermark-limit", type=int, default=100, help="the first N watermarks (default 100)")
+    parser.add_argument("--csv", default=str(ROOT / "bench" / "results" / "parallel.csv"))
     args = parser.parse_args()
-    env = {**os.environ, "PATCHLANG_CACHE": "1", "PYTHONPATH": str(ROOT)}
-    print(f"cores {os.cpu_count()}, repeat {args.repeat}")
+    only = set(args.only or ("cache", "examples", "acasxu", "watermark"))
+    env = {**os.environ, "PATCHLANG_CACHE": "1", "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    shared = shared_root()
+    print(f"cores {os.cpu_count()}, repeat {args.repeat}; {load()} at the start")
+    print("note: a shared machine: other processes take cores too, so the ratios below move with the load")
     with tempfile.TemporaryDirectory(prefix="patchlang-bench-") as tmp:
         examples = Path(tmp) / "examples"
         shutil.copytree(ROOT / "examples", examples, ignore=shutil.ignore_patterns("out", ".patchlang"))
         many_hidden(examples)
-        spec = "quickstart/fix_digits.patch"
-        misses, hits = [], []
-        for _ in range(args.repeat):
-            shutil.rmtree(examples / "quickstart" / ".patchlang", ignore_errors=True)
-            misses.append(timed(["run", spec, "-q"], examples, env)[0])
-            hits.append(timed(["run", spec, "-q"], examples, env)[0])
-        miss, hit = statistics.median(misses), statistics.median(hits)
-        print(f"cache  {spec}: first run (miss) {miss:.2f}s, second run (hit, re-checked) {hit:.2f}s, "
-              f"ratio {miss / hit:.2f}x")
-        for spec in JOB_SPECS:
-            times = {}
-            for jobs in (1, 2):
-                runs = [timed(["run", spec, "--no-cache", "--jobs", str(jobs), "-q"], examples, env)
-                        for _ in range(args.repeat)]
-                times[jobs] = statistics.median(t for t, _ in runs)
-                codes = {c for _, c in runs}
-            print(f"jobs   {spec}: --jobs 1 {times[1]:.2f}s, --jobs 2 {times[2]:.2f}s, "
-                  f"speed-up {times[1] / times[2]:.2f}x (exit {', '.join(map(str, sorted(codes)))})")
+        if "cache" in only:
+            cache_ratio("quickstart/fix_digits.patch", "quickstart/fix_digits.patch", examples, env, args.repeat,
+                        examples / "quickstart" / ".patchlang")
+        if "examples" in only:
+            for spec in JOB_SPECS:
+                times = {}
+                for jobs in (1, 2):
+                    wall, _, code = timed(["run", spec, "--no-cache", "--jobs", str(jobs), "-q"], examples, env)
+                    times[jobs] = wall
+                    record("examples", spec, f"jobs {jobs}", wall, code,
+                           times[1] / wall if jobs == 2 else None)
+                print(f"examples  {spec}: --jobs 1 {times[1]:.2f}s, --jobs 2 {times[2]:.2f}s, "
+                      f"speed-up {times[1] / times[2]:.2f}x", flush=True)
+        gen = Path(tmp) / "generated"
+        gen.mkdir()
+        if "acasxu" in only:
+            if not (shared / "benchmarks" / "acasxu" / "acasxu_instances.csv").exists():
+                print(f"acasxu    skipped: {shared}/benchmarks/acasxu not found (set PATCHLANG_SHARED)")
+            else:
+                text, n = acasxu_spec(shared, args.acasxu_every, args.acasxu_limit, args.acasxu_timeout)
+                (gen / "acasxu.patch").write_text(text)
+                modes("acasxu", f"every {args.acasxu_every}", gen / "acasxu.patch", env, n)
+        if "watermark" in only:
+            if not (shared / "benchmarks" / "watermark_mnist").exists():
+                print(f"watermark skipped: {shared}/benchmarks/watermark_mnist not found (set PATCHLANG_SHARED)")
+            else:
+                n = max(1, min(100, args.watermark_limit))
+                (gen / "watermark.patch").write_text(watermark_spec(shared, n))
+                modes("watermark", f"first {n}", gen / "watermark.patch", env, n)
+                cache_ratio(f"watermark first {n}", str(gen / "watermark.patch"), gen, env, 1,
+                            gen / ".patchlang", ["--no-save"])
+    print(f"{load()} at the end")
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["section", "spec", "mode", "seconds", "exit", "ratio", "note"])
+        w.writeheader()
+        w.writerows(ROWS)
+    print(f"wrote {out}")
     return 0
 
 

@@ -410,7 +410,7 @@ class Checker:
         if item.name not in _LIMIT_RULES:
             self.fail("PL243", f"unknown limit `{item.name}`", item.span,
                       "limits: iterations, time (seconds), counterexamples (per iteration), verify "
-                      "(seconds per verification)")
+                      "(seconds per verification), samples (of the property's region kept, repair)")
         ok, want = _LIMIT_RULES[item.name]
         if not ok(item.value):
             self.fail("PL241", f"`limit {item.name}` must be {want}, not {item.value!r}", item.span)
@@ -902,6 +902,7 @@ _LIMIT_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "counterexamples": (lambda v: _is_count(v) and v >= 1, "a whole number, at least 1"),
     "time": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "verify": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "samples": (lambda v: _is_count(v) and v >= 0, "a whole number, at least 0"),
 }
 
 

@@ -39,6 +39,7 @@ from .patch import build_groups, check_and_save, solve_options
 from .step_text import step_notes
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .certify import certify_no_patch, record_holds
+from .repair_defaults import choose as choose_defaults
 from .verify import property_cases, verify_cases
 
 DEFAULT_ITERATIONS = 20
@@ -97,7 +98,9 @@ class RepairLoop:
         self.backend_name = self.run.backend or ptask.backend.name
         self.verify_backend = self.backend_name if self.backend_name in ("highs", "gurobi", "marabou") else "auto"
         self.options = solve_options(ptask, self.run)
-        self.base_groups = self.groups = build_groups(net, ptask.goals, ptask.margin)
+        self.defaults = choose_defaults(net, ptask, self.cases, self.run.seed)
+        samples = self.defaults.group(net, self.task.span)
+        self.base_groups = self.groups = build_groups(net, ptask.goals, ptask.margin) + ([samples] if samples else [])
         disjunctive = any(len(c) > 1 for case in self.cases for c in case.spec.safe_clauses(net.output_size, 0.0))
         self.bounded_task = replace(ptask, norms=_bounded_norms(net, ptask, self.result, disjunctive))
 
@@ -144,6 +147,8 @@ class RepairLoop:
             # to violation, which makes the next network robustly safe there (and easier to prove)
             new = near_violations(self.current, self.cases, self.per_iter, seed, self.deadline)
             record["near_violations_added"] = len(new)
+            if self.defaults.raise_margin():  # and further from the boundary at every repair point
+                record["margin"] = self.defaults.margin
         self.repair_points.extend(new)
         record.setdefault("counterexamples_added", len(new))
 
@@ -154,7 +159,7 @@ class RepairLoop:
         t1 = time.perf_counter()
         n_out = net.output_size
         cex_group = GoalGroup(f"{self.task.prop.name} at counterexamples", "require", self.task.span,
-                              [PointGoal(f"cex[{k}]", x, self.cases[ci].spec.safe_clauses(n_out, ptask.margin))
+                              [PointGoal(f"cex[{k}]", x, self.cases[ci].spec.safe_clauses(n_out, self.defaults.margin))
                                for k, (x, ci) in enumerate(self.repair_points)])
         self.groups = self.base_groups + [cex_group]
         opts = replace(self.options, time_limit=max(1.0, min(self.options.time_limit or np.inf,
@@ -171,6 +176,9 @@ class RepairLoop:
         record["patch_status"] = sol.status
         result.backend, result.backend_version = sol.backend, sol.backend_version
         if plan.best is None and all(s == INFEASIBLE for s in plan.statuses):
+            if self.defaults.fall_back():  # the default margin asked too much: the task's own before "no patch"
+                record["margin"] = self.defaults.margin
+                return self.patch(it, record)
             added = not np.isfinite(ptask.norms.bounds.get("linf", np.inf))
             _no_patch(it, len(self.repair_points), added, self.bounded_task, result)
             if result.status == NOT_REPAIRED:  # re-checked independently
@@ -195,6 +203,8 @@ class RepairLoop:
     def report(self) -> None:
         """Notes, the iteration log, and for a repaired network its check and file."""
         result = self.result
+        result.notes.extend(self.defaults.notes())
+        result.details["defaults"] = self.defaults.summary()
         result.notes.extend(self.solver_notes)
         result.details["iterations"] = len([r for r in self.iterations if "patch_status" in r])
         result.details["counterexamples"] = len(self.repair_points)
