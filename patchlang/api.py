@@ -17,7 +17,7 @@ from .lang.program import FinetuneTask, PatchTask, Program, RepairTask, VerifyTa
 from .tasks.assertions import evaluate
 from .tasks.patch import RunOptions, run_patch
 from .guard import OutputGuard, program_guard, using_guard
-from .tasks.results import RunResult, TaskResult
+from .tasks.results import AssertionResult, RunResult, TaskResult
 from .tasks.satisfaction import satisfaction
 
 __all__ = ["load_program", "load_program_text", "run_program", "run_task", "RunOptions", "versions", "failed_run",
@@ -120,12 +120,25 @@ def run_program(program: Program, options: RunOptions | None = None, only: list[
             ordered.append(r)
             if on_task:
                 on_task(task.name, r)
-    assertions = [evaluate(program, a, results) for a in program.assertions
-                  if not only or getattr(a.node, "task", getattr(a.node, "subject", None)) in results
-                  or getattr(a.node, "subject", None) in program.models]
-    from .tasks.rounding import add_assertion_notes
+    wanted = [a for a in program.assertions
+              if not only or getattr(a.node, "task", getattr(a.node, "subject", None)) in results
+              or getattr(a.node, "subject", None) in program.models]
+    assertions: list[AssertionResult] = []
+    try:
+        for a in wanted:
+            assertions.append(evaluate(program, a, results))
+        from .tasks.rounding import add_assertion_notes
 
-    add_assertion_notes(program, results)
+        add_assertion_notes(program, results)
+    except KeyboardInterrupt:  # every task finished: report them, and which assertions were not evaluated
+        done = len(assertions)
+        assertions += [AssertionResult(a.text, a.span.line, None, message="not evaluated: interrupted (Ctrl-C)")
+                       for a in wanted[done:]]
+        raise Interrupted(RunResult(program.path, ordered, assertions, program.input_files, versions(),
+                                    time.perf_counter() - t0, [w.render() for w in program.warnings],
+                                    outcome="interrupted",
+                                    errors=[f"interrupted (Ctrl-C) while evaluating the assertions: {done} of "
+                                            f"{len(wanted)} evaluated, every task finished"])) from None
     return RunResult(program.path, ordered, assertions, program.input_files, versions(),
                      time.perf_counter() - t0, [w.render() for w in program.warnings])
 
