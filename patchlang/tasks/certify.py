@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -202,6 +203,10 @@ def certify_no_patch(result, queries: list[Query], seed: int = 0, deadline: floa
 HOLDS_MAX_RELUS = 48  # Z3 re-proves a box with this many ReLU atoms (no bounds to lean on) in about a second
 HOLDS_MAX_INPUTS = 16
 HOLDS_MAX_CASES = 64
+TOO_LARGE = "not independently certified"
+SECOND_METHOD_SECONDS = 60.0  # the second complete search on a network too large for Z3 (issue 10): at most,
+SECOND_METHOD_MIN = 5.0  # at least,
+SECOND_METHOD_FACTOR = 3.0  # and otherwise this many times the first proof
 
 
 def certify_holds(net, cases, seed: int = 0, time_budget: float = SECOND_SOLVE_SECONDS) -> Certificate:
@@ -220,7 +225,7 @@ def certify_holds(net, cases, seed: int = 0, time_budget: float = SECOND_SOLVE_S
     rn = relu_network(net)
     n_relus = sum(W.shape[0] for W in rn.Ws[:-1])
     if n_relus > HOLDS_MAX_RELUS or rn.input_size > HOLDS_MAX_INPUTS or len(cases) > HOLDS_MAX_CASES:
-        return Certificate(False, f"not independently certified (the exact re-check by Z3 takes networks of at most "
+        return Certificate(False, f"{TOO_LARGE} (the exact re-check by Z3 takes networks of at most "
                                   f"{HOLDS_MAX_RELUS} ReLUs and {HOLDS_MAX_INPUTS} inputs; this one has {n_relus} "
                                   f"and {rn.input_size})")
     try:
@@ -258,13 +263,28 @@ def _interval_bounds(rn, lo: np.ndarray, hi: np.ndarray) -> tuple[list[np.ndarra
     return lowers, uppers
 
 
-def record_holds(result, net, cases, seed: int = 0, time_budget: float | None = None) -> None:
+def record_holds(result, net, cases, seed: int = 0, time_budget: float | None = None,
+                 second_method: Callable[..., tuple[bool | None, str]] | None = None,
+                 first_seconds: float = 0.0) -> None:
     """Re-check a "holds" verdict (:func:`certify_holds`) and say in ``result`` how it was certified; a re-check
-    that finds an unsafe input withdraws the claim (the task becomes undecided, never a silent "holds")."""
+    that finds an unsafe input withdraws the claim (the task becomes undecided, never a silent "holds").
+
+    ``second_method(net, cases, used, seed, budget)``: for a network too large for the exact Z3 re-check, the
+    other complete search (``tasks.verify.second_method_holds``), given ``SECOND_METHOD_FACTOR`` times the first
+    proof's ``first_seconds`` (at least ``SECOND_METHOD_MIN``, at most ``SECOND_METHOD_SECONDS``: a re-check
+    should not cost a run much more than its proof); ``used`` is the method of the first proof
+    (``result.details["method"]``, when known)."""
     from .results import UNKNOWN
 
     budget = max(1.0, min(SECOND_SOLVE_SECONDS, SECOND_SOLVE_SECONDS if time_budget is None else time_budget))
     cert = certify_holds(net, cases, seed, budget)
+    if cert.certified is False and second_method is not None and cert.method.startswith(TOO_LARGE):
+        left = min(SECOND_METHOD_SECONDS, max(SECOND_METHOD_MIN, SECOND_METHOD_FACTOR * first_seconds),
+                   np.inf if time_budget is None else time_budget)
+        if left >= 1.0:
+            certified, method = second_method(net, cases, result.details.get("method"), seed, left)
+            cert = Certificate(certified, method if certified is not False
+                               else f"{method}; {cert.method[len(TOO_LARGE):].strip()}")
     result.details["certificate"] = {"certified": bool(cert.certified), "method": cert.method,
                                      **({"refuted": True} if cert.refuted else {})}
     if cert.refuted:

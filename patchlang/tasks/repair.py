@@ -40,7 +40,7 @@ from .step_text import step_notes
 from .results import HOLDS, INCONCLUSIVE, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, VIOLATED, TaskResult
 from .certify import certify_no_patch, record_holds
 from .repair_defaults import choose as choose_defaults
-from .verify import property_cases, verify_cases
+from .verify import property_cases, second_method_holds, verify_cases
 
 DEFAULT_ITERATIONS = 20
 DEFAULT_CEX_PER_ITERATION = 8
@@ -230,7 +230,9 @@ class RepairLoop:
             result.message = (f"proven: the patched network satisfies `{self.task.prop.name}` on every input box "
                               f"after {result.details['iterations']} iteration(s)")
             record_holds(result, current, self.cases, self.run.seed,
-                         self.deadline - time.perf_counter())  # re-proven independently
+                         self.deadline - time.perf_counter(),
+                         second_method=second_method_holds,
+                         first_seconds=float(self.iterations[-1].get("verify_seconds", 0.0)))  # re-proven independently
 
 
 def run_repair(task: RepairTask, run: Any) -> TaskResult:

@@ -276,6 +276,26 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
     return Verdict(HOLDS, stats=stats, seconds=seconds)
 
 
+def second_method_holds(net: Network, cases: list[RegionCase], used: str | None, seed: int, budget: float):
+    """Re-prove "holds" with the complete method the search did not use (input splitting <-> ReLU-split branch
+    and bound), leaves solved by Gurobi where it is installed and licensed for their size, else HiGHS; no
+    falsification first.  For networks too large for the exact Z3 re-check (:func:`certify.record_holds` calls
+    it): a second algorithm over the same encoders, so a bug in one search cannot make both agree.  Returns a
+    :class:`certify.Certificate`-like ``(certified, method)``: True, False (undecided in ``budget`` seconds) or
+    None (it found a counterexample: the claim is wrong)."""
+    rn = relu_network(net)
+    first = used if used in ("input-split", "relu-split", "milp") else choose_method(rn, "auto", "auto")
+    other = "relu-split" if first in ("input-split", "milp") else "input-split"
+    verdict = verify_cases(net, cases, timeout=budget, backend="auto", seed=seed + 1, strategy=other,
+                           falsify=False, rn=rn)
+    what = f"{other} search, leaves by Gurobi where licensed else HiGHS; the first proof used {first}"
+    if verdict.status == HOLDS:
+        return True, f"re-proven by a second method: {what}, {verdict.seconds:.1f}s"
+    if verdict.status == VIOLATED:
+        return None, f"the second method ({what}) finds a counterexample in {cases[verdict.case or 0].label}"
+    return False, f"not independently certified: the second method ({what}) was undecided within {budget:g}s"
+
+
 def _labelled(progress: Any, label: str, t0: float, deadline: float) -> Any:
     """The caller's progress callback with the case's name, the total elapsed time and the time limit added."""
     if progress is None:
@@ -398,7 +418,8 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
                           "(bounds enlarged by 1e-6 toward unsafe)")
         from .certify import record_holds
 
-        record_holds(result, net, cases, run.seed, timeout)
+        record_holds(result, net, cases, run.seed, timeout, second_method=second_method_holds,
+                     first_seconds=verdict.seconds)
     else:
         result.message = f"undecided: {verdict.reason}"
     return result
