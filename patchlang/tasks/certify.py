@@ -8,8 +8,9 @@ infeasibility claim gets its own check before it is reported (:func:`certify_inf
    row ranges (``c = A^T y``).  The inequality is checked in **exact rational arithmetic** on the float64 values of
    ``y``, ``A`` and the bounds, so no rounding can fake it.
 2. Otherwise, or when the ray does not verify: a **second solve** by another backend: Z3 in exact rational
-   arithmetic on small problems, Gurobi when installed and licensed; failing both, HiGHS again with different
-   settings (another algorithm, no presolve, another seed), which is a re-check but not an independent proof.
+   arithmetic on small problems, Gurobi when installed and licensed, SCIP (OR-Tools, the ``recheck`` extra) when
+   installed; failing all, HiGHS again with different settings (another algorithm, no presolve, another seed),
+   which is a re-check but not an independent proof, and is reported as such.
 3. When nothing could re-check it within the budget, the claim is reported as *not independently certified*.
 
 If the second solver finds a solution, the claim is withdrawn: the task becomes inconclusive ("solvers
@@ -144,10 +145,20 @@ def _second_solve(q: Query, seed: int, budget: float) -> Certificate:
         verdict = _try(lambda: gurobi.solve(q, opts), "Gurobi", tried)
         if verdict is not None:
             return verdict
+    from ..solvers import scip
+
+    if scip.available():  # another branch-and-bound code: independent of HiGHS (issue 10)
+        verdict = _try(lambda: scip.scip_verdict(q, opts), scip.NAME, tried)
+        if verdict is not None:
+            return verdict
+    else:
+        tried.append(f"{scip.NAME}: not installed (pip install 'patchlang[recheck]')")
     other = SolveOptions(time_limit=budget, seed=seed + 1, extra={"presolve": "off"})
     verdict = _try(lambda: get_backend("highs").solve(q, other), "HiGHS again (no presolve, another seed)", tried,
                    independent=False)
     if verdict is not None:
+        if verdict.certified is False and tried:  # say why no independent backend answered
+            verdict = Certificate(False, f"{verdict.method}; no independent backend could ({'; '.join(tried)})")
         return verdict
     return Certificate(False, "not independently certified (" + ("; ".join(tried) or "no second backend") + ")")
 
@@ -205,7 +216,7 @@ HOLDS_MAX_INPUTS = 16
 HOLDS_MAX_CASES = 64
 TOO_LARGE = "not independently certified"
 SECOND_METHOD_SECONDS = 60.0  # the second complete search on a network too large for Z3 (issue 10): at most,
-SECOND_METHOD_MIN = 5.0  # at least,
+SECOND_METHOD_MIN = 2.0  # at least,
 SECOND_METHOD_FACTOR = 3.0  # and otherwise this many times the first proof
 
 
