@@ -7,7 +7,6 @@ changed is a miss that runs the spec the ordinary way."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,11 @@ import pytest
 import patchlang.api as api
 from patchlang.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture()
-def examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("out", ".patchlang"))
+def examples(examples_copy: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATCHLANG_CACHE", "1")
-    return tmp_path / "examples"
+    return examples_copy
 
 
 def _run(spec: Path, capsys, *extra: str) -> tuple[int, dict]:

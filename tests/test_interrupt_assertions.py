@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -15,12 +14,10 @@ from xml.etree import ElementTree as ET
 import patchlang.api as api
 from patchlang.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def test_ctrl_c_in_the_assertions_keeps_the_finished_tasks(tmp_path: Path, monkeypatch, capsys) -> None:
-    shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("out", ".patchlang"))
-    spec = tmp_path / "examples" / "quickstart" / "fix_digits.patch"
+def test_ctrl_c_in_the_assertions_keeps_the_finished_tasks(tmp_path: Path, examples_copy: Path, monkeypatch,
+                                                          capsys) -> None:
+    spec = examples_copy / "quickstart" / "fix_digits.patch"
     real = api.evaluate
     seen: list[str] = []
 
