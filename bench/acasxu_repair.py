@@ -159,7 +159,8 @@ def main() -> int:
                     program = load_program_text(src, tmp)
                     r = run_task(program.tasks[0], RunOptions())
                     break
-                keep = "    keep anchors\n" if args.method == "minimal_keep" else ""
+                # `minimal`: no kept samples at all (a repair without `keep` would keep 300 by default)
+                keep = "    keep anchors\n" if args.method == "minimal_keep" else "    limit samples 0\n"
                 src += (f"repair net for p{p} as fixed {{\n"
                        f"    edit layer {layer} weights and biases\n"
                        f"{keep}    minimize linf\n    margin {margin:g}\n"
