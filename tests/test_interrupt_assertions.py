@@ -29,6 +29,14 @@ def test_ctrl_c_in_the_assertions_keeps_the_finished_tasks(tmp_path: Path, examp
         return real(program, a, results)
 
     monkeypatch.setattr(api, "evaluate", interrupted_on_the_second)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever earlier tests installed
+    try:
+        _run_and_check(spec, tmp_path, capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_and_check(spec: Path, tmp_path: Path, capsys) -> None:
     report, junit = tmp_path / "r.json", tmp_path / "r.xml"
     code = main(["run", str(spec), "--no-cache", "--json", str(report), "--junit", str(junit)])
     out = capsys.readouterr().out
