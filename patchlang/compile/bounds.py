@@ -3,8 +3,10 @@
 Why this module: complete verification is only fast when most of the work is done by cheap *incomplete* bounds.
 Every bound here is sound (up to float64 rounding, which the verifier absorbs with an explicit tolerance):
 
-- :func:`relu_network` folds the IR (affine, elementwise scale/shift, ReLU, HardTanh/Clip) into one canonical
-  chain ``affine, relu, affine, relu, ..., affine``; a clip becomes two ReLUs (``lo + relu(z-lo) - relu(z-hi)``);
+- :func:`relu_network` folds the IR into one canonical chain ``affine, relu, affine, relu, ..., affine`` from
+  each layer's exact piecewise-linear form in the operator table (:mod:`patchlang.model.ops`): a clip becomes
+  two ReLUs (``lo + relu(z-lo) - relu(z-hi)``), a max-pool a tree of ``b + relu(a - b)``, a convolution one
+  affine map;
 - :func:`interval_bounds`: plain interval arithmetic (the baseline, and an intersection partner);
 - :func:`forward_bounds`: symbolic forward propagation of a lower and an upper *linear function of the input*
   for every neuron (Neurify / forward-LiRPA style).  With few inputs (ACAS Xu has 5) this costs almost
@@ -24,8 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import scipy.sparse as sp
+
 from ..errors import PatchlangError
-from ..model.ir import Affine, Clip, Elementwise, Network, Relu
+from ..model.ir import Network
+from ..model.ops import ReluStage, layer_stages, matrix
 
 
 @dataclass
@@ -92,40 +97,26 @@ def relu_network(net: Network) -> ReluNet:
     Ws: list[np.ndarray] = []
     bs: list[np.ndarray] = []
     n = net.suffix_in_size
-    W: np.ndarray | None = None  # pending affine map since the last activation (None: identity)
+    W: sp.csr_matrix | None = None  # pending affine map since the last ReLU stage (None: identity)
     b: np.ndarray | None = None
-
-    def pending(size: int) -> tuple[np.ndarray, np.ndarray]:
-        return (np.eye(size), np.zeros(size)) if W is None else (W, b)  # type: ignore[return-value]
-
     for layer in net.layers:
-        if isinstance(layer, Affine):
-            if W is None:
-                W, b = layer.W.astype(np.float64), layer.b.astype(np.float64)
-            else:
-                W, b = layer.W @ W, layer.W @ b + layer.b
-            n = layer.out_size
-        elif isinstance(layer, Elementwise):
-            s = np.broadcast_to(np.asarray(layer.scale, float).reshape(-1), (n,))
-            t = np.broadcast_to(np.asarray(layer.shift, float).reshape(-1), (n,))
-            W0, b0 = pending(n)
-            W, b = s[:, None] * W0, s * b0 + t
-        elif isinstance(layer, Relu):
-            W0, b0 = pending(n)
-            Ws.append(W0)
-            bs.append(b0)
-            W = b = None
-        elif isinstance(layer, Clip):
-            W0, b0 = pending(n)
-            Ws.append(np.vstack([W0, W0]))
-            bs.append(np.concatenate([b0 - layer.lo, b0 - layer.hi]))
-            W, b = np.hstack([np.eye(n), -np.eye(n)]), np.full(n, float(layer.lo))
-        else:
-            raise PatchlangError(f"layer {layer!r} cannot be verified")
-    W0, b0 = pending(n)
-    Ws.append(W0)
-    bs.append(b0)
+        for stage in layer_stages(layer, n):
+            if isinstance(stage, ReluStage):
+                Ws.append(_dense(W, n))
+                bs.append(np.zeros(n) if b is None else b)
+                W = b = None
+                continue
+            S = matrix(stage.W)
+            W, b = (S, np.asarray(stage.b, float).copy()) if W is None else (S @ W, S @ b + stage.b)
+            n = S.shape[0]
+    Ws.append(_dense(W, n))
+    bs.append(np.zeros(n) if b is None else b)
     return ReluNet(Ws, bs)
+
+
+def _dense(W: sp.csr_matrix | None, n: int) -> np.ndarray:
+    """The pending map as the dense float64 matrix the bound routines multiply with (identity when empty)."""
+    return np.eye(n) if W is None else np.asarray(W.toarray(), dtype=np.float64)
 
 
 # ============================================================================ interval arithmetic

@@ -5,8 +5,10 @@ The encoding, per point:
 1. layers before the first edited one are evaluated concretely (float64);
 2. the edited affine layer is linear in the unknown deltas because its input is a constant;
 3. everything downstream is encoded exactly: each affine output becomes a variable with an equality row
-   (keeps rows sparse), each ReLU whose phase the sound interval bounds fix costs nothing, every other ReLU
-   becomes a ``relu`` atom; biases of later layers add their deltas linearly;
+   (keeps rows sparse); every other layer goes through its exact piecewise-linear form from the operator table
+   (:mod:`patchlang.model.ops`: affine stages and ReLUs), where each ReLU whose phase the sound interval bounds
+   fix costs nothing and every other ReLU becomes a ``relu`` atom; biases of later layers add their deltas
+   linearly;
 4. the point's goal clauses become rows (one alternative) or disjunctions (several).
 
 Norms of the deltas are added once: L∞ with one bound variable, L1 with one per delta, L0 with one binary
@@ -23,7 +25,8 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError
 from ..model.edits import EditSpec, NormSpec
-from ..model.ir import Affine, Clip, Elementwise, Network, Relu
+from ..model.ir import Affine, Layer, Linear, Network
+from ..model.ops import ReluStage, layer_stages, matrix
 from .goals import Alternative, GoalGroup, PointGoal
 from ..query import Query, QueryBuilder, RowBlock
 
@@ -223,29 +226,34 @@ class PatchEncoder:
                 E, c = self._edited_affine(pos, layer, E, c, f"{point}.{layer.name}")
                 if pos != last_affine or (materialize_last and E.nnz > 4 * E.shape[0]):
                     E, c = self._materialize(E, c, f"{point}.{layer.name}")
-            elif isinstance(layer, Relu):
-                assert E is not None
-                E, c = self._relu(E, c, f"{point}.{layer.name}")
-            elif isinstance(layer, Clip):
-                assert E is not None
-                E, c = self._clip(E, c, layer, f"{point}.{layer.name}")
-            elif isinstance(layer, Elementwise):
-                s = layer.scale.reshape(-1)
-                E = sp.csr_matrix(sp.diags(s) @ E) if E is not None else None
-                c = c * s + layer.shift.reshape(-1)
             else:
-                raise PatchlangError(f"layer {layer!r} cannot be encoded")
+                assert E is not None
+                E, c = self._stages(layer, E, c, f"{point}.{layer.name}", 1)
         assert E is not None
         return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), c
 
-    def _clip(self, E: sp.csr_matrix, c: np.ndarray, layer: Clip, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
-        """``clip(x, lo, hi) = lo + relu(x - lo) - relu(x - hi)``: two ReLU encodings, stable ones free."""
-        E1, c1 = self._relu(E, c - layer.lo, f"{name}.lo")
-        E2, c2 = self._relu(E, c - layer.hi, f"{name}.hi")
-        n = self.b.n_vars
-        E1 = sp.csr_matrix(E1, shape=(E1.shape[0], n))
-        E2 = sp.csr_matrix(E2, shape=(E2.shape[0], n))
-        return sp.csr_matrix(E1 - E2), layer.lo + c1 - c2
+    def _stages(self, layer: Layer, E: sp.csr_matrix, c: np.ndarray, name: str, points: int
+                ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """A layer without unknowns, through its exact piecewise-linear form from the operator table: affine stages
+        are sparse products, ReLU stages ReLU atoms (stable ones free).  ``points`` points are stacked point-major
+        in ``E``/``c``; the same stages apply to each.  This one walk is every operator's MILP and SMT encoding."""
+        n = c.size // points
+        relus = 0
+        for stage in layer_stages(layer, n):
+            if isinstance(stage, ReluStage):
+                label = name if relus == 0 else f"{name}.{relus}"
+                E, c = self._relu(E, c, label)
+                relus += 1
+                continue
+            S = matrix(stage.W)
+            if points > 1:
+                S = sp.kron(sp.identity(points, format="csr"), S, format="csr")
+            E = sp.csr_matrix(S @ sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)))
+            c = S @ c + np.tile(np.asarray(stage.b, float), points)
+            n = int(stage.W.shape[0])
+        if isinstance(layer, Linear) and E.nnz > 4 * E.shape[0]:
+            E, c = self._materialize(E, c, name)  # as after an affine layer: keep later products sparse
+        return sp.csr_matrix(E), c
 
     # ------------------------------------------------------------------ many points at once
     BATCH_NONZEROS = 4_000_000  # per chunk of points: rows of the block-diagonal layer products
@@ -290,18 +298,10 @@ class PatchEncoder:
                     C = c.reshape(P, -1)
                 else:
                     E, C = self._materialize_dense_points(E, C, label)
-            elif isinstance(layer, Relu):
-                E, c = self._relu(E, C.ravel(), label)
-                C = c.reshape(P, -1)
-            elif isinstance(layer, Clip):
-                E, c = self._clip(E, C.ravel(), layer, label)
-                C = c.reshape(P, -1)
-            elif isinstance(layer, Elementwise):
-                s = layer.scale.reshape(-1)
-                E = sp.csr_matrix(sp.diags(np.tile(s, P)) @ E) if E is not None else None
-                C = C * s + layer.shift.reshape(-1)
             else:
-                raise PatchlangError(f"layer {layer!r} cannot be encoded")
+                assert E is not None
+                E, c = self._stages(layer, E, C.ravel(), label, P)
+                C = c.reshape(P, -1)
         assert E is not None
         return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), C
 

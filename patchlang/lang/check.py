@@ -17,7 +17,8 @@ import numpy as np
 
 from ..model.edits import EditSpec, NormSpec
 from ..errors import Diagnostic, PatchlangError, Span, SpecError
-from ..model.ir import Affine, Clip, Network, Relu
+from ..model.ir import Affine, Network
+from ..model.ops import is_linear
 from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
@@ -600,7 +601,7 @@ class Checker:
                           "edit weights of one layer only, plus biases downstream of it; "
                           "or say `using z3` to search the nonlinear problem exactly (may not end)")
             return "SMT", f"weights of {names} are multiplied by other unknowns (nonlinear)"
-        downstream = [layer for layer in net.layers[first + 1:] if isinstance(layer, (Relu, Clip))]
+        downstream = [layer for layer in net.layers[first + 1:] if not is_linear(layer)]
         reasons = []
         if downstream:
             reasons.append(f"{len(downstream)} activation layer(s) after the first edited layer "
