@@ -21,19 +21,22 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ModelError
-from .ir import Affine, Clip, Elementwise, Layer, Network, ParamRef, Prefix, Relu, apply_layer
+from .ir import Affine, Clip, Elementwise, Layer, Linear, Network, ParamRef, Prefix, Relu, apply_layer
+from .onnx_lower import (LINEAR_PROBED, LOWERED_OPS, lower_batchnorm, lower_conv, lower_leaky, lower_linear,
+                         lower_maxpool)
 from .runtime import InputSignature, OrtModel, input_signature, session_options
 
 SHAPE_OPS = frozenset({"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Dropout"})
 ARITHMETIC_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
-SUPPORTED_OPS = frozenset({"Gemm", "MatMul", "Relu", "Clip"}) | SHAPE_OPS | ARITHMETIC_OPS
+SUPPORTED_OPS = frozenset({"Gemm", "MatMul", "Relu", "Clip"}) | SHAPE_OPS | ARITHMETIC_OPS | LOWERED_OPS
 AFFINE_OPS = frozenset({"Gemm", "MatMul"})
 
 # Old opsets give Clip's bounds as float32 extremes; anything that large means "no bound".
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_SUPPORTED_HELP = ("the editable part of a network may contain Gemm, MatMul, Add/Sub/Mul/Div by constants, Relu, "
-                   "Clip, Flatten/Reshape/Squeeze/Unsqueeze/Identity/Dropout in a single chain; other ops are only "
-                   "allowed before it")
+_SUPPORTED_HELP = ("the encoded part of a network may contain Gemm, MatMul, Conv, BatchNormalization, "
+                   "Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, MaxPool, AveragePool, GlobalAveragePool, "
+                   "Flatten/Reshape/Transpose/Squeeze/Unsqueeze/Identity/Dropout in a single chain; other ops are "
+                   "only allowed before it (evaluated concretely)")
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -207,6 +210,12 @@ def _blocker(view: _GraphView, dn: _DataNode, fanout: Counter) -> str | None:
         return f"the constant is its first operand ({node.op_type}(constant, x))"
     if node.op_type in AFFINE_OPS and view.const(node.input[1]).ndim != 2:
         return "its weight is not a matrix"
+    if node.op_type in LOWERED_OPS and node.input[0] != data[0]:
+        return "its data input is not its first operand"
+    if node.op_type == "Transpose":
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if perm is None or perm[0] != 0:
+            return "it moves the batch axis"
     return None
 
 
@@ -345,7 +354,9 @@ class _ChainBuilder:
         self.affine_outputs: list[str] = []  # tensor produced by each affine's node (where a new bias would go)
         self.handlers: dict[str, Callable[[_Step], None]] = {
             "Gemm": self.gemm, "MatMul": self.matmul, "Relu": self.relu, "Clip": self.clip,
-            **{op: self.arithmetic for op in ARITHMETIC_OPS}, **{op: self.identity for op in SHAPE_OPS}}
+            **{op: self.arithmetic for op in ARITHMETIC_OPS}, **{op: self.identity for op in SHAPE_OPS},
+            **{op: self.probed for op in LINEAR_PROBED}, "MaxPool": self.maxpool,
+            "BatchNormalization": self.batchnorm, "LeakyRelu": self.leaky}
 
     def add(self, step: _Step) -> None:
         self.handlers[step.node.op_type](step)
@@ -391,6 +402,36 @@ class _ChainBuilder:
         hi = np.inf if hi >= _FLOAT32_MAX else hi
         # Clip(0, inf) is a ReLU; saying so lets the encoder use its cheaper ReLU handling.
         self.layers.append(Relu(step.dn.label) if (lo, hi) == (0.0, np.inf) else Clip(lo, hi, step.dn.label))
+
+    def probed(self, step: _Step) -> None:
+        """A linear op lowered to a sparse affine map (see :mod:`.onnx_lower`)."""
+        node, label = step.node, step.dn.label
+        if len(step.in_shape) < 2 or step.in_shape[0] != 1:
+            raise step.error(f"its input of shape {list(step.in_shape)} has no batch axis")
+        opsets = step.view.proto.opset_import
+        if node.op_type == "Conv":
+            layer = lower_conv(node, label, step.const_input(1), step.const_input(2), node.input[0], step.in_shape,
+                               step.out_shape, opsets)
+            layer.weight_ref = step.ref(1)
+            layer.bias_ref = step.ref(2) if step.const_input(2) is not None else None
+        else:
+            layer = lower_linear(node, label, node.input[0], step.in_shape, step.out_shape, opsets)
+        self.layers.append(layer)
+
+    def maxpool(self, step: _Step) -> None:
+        if len(step.in_shape) < 2 or step.in_shape[0] != 1:
+            raise step.error(f"its input of shape {list(step.in_shape)} has no batch axis")
+        self.layers.append(lower_maxpool(step.node, step.dn.label, step.node.input[0], step.in_shape,
+                                         step.out_shape, step.view.proto.opset_import))
+
+    def batchnorm(self, step: _Step) -> None:
+        if step.attr("training_mode", 0):
+            raise step.error("training_mode=1 is not supported (inference statistics only)")
+        params = [step.const_input(k) for k in range(1, 5)]
+        self.layers.append(lower_batchnorm(step.dn.label, params, float(step.attr("epsilon", 1e-5)), step.in_shape))
+
+    def leaky(self, step: _Step) -> None:
+        self.layers.append(lower_leaky(step.dn.label, float(step.attr("alpha", 0.01))))
 
     def identity(self, step: _Step) -> None:
         """Reshapes act on row-major flat vectors as the identity; Dropout is the identity at inference."""
