@@ -112,3 +112,59 @@ def test_verdicts_agree_with_milp_and_sampling(tmp_path, name, seed):
             assert _ort(net, x32)[0, k] > t  # the counterexample re-runs in onnxruntime
         if np.any(Y[:, k] > t):
             assert verdict.status == "violated"
+
+
+# ---------------------------------------------------------------------------------------------- editing convolutions
+def _patch_spec(tmp_path, builder, seed: int, edit: str, n_keep: int = 5):
+    """A spec moving one point to its runner-up label while ``n_keep`` others keep theirs; returns (program
+    result, network, points)."""
+    from patchlang.api import load_program_text, run_program
+    from patchlang.tasks.patch import RunOptions
+
+    path = tiny_cnns.save(builder(seed), tmp_path / "cnn.onnx")
+    net = load_onnx(path)
+    X = np.random.default_rng(seed).uniform(-1, 1, (n_keep + 1, *net.input_shape)).astype(np.float32)
+    np.save(tmp_path / "pts.npy", X)
+    y = net.forward(X.astype(np.float64))
+    target = int(np.argsort(y[0])[-2])
+    src = (f'model net = "cnn.onnx"\npoints pts = "pts.npy"\npatch fix on net {{\n    {edit}\n'
+           f'    keep pts[1:{n_keep + 1}]\n    change pts[0] to {target}\n    minimize linf\n'
+           f'    save "out/cnn_patched.onnx"\n}}\n')
+    program = load_program_text(src, tmp_path, filename=str(tmp_path / "spec.patch"))
+    return run_program(program, RunOptions()), net, X, target
+
+
+def _initializers(path):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return m, {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+
+
+@pytest.mark.parametrize("builder,edit,cls", [
+    (tiny_cnns.conv_then_dense, 'edit layer "conv1" weights', "LP"),
+    (tiny_cnns.conv_relu_conv, 'edit layer "conv2" weights and biases', "MILP"),
+    (tiny_cnns.conv_relu_conv, 'edit layer "conv1" weights rows [1]', "MILP"),
+])
+def test_conv_edit_moves_kernel_entries_and_keeps_the_graph(tmp_path, builder, edit, cls):
+    """One unknown per kernel entry (shared by every position): the patched file has the same nodes, only the
+    kernel (and bias) initializers change, and onnxruntime on it agrees with the goals."""
+    result, net, X, target = _patch_spec(tmp_path, builder, 3, edit)
+    task = result.tasks[0]
+    assert task.problem_class == cls, task.class_reason
+    assert task.status == "patched", task.message
+    (label, delta), *rest = task.deltas
+    kernel_shape = net.layers[net.affine_indices()[net.find_affine(label.split(".")[0])]].kernel.shape
+    assert delta.shape == kernel_shape
+    if "rows 1" in edit:
+        assert np.all(delta[0] == 0)  # output channel 0 may not move
+    before, b_init = _initializers(net.source_path)
+    after, a_init = _initializers(tmp_path / "out" / "cnn_patched.onnx")
+    assert [(n.op_type, n.name, list(n.input)) for n in after.graph.node] == \
+        [(n.op_type, n.name, list(n.input)) for n in before.graph.node]
+    changed = {k for k in b_init if not np.array_equal(b_init[k], a_init[k])}
+    assert changed and changed <= {"c1.w", "c1.b", "c2.w", "c2.b"}
+    y = _ort(load_onnx(str(tmp_path / "out" / "cnn_patched.onnx")), X)
+    assert np.argmax(y[0]) == target
+    assert np.array_equal(np.argmax(y[1:], axis=1), np.argmax(net.forward(X[1:].astype(np.float64)), axis=1))

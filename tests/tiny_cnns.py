@@ -97,6 +97,18 @@ def global_pool(seed: int = 0, n_out: int = 2):
     return _model(nodes, inits, (2, 4, 4), n_out)
 
 
+def conv_then_dense(seed: int = 0, n_out: int = 3):
+    """x[1,4,4] -> Conv(2, 3x3, no bias) -> Flatten -> Gemm: everything after the convolution is affine (an LP)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(seed)
+    inits = {"c1.w": _w(rng, 2, 1, 3, 3), "fc.w": _w(rng, n_out, 8), "fc.b": 0.1 * rng.standard_normal(n_out)}
+    nodes = [helper.make_node("Conv", ["x", "c1.w"], ["h1"], name="conv1"),
+             helper.make_node("Flatten", ["h1"], ["f"], name="flatten", axis=1),
+             helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1)]
+    return _model(nodes, inits, (1, 4, 4), n_out)
+
+
 BUILDERS = {"conv_relu_conv": conv_relu_conv, "conv_maxpool": conv_maxpool, "conv_bn_pool": conv_bn_pool,
             "global_pool": global_pool}
 

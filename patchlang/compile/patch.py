@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from ..errors import PatchlangError
 from ..model.edits import EditSpec, NormSpec
 from ..model.ir import Affine, Layer, Linear, Network
-from ..model.ops import ReluStage, layer_stages, matrix
+from ..model.ops import ReluStage, apply_layer, layer_stages, matrix, param_entries
 from .goals import Alternative, GoalGroup, PointGoal
 from ..query import Query, QueryBuilder, RowBlock
 
@@ -41,15 +41,9 @@ class DeltaLayout:
     def apply(self, net: Network, x: np.ndarray) -> Network:
         out = net
         for edit, idx in zip(self.edits, self.var_index):
-            layer = out.affine(edit.layer)
-            if edit.kind == "weights":
-                W = layer.W.copy()
-                W[edit.mask] += x[idx]
-                out = out.with_affine(edit.layer, W=W)
-            else:
-                b = layer.b.copy()
-                b[edit.mask] += x[idx]
-                out = out.with_affine(edit.layer, b=b)
+            values = out.params(edit.layer, edit.kind).copy()
+            values[edit.mask] += x[idx]
+            out = out.with_params(edit.layer, edit.kind, values)
         return out
 
     def deltas(self, x: np.ndarray) -> np.ndarray:
@@ -128,8 +122,8 @@ class PatchEncoder:
             self._edits_at.setdefault(idx[e.layer], []).append((e, v))
 
     # ------------------------------------------------------------------ one point through the network
-    def _edited_affine(self, pos: int, layer: Affine, E: sp.csr_matrix | None, c: np.ndarray, name: str = ""
-                       ) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _edited_affine(self, pos: int, layer: Affine | Linear, E: sp.csr_matrix | None, c: np.ndarray,
+                       name: str = "") -> tuple[sp.csr_matrix, np.ndarray]:
         """Pre-activation of an affine layer as ``E' x + c'`` including the deltas it owns.
 
         Edited weights meeting an input that depends on other unknowns give products ``delta * h``: the input is
@@ -140,26 +134,20 @@ class PatchEncoder:
         else:
             base_E = sp.csr_matrix(layer.W) @ E
             base_E = sp.csr_matrix(base_E, shape=(n_out, self.b.n_vars))
-        new_c = layer.W @ c + layer.b
+        new_c = np.asarray(layer.W @ c).reshape(-1) + layer.b
         rows, cols, vals = [], [], []
         h_vars: np.ndarray | None = None
         for edit, var in self._edits_at.get(pos, []):
-            if edit.kind == "weights":
-                r, j = np.nonzero(edit.mask)
-                rows.append(r)
-                if E is not None and E.nnz:
-                    if h_vars is None:
-                        h_vars = self._materialize(E, c, f"{name or layer.name}.in")[0].indices
-                    cols.append(self._products(var, h_vars[j], f"{name or layer.name}.prod"))
-                    vals.append(np.ones(r.size))
-                else:
-                    cols.append(var)
-                    vals.append(c[j])
-            else:
-                (r,) = np.nonzero(edit.mask)
-                rows.append(r)
-                cols.append(var)
+            r, j, k = param_entries(layer, edit.kind, edit.mask)
+            rows.append(r)
+            if edit.kind == "weights" and E is not None and E.nnz:
+                if h_vars is None:
+                    h_vars = self._materialize(E, c, f"{name or layer.name}.in")[0].indices
+                cols.append(self._products(var[k], h_vars[j], f"{name or layer.name}.prod"))
                 vals.append(np.ones(r.size))
+            else:
+                cols.append(var[k])
+                vals.append(np.where(j >= 0, c[np.maximum(j, 0)], 1.0))
         if rows:
             D = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                               shape=(n_out, self.b.n_vars))
@@ -219,10 +207,11 @@ class PatchEncoder:
         net = self.net
         c = net.forward_suffix(h[None, :], 0, self.start)[0]
         E: sp.csr_matrix | None = None
-        last_affine = net.affine_indices()[-1]
+        editable = set(net.affine_indices())
+        last_affine = max(editable)
         for pos in range(self.start, len(net.layers)):
             layer = net.layers[pos]
-            if isinstance(layer, Affine):
+            if pos in editable:
                 E, c = self._edited_affine(pos, layer, E, c, f"{point}.{layer.name}")
                 if pos != last_affine or (materialize_last and E.nnz > 4 * E.shape[0]):
                     E, c = self._materialize(E, c, f"{point}.{layer.name}")
@@ -287,11 +276,12 @@ class PatchEncoder:
         P = H.shape[0]
         C = net.forward_suffix(H, 0, self.start)
         E: sp.csr_matrix | None = None
-        last_affine = net.affine_indices()[-1]
+        editable = set(net.affine_indices())
+        last_affine = max(editable)
         for pos in range(self.start, len(net.layers)):
             layer = net.layers[pos]
             label = f"{name}.{layer.name}"
-            if isinstance(layer, Affine):
+            if pos in editable:
                 E, C = self._edited_affine_batch(pos, layer, E, C)
                 if pos != last_affine:
                     E, c = self._materialize(E, C.ravel(), label)
@@ -322,7 +312,7 @@ class PatchEncoder:
         c = np.where(dense_rows, 0.0, C.ravel())
         return sp.csr_matrix(keep @ sp.csr_matrix(E, shape=(E.shape[0], n)) + S), c.reshape(P, n_out)
 
-    def _edited_affine_batch(self, pos: int, layer: Affine, E: sp.csr_matrix | None, C: np.ndarray
+    def _edited_affine_batch(self, pos: int, layer: Affine | Linear, E: sp.csr_matrix | None, C: np.ndarray
                              ) -> tuple[sp.csr_matrix, np.ndarray]:
         """:meth:`_edited_affine` for a chunk of points (``C`` one row per point); weights are only edited where
         the input is constant (see :meth:`_batchable`)."""
@@ -336,18 +326,14 @@ class PatchEncoder:
         rows, cols, vals = [], [], []
         offsets = (np.arange(P) * n_out)[:, None]
         for edit, var in self._edits_at.get(pos, []):
-            if edit.kind == "weights":
-                r, j = np.nonzero(edit.mask)
-                vals.append(C[:, j].ravel())
-            else:
-                (r,) = np.nonzero(edit.mask)
-                vals.append(np.ones(P * r.size))
+            r, j, k = param_entries(layer, edit.kind, edit.mask)
+            vals.append(np.where(j >= 0, C[:, np.maximum(j, 0)], 1.0).ravel())
             rows.append((offsets + r).ravel())
-            cols.append(np.tile(var, P))
+            cols.append(np.tile(var[k], P))
         if rows:
             base_E = base_E + sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                             shape=(P * n_out, n))
-        return sp.csr_matrix(base_E), C @ layer.W.T + layer.b
+        return sp.csr_matrix(base_E), apply_layer(layer, C)
 
     # ------------------------------------------------------------------ goals
     def add_goal_group(self, group: GoalGroup) -> None:
@@ -389,7 +375,7 @@ class PatchEncoder:
     def _last_layer_only(self) -> bool:
         """Only the network's final layer (affine) is edited: the common LP, which has a bulk encoding."""
         idx = self.net.affine_indices()
-        return self.start == idx[-1] == len(self.net.layers) - 1
+        return self.start == idx[-1] == len(self.net.layers) - 1 and isinstance(self.net.layers[self.start], Affine)
 
     def _add_last_layer_points(self, group: GoalGroup) -> list[PointGoal]:
         """Encode the group's points in bulk when only the final affine layer moves; return the points left to the

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .layers import Affine, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, ParamRef, Relu
-from .ops import apply_layer, in_size, out_size
+from .ops import apply_layer, in_size, is_editable, out_size, params, with_params
 
 __all__ = ["Affine", "Clip", "Elementwise", "Layer", "LeakyRelu", "Linear", "MaxPool", "ParamRef", "Relu", "Prefix",
            "Network", "apply_layer", "decide"]
@@ -82,13 +82,26 @@ class Network:
         return n
 
     def affine_indices(self) -> list[int]:
-        """Positions in ``layers`` of the affine layers, in order (what ``layer k`` in a spec counts)."""
-        return [i for i, layer in enumerate(self.layers) if isinstance(layer, Affine)]
+        """Positions in ``layers`` of the editable layers (dense affine layers and convolutions), in order: what
+        ``layer k`` in a spec counts."""
+        return [i for i, layer in enumerate(self.layers) if is_editable(layer)]
 
-    def affine(self, k: int) -> Affine:
-        layer = self.layers[self.affine_indices()[k]]
-        assert isinstance(layer, Affine)
-        return layer
+    def affine(self, k: int) -> Affine | Linear:
+        """Editable layer ``k``: an :class:`Affine`, or a convolution's :class:`Linear` (its parameters through
+        :meth:`params`)."""
+        return self.layers[self.affine_indices()[k]]  # type: ignore[return-value]
+
+    def params(self, k: int, kind: str) -> np.ndarray:
+        """The tensor an `edit` of editable layer ``k`` moves: ``W``/``b`` of a dense layer, the kernel / per-channel
+        bias of a convolution."""
+        return params(self.affine(k), kind)
+
+    def with_params(self, k: int, kind: str, values: np.ndarray) -> "Network":
+        """A copy with that tensor replaced (the original is untouched)."""
+        layers = list(self.layers)
+        i = self.affine_indices()[k]
+        layers[i] = with_params(layers[i], kind, values)
+        return replace(self, layers=layers)
 
     def find_affine(self, key: int | str) -> int | None:
         """Index into ``affine_indices()`` for a layer given by position (negative from the end) or name.
@@ -102,7 +115,7 @@ class Network:
             return None
         for k, i in enumerate(idx):
             layer = self.layers[i]
-            assert isinstance(layer, Affine)
+            assert isinstance(layer, (Affine, Linear))
             names = {layer.name}
             if layer.weight_ref:
                 names.add(layer.weight_ref.initializer)

@@ -87,6 +87,14 @@ class Linear:
     weight_ref: ParamRef | None = None
     bias_ref: ParamRef | None = None
     kernel_index: np.ndarray | None = None  # per stored entry of W (CSR order): flat index into the kernel tensor
+    kernel: np.ndarray | None = None  # the convolution's weights (float64, the ONNX tensor's shape)
+    channel_of_row: np.ndarray | None = None  # output channel of each row (a bias is one value per channel)
+    channel_bias: np.ndarray | None = None  # the convolution's bias per output channel (zeros when it has none)
+
+    @property
+    def editable(self) -> bool:
+        """A convolution's kernel and bias can move; other lowered ops have no parameters."""
+        return self.kernel is not None
 
     @property
     def in_size(self) -> int:

@@ -414,6 +414,7 @@ class _ChainBuilder:
                                step.out_shape, opsets)
             layer.weight_ref = step.ref(1)
             layer.bias_ref = step.ref(2) if step.const_input(2) is not None else None
+            self.affine_outputs.append(node.output[0])  # editable: `layer k` counts it
         else:
             layer = lower_linear(node, label, node.input[0], step.in_shape, step.out_shape, opsets)
         self.layers.append(layer)
@@ -499,7 +500,8 @@ def _self_check(layers: list[Layer], h0: np.ndarray, expected: np.ndarray, path:
 
 def _derived_constants(view: _GraphView, layers: list[Layer]) -> dict[str, np.ndarray]:
     """Parameters folded from constant subgraphs: the exporter needs their values to tell whether they changed."""
-    refs = [r for layer in layers if isinstance(layer, Affine) for r in (layer.weight_ref, layer.bias_ref) if r]
+    refs = [r for layer in layers if isinstance(layer, (Affine, Linear)) for r in (layer.weight_ref, layer.bias_ref)
+            if r]
     return {r.initializer: view.const(r.initializer) for r in refs if view.consts[r.initializer].kind == "derived"}
 
 

@@ -87,10 +87,10 @@ def lower_conv(node, label: str, kernel: np.ndarray, bias: np.ndarray | None, da
     W = sp.csr_matrix((kernel.reshape(-1)[kernel_index], pattern.indices.copy(), pattern.indptr.copy()),
                       shape=pattern.shape)
     channels = int(out_shape[1])
-    b = np.zeros(out_size)
-    if bias is not None:
-        b = np.repeat(np.asarray(bias, dtype=np.float64).reshape(-1), out_size // channels)
-    return Linear(W=W, b=b, name=label, op="Conv", kernel_index=kernel_index)
+    channel_of_row = np.repeat(np.arange(channels), out_size // channels)
+    channel_bias = np.zeros(channels) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+    return Linear(W=W, b=channel_bias[channel_of_row], name=label, op="Conv", kernel_index=kernel_index,
+                  kernel=kernel.copy(), channel_of_row=channel_of_row, channel_bias=channel_bias.copy())
 
 
 def lower_linear(node, label: str, data_name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...],

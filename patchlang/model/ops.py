@@ -22,7 +22,7 @@ vectors; shapes are the importer's business.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
@@ -32,7 +32,8 @@ from ..errors import ModelError
 from .layers import Affine, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, Relu
 
 __all__ = ["LinearStage", "ReluStage", "Stage", "OpKind", "op_of", "apply_layer", "layer_vjp", "layer_stages",
-           "layer_interval", "is_linear", "relu_width", "out_size", "in_size", "matrix"]
+           "layer_interval", "is_linear", "is_editable", "params", "with_params", "param_entries", "relu_width",
+           "out_size", "in_size", "matrix"]
 
 
 # ============================================================================ the piecewise-linear form
@@ -129,6 +130,23 @@ class OpKind:
         raise ModelError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be written to a new ONNX graph",
                          help="networks with convolutions or pooling are written by patching their own ONNX file")
 
+    # ------------------------------------------------------------------ editable parameters
+    editable: bool = False
+
+    def params(self, layer: Any, kind: str) -> np.ndarray:
+        """The parameter tensor an `edit` of ``kind`` (weights | biases) moves: one unknown per entry."""
+        raise ModelError(f"layer '{layer.name}' has no parameters to edit")
+
+    def with_params(self, layer: Any, kind: str, values: np.ndarray) -> Any:
+        """A copy of the layer with that tensor replaced."""
+        raise ModelError(f"layer '{layer.name}' has no parameters to edit")
+
+    def param_entries(self, layer: Any, kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the masked parameters enter the layer's affine map: ``(row, col, k)`` per matrix entry (``col`` is
+        -1 for a bias), ``k`` the position of its parameter among the masked ones (row-major: the order of the
+        unknowns).  A parameter shared by many entries (a convolution's kernel) is one ``k`` in many of them."""
+        raise ModelError(f"layer '{layer.name}' has no parameters to edit")
+
 
 class AffineOp(OpKind):
     layer_type = Affine
@@ -148,6 +166,23 @@ class AffineOp(OpKind):
 
     def vjp(self, layer: Affine, x: np.ndarray, g: np.ndarray) -> np.ndarray:
         return g @ layer.W
+
+    editable = True
+
+    def params(self, layer: Affine, kind: str) -> np.ndarray:
+        return layer.W if kind == "weights" else layer.b
+
+    def with_params(self, layer: Affine, kind: str, values: np.ndarray) -> Affine:
+        values = np.asarray(values, dtype=np.float64)
+        return replace(layer, W=values) if kind == "weights" else replace(layer, b=values)
+
+    def param_entries(self, layer: Affine, kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if kind == "weights":
+            r, j = np.nonzero(mask)
+        else:
+            (r,) = np.nonzero(mask)
+            j = np.full(r.size, -1)
+        return r, j, np.arange(r.size)
 
     def to_onnx(self, layer: Affine, writer: Any, name: str) -> tuple[str, str]:
         w = writer.constant(f"{name}.weight", layer.W)
@@ -169,6 +204,34 @@ class LinearOp(AffineOp):
 
     def to_onnx(self, layer: Linear, writer: Any, name: str) -> tuple[str, str] | None:
         return OpKind.to_onnx(self, layer, writer, name)
+
+    def params(self, layer: Linear, kind: str) -> np.ndarray:
+        if not layer.editable:
+            return OpKind.params(self, layer, kind)
+        return layer.kernel if kind == "weights" else layer.channel_bias
+
+    def with_params(self, layer: Linear, kind: str, values: np.ndarray) -> Linear:
+        values = np.asarray(values, dtype=np.float64)
+        if not layer.editable:
+            return OpKind.with_params(self, layer, kind, values)
+        if kind == "weights":
+            W = matrix(layer.W).copy()
+            W.data = values.reshape(-1)[layer.kernel_index]
+            return replace(layer, W=W, kernel=values.reshape(layer.kernel.shape).copy())
+        return replace(layer, b=values[layer.channel_of_row], channel_bias=values.copy())
+
+    def param_entries(self, layer: Linear, kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not layer.editable:
+            return OpKind.param_entries(self, layer, kind, mask)
+        flat = np.asarray(mask, dtype=bool).reshape(-1)
+        rank = np.cumsum(flat) - 1  # position of each parameter among the masked ones
+        if kind == "weights":
+            W = matrix(layer.W)
+            rows = np.repeat(np.arange(W.shape[0]), np.diff(W.indptr))
+            sel = flat[layer.kernel_index]
+            return rows[sel], W.indices[sel], rank[layer.kernel_index[sel]]
+        (r,) = np.nonzero(flat[layer.channel_of_row])
+        return r, np.full(r.size, -1), rank[layer.channel_of_row[r]]
 
 
 class ReluOp(OpKind):
@@ -366,6 +429,24 @@ def in_size(layer: Layer) -> int | None:
 
 def out_size(layer: Layer, n: int) -> int:
     return op_of(layer).out_size(layer, n)
+
+
+def is_editable(layer: Layer) -> bool:
+    """Whether `edit layer` can name this layer (what `layer k` in a spec counts)."""
+    kind = op_of(layer)
+    return kind.editable and (not isinstance(layer, Linear) or layer.editable)
+
+
+def params(layer: Layer, kind: str) -> np.ndarray:
+    return op_of(layer).params(layer, kind)
+
+
+def with_params(layer: Layer, kind: str, values: np.ndarray) -> Layer:
+    return op_of(layer).with_params(layer, kind, values)
+
+
+def param_entries(layer: Layer, kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return op_of(layer).param_entries(layer, kind, mask)
 
 
 def relu_width(layer: Layer, n: int) -> int:
