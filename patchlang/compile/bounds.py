@@ -91,9 +91,12 @@ def relu_network(net: Network) -> ReluNet:
     """
     if net.prefix is not None:
         raise PatchlangError(
-            f"model `{net.name}` starts with operations that are not piecewise linear ({net.prefix.description}), "
-            "so it cannot be verified over an input region",
-            help="verification needs a network of affine, ReLU and clip layers from the input on")
+            f"model `{net.name}` cannot be bounded over an input region: {net.prefix.blocker or 'an op'} "
+            f"({net.prefix.description})",
+            help="verification bounds every op from the input on; the supported operators are listed in "
+                 "docs/language.md (\"Supported operators\"); Sigmoid/Tanh and other smooth ops are not, but "
+                 "`falsify only with ...` still searches for counterexamples on any network onnxruntime runs",
+            code="PL300")
     Ws: list[np.ndarray] = []
     bs: list[np.ndarray] = []
     n = net.suffix_in_size

@@ -36,6 +36,7 @@ class Prefix:
     run: Callable[[np.ndarray], np.ndarray]
     output_name: str
     description: str
+    blocker: str = ""  # why its last node cannot be encoded, naming the node and its op
 
 
 @dataclass

@@ -479,7 +479,8 @@ def _make_prefix(view: _GraphView, prefix: list[_DataNode], start: str, sig: Inp
     counts = Counter(dn.op for dn in prefix)
     ops = ", ".join(f"{n}x{op}" if n > 1 else op for op, n in counts.items())
     description = f"{len(prefix)} ONNX nodes up to {prefix[-1].describe()} ({ops})"
-    return Prefix(run=ort_model.run, output_name=start, description=description)
+    return Prefix(run=ort_model.run, output_name=start, description=description,
+                  blocker=f"{prefix[-1].describe()}: {prefix[-1].blocker}")
 
 
 def _self_check(layers: list[Layer], h0: np.ndarray, expected: np.ndarray, path: str) -> None:
