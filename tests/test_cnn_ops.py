@@ -168,3 +168,22 @@ def test_conv_edit_moves_kernel_entries_and_keeps_the_graph(tmp_path, builder, e
     y = _ort(load_onnx(str(tmp_path / "out" / "cnn_patched.onnx")), X)
     assert np.argmax(y[0]) == target
     assert np.array_equal(np.argmax(y[1:], axis=1), np.argmax(net.forward(X[1:].astype(np.float64)), axis=1))
+
+
+def test_unbounded_op_is_pl300_naming_node_and_op(tmp_path):
+    """Sigmoid is not in the table: the network still imports (the Sigmoid and what precedes it run concretely),
+    but verification refuses with PL300 naming the node, never a traceback."""
+    import onnx
+
+    from patchlang.errors import PatchlangError
+
+    model = tiny_cnns.conv_relu_conv(0)
+    for node in model.graph.node:
+        if node.name == "relu1":
+            node.op_type, node.name = "Sigmoid", "squash"
+    onnx.save(model, tmp_path / "sig.onnx")
+    net = load_onnx(str(tmp_path / "sig.onnx"))
+    assert net.prefix is not None and [l.op for l in net.layers if isinstance(l, Linear)] == ["Conv"]
+    with pytest.raises(PatchlangError) as err:
+        relu_network(net)
+    assert err.value.code == "PL300" and "Sigmoid node 'squash'" in err.value.message
