@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from patchlang.model.layers import Affine, Clip, Elementwise, LeakyRelu, Linear, MaxPool, Relu
+from patchlang.model.layers import Affine, Block, Clip, Elementwise, LeakyRelu, Linear, MaxPool, Relu
 from patchlang.model.ops import (ReluStage, apply_layer, is_linear, layer_interval, layer_stages, layer_vjp,
                                  out_size, relu_width)
 
@@ -83,3 +83,21 @@ def test_maxpool_relus_are_stable_after_relu():
     pool_layers = bounds[1:-1]
     carried = [np.count_nonzero((l < 0) & (u > 0)) for l, u in pool_layers]
     assert sum(carried) <= sum(l.shape[1] for l, _ in pool_layers) // 3 + 4
+
+
+def _block_layers():
+    rng = np.random.default_rng(9)
+    conv = Linear(sp.random(N, N, density=0.6, random_state=2, format="csr"), rng.normal(size=N), "c", "Conv")
+    body = [conv, Relu("r"), Affine(rng.normal(size=(N, N)), rng.normal(size=N), "fc"), LeakyRelu(0.2, "l"),
+            Relu("r2")]
+    return [Block([body, []], "add", "residual"),
+            Block([[Affine(rng.normal(size=(3, N)), np.zeros(3), "a")], [Relu("r3")]], "concat", "cat"),
+            Block([[Elementwise(np.full(N, 2.0), np.ones(N), "e")], []], "add", "linear_res")]
+
+
+@pytest.mark.parametrize("layer", _block_layers(), ids=lambda l: l.name)
+def test_block_is_exact_bounded_and_differentiable(layer):
+    """Residual Add and Concat blocks: the same three checks as every other kind."""
+    test_stages_are_exact(layer)
+    test_interval_contains_samples(layer)
+    test_vjp_matches_finite_differences(layer)

@@ -130,4 +130,19 @@ class MaxPool:
         return int(self.windows.shape[0])
 
 
-Layer = Union[Affine, Relu, Clip, Elementwise, Linear, LeakyRelu, MaxPool]
+@dataclass
+class Block:
+    """Parallel branches reading the same vector, merged: ``merge == "add"`` sums their outputs (a residual
+    connection; an empty branch is the skip), ``"concat"`` stacks them (ONNX Concat on the channel axis).
+
+    Why a layer and not a graph: series-parallel blocks are what residual networks are made of, and as one layer
+    kind the chain stays a chain for every consumer; the operator table gives the block an exact piecewise-linear
+    form like any other layer.  Layers inside a block cannot be edited.
+    """
+
+    branches: list[list[Any]]
+    merge: str  # add | concat
+    name: str = "block"
+
+
+Layer = Union[Affine, Relu, Clip, Elementwise, Linear, LeakyRelu, MaxPool, Block]

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ModelError
-from .layers import Affine, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, Relu
+from .layers import Affine, Block, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, Relu
 
 __all__ = ["LinearStage", "ReluStage", "Stage", "OpKind", "op_of", "apply_layer", "layer_vjp", "layer_stages",
            "layer_interval", "is_linear", "is_editable", "params", "with_params", "param_entries", "relu_width",
@@ -389,8 +389,126 @@ class MaxPoolOp(OpKind):
         return lo[:, layer.windows].max(axis=2), hi[:, layer.windows].max(axis=2)
 
 
+def _chain_sizes(layers: list[Any], n: int) -> list[int]:
+    sizes = [n]
+    for layer in layers:
+        sizes.append(op_of(layer).out_size(layer, sizes[-1]))
+    return sizes
+
+
+def _alternating(layers: list[Any], n: int) -> list[Any]:
+    """A branch's stages as ``[L0, L1, ..., Lm]``: affine maps with one ReLU stage between consecutive ones
+    (consecutive affine stages composed, an identity inserted between consecutive ReLUs)."""
+    maps: list[Any] = [sp.identity(n, format="csr")]
+    biases: list[np.ndarray] = [np.zeros(n)]
+    size = n
+    for layer in layers:
+        for st in op_of(layer).stages(layer, size):
+            if isinstance(st, ReluStage):
+                maps.append(sp.identity(size, format="csr"))
+                biases.append(np.zeros(size))
+            else:
+                S = matrix(st.W)
+                maps[-1], biases[-1] = S @ maps[-1], S @ biases[-1] + st.b
+                size = S.shape[0]
+    return [LinearStage(M.tocsr(), b) for M, b in zip(maps, biases)]
+
+
+def _carry(stages: list[Any], extra: int) -> list[Any]:
+    """Pad a branch with ``extra`` ReLU stages that carry its value unchanged: ``v = relu(v) - relu(-v)``."""
+    if extra == 0:
+        return stages
+    last = stages[-1]
+    size = last.W.shape[0]
+    split, join = _identity_pair(size, -1.0)
+    out = stages[:-1] + [LinearStage(split @ last.W, split @ last.b)]
+    for _ in range(extra - 1):
+        out.append(LinearStage((split @ join).tocsr(), np.zeros(2 * size)))
+    out.append(LinearStage(join, np.zeros(size)))
+    return out
+
+
+class BlockOp(OpKind):
+    """Branches side by side: the first affine stages stacked (all read the same input), the later ones
+    block-diagonal, branches with fewer ReLU stages padded by exact carries, the last stage summing (add) or
+    stacking (concat) the branches."""
+
+    layer_type = Block
+
+    def in_size(self, layer: Block) -> int | None:
+        for branch in layer.branches:
+            for inner in branch:
+                size = in_size(inner)
+                if size is not None:
+                    return size
+                if not isinstance(inner, (Relu, Clip, LeakyRelu)):
+                    break
+        return None
+
+    def out_size(self, layer: Block, n: int) -> int:
+        sizes = [_chain_sizes(b, n)[-1] for b in layer.branches]
+        return sizes[0] if layer.merge == "add" else int(sum(sizes))
+
+    def stages(self, layer: Block, n: int) -> list[Stage]:
+        alts = [_alternating(b, n) for b in layer.branches]
+        depth = max(len(a) for a in alts)
+        alts = [_carry(a, depth - len(a)) for a in alts]
+        out: list[Stage] = []
+        for t in range(depth):
+            Ws, bs = [a[t].W for a in alts], [a[t].b for a in alts]
+            if t == depth - 1 and layer.merge == "add":
+                # after a ReLU stage each branch reads its own slice; without one they all read the input
+                W = sp.hstack(Ws).tocsr() if depth > 1 else sum(Ws[1:], Ws[0]).tocsr()
+                b = np.sum(bs, axis=0)
+            elif t == 0:
+                W, b = sp.vstack(Ws).tocsr(), np.concatenate(bs)
+            else:
+                W, b = sp.block_diag(Ws, format="csr"), np.concatenate(bs)
+            if t > 0:
+                out.append(ReluStage())
+            out.append(LinearStage(W, b))
+        return out
+
+    def _branches(self, layer: Block, h: np.ndarray) -> list[list[np.ndarray]]:
+        traces = []
+        for branch in layer.branches:
+            acts = [h]
+            for inner in branch:
+                acts.append(apply_layer(inner, acts[-1]))
+            traces.append(acts)
+        return traces
+
+    def apply(self, layer: Block, h: np.ndarray) -> np.ndarray:
+        outs = [t[-1] for t in self._branches(layer, h)]
+        return np.sum(outs, axis=0) if layer.merge == "add" else np.concatenate(outs, axis=1)
+
+    def vjp(self, layer: Block, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        total = np.zeros_like(x)
+        start = 0
+        for branch, acts in zip(layer.branches, self._branches(layer, x)):
+            size = acts[-1].shape[1]
+            gb = g if layer.merge == "add" else g[:, start:start + size]
+            start += size
+            for inner, a in zip(reversed(branch), reversed(acts[:-1])):
+                gb = layer_vjp(inner, a, gb)
+            total = total + gb
+        return total
+
+    def interval(self, layer: Block, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ls, us = [], []
+        for branch in layer.branches:
+            l, u = lo, hi
+            for inner in branch:
+                l, u = layer_interval(inner, l, u)
+            ls.append(l)
+            us.append(u)
+        if layer.merge == "add":
+            return np.sum(ls, axis=0), np.sum(us, axis=0)
+        return np.concatenate(ls, axis=1), np.concatenate(us, axis=1)
+
+
 _TABLE: dict[type, OpKind] = {op.layer_type: op for op in (
-    AffineOp(), LinearOp(), ReluOp(), ClipOp(), ElementwiseOp(), LeakyReluOp(), MaxPoolOp())}
+    AffineOp(), LinearOp(), ReluOp(), ClipOp(), ElementwiseOp(), LeakyReluOp(), MaxPoolOp(), BlockOp())}
 
 
 def op_of(layer: Layer) -> OpKind:
@@ -420,6 +538,8 @@ def layer_interval(layer: Layer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.nda
 
 def is_linear(layer: Layer) -> bool:
     """The layer is one affine map: nothing after an edit makes the problem a MILP because of it."""
+    if isinstance(layer, Block):
+        return all(is_linear(inner) for branch in layer.branches for inner in branch)
     return op_of(layer).linear
 
 
