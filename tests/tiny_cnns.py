@@ -109,8 +109,34 @@ def conv_then_dense(seed: int = 0, n_out: int = 3):
     return _model(nodes, inits, (1, 4, 4), n_out)
 
 
+def residual(seed: int = 0, n_out: int = 3):
+    """x[1,5,5] -> Conv(2, 3x3, pad 1) -> Relu = r; r + Conv(Relu(Conv(r))) -> Relu; Concat(that, AveragePool-free
+    branch Relu(Conv 1x1(that))) on channels -> Flatten -> Gemm: a residual Add and a Concat block."""
+    from onnx import helper
+
+    rng = np.random.default_rng(seed)
+    inits = {"c1.w": _w(rng, 2, 1, 3, 3), "c1.b": 0.1 * rng.standard_normal(2),
+             "c2.w": _w(rng, 2, 2, 3, 3), "c2.b": 0.1 * rng.standard_normal(2),
+             "c3.w": _w(rng, 2, 2, 3, 3), "c3.b": 0.1 * rng.standard_normal(2),
+             "c4.w": _w(rng, 1, 2, 1, 1), "c4.b": 0.1 * rng.standard_normal(1),
+             "fc.w": _w(rng, n_out, 75), "fc.b": 0.1 * rng.standard_normal(n_out)}
+    nodes = [helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["h1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "c2.w", "c2.b"], ["h2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "c3.w", "c3.b"], ["h3"], name="conv3", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["h3", "r1"], ["s"], name="residual"),
+             helper.make_node("Relu", ["s"], ["r3"], name="relu3"),
+             helper.make_node("Conv", ["r3", "c4.w", "c4.b"], ["h4"], name="conv4"),
+             helper.make_node("Relu", ["h4"], ["r4"], name="relu4"),
+             helper.make_node("Concat", ["r3", "r4"], ["cat"], name="concat", axis=1),
+             helper.make_node("Flatten", ["cat"], ["f"], name="flatten", axis=1),
+             helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1)]
+    return _model(nodes, inits, (1, 5, 5), n_out)
+
+
 BUILDERS = {"conv_relu_conv": conv_relu_conv, "conv_maxpool": conv_maxpool, "conv_bn_pool": conv_bn_pool,
-            "global_pool": global_pool}
+            "global_pool": global_pool, "residual": residual}
 
 
 def save(proto, path) -> str:
