@@ -22,7 +22,7 @@ Shapes: ``lo``/``hi`` are ``(B, d)`` (B boxes); per-layer bounds are ``(B, n_i)`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,21 @@ class ReluNet:
 
     Ws: list[np.ndarray]
     bs: list[np.ndarray]
+    # the same matrices as CSR where they are mostly zeros (a convolution's), for products with many vectors;
+    # None (or a None entry) where the dense matrix is used
+    sparse: list[sp.csr_matrix | None] | None = None
+    _transposed: dict[int, sp.csr_matrix] = field(default_factory=dict, repr=False)
+
+    def _product(self, k: int, H: np.ndarray, transposed: bool) -> np.ndarray:
+        """``H @ Ws[k].T`` (or ``H @ Ws[k]`` when ``transposed``) for a 2-D ``H``, sparse when that is cheaper."""
+        S = self.sparse[k] if self.sparse is not None else None
+        if S is None:
+            return H @ (self.Ws[k] if transposed else self.Ws[k].T)
+        if transposed:
+            if k not in self._transposed:
+                self._transposed[k] = S.T.tocsr()
+            S = self._transposed[k]
+        return np.asarray(S @ np.ascontiguousarray(H.T)).T
 
     @property
     def n_hidden(self) -> int:
@@ -59,8 +74,8 @@ class ReluNet:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Outputs ``(N, out)`` for inputs ``(N, d)`` in float64."""
         h = np.asarray(x, dtype=np.float64)
-        for W, b in zip(self.Ws[:-1], self.bs[:-1]):
-            h = np.maximum(h @ W.T + b, 0.0)
+        for k in range(self.n_hidden):
+            h = np.maximum(self._product(k, h, False) + self.bs[k], 0.0)
         return h @ self.Ws[-1].T + self.bs[-1]
 
     def forward_with_gradient(self, x: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,15 +86,17 @@ class ReluNet:
         """
         h = np.asarray(x, dtype=np.float64)
         masks = []
-        for W, b in zip(self.Ws[:-1], self.bs[:-1]):
-            z = h @ W.T + b
+        for k in range(self.n_hidden):
+            z = self._product(k, h, False) + self.bs[k]
             m = z > 0
             masks.append(m)
             h = np.where(m, z, 0.0)
         y = h @ self.Ws[-1].T + self.bs[-1]
-        G = np.broadcast_to(C @ self.Ws[-1], (h.shape[0], C.shape[0], self.Ws[-1].shape[1]))
-        for W, m in zip(reversed(self.Ws[:-1]), reversed(masks)):
-            G = (G * m[:, None, :]) @ W
+        N, K = h.shape[0], C.shape[0]
+        G = np.broadcast_to(C @ self.Ws[-1], (N, K, self.Ws[-1].shape[1]))
+        for k in range(self.n_hidden - 1, -1, -1):  # one product for the whole batch (a conv layer is large)
+            Gm = np.ascontiguousarray(G * masks[k][:, None, :]).reshape(N * K, -1)
+            G = self._product(k, Gm, True).reshape(N, K, -1)
         return y @ C.T, G
 
 
@@ -114,7 +131,8 @@ def relu_network(net: Network) -> ReluNet:
             n = S.shape[0]
     Ws.append(_dense(W, n))
     bs.append(np.zeros(n) if b is None else b)
-    return ReluNet(Ws, bs)
+    sparse = [sp.csr_matrix(W) if W.size > 100_000 and np.count_nonzero(W) < 0.1 * W.size else None for W in Ws]
+    return ReluNet(Ws, bs, sparse if any(s is not None for s in sparse) else None)
 
 
 def _dense(W: sp.csr_matrix | None, n: int) -> np.ndarray:
