@@ -191,3 +191,28 @@ def test_unbounded_op_is_pl300_naming_node_and_op(tmp_path):
     with pytest.raises(PatchlangError) as err:
         relu_network(net)
     assert err.value.code == "PL300" and "Sigmoid node 'squash'" in err.value.message
+
+
+def test_verify_spec_on_a_cnn(tmp_path):
+    """The issue's first complaint: `verify` on a small CNN (Conv + ReLU twice, then dense) used to stop with
+    "starts with operations that are not piecewise linear"; now a small ball holds and a large one is violated
+    with a counterexample that onnxruntime confirms."""
+    from patchlang.api import load_program_text, run_task
+    from patchlang.tasks.patch import RunOptions
+
+    tiny_cnns.save(tiny_cnns.conv_relu_conv(4), tmp_path / "cnn.onnx")
+    X = np.random.default_rng(4).uniform(0, 1, (1, 1, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "c.npy", X)
+    src = ('model net = "cnn.onnx"\npoints c = "c.npy"\n'
+           "property small { input within linf 0.001 of c ensure label stays }\n"
+           "property big { input within linf 1 of c ensure label stays }\n"
+           "verify net satisfies small\n"
+           'verify net satisfies big save "cex.npy"\n')
+    program = load_program_text(src, tmp_path, filename=str(tmp_path / "spec.patch"))
+    small, big = (run_task(t, RunOptions()) for t in program.tasks)
+    assert small.status == "holds", small.message
+    assert big.status == "violated", big.message
+    net = program.models["net"].net
+    cex = np.load(tmp_path / "cex.npy").reshape(1, -1)
+    assert np.max(np.abs(cex - X.reshape(1, -1))) <= 1 + 1e-6
+    assert np.argmax(_ort(net, cex)[0]) != np.argmax(_ort(net, X.reshape(1, -1))[0])
