@@ -26,15 +26,10 @@ class ParamRef:
     stored_shape: tuple[int, ...] = ()
 
 
-@dataclass
-class Affine:
-    """``y = W @ x + b`` with ``W`` of shape ``(out, in)``."""
+class _Matrix:
+    """Sizes of a layer holding a matrix ``W`` of shape ``(out, in)`` (dense or sparse)."""
 
-    W: np.ndarray
-    b: np.ndarray
-    name: str
-    weight_ref: ParamRef | None = None
-    bias_ref: ParamRef | None = None
+    W: Any
 
     @property
     def in_size(self) -> int:
@@ -43,6 +38,17 @@ class Affine:
     @property
     def out_size(self) -> int:
         return int(self.W.shape[0])
+
+
+@dataclass
+class Affine(_Matrix):
+    """``y = W @ x + b`` with ``W`` of shape ``(out, in)``."""
+
+    W: np.ndarray
+    b: np.ndarray
+    name: str
+    weight_ref: ParamRef | None = None
+    bias_ref: ParamRef | None = None
 
 
 @dataclass
@@ -69,7 +75,7 @@ class Elementwise:
 
 
 @dataclass
-class Linear:
+class Linear(_Matrix):
     """A linear ONNX op with constant parameters (Conv, BatchNormalization, AveragePool, GlobalAveragePool,
     Transpose, ...) lowered to ``y = W @ x + b`` on flat vectors.
 
@@ -95,14 +101,6 @@ class Linear:
     def editable(self) -> bool:
         """A convolution's kernel and bias can move; other lowered ops have no parameters."""
         return self.kernel is not None
-
-    @property
-    def in_size(self) -> int:
-        return int(self.W.shape[1])
-
-    @property
-    def out_size(self) -> int:
-        return int(self.W.shape[0])
 
 
 @dataclass
