@@ -216,3 +216,32 @@ def test_verify_spec_on_a_cnn(tmp_path):
     cex = np.load(tmp_path / "cex.npy").reshape(1, -1)
     assert np.max(np.abs(cex - X.reshape(1, -1))) <= 1 + 1e-6
     assert np.argmax(_ort(net, cex)[0]) != np.argmax(_ort(net, X.reshape(1, -1))[0])
+
+
+def test_concat_off_the_channel_axis_stays_opaque(tmp_path):
+    """A Concat along the height axis is not a block the table knows: it (and everything before it) is the
+    opaque prefix; the dense head is still editable, and verify names the node (PL300)."""
+    from onnx import helper
+
+    from patchlang.errors import PatchlangError
+
+    from onnx import numpy_helper
+
+    model = tiny_cnns.residual(0)
+    for node in model.graph.node:
+        if node.op_type == "Concat":
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("axis", 2))
+    rng = np.random.default_rng(1)
+    shapes = {"c4.w": (2, 2, 1, 1), "c4.b": (2,), "fc.w": (3, 100)}  # both branches with 2 channels: (2, 10, 5)
+    for t in model.graph.initializer:
+        if t.name in shapes:
+            t.CopyFrom(numpy_helper.from_array(rng.normal(size=shapes[t.name]).astype(np.float32), t.name))
+    path = tiny_cnns.save(model, tmp_path / "cat2.onnx")
+    net = load_onnx(path)
+    assert net.prefix is not None and net.layer_names() == ["fc"]
+    x = np.random.default_rng(0).uniform(-1, 1, (8, net.input_size)).astype(np.float32)
+    np.testing.assert_allclose(net.forward(x.astype(np.float64)), _ort(net, x), atol=1e-5)
+    with pytest.raises(PatchlangError) as err:
+        relu_network(net)
+    assert err.value.code == "PL300" and "Concat node 'concat'" in err.value.message and "axis 2" in err.value.message
