@@ -240,9 +240,14 @@ def test_watermark_new_bias_and_cifar_prefix(shared_dir: Path, tmp_path: Path):
     assert_file_matches_ir(patched, out, RNG.uniform(0, 255, (3, 28, 28, 1)))
 
     cifar = load_model(str(bench / "cifar10/onnx/cifar_base_kw.onnx"))
-    patched = cifar.with_affine(0, W=cifar.affine(0).W * 1.1)
+    patched = cifar.with_affine(2, W=cifar.affine(2).W * 1.1)  # layers 0 and 1 are its convolutions (issue 11)
     out = str(tmp_path / "cifar.onnx")
     save_network(patched, out)
     original = onnx.load(str(bench / "cifar10/onnx/cifar_base_kw.onnx"))
     assert changed_initializers(original, onnx.load(out)) == {"5.weight"}
+    assert_file_matches_ir(patched, out, RNG.uniform(0, 1, (2, 3, 32, 32)))
+    # a convolution's kernel is written back as the kernel tensor, never as the lowered matrix
+    patched = cifar.with_params(1, "weights", cifar.params(1, "weights") * 0.9)
+    save_network(patched, out)
+    assert changed_initializers(original, onnx.load(out)) == {cifar.affine(1).weight_ref.initializer}
     assert_file_matches_ir(patched, out, RNG.uniform(0, 1, (2, 3, 32, 32)))

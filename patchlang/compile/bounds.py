@@ -3,8 +3,10 @@
 Why this module: complete verification is only fast when most of the work is done by cheap *incomplete* bounds.
 Every bound here is sound (up to float64 rounding, which the verifier absorbs with an explicit tolerance):
 
-- :func:`relu_network` folds the IR (affine, elementwise scale/shift, ReLU, HardTanh/Clip) into one canonical
-  chain ``affine, relu, affine, relu, ..., affine``; a clip becomes two ReLUs (``lo + relu(z-lo) - relu(z-hi)``);
+- :func:`relu_network` folds the IR into one canonical chain ``affine, relu, affine, relu, ..., affine`` from
+  each layer's exact piecewise-linear form in the operator table (:mod:`patchlang.model.ops`): a clip becomes
+  two ReLUs (``lo + relu(z-lo) - relu(z-hi)``), a max-pool a tree of ``b + relu(a - b)``, a convolution one
+  affine map;
 - :func:`interval_bounds`: plain interval arithmetic (the baseline, and an intersection partner);
 - :func:`forward_bounds`: symbolic forward propagation of a lower and an upper *linear function of the input*
   for every neuron (Neurify / forward-LiRPA style).  With few inputs (ACAS Xu has 5) this costs almost
@@ -20,12 +22,15 @@ Shapes: ``lo``/``hi`` are ``(B, d)`` (B boxes); per-layer bounds are ``(B, n_i)`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+import scipy.sparse as sp
+
 from ..errors import PatchlangError
-from ..model.ir import Affine, Clip, Elementwise, Network, Relu
+from ..model.ir import Network
+from ..model.ops import ReluStage, layer_stages, matrix
 
 
 @dataclass
@@ -34,6 +39,21 @@ class ReluNet:
 
     Ws: list[np.ndarray]
     bs: list[np.ndarray]
+    # the same matrices as CSR where they are mostly zeros (a convolution's), for products with many vectors;
+    # None (or a None entry) where the dense matrix is used
+    sparse: list[sp.csr_matrix | None] | None = None
+    _transposed: dict[int, sp.csr_matrix] = field(default_factory=dict, repr=False)
+
+    def _product(self, k: int, H: np.ndarray, transposed: bool) -> np.ndarray:
+        """``H @ Ws[k].T`` (or ``H @ Ws[k]`` when ``transposed``) for a 2-D ``H``, sparse when that is cheaper."""
+        S = self.sparse[k] if self.sparse is not None else None
+        if S is None:
+            return H @ (self.Ws[k] if transposed else self.Ws[k].T)
+        if transposed:
+            if k not in self._transposed:
+                self._transposed[k] = S.T.tocsr()
+            S = self._transposed[k]
+        return np.asarray(S @ np.ascontiguousarray(H.T)).T
 
     @property
     def n_hidden(self) -> int:
@@ -54,8 +74,8 @@ class ReluNet:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Outputs ``(N, out)`` for inputs ``(N, d)`` in float64."""
         h = np.asarray(x, dtype=np.float64)
-        for W, b in zip(self.Ws[:-1], self.bs[:-1]):
-            h = np.maximum(h @ W.T + b, 0.0)
+        for k in range(self.n_hidden):
+            h = np.maximum(self._product(k, h, False) + self.bs[k], 0.0)
         return h @ self.Ws[-1].T + self.bs[-1]
 
     def forward_with_gradient(self, x: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,15 +86,17 @@ class ReluNet:
         """
         h = np.asarray(x, dtype=np.float64)
         masks = []
-        for W, b in zip(self.Ws[:-1], self.bs[:-1]):
-            z = h @ W.T + b
+        for k in range(self.n_hidden):
+            z = self._product(k, h, False) + self.bs[k]
             m = z > 0
             masks.append(m)
             h = np.where(m, z, 0.0)
         y = h @ self.Ws[-1].T + self.bs[-1]
-        G = np.broadcast_to(C @ self.Ws[-1], (h.shape[0], C.shape[0], self.Ws[-1].shape[1]))
-        for W, m in zip(reversed(self.Ws[:-1]), reversed(masks)):
-            G = (G * m[:, None, :]) @ W
+        N, K = h.shape[0], C.shape[0]
+        G = np.broadcast_to(C @ self.Ws[-1], (N, K, self.Ws[-1].shape[1]))
+        for k in range(self.n_hidden - 1, -1, -1):  # one product for the whole batch (a conv layer is large)
+            Gm = np.ascontiguousarray(G * masks[k][:, None, :]).reshape(N * K, -1)
+            G = self._product(k, Gm, True).reshape(N, K, -1)
         return y @ C.T, G
 
 
@@ -86,46 +108,36 @@ def relu_network(net: Network) -> ReluNet:
     """
     if net.prefix is not None:
         raise PatchlangError(
-            f"model `{net.name}` starts with operations that are not piecewise linear ({net.prefix.description}), "
-            "so it cannot be verified over an input region",
-            help="verification needs a network of affine, ReLU and clip layers from the input on")
+            f"model `{net.name}` cannot be bounded over an input region: {net.prefix.blocker or 'an op'} "
+            f"({net.prefix.description})",
+            help="verification bounds every op from the input on; the supported operators are listed in "
+                 "docs/language.md (\"Supported operators\"); Sigmoid/Tanh and other smooth ops are not, but "
+                 "`falsify only with ...` still searches for counterexamples on any network onnxruntime runs",
+            code="PL300")
     Ws: list[np.ndarray] = []
     bs: list[np.ndarray] = []
     n = net.suffix_in_size
-    W: np.ndarray | None = None  # pending affine map since the last activation (None: identity)
+    W: sp.csr_matrix | None = None  # pending affine map since the last ReLU stage (None: identity)
     b: np.ndarray | None = None
-
-    def pending(size: int) -> tuple[np.ndarray, np.ndarray]:
-        return (np.eye(size), np.zeros(size)) if W is None else (W, b)  # type: ignore[return-value]
-
     for layer in net.layers:
-        if isinstance(layer, Affine):
-            if W is None:
-                W, b = layer.W.astype(np.float64), layer.b.astype(np.float64)
-            else:
-                W, b = layer.W @ W, layer.W @ b + layer.b
-            n = layer.out_size
-        elif isinstance(layer, Elementwise):
-            s = np.broadcast_to(np.asarray(layer.scale, float).reshape(-1), (n,))
-            t = np.broadcast_to(np.asarray(layer.shift, float).reshape(-1), (n,))
-            W0, b0 = pending(n)
-            W, b = s[:, None] * W0, s * b0 + t
-        elif isinstance(layer, Relu):
-            W0, b0 = pending(n)
-            Ws.append(W0)
-            bs.append(b0)
-            W = b = None
-        elif isinstance(layer, Clip):
-            W0, b0 = pending(n)
-            Ws.append(np.vstack([W0, W0]))
-            bs.append(np.concatenate([b0 - layer.lo, b0 - layer.hi]))
-            W, b = np.hstack([np.eye(n), -np.eye(n)]), np.full(n, float(layer.lo))
-        else:
-            raise PatchlangError(f"layer {layer!r} cannot be verified")
-    W0, b0 = pending(n)
-    Ws.append(W0)
-    bs.append(b0)
-    return ReluNet(Ws, bs)
+        for stage in layer_stages(layer, n):
+            if isinstance(stage, ReluStage):
+                Ws.append(_dense(W, n))
+                bs.append(np.zeros(n) if b is None else b)
+                W = b = None
+                continue
+            S = matrix(stage.W)
+            W, b = (S, np.asarray(stage.b, float).copy()) if W is None else (S @ W, S @ b + stage.b)
+            n = S.shape[0]
+    Ws.append(_dense(W, n))
+    bs.append(np.zeros(n) if b is None else b)
+    sparse = [sp.csr_matrix(W) if W.size > 100_000 and np.count_nonzero(W) < 0.1 * W.size else None for W in Ws]
+    return ReluNet(Ws, bs, sparse if any(s is not None for s in sparse) else None)
+
+
+def _dense(W: sp.csr_matrix | None, n: int) -> np.ndarray:
+    """The pending map as the dense float64 matrix the bound routines multiply with (identity when empty)."""
+    return np.eye(n) if W is None else np.asarray(W.toarray(), dtype=np.float64)
 
 
 # ============================================================================ interval arithmetic

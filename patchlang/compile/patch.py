@@ -5,8 +5,10 @@ The encoding, per point:
 1. layers before the first edited one are evaluated concretely (float64);
 2. the edited affine layer is linear in the unknown deltas because its input is a constant;
 3. everything downstream is encoded exactly: each affine output becomes a variable with an equality row
-   (keeps rows sparse), each ReLU whose phase the sound interval bounds fix costs nothing, every other ReLU
-   becomes a ``relu`` atom; biases of later layers add their deltas linearly;
+   (keeps rows sparse); every other layer goes through its exact piecewise-linear form from the operator table
+   (:mod:`patchlang.model.ops`: affine stages and ReLUs), where each ReLU whose phase the sound interval bounds
+   fix costs nothing and every other ReLU becomes a ``relu`` atom; biases of later layers add their deltas
+   linearly;
 4. the point's goal clauses become rows (one alternative) or disjunctions (several).
 
 Norms of the deltas are added once: L∞ with one bound variable, L1 with one per delta, L0 with one binary
@@ -23,7 +25,8 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError
 from ..model.edits import EditSpec, NormSpec
-from ..model.ir import Affine, Clip, Elementwise, Network, Relu
+from ..model.ir import Affine, Layer, Linear, Network
+from ..model.ops import ReluStage, apply_layer, layer_stages, matrix, param_entries
 from .goals import Alternative, GoalGroup, PointGoal
 from ..query import Query, QueryBuilder, RowBlock
 
@@ -38,15 +41,9 @@ class DeltaLayout:
     def apply(self, net: Network, x: np.ndarray) -> Network:
         out = net
         for edit, idx in zip(self.edits, self.var_index):
-            layer = out.affine(edit.layer)
-            if edit.kind == "weights":
-                W = layer.W.copy()
-                W[edit.mask] += x[idx]
-                out = out.with_affine(edit.layer, W=W)
-            else:
-                b = layer.b.copy()
-                b[edit.mask] += x[idx]
-                out = out.with_affine(edit.layer, b=b)
+            values = out.params(edit.layer, edit.kind).copy()
+            values[edit.mask] += x[idx]
+            out = out.with_params(edit.layer, edit.kind, values)
         return out
 
     def deltas(self, x: np.ndarray) -> np.ndarray:
@@ -125,8 +122,8 @@ class PatchEncoder:
             self._edits_at.setdefault(idx[e.layer], []).append((e, v))
 
     # ------------------------------------------------------------------ one point through the network
-    def _edited_affine(self, pos: int, layer: Affine, E: sp.csr_matrix | None, c: np.ndarray, name: str = ""
-                       ) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _edited_affine(self, pos: int, layer: Affine | Linear, E: sp.csr_matrix | None, c: np.ndarray,
+                       name: str = "") -> tuple[sp.csr_matrix, np.ndarray]:
         """Pre-activation of an affine layer as ``E' x + c'`` including the deltas it owns.
 
         Edited weights meeting an input that depends on other unknowns give products ``delta * h``: the input is
@@ -137,26 +134,20 @@ class PatchEncoder:
         else:
             base_E = sp.csr_matrix(layer.W) @ E
             base_E = sp.csr_matrix(base_E, shape=(n_out, self.b.n_vars))
-        new_c = layer.W @ c + layer.b
+        new_c = np.asarray(layer.W @ c).reshape(-1) + layer.b
         rows, cols, vals = [], [], []
         h_vars: np.ndarray | None = None
         for edit, var in self._edits_at.get(pos, []):
-            if edit.kind == "weights":
-                r, j = np.nonzero(edit.mask)
-                rows.append(r)
-                if E is not None and E.nnz:
-                    if h_vars is None:
-                        h_vars = self._materialize(E, c, f"{name or layer.name}.in")[0].indices
-                    cols.append(self._products(var, h_vars[j], f"{name or layer.name}.prod"))
-                    vals.append(np.ones(r.size))
-                else:
-                    cols.append(var)
-                    vals.append(c[j])
-            else:
-                (r,) = np.nonzero(edit.mask)
-                rows.append(r)
-                cols.append(var)
+            r, j, k = param_entries(layer, edit.kind, edit.mask)
+            rows.append(r)
+            if edit.kind == "weights" and E is not None and E.nnz:
+                if h_vars is None:
+                    h_vars = self._materialize(E, c, f"{name or layer.name}.in")[0].indices
+                cols.append(self._products(var[k], h_vars[j], f"{name or layer.name}.prod"))
                 vals.append(np.ones(r.size))
+            else:
+                cols.append(var[k])
+                vals.append(np.where(j >= 0, c[np.maximum(j, 0)], 1.0))
         if rows:
             D = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                               shape=(n_out, self.b.n_vars))
@@ -216,36 +207,42 @@ class PatchEncoder:
         net = self.net
         c = net.forward_suffix(h[None, :], 0, self.start)[0]
         E: sp.csr_matrix | None = None
-        last_affine = net.affine_indices()[-1]
+        editable = set(net.affine_indices())
+        last_affine = max(editable)
         for pos in range(self.start, len(net.layers)):
             layer = net.layers[pos]
-            if isinstance(layer, Affine):
+            if pos in editable:
                 E, c = self._edited_affine(pos, layer, E, c, f"{point}.{layer.name}")
                 if pos != last_affine or (materialize_last and E.nnz > 4 * E.shape[0]):
                     E, c = self._materialize(E, c, f"{point}.{layer.name}")
-            elif isinstance(layer, Relu):
-                assert E is not None
-                E, c = self._relu(E, c, f"{point}.{layer.name}")
-            elif isinstance(layer, Clip):
-                assert E is not None
-                E, c = self._clip(E, c, layer, f"{point}.{layer.name}")
-            elif isinstance(layer, Elementwise):
-                s = layer.scale.reshape(-1)
-                E = sp.csr_matrix(sp.diags(s) @ E) if E is not None else None
-                c = c * s + layer.shift.reshape(-1)
             else:
-                raise PatchlangError(f"layer {layer!r} cannot be encoded")
+                assert E is not None
+                E, c = self._stages(layer, E, c, f"{point}.{layer.name}", 1)
         assert E is not None
         return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), c
 
-    def _clip(self, E: sp.csr_matrix, c: np.ndarray, layer: Clip, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
-        """``clip(x, lo, hi) = lo + relu(x - lo) - relu(x - hi)``: two ReLU encodings, stable ones free."""
-        E1, c1 = self._relu(E, c - layer.lo, f"{name}.lo")
-        E2, c2 = self._relu(E, c - layer.hi, f"{name}.hi")
-        n = self.b.n_vars
-        E1 = sp.csr_matrix(E1, shape=(E1.shape[0], n))
-        E2 = sp.csr_matrix(E2, shape=(E2.shape[0], n))
-        return sp.csr_matrix(E1 - E2), layer.lo + c1 - c2
+    def _stages(self, layer: Layer, E: sp.csr_matrix, c: np.ndarray, name: str, points: int
+                ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """A layer without unknowns, through its exact piecewise-linear form from the operator table: affine stages
+        are sparse products, ReLU stages ReLU atoms (stable ones free).  ``points`` points are stacked point-major
+        in ``E``/``c``; the same stages apply to each.  This one walk is every operator's MILP and SMT encoding."""
+        n = c.size // points
+        relus = 0
+        for stage in layer_stages(layer, n):
+            if isinstance(stage, ReluStage):
+                label = name if relus == 0 else f"{name}.{relus}"
+                E, c = self._relu(E, c, label)
+                relus += 1
+                continue
+            S = matrix(stage.W)
+            if points > 1:
+                S = sp.kron(sp.identity(points, format="csr"), S, format="csr")
+            E = sp.csr_matrix(S @ sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)))
+            c = S @ c + np.tile(np.asarray(stage.b, float), points)
+            n = int(stage.W.shape[0])
+        if isinstance(layer, Linear) and E.nnz > 4 * E.shape[0]:
+            E, c = self._materialize(E, c, name)  # as after an affine layer: keep later products sparse
+        return sp.csr_matrix(E), c
 
     # ------------------------------------------------------------------ many points at once
     BATCH_NONZEROS = 4_000_000  # per chunk of points: rows of the block-diagonal layer products
@@ -279,29 +276,22 @@ class PatchEncoder:
         P = H.shape[0]
         C = net.forward_suffix(H, 0, self.start)
         E: sp.csr_matrix | None = None
-        last_affine = net.affine_indices()[-1]
+        editable = set(net.affine_indices())
+        last_affine = max(editable)
         for pos in range(self.start, len(net.layers)):
             layer = net.layers[pos]
             label = f"{name}.{layer.name}"
-            if isinstance(layer, Affine):
+            if pos in editable:
                 E, C = self._edited_affine_batch(pos, layer, E, C)
                 if pos != last_affine:
                     E, c = self._materialize(E, C.ravel(), label)
                     C = c.reshape(P, -1)
                 else:
                     E, C = self._materialize_dense_points(E, C, label)
-            elif isinstance(layer, Relu):
-                E, c = self._relu(E, C.ravel(), label)
-                C = c.reshape(P, -1)
-            elif isinstance(layer, Clip):
-                E, c = self._clip(E, C.ravel(), layer, label)
-                C = c.reshape(P, -1)
-            elif isinstance(layer, Elementwise):
-                s = layer.scale.reshape(-1)
-                E = sp.csr_matrix(sp.diags(np.tile(s, P)) @ E) if E is not None else None
-                C = C * s + layer.shift.reshape(-1)
             else:
-                raise PatchlangError(f"layer {layer!r} cannot be encoded")
+                assert E is not None
+                E, c = self._stages(layer, E, C.ravel(), label, P)
+                C = c.reshape(P, -1)
         assert E is not None
         return sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)), C
 
@@ -322,7 +312,7 @@ class PatchEncoder:
         c = np.where(dense_rows, 0.0, C.ravel())
         return sp.csr_matrix(keep @ sp.csr_matrix(E, shape=(E.shape[0], n)) + S), c.reshape(P, n_out)
 
-    def _edited_affine_batch(self, pos: int, layer: Affine, E: sp.csr_matrix | None, C: np.ndarray
+    def _edited_affine_batch(self, pos: int, layer: Affine | Linear, E: sp.csr_matrix | None, C: np.ndarray
                              ) -> tuple[sp.csr_matrix, np.ndarray]:
         """:meth:`_edited_affine` for a chunk of points (``C`` one row per point); weights are only edited where
         the input is constant (see :meth:`_batchable`)."""
@@ -336,18 +326,14 @@ class PatchEncoder:
         rows, cols, vals = [], [], []
         offsets = (np.arange(P) * n_out)[:, None]
         for edit, var in self._edits_at.get(pos, []):
-            if edit.kind == "weights":
-                r, j = np.nonzero(edit.mask)
-                vals.append(C[:, j].ravel())
-            else:
-                (r,) = np.nonzero(edit.mask)
-                vals.append(np.ones(P * r.size))
+            r, j, k = param_entries(layer, edit.kind, edit.mask)
+            vals.append(np.where(j >= 0, C[:, np.maximum(j, 0)], 1.0).ravel())
             rows.append((offsets + r).ravel())
-            cols.append(np.tile(var, P))
+            cols.append(np.tile(var[k], P))
         if rows:
             base_E = base_E + sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                             shape=(P * n_out, n))
-        return sp.csr_matrix(base_E), C @ layer.W.T + layer.b
+        return sp.csr_matrix(base_E), apply_layer(layer, C)
 
     # ------------------------------------------------------------------ goals
     def add_goal_group(self, group: GoalGroup) -> None:
@@ -389,7 +375,7 @@ class PatchEncoder:
     def _last_layer_only(self) -> bool:
         """Only the network's final layer (affine) is edited: the common LP, which has a bulk encoding."""
         idx = self.net.affine_indices()
-        return self.start == idx[-1] == len(self.net.layers) - 1
+        return self.start == idx[-1] == len(self.net.layers) - 1 and isinstance(self.net.layers[self.start], Affine)
 
     def _add_last_layer_points(self, group: GoalGroup) -> list[PointGoal]:
         """Encode the group's points in bulk when only the final affine layer moves; return the points left to the

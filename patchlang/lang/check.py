@@ -17,7 +17,8 @@ import numpy as np
 
 from ..model.edits import EditSpec, NormSpec
 from ..errors import Diagnostic, PatchlangError, Span, SpecError
-from ..model.ir import Affine, Clip, Network, Relu
+from ..model.ir import Affine, Linear, Network
+from ..model.ops import is_linear
 from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
@@ -372,7 +373,7 @@ class Checker:
             net = b.net
             for k, layer in enumerate(net.affine(i) for i in range(len(net.affine_indices()))):
                 self.refuse_shared(net, layer, "biases", item.span)
-                b.edits.append(EditSpec(k, "biases", np.ones(layer.out_size, dtype=bool), item.span,
+                b.edits.append(EditSpec(k, "biases", np.ones(net.params(k, "biases").shape, dtype=bool), item.span,
                                         f"{layer.name}.bias"))
         elif isinstance(item, (A.Keep, A.Change, A.Require)):
             g = self.goal(b.net, item)
@@ -472,26 +473,23 @@ class Checker:
                       (f"; layers before the opaque prefix end ({net.prefix.description}) cannot move"
                        if net.prefix else ""))
         layer = net.affine(k)
-        rows = np.arange(layer.out_size)
+        n_rows = int(net.params(k, "biases").shape[0])  # outputs of a dense layer, output channels of a convolution
+        rows = np.arange(n_rows)
         if item.rows is not None:
             try:
-                rows = _select_indices(layer.out_size, item.rows)
+                rows = _select_indices(n_rows, item.rows)
             except PatchlangError as exc:
                 self.fail("PL221", f"rows of layer {layer.name}: {exc.message}", item.span)
         out = []
         for kind in sorted(item.params, reverse=True):  # weights before biases
             self.refuse_shared(net, layer, kind, item.span)
-            if kind == "weights":
-                mask = np.zeros(layer.W.shape, dtype=bool)
-                mask[rows, :] = True
-            else:
-                mask = np.zeros(layer.out_size, dtype=bool)
-                mask[rows] = True
+            mask = np.zeros(net.params(k, kind).shape, dtype=bool)
+            mask[rows] = True
             label = f"{layer.name}.{'weight' if kind == 'weights' else 'bias'}"
             out.append(EditSpec(k, kind, mask, item.span, label))
         return out
 
-    def refuse_shared(self, net: Network, layer: Affine, kind: str, span: Span) -> None:
+    def refuse_shared(self, net: Network, layer: Affine | Linear, kind: str, span: Span) -> None:
         """An edited tensor that another node of the file also reads would move there too, which the encoding
         (one unknown per layer) does not represent: refused rather than answered wrongly."""
         ref = layer.weight_ref if kind == "weights" else layer.bias_ref
@@ -600,7 +598,7 @@ class Checker:
                           "edit weights of one layer only, plus biases downstream of it; "
                           "or say `using z3` to search the nonlinear problem exactly (may not end)")
             return "SMT", f"weights of {names} are multiplied by other unknowns (nonlinear)"
-        downstream = [layer for layer in net.layers[first + 1:] if isinstance(layer, (Relu, Clip))]
+        downstream = [layer for layer in net.layers[first + 1:] if not is_linear(layer)]
         reasons = []
         if downstream:
             reasons.append(f"{len(downstream)} activation layer(s) after the first edited layer "

@@ -13,7 +13,7 @@ _EXPORTS = {
     "build_onnx": "build", "network_from_arrays": "build", "load_model": "loader", "format_nnet": "nnet_export",
     "save_nnet": "nnet_export", "load_nnet": "nnet_import", "patched_proto": "onnx_export",
     "save_network": "onnx_export", "load_onnx": "onnx_import", "OrtModel": "runtime", "ort_outputs": "runtime",
-    **{name: "ir" for name in ("Affine", "Clip", "Elementwise", "Layer", "Network", "ParamRef", "Prefix", "Relu",
+    **{name: "ir" for name in ("Affine", "Clip", "Elementwise", "Layer", "LeakyRelu", "Linear", "MaxPool", "Network", "ParamRef", "Prefix", "Relu",
                                "apply_layer", "decide")},
 }
 
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Affine", "Clip", "Elementwise", "Layer", "Network", "ParamRef", "Prefix", "Relu", "apply_layer", "decide",
+    "Affine", "Clip", "Elementwise", "Layer", "LeakyRelu", "Linear", "MaxPool", "Network", "ParamRef", "Prefix", "Relu", "apply_layer", "decide",
     "build_onnx", "network_from_arrays", "load_model", "load_onnx", "load_nnet", "save_nnet", "format_nnet",
     "patched_proto", "save_network", "OrtModel", "ort_outputs",
 ]

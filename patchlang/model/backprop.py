@@ -1,7 +1,7 @@
 """Gradients of a network's layers by hand-written backpropagation (numpy, float64).
 
 Why not jax or torch: fine-tuning (`repair ... by finetune`) needs gradients of a loss over the IR's own chain
-of Affine / ReLU / Clip / Elementwise layers, and nothing more.  Written out in numpy it is a few lines, needs no
+of layers; each kind's input gradient comes from the operator table (:mod:`.ops`).  Written out in numpy it is a few lines, needs no
 optional dependency, and so the fine-tuning path is tested wherever patchlang's tests run.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Affine, Clip, Elementwise, Layer, Relu, apply_layer
+from .layers import Affine, Layer
+from .ops import apply_layer, layer_vjp
 
 __all__ = ["forward_trace", "backward"]
 
@@ -28,16 +29,8 @@ def backward(layers: list[Layer], acts: list[np.ndarray], dy: np.ndarray) -> dic
     g = np.asarray(dy, dtype=np.float64)
     for i in range(len(layers) - 1, -1, -1):
         layer, x = layers[i], acts[i]
-        if isinstance(layer, Affine):
+        if isinstance(layer, Affine):  # the only kind with trainable parameters
             grads[i] = (g.T @ x, g.sum(axis=0))
-            if i > 0:
-                g = g @ layer.W
-        elif isinstance(layer, Relu):
-            g = g * (x > 0)
-        elif isinstance(layer, Clip):
-            g = g * ((x > layer.lo) & (x < layer.hi))
-        elif isinstance(layer, Elementwise):
-            g = g * np.asarray(layer.scale, float).reshape(-1)
-        else:  # pragma: no cover
-            raise TypeError(f"no gradient for layer {layer!r}")
+        if i > 0:
+            g = layer_vjp(layer, x, g)
     return grads

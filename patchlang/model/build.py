@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
-from .ir import Affine, Clip, Elementwise, Layer, Network, ParamRef, Relu
+from .ir import Affine, Clip, Layer, Network, ParamRef, Relu
+from .ops import op_of
 
 
 class _GraphWriter:
@@ -50,23 +51,9 @@ class _GraphWriter:
         self.tensor = out
 
     def layer(self, layer: Layer) -> tuple[str, str] | None:
-        """Add the nodes of one layer; for an affine layer return its (weight, bias) initializer names."""
-        name = self.unique(layer.name or type(layer).__name__.lower())
-        if isinstance(layer, Affine):
-            w = self.constant(f"{name}.weight", layer.W)
-            b = self.constant(f"{name}.bias", layer.b)
-            self.node("Gemm", name, [w, b], transB=1)
-            return w, b
-        if isinstance(layer, Relu):
-            self.node("Relu", name)
-        elif isinstance(layer, Clip):
-            self.clip(layer, name)
-        elif isinstance(layer, Elementwise):
-            self.node("Mul", name, [self.constant(f"{name}.scale", np.ravel(layer.scale))])
-            self.node("Add", self.unique(f"{name}_shift"), [self.constant(f"{name}.shift", np.ravel(layer.shift))])
-        else:
-            raise ModelError(f"cannot write layer {layer!r} to ONNX")
-        return None
+        """Add the nodes of one layer (the operator table says which); for an affine layer return its (weight,
+        bias) initializer names."""
+        return op_of(layer).to_onnx(layer, self, self.unique(layer.name or type(layer).__name__.lower()))
 
     def clip(self, layer: Clip, name: str) -> None:
         """Clip's bounds are attributes before opset 11 and optional inputs since; infinite bounds are omitted."""

@@ -1,9 +1,12 @@
 """The network IR: an opaque prefix followed by a chain of piecewise-linear layers on flat vectors.
 
+The layer kinds are plain data (:mod:`.layers`); what each kind does (evaluation, gradients, its exact
+piecewise-linear form for bounds and solver encodings) is the operator table (:mod:`.ops`).
+
 Why this shape: patchlang only ever *encodes* the part of a network from the first editable parameter on, and
-that part must be piecewise linear.  Everything before it (convolutions, pooling, any ONNX op) is evaluated
-concretely, so the IR keeps it as an opaque :class:`Prefix` run by onnxruntime and represents the rest as a
-list of simple layers whose parameters are plain float64 arrays.  Each affine layer remembers which ONNX
+that part must be piecewise linear.  Everything before the last op the table lacks is evaluated concretely, so the
+IR keeps it as an opaque :class:`Prefix` run by onnxruntime and represents the rest as a list of simple layers
+whose parameters are plain float64 arrays (linear ops such as convolutions become sparse affine maps).  Each affine layer remembers which ONNX
 initializer its parameters came from (:class:`ParamRef`) so that a patch is written back by replacing
 initializer values in a copy of the original ``ModelProto`` and nothing else changes.
 """
@@ -11,68 +14,15 @@ initializer values in a copy of the original ``ModelProto`` and nothing else cha
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 
+from .layers import Affine, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, ParamRef, Relu
+from .ops import apply_layer, in_size, is_editable, out_size, params, with_params
 
-@dataclass(frozen=True)
-class ParamRef:
-    """Where an effective parameter lives in the ONNX file.
-
-    ``effective = scale * (stored.T if transposed else stored)``, reshaped to the IR shape.  Gemm's
-    ``alpha``/``beta`` become ``scale``; MatMul weights stored ``[in, out]`` are ``transposed``.
-    """
-
-    initializer: str
-    transposed: bool = False
-    scale: float = 1.0
-    stored_shape: tuple[int, ...] = ()
-
-
-@dataclass
-class Affine:
-    """``y = W @ x + b`` with ``W`` of shape ``(out, in)``."""
-
-    W: np.ndarray
-    b: np.ndarray
-    name: str
-    weight_ref: ParamRef | None = None
-    bias_ref: ParamRef | None = None
-
-    @property
-    def in_size(self) -> int:
-        return int(self.W.shape[1])
-
-    @property
-    def out_size(self) -> int:
-        return int(self.W.shape[0])
-
-
-@dataclass
-class Relu:
-    name: str = "relu"
-
-
-@dataclass
-class Clip:
-    """HardTanh / ONNX Clip: ``min(max(x, lo), hi)``."""
-
-    lo: float
-    hi: float
-    name: str = "clip"
-
-
-@dataclass
-class Elementwise:
-    """``y = x * scale + shift`` elementwise with constant vectors (Sub/Add/Mul/Div by constants)."""
-
-    scale: np.ndarray
-    shift: np.ndarray
-    name: str = "elementwise"
-
-
-Layer = Union[Affine, Relu, Clip, Elementwise]
+__all__ = ["Affine", "Clip", "Elementwise", "Layer", "LeakyRelu", "Linear", "MaxPool", "ParamRef", "Relu", "Prefix",
+           "Network", "apply_layer", "decide"]
 
 
 @dataclass
@@ -86,6 +36,7 @@ class Prefix:
     run: Callable[[np.ndarray], np.ndarray]
     output_name: str
     description: str
+    blocker: str = ""  # why its last node cannot be encoded, naming the node and its op
 
 
 @dataclass
@@ -117,28 +68,41 @@ class Network:
 
     @property
     def suffix_in_size(self) -> int:
+        """The size of the flat vector the first layer reads (the first layer that fixes a size decides)."""
         for layer in self.layers:
-            if isinstance(layer, Affine):
-                return layer.in_size
-            if isinstance(layer, Elementwise):
-                return int(np.size(layer.scale))
+            size = in_size(layer)
+            if size is not None:
+                return size
         raise ValueError("network has no affine layer")
 
     @property
     def output_size(self) -> int:
-        for layer in reversed(self.layers):
-            if isinstance(layer, Affine):
-                return layer.out_size
-        raise ValueError("network has no affine layer")
+        n = self.suffix_in_size
+        for layer in self.layers:
+            n = out_size(layer, n)
+        return n
 
     def affine_indices(self) -> list[int]:
-        """Positions in ``layers`` of the affine layers, in order (what ``layer k`` in a spec counts)."""
-        return [i for i, layer in enumerate(self.layers) if isinstance(layer, Affine)]
+        """Positions in ``layers`` of the editable layers (dense affine layers and convolutions), in order: what
+        ``layer k`` in a spec counts."""
+        return [i for i, layer in enumerate(self.layers) if is_editable(layer)]
 
-    def affine(self, k: int) -> Affine:
-        layer = self.layers[self.affine_indices()[k]]
-        assert isinstance(layer, Affine)
-        return layer
+    def affine(self, k: int) -> Affine | Linear:
+        """Editable layer ``k``: an :class:`Affine`, or a convolution's :class:`Linear` (its parameters through
+        :meth:`params`)."""
+        return self.layers[self.affine_indices()[k]]  # type: ignore[return-value]
+
+    def params(self, k: int, kind: str) -> np.ndarray:
+        """The tensor an `edit` of editable layer ``k`` moves: ``W``/``b`` of a dense layer, the kernel / per-channel
+        bias of a convolution."""
+        return params(self.affine(k), kind)
+
+    def with_params(self, k: int, kind: str, values: np.ndarray) -> "Network":
+        """A copy with that tensor replaced (the original is untouched)."""
+        layers = list(self.layers)
+        i = self.affine_indices()[k]
+        layers[i] = with_params(layers[i], kind, values)
+        return replace(self, layers=layers)
 
     def find_affine(self, key: int | str) -> int | None:
         """Index into ``affine_indices()`` for a layer given by position (negative from the end) or name.
@@ -152,7 +116,7 @@ class Network:
             return None
         for k, i in enumerate(idx):
             layer = self.layers[i]
-            assert isinstance(layer, Affine)
+            assert isinstance(layer, (Affine, Linear))
             names = {layer.name}
             if layer.weight_ref:
                 names.add(layer.weight_ref.initializer)
@@ -207,18 +171,6 @@ class Network:
         layers[i] = replace(old, W=old.W if W is None else np.asarray(W, dtype=np.float64),
                             b=old.b if b is None else np.asarray(b, dtype=np.float64))
         return replace(self, layers=layers)
-
-
-def apply_layer(layer: Layer, h: np.ndarray) -> np.ndarray:
-    if isinstance(layer, Affine):
-        return h @ layer.W.T + layer.b
-    if isinstance(layer, Relu):
-        return np.maximum(h, 0.0)
-    if isinstance(layer, Clip):
-        return np.clip(h, layer.lo, layer.hi)
-    if isinstance(layer, Elementwise):
-        return h * layer.scale.reshape(-1) + layer.shift.reshape(-1)
-    raise TypeError(f"unknown layer {layer!r}")
 
 
 def decide(outputs: np.ndarray, decision: str = "argmax") -> np.ndarray:

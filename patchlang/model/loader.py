@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import ModelError
 from .ir import Network
@@ -50,6 +51,7 @@ def _require_finite(net: Network, path: str) -> None:
     """NaN or infinite parameters make every answer about the network meaningless: refused at load."""
     for layer in net.layers:
         for what, arr in (("weights", getattr(layer, "W", None)), ("biases", getattr(layer, "b", None))):
+            arr = arr.data if sp.issparse(arr) else arr  # a lowered convolution's matrix: its stored entries
             if arr is not None and not np.all(np.isfinite(arr)):
                 bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
                 raise ModelError(f"model file {path}: layer {layer.name} has {bad} NaN or infinite {what}",

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..files import write_atomic
-from .ir import Affine, Network, ParamRef
+from .ir import Linear, Network, ParamRef
 from .onnx_import import evaluate_node
 
 
@@ -137,6 +137,31 @@ def _append_bias(store: _TensorStore, tensor: str, bias: np.ndarray, layer: str,
     graph.node.insert(pos + 1, add)
 
 
+def _write_conv(store: _TensorStore, layer: Linear, output: str | None) -> None:
+    """A convolution's kernel into its tensor; its bias into its tensor, or, for a Conv without one that the patch
+    gave a bias, a new initializer passed as the node's third input (the graph keeps its nodes)."""
+    assert layer.weight_ref is not None and layer.kernel is not None and layer.channel_bias is not None
+    store.write(layer.weight_ref, layer.kernel, layer.name)
+    if layer.bias_ref is not None:
+        store.write(layer.bias_ref, layer.channel_bias, layer.name)
+        return
+    if not np.any(layer.channel_bias):
+        return
+    node = next((n for n in store.model.graph.node if output is not None and output in n.output), None)
+    if node is None or node.op_type != "Conv":
+        raise ModelError(f"layer '{layer.name}' has a new bias but its Conv node cannot be found")
+    from onnx import numpy_helper
+
+    name = store.unique(f"{layer.name}.bias_added")
+    store.model.graph.initializer.append(numpy_helper.from_array(layer.channel_bias.astype(np.float32), name))
+    while len(node.input) < 2:
+        node.input.append("")
+    if len(node.input) == 2:
+        node.input.append(name)
+    else:
+        node.input[2] = name
+
+
 # --------------------------------------------------------------------------------------------------- entry points
 def _patch_copy(net: Network):
     import onnx
@@ -147,10 +172,12 @@ def _patch_copy(net: Network):
     outputs = net.metadata.get("onnx_affine_outputs", [])
     for k, index in enumerate(net.affine_indices()):
         layer = net.layers[index]
-        assert isinstance(layer, Affine)
         if layer.weight_ref is None:
             raise ModelError(f"layer '{layer.name}' is not linked to a tensor of the model file",
                              help="networks built in memory without a proto are written with build_onnx")
+        if isinstance(layer, Linear):  # a convolution: its kernel and per-channel bias, never the lowered matrix
+            _write_conv(store, layer, outputs[k] if k < len(outputs) else None)
+            continue
         store.write(layer.weight_ref, layer.W, layer.name)
         if layer.bias_ref is not None:
             store.write(layer.bias_ref, layer.b, layer.name)

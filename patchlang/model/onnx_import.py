@@ -21,19 +21,24 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ModelError
-from .ir import Affine, Clip, Elementwise, Layer, Network, ParamRef, Prefix, Relu, apply_layer
+from .ir import Affine, Clip, Elementwise, Layer, Linear, Network, ParamRef, Prefix, Relu, apply_layer
+from .layers import Block
+from .onnx_lower import (LINEAR_PROBED, LOWERED_OPS, lower_batchnorm, lower_conv, lower_leaky, lower_linear,
+                         lower_maxpool)
 from .runtime import InputSignature, OrtModel, input_signature, session_options
 
 SHAPE_OPS = frozenset({"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Dropout"})
 ARITHMETIC_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
-SUPPORTED_OPS = frozenset({"Gemm", "MatMul", "Relu", "Clip"}) | SHAPE_OPS | ARITHMETIC_OPS
+SUPPORTED_OPS = frozenset({"Gemm", "MatMul", "Relu", "Clip"}) | SHAPE_OPS | ARITHMETIC_OPS | LOWERED_OPS
 AFFINE_OPS = frozenset({"Gemm", "MatMul"})
 
 # Old opsets give Clip's bounds as float32 extremes; anything that large means "no bound".
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_SUPPORTED_HELP = ("the editable part of a network may contain Gemm, MatMul, Add/Sub/Mul/Div by constants, Relu, "
-                   "Clip, Flatten/Reshape/Squeeze/Unsqueeze/Identity/Dropout in a single chain; other ops are only "
-                   "allowed before it")
+_SUPPORTED_HELP = ("the encoded part of a network may contain Gemm, MatMul, Conv, BatchNormalization, "
+                   "Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, MaxPool, AveragePool, GlobalAveragePool, "
+                   "Flatten/Reshape/Transpose/Squeeze/Unsqueeze/Identity/Dropout in a chain, and residual blocks "
+                   "(Add of two branches, Concat on the channel axis); other ops are only allowed before it "
+                   "(evaluated concretely)")
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -93,6 +98,9 @@ class _DataNode:
     index: int
     node: object
     blocker: str | None = None
+    # a residual block (Add of two branches, or Concat): the tensor the branches read and their nodes
+    fork: str | None = None
+    branches: list[list["_DataNode"]] | None = None
 
     @property
     def op(self) -> str:
@@ -167,12 +175,16 @@ class _GraphView:
     def data_inputs(self, node) -> list[str]:
         return [t for t in node.input if t and t not in self.consts]
 
+    def inputs_of(self, dn: _DataNode) -> list[str]:
+        """The data tensors a data node reads (a collapsed block reads its fork)."""
+        return [dn.fork] if dn.fork is not None else self.data_inputs(dn.node)
+
     def const(self, name: str) -> np.ndarray:
         return self.consts[name].value
 
     def fanout(self) -> Counter:
         """How many data nodes read each tensor (the selected graph output counts as one more reader)."""
-        uses: Counter = Counter(t for dn in self.data_nodes for t in set(self.data_inputs(dn.node)))
+        uses: Counter = Counter(t for dn in self.data_nodes for t in set(self.inputs_of(dn)))
         uses[self.output_name] += 1
         return uses
 
@@ -196,6 +208,8 @@ def evaluate_node(node, feeds: dict[str, np.ndarray], opset_imports) -> list[np.
 def _blocker(view: _GraphView, dn: _DataNode, fanout: Counter) -> str | None:
     """Why ``dn`` cannot be part of the piecewise-linear suffix, or ``None`` when it can."""
     node = dn.node
+    if dn.branches is not None:
+        return _block_blocker(view, dn, fanout)
     if node.op_type not in SUPPORTED_OPS:
         return f"{node.op_type} is not a supported piecewise-linear op"
     data = view.data_inputs(node)
@@ -207,11 +221,75 @@ def _blocker(view: _GraphView, dn: _DataNode, fanout: Counter) -> str | None:
         return f"the constant is its first operand ({node.op_type}(constant, x))"
     if node.op_type in AFFINE_OPS and view.const(node.input[1]).ndim != 2:
         return "its weight is not a matrix"
+    if node.op_type in LOWERED_OPS and node.input[0] != data[0]:
+        return "its data input is not its first operand"
+    if node.op_type == "Transpose":
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if perm is None or perm[0] != 0:
+            return "it moves the batch axis"
+    return None
+
+
+MERGE_OPS = frozenset({"Add", "Concat"})
+
+
+def _collapse_blocks(view: _GraphView) -> None:
+    """Replace each series-parallel block by one data node: a merge (``Add`` of two data tensors, or ``Concat``)
+    whose inputs are chains of single-input nodes (possibly empty: the skip connection) that all start at the same
+    tensor, read by nothing else.  Blocks are found in topological order, so a block may sit inside a later
+    block's branch."""
+    fanout = view.fanout()
+    producer = {out: dn for dn in view.data_nodes for out in dn.node.output if out}
+    removed: set[int] = set()
+    for dn in view.data_nodes:
+        node = dn.node
+        ins = view.data_inputs(node)
+        if node.op_type not in MERGE_OPS or len(ins) < 2 or len(set(ins)) != len(ins):
+            continue
+        if node.op_type == "Add" and len(ins) != 2 or len(ins) != len([t for t in node.input if t]):
+            continue  # Add of three? Concat with a constant part: not a block
+        branches, forks = [], set()
+        for t in ins:
+            chain: list[_DataNode] = []
+            while fanout[t] == 1 and t in producer and len(view.inputs_of(producer[t])) == 1:
+                p = producer[t]
+                if p.fork is None and p.node.op_type in MERGE_OPS and len(view.data_inputs(p.node)) > 1:
+                    break
+                chain.insert(0, p)
+                t = view.inputs_of(p)[0]
+            branches.append(chain)
+            forks.add(t)
+        if len(forks) != 1:
+            continue
+        fork = forks.pop()
+        if fanout[fork] != len(ins):
+            continue  # something else also reads the fork
+        dn.fork, dn.branches = fork, branches
+        removed.update(inner.index for chain in branches for inner in chain)
+    view.data_nodes = [dn for dn in view.data_nodes if dn.index not in removed]
+
+
+def _block_blocker(view: _GraphView, dn: _DataNode, fanout: Counter) -> str | None:
+    assert dn.branches is not None
+    if dn.node.op_type == "Concat":
+        from onnx.helper import get_attribute_value
+
+        axis = next((get_attribute_value(a) for a in dn.node.attribute if a.name == "axis"), None)
+        if axis != 1:
+            return f"it concatenates along axis {axis}, not the channel axis 1"
+    if fanout[dn.node.output[0]] > 1:
+        return "its output is used more than once (a branch)"
+    for chain in dn.branches:
+        for inner in chain:
+            why = _blocker(view, inner, fanout)
+            if why is not None:
+                return f"its branch holds {inner.describe()}: {why}"
     return None
 
 
 def _split(view: _GraphView) -> tuple[list[_DataNode], list[_DataNode], str]:
     """Split the data nodes into (prefix, chain) and return the tensor the chain starts from."""
+    _collapse_blocks(view)
     fanout = view.fanout()
     for dn in view.data_nodes:
         dn.blocker = _blocker(view, dn, fanout)
@@ -226,7 +304,7 @@ def _split(view: _GraphView) -> tuple[list[_DataNode], list[_DataNode], str]:
 
 def _chain_start(view: _GraphView, last: _DataNode, chain: list[_DataNode]) -> str:
     """The output of the last blocking node that the chain reads (or the graph output if the chain is empty)."""
-    read = {view.data_inputs(chain[0].node)[0]} if chain else {view.output_name}
+    read = {view.inputs_of(chain[0])[0]} if chain else {view.output_name}
     outs = [t for t in last.node.output if t in read]
     if not outs:
         raise ModelError(f"cannot follow the graph after {last.describe()}: the next node does not read its output",
@@ -238,9 +316,9 @@ def _check_chain(view: _GraphView, chain: list[_DataNode], start: str) -> None:
     """Every chain node must read the previous one's output and the chain must end at the graph output."""
     tensor = start
     for dn in chain:
-        if view.data_inputs(dn.node)[0] != tensor:
+        if view.inputs_of(dn)[0] != tensor:
             raise ModelError(f"{dn.describe()} does not continue the chain of layers (it reads "
-                             f"'{view.data_inputs(dn.node)[0]}', expected '{tensor}')", help=_SUPPORTED_HELP)
+                             f"'{view.inputs_of(dn)[0]}', expected '{tensor}')", help=_SUPPORTED_HELP)
         tensor = dn.node.output[0]
     if tensor != view.output_name:
         raise ModelError(f"the layer chain ends at '{tensor}', not at the graph output '{view.output_name}'",
@@ -283,7 +361,8 @@ def _probe(view: _GraphView, chain: list[_DataNode], start: str, sig: InputSigna
 
     dtype = tensor_dtype_to_np_dtype(view.input.type.tensor_type.elem_type)
     feed = _probe_input(sig, dtype)
-    names = ([] if start == view.input.name else [start]) + [dn.node.output[0] for dn in chain]
+    names = ([] if start == view.input.name else [start]) + [
+        inner.node.output[0] for dn in chain for inner in (*(n for b in dn.branches or [] for n in b), dn)]
     try:
         session = ort.InferenceSession(_with_outputs(view.proto, names).SerializeToString(), session_options(),
                                        providers=["CPUExecutionProvider"])
@@ -345,10 +424,34 @@ class _ChainBuilder:
         self.affine_outputs: list[str] = []  # tensor produced by each affine's node (where a new bias would go)
         self.handlers: dict[str, Callable[[_Step], None]] = {
             "Gemm": self.gemm, "MatMul": self.matmul, "Relu": self.relu, "Clip": self.clip,
-            **{op: self.arithmetic for op in ARITHMETIC_OPS}, **{op: self.identity for op in SHAPE_OPS}}
+            **{op: self.arithmetic for op in ARITHMETIC_OPS}, **{op: self.identity for op in SHAPE_OPS},
+            **{op: self.probed for op in LINEAR_PROBED}, "MaxPool": self.maxpool,
+            "BatchNormalization": self.batchnorm, "LeakyRelu": self.leaky}
 
-    def add(self, step: _Step) -> None:
+    def add(self, step: _Step, values: dict[str, np.ndarray] | None = None) -> None:
+        if step.dn.branches is not None:
+            self.block(step, values or {})
+            return
         self.handlers[step.node.op_type](step)
+
+    def block(self, step: _Step, values: dict[str, np.ndarray]) -> None:
+        """A residual Add / Concat: each branch built by a builder of its own (its layers cannot be edited)."""
+        assert step.dn.branches is not None and step.dn.fork is not None
+        branches, ends = [], []
+        for chain in step.dn.branches:
+            sub = _ChainBuilder()
+            tensor = step.dn.fork
+            for inner in chain:
+                sub.add(_Step(inner, step.view, tuple(values[tensor].shape), tuple(values[inner.node.output[0]].shape)),
+                        values)
+                tensor = inner.node.output[0]
+            branches.append(sub.layers)
+            ends.append(tuple(values[tensor].shape))
+        if step.node.op_type == "Add" and ends[0] != ends[1]:
+            raise step.error(f"it adds tensors of shapes {list(ends[0])} and {list(ends[1])} (broadcasting two "
+                             "branches is not supported)")
+        self.layers.append(Block(branches=branches, merge="add" if step.node.op_type == "Add" else "concat",
+                                 name=step.dn.label))
 
     def _affine(self, step: _Step, W: np.ndarray, b: np.ndarray, wref: ParamRef, bref: ParamRef | None) -> None:
         in_size, out_size = int(np.prod(step.in_shape)), int(np.prod(step.out_shape))
@@ -391,6 +494,37 @@ class _ChainBuilder:
         hi = np.inf if hi >= _FLOAT32_MAX else hi
         # Clip(0, inf) is a ReLU; saying so lets the encoder use its cheaper ReLU handling.
         self.layers.append(Relu(step.dn.label) if (lo, hi) == (0.0, np.inf) else Clip(lo, hi, step.dn.label))
+
+    def probed(self, step: _Step) -> None:
+        """A linear op lowered to a sparse affine map (see :mod:`.onnx_lower`)."""
+        node, label = step.node, step.dn.label
+        if len(step.in_shape) < 2 or step.in_shape[0] != 1:
+            raise step.error(f"its input of shape {list(step.in_shape)} has no batch axis")
+        opsets = step.view.proto.opset_import
+        if node.op_type == "Conv":
+            layer = lower_conv(node, label, step.const_input(1), step.const_input(2), node.input[0], step.in_shape,
+                               step.out_shape, opsets)
+            layer.weight_ref = step.ref(1)
+            layer.bias_ref = step.ref(2) if step.const_input(2) is not None else None
+            self.affine_outputs.append(node.output[0])  # editable: `layer k` counts it
+        else:
+            layer = lower_linear(node, label, node.input[0], step.in_shape, step.out_shape, opsets)
+        self.layers.append(layer)
+
+    def maxpool(self, step: _Step) -> None:
+        if len(step.in_shape) < 2 or step.in_shape[0] != 1:
+            raise step.error(f"its input of shape {list(step.in_shape)} has no batch axis")
+        self.layers.append(lower_maxpool(step.node, step.dn.label, step.node.input[0], step.in_shape,
+                                         step.out_shape, step.view.proto.opset_import))
+
+    def batchnorm(self, step: _Step) -> None:
+        if step.attr("training_mode", 0):
+            raise step.error("training_mode=1 is not supported (inference statistics only)")
+        params = [step.const_input(k) for k in range(1, 5)]
+        self.layers.append(lower_batchnorm(step.dn.label, params, float(step.attr("epsilon", 1e-5)), step.in_shape))
+
+    def leaky(self, step: _Step) -> None:
+        self.layers.append(lower_leaky(step.dn.label, float(step.attr("alpha", 0.01))))
 
     def identity(self, step: _Step) -> None:
         """Reshapes act on row-major flat vectors as the identity; Dropout is the identity at inference."""
@@ -437,7 +571,8 @@ def _make_prefix(view: _GraphView, prefix: list[_DataNode], start: str, sig: Inp
     counts = Counter(dn.op for dn in prefix)
     ops = ", ".join(f"{n}x{op}" if n > 1 else op for op, n in counts.items())
     description = f"{len(prefix)} ONNX nodes up to {prefix[-1].describe()} ({ops})"
-    return Prefix(run=ort_model.run, output_name=start, description=description)
+    return Prefix(run=ort_model.run, output_name=start, description=description,
+                  blocker=f"{prefix[-1].describe()}: {prefix[-1].blocker}")
 
 
 def _self_check(layers: list[Layer], h0: np.ndarray, expected: np.ndarray, path: str) -> None:
@@ -458,7 +593,8 @@ def _self_check(layers: list[Layer], h0: np.ndarray, expected: np.ndarray, path:
 
 def _derived_constants(view: _GraphView, layers: list[Layer]) -> dict[str, np.ndarray]:
     """Parameters folded from constant subgraphs: the exporter needs their values to tell whether they changed."""
-    refs = [r for layer in layers if isinstance(layer, Affine) for r in (layer.weight_ref, layer.bias_ref) if r]
+    refs = [r for layer in layers if isinstance(layer, (Affine, Linear)) for r in (layer.weight_ref, layer.bias_ref)
+            if r]
     return {r.initializer: view.const(r.initializer) for r in refs if view.consts[r.initializer].kind == "derived"}
 
 
@@ -502,7 +638,7 @@ def _import(proto, path: str, name: str | None) -> Network:
     builder = _ChainBuilder()
     shape_of = start
     for dn in chain:
-        builder.add(_Step(dn, view, tuple(values[shape_of].shape), tuple(values[dn.node.output[0]].shape)))
+        builder.add(_Step(dn, view, tuple(values[shape_of].shape), tuple(values[dn.node.output[0]].shape)), values)
         shape_of = dn.node.output[0]
     _self_check(builder.layers, values[start], values[view.output_name], path)
 

@@ -14,7 +14,8 @@ import numpy as np
 from ..compile.goals import GoalGroup
 from ..compile.patch import encode_patch, first_edited_position
 from ..lang.program import PatchTask
-from ..model.ir import Affine, Clip, Network, Relu
+from ..model.ir import Network
+from ..model.ops import out_size, relu_width
 from .budget import Budget
 from .reduction import Inverse, PatchProblem, Reduction, StepRecord
 
@@ -30,10 +31,11 @@ def size_estimate(net: Network, task: PatchTask, groups: list[GoalGroup]) -> tup
     n_points = sum(len(g.points) for g in groups)
     params = sum(int(np.count_nonzero(e.mask)) for e in task.edits)
     start = first_edited_position(net, task.edits)
-    later = net.layers[start + 1:]
-    widths = [net.layers[i].out_size for i in range(start, len(net.layers) - 1)
-              if isinstance(net.layers[i], Affine) and isinstance(net.layers[i + 1], (Relu, Clip))]
-    relus = sum(widths) * (2 if any(isinstance(layer, Clip) for layer in later) else 1)
+    n = net.forward_suffix(np.zeros((1, net.suffix_in_size)), 0, start + 1).shape[1]
+    relus = 0
+    for layer in net.layers[start + 1:]:
+        relus += relu_width(layer, n)
+        n = out_size(layer, n)
     alts = sum(len(c) for g in groups for p in g.points for c in p.clauses if len(c) > 1)
     return n_points * params, n_points * relus + alts
 

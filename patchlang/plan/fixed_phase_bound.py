@@ -69,7 +69,7 @@ def derived_bounds(value: float, norms: NormSpec) -> tuple[float, float]:
 def edited_scale(problem: PatchProblem) -> float:
     """The largest magnitude among the edited parameters (1 when they are all zero): the scale of a change."""
     net = problem.net
-    values = [np.abs((net.affine(e.layer).W if e.kind == "weights" else net.affine(e.layer).b)[e.mask])
+    values = [np.abs(net.params(e.layer, e.kind)[e.mask])
               for e in problem.task.edits]
     return max((float(v.max()) for v in values if v.size), default=1.0) or 1.0
 

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from ..compile.goals import PointGoal
 from ..compile.patch import PatchEncoder, delta_expression, first_edited_position
-from ..model.ir import Elementwise, Network
+from ..model.ir import Affine, Elementwise, Network
 from ..solution import INFEASIBLE, OPTIMAL, Solution
 from ..solvers.base import Backend
 from .budget import Budget
@@ -69,6 +69,8 @@ def last_layer_map(net: Network, edits, layout) -> tuple[int, np.ndarray, np.nda
     if start != affine[-1] or any(affine[e.layer] != start for e in edits):
         return None
     layer = net.layers[start]
+    if not isinstance(layer, Affine):
+        return None
     n_out, n_in = layer.W.shape
     scale = np.ones(n_out)
     for later in net.layers[start + 1:]:

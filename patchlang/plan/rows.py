@@ -163,6 +163,8 @@ def row_setup(net: Network, task: PatchTask, groups: list[GoalGroup]) -> RowSetu
     if weight <= 0 or norm not in NORMS or not set(task.norms.bounds) <= {norm}:
         return None
     edit = task.edits[0]
+    if not isinstance(net.affine(edit.layer), Affine):  # a convolution's kernel entries are not rows of a matrix
+        return None
     X = edited_inputs(net, edit, groups)
     change = np.concatenate([np.full(len(g.points), g.group != "keep") for g in groups]) if groups else np.zeros(0)
     if not np.any(change):

@@ -73,6 +73,8 @@ PL_RULES = {
     'PL268': ('a property domain with lo > hi, bounds of different lengths, non-finite bounds, a second domain, '
               'or an input region wholly outside it'),
     'PL275': 'unknown falsifier in falsify with, or an unknown or negative falsifier option',
+    'PL300': ('verify or repair on a model with an operator the operator table cannot bound (named with its '
+              'node)'),
 }
 
 

@@ -29,7 +29,7 @@ from ..compile.bounds import relu_network
 from ..compile.goals import GoalGroup, PointGoal
 from ..model.edits import NormSpec
 from ..lang.program import RepairTask
-from ..model.ir import Affine, Network
+from ..model.ir import Network
 from ..solvers.base import FEASIBLE, INFEASIBLE, OPTIMAL
 from .falsify import FalsifyOptions, falsify_case
 from ..model.edits import norm_values
@@ -51,9 +51,8 @@ def round_to_float32(net: Network) -> Network:
     """The network with every affine parameter rounded to float32, i.e. exactly what the ONNX file holds."""
     out = net
     for k in range(len(net.affine_indices())):
-        layer = net.affine(k)
-        out = out.with_affine(k, W=layer.W.astype(np.float32).astype(np.float64),
-                              b=layer.b.astype(np.float32).astype(np.float64))
+        for kind in ("weights", "biases"):
+            out = out.with_params(k, kind, net.params(k, kind).astype(np.float32).astype(np.float64))
     return out
 
 
@@ -219,8 +218,7 @@ class RepairLoop:
         result.distances = self.last_dist
         result.patched = current
         for e in ptask.edits:
-            layer0, layer1 = net.affine(e.layer), current.affine(e.layer)
-            delta = (layer1.W - layer0.W) if e.kind == "weights" else (layer1.b - layer0.b)
+            delta = current.params(e.layer, e.kind) - net.params(e.layer, e.kind)
             result.deltas.append((e.label, np.where(e.mask, delta, 0.0)))
         t2 = time.perf_counter()
         check_and_save(ptask, net, current, self.groups, result, self.run)
@@ -304,8 +302,7 @@ def _bounded_norms(net: Network, ptask, result: TaskResult, disjunctive: bool = 
     magnitude, at least 1) is used and said in the report (naming disjunctions only when the property has any)."""
     if np.isfinite(ptask.norms.bounds.get("linf", np.inf)):
         return ptask.norms
-    biggest = max(float(np.max(np.abs(net.affine(e.layer).W if e.kind == "weights" else net.affine(e.layer).b),
-                               initial=0.0)) for e in ptask.edits)
+    biggest = max(float(np.max(np.abs(net.params(e.layer, e.kind)), initial=0.0)) for e in ptask.edits)
     bound = float(max(1.0, 4.0 * biggest))
     why = ("the property's disjunctions need a finite bound" if disjunctive
            else "repair always works within a finite bound; a larger change is not ruled out")
@@ -317,7 +314,5 @@ def _bounded_norms(net: Network, ptask, result: TaskResult, disjunctive: bool = 
 def _param_deltas(net: Network, patched: Network, edits) -> np.ndarray:
     parts = []
     for e in edits:
-        a, b = net.affine(e.layer), patched.affine(e.layer)
-        assert isinstance(a, Affine) and isinstance(b, Affine)
-        parts.append(((b.W - a.W) if e.kind == "weights" else (b.b - a.b))[e.mask])
+        parts.append((patched.params(e.layer, e.kind) - net.params(e.layer, e.kind))[e.mask])
     return np.concatenate(parts) if parts else np.zeros(0)

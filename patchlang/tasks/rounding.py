@@ -30,8 +30,8 @@ def round_significand(net: Network, bits: int) -> Network:
     """Keep ``bits`` significand bits of every affine parameter (smaller exact problems, as in bias patching)."""
     out = net
     for k in range(len(net.affine_indices())):
-        layer = net.affine(k)
-        out = out.with_affine(k, W=_round_bits(layer.W, bits), b=_round_bits(layer.b, bits))
+        for kind in ("weights", "biases"):
+            out = out.with_params(k, kind, _round_bits(net.params(k, kind), bits))
     return out
 
 
