@@ -23,7 +23,7 @@ from ..compile.bounds import relu_network
 from ..errors import PatchlangError
 from .falsifiers import DEFAULT_QUERIES, AttackOptions, AttackResult, attack_cases, attack_options, model_oracle
 from .results import UNKNOWN, VIOLATED, TaskResult
-from .verify import DEFAULT_TIMEOUT, Confirmer, _fmt_vec, property_cases, save_counterexample
+from .verify import DEFAULT_TIMEOUT, Confirmer, Verdict, _fmt_vec, property_cases, save_counterexample, verify_cases
 
 # Without a `falsify with` clause, a model that cannot be encoded is searched by `targeted` (one descent per unsafe
 # conjunction: what finds CIFAR-10 robustness counterexamples), then, on few inputs, by `auto` with the rest.
@@ -66,11 +66,12 @@ def fallback_warning(task: Any) -> str | None:
             "never holds")
 
 
-def _fallback_search(task: Any, cases: list, evaluate: Any, confirm: Any, timeout: float, seed: int
-                     ) -> AttackResult:
-    """The black-box search of a verify task whose model cannot be encoded (the `falsify with` clause, if any)."""
-    if task.falsify is not None:
-        return attack_cases(cases, evaluate, confirm, attack_options(task.falsify, timeout, seed))
+def black_box_search(cases: list, evaluate: Any, confirm: Any, timeout: float, seed: int = 0,
+                     choice: Any = None) -> AttackResult:
+    """The black-box search of a verify task whose model cannot be encoded: the `falsify with` clause ``choice``
+    if there is one, else `targeted` and then (few inputs) `auto`, within :data:`FALLBACK_JACOBIANS` Jacobians."""
+    if choice is not None:
+        return attack_cases(cases, evaluate, confirm, attack_options(choice, timeout, seed))
     d = max((int(np.sum(np.asarray(c.hi) > np.asarray(c.lo))) for c in cases), default=0)
     budget = max(DEFAULT_QUERIES, FALLBACK_JACOBIANS * (d + 1))
     methods = FALLBACK_METHODS if d <= FALLBACK_MAX_INPUTS_FOR_AUTO else FALLBACK_METHODS[:1]
@@ -115,7 +116,7 @@ def run_falsify_only(task: Any, run: Any, why: str | None = None) -> TaskResult:
     if why is None:
         r = attack_cases(cases, evaluate, confirmer.check, attack_options(task.falsify, timeout, run.seed))
     else:
-        r = _fallback_search(task, cases, evaluate, confirmer.check, timeout, run.seed)
+        r = black_box_search(cases, evaluate, confirmer.check, timeout, run.seed, task.falsify)
         result.notes.append(f"no proof was attempted: {why}")
     result.backend = f"falsify {r.method} ({oracle_name})"
     result.seconds["total"] = r.seconds
@@ -149,3 +150,23 @@ def run_falsify_only(task: Any, run: Any, why: str | None = None) -> TaskResult:
                           f"{oracle_name}) found no counterexample in {r.queries} queries ({r.seconds:.2f} s; "
                           f"smallest satisfaction {r.fsat:.4g}), and a search proves nothing")
     return result
+
+
+def verify_any(net: Any, cases: list, timeout: float, seed: int = 0) -> Verdict:
+    """:func:`~patchlang.tasks.verify.verify_cases` for a model patchlang encodes, else the black-box search
+    (violated with a confirmed counterexample, or unknown with the reason): for scripts and benchmarks."""
+    why = unencodable(net)
+    if why is None:
+        return verify_cases(net, cases, timeout, seed=seed)
+    confirmer = Confirmer(net)
+    evaluate, oracle_name = model_oracle(net, confirmer.ort)
+    r = black_box_search(cases, evaluate, confirmer.check, timeout, seed)
+    stats = {"falsifier": r.method, "falsifier queries": r.queries, "evaluations": r.queries,
+             "unconfirmed": r.unconfirmed, "satisfaction": r.fsat, "notes": r.notes}
+    if r.found and r.case is not None and r.x32 is not None and r.y64 is not None:
+        which = cases[r.case].spec.which(np.asarray(r.y64, float)[None])
+        unsafe = "; ".join(cases[r.case].spec.texts[j] for j in which if j < len(cases[r.case].spec.texts))
+        return Verdict(VIOLATED, confirmer.note, r.case, r.x32, r.y64, r.y32, unsafe, stats, r.seconds,
+                       f"black-box falsification with {r.method}, {r.queries} queries")
+    return Verdict(UNKNOWN, f"no proof was attempted because {why}; {r.method} ({oracle_name}) found no "
+                            f"counterexample in {r.queries} queries", stats=stats, seconds=r.seconds)
