@@ -135,6 +135,10 @@ def build_cnn(out_dir: str = HERE) -> float:
 
 
 if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else HERE
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", nargs="?", default=HERE, help="where to write digits_cnn.onnx (default: beside this)")
+    target = ap.parse_args().out_dir
     accuracy = build_cnn(target)
     print(f"wrote {os.path.join(target, 'digits_cnn.onnx')}: test accuracy {accuracy:.4f}")
