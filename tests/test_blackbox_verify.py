@@ -135,3 +135,10 @@ def test_targeted_finds_the_violation_behind_a_decoy_rival():
     assert found.found and found.queries <= 1000 and np.sum(found.x32) > 0.8
     baseline = attack_cases([case], net.forward, confirm, AttackOptions("random", 1000, seed=0))
     assert not baseline.found  # the corner holds ~1e-6 of the box
+
+
+def test_plan_shows_the_search_not_a_query(tmp_path, capsys):
+    code, out = cli(capsys, "plan", spec(tmp_path, 2.5))
+    assert code == 0, out
+    assert "none: falsification only, no proof attempted" in out and "MILP" not in out
+    assert "black-box search (targeted, then auto)" in out
