@@ -38,14 +38,36 @@ def run(spec: Path, tmp: Path, capsys) -> tuple[int, dict, str]:
     return code, json.loads((tmp / "r.json").read_text()), out.out + out.err
 
 
-def test_committed_model_is_the_documented_cnn():
-    model = onnx.load(str(CNN))
-    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "Conv", "Relu", "Flatten", "Gemm"]
-    assert [n.name for n in model.graph.node][::2] == ["conv1", "conv2", "flatten"]
-    assert model.opset_import[0].version == 13 and CNN.stat().st_size < 10_000
+@pytest.mark.parametrize("name,ops,accuracy", [
+    ("digits_cnn.onnx", ["Conv", "Relu", "Conv", "Relu", "Flatten", "Gemm"], 0.9229),
+    ("digits_cnn_pool.onnx", ["Conv", "Relu", "MaxPool", "Conv", "Relu", "Flatten", "Gemm"], 0.9263)])
+def test_committed_models_are_the_documented_cnns(name, ops, accuracy):
+    path = MODELS / name
+    model = onnx.load(str(path))
+    assert [n.op_type for n in model.graph.node] == ops
+    assert {"conv1", "conv2", "fc"} <= {n.name for n in model.graph.node}
+    assert model.opset_import[0].version == 13 and path.stat().st_size < 10_000
     data = np.load(MODELS / "digits_test.npz")
-    y = ort_outputs(str(CNN), data["x"].reshape(-1, 1, 8, 8))
-    assert np.mean(np.argmax(y, axis=1) == data["y"]) == pytest.approx(0.9229, abs=1e-4)  # build_cnn.py's figure
+    y = ort_outputs(str(path), data["x"].reshape(-1, 1, 8, 8))
+    assert np.mean(np.argmax(y, axis=1) == data["y"]) == pytest.approx(accuracy, abs=1e-4)  # build_cnn.py's figure
+
+
+def test_patch_after_a_max_pooling(tmp_path):
+    """The pooled CNN's dense layer is patched like any last layer (an LP), and the patch is checked on the file."""
+    from patchlang.api import RunOptions, load_program_text, run_program
+
+    src = ('model net = "digits_cnn_pool.onnx"\npoints test = "digits_test.npz"\n'
+           "points wrong = test[0:100] where misclassified(net)\npoints good = test[0:100] where correct(net)\n"
+           'patch fix on net {\n  edit layer "fc" biases\n  change wrong to label\n  keep good\n'
+           '  minimize linf\n  save "fixed.onnx"\n}\n')
+    for f in ("digits_cnn_pool.onnx", "digits_test.npz"):
+        (tmp_path / f).write_bytes((MODELS / f).read_bytes())
+    result = run_program(load_program_text(src, tmp_path), RunOptions()).tasks[0]
+    assert result.problem_class == "LP" and result.status == "patched", result.message
+    assert result.objective == pytest.approx(4.38524, rel=1e-4)  # biases alone: a large move (known answer)
+    data = np.load(MODELS / "digits_test.npz")
+    y = ort_outputs(str(tmp_path / "fixed.onnx"), data["x"][:100])
+    assert np.array_equal(np.argmax(y, axis=1), data["y"][:100])
 
 
 def test_network_with_an_onnxruntime_prefix_pickles(tmp_path):
@@ -127,10 +149,12 @@ def test_exported_graph_computes_what_was_trained():
     jax = pytest.importorskip("jax")
     build_cnn = _build_cnn()
     rng = np.random.default_rng(0)
-    shapes = {"conv1.weight": build_cnn.CONV1, "conv1.bias": (4,), "conv2.weight": build_cnn.CONV2,
-              "conv2.bias": (8,), "fc.weight": (10, build_cnn.FLAT), "fc.bias": (10,)}
-    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-    x = rng.random((7, 1, 8, 8)).astype(np.float32)
-    expected = np.asarray(build_cnn.forward(params, x, jax.numpy, jax.lax))
-    got = ort_outputs(build_cnn.cnn_onnx(params), x)
-    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4)
+    for pool in (False, True):
+        flat = build_cnn.FLAT_POOL if pool else build_cnn.FLAT
+        shapes = {"conv1.weight": build_cnn.CONV1, "conv1.bias": (4,), "conv2.weight": build_cnn.CONV2,
+                  "conv2.bias": (8,), "fc.weight": (10, flat), "fc.bias": (10,)}
+        params = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+        x = rng.random((7, 1, 8, 8)).astype(np.float32)
+        expected = np.asarray(build_cnn.forward(params, x, jax.numpy, jax.lax, pool))
+        got = ort_outputs(build_cnn.cnn_onnx(params, pool=pool), x)
+        assert np.allclose(got, expected, rtol=1e-4, atol=1e-4), pool
