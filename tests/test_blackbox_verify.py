@@ -112,20 +112,23 @@ def test_repair_on_such_a_model_is_still_refused_by_check_and_run(tmp_path, caps
 
 
 def _decoy_net(d: int = 10):
-    """Three scores on [-0.1, 0.1]^d: y0 = 1, y1 = 0.5 (the closest rival, never winning), y2 = 0.2 + sum(x).
+    """Three scores on [-0.1, 0.1]^d: y0 = 1, y1 = 0.95 (the closest rival, never winning), y2 = 0.2 + sum(x).
     "label stays 0" fails only where sum(x) > 0.8, a corner uniform sampling essentially never hits; descending
     the overall satisfaction follows y1, whose gradient is zero."""
     W = np.zeros((3, d))
     W[2] = 1.0
-    return network_from_arrays([W], [np.array([1.0, 0.5, 0.2])])
+    return network_from_arrays([W], [np.array([1.0, 0.95, 0.2])])
+
+
+def _decoy_case(d: int = 10) -> RegionCase:
+    ensure = [[G.linear_atom(np.array([1.0, -1.0, 0.0]), ">=", 0.0, 0.0)],
+              [G.linear_atom(np.array([1.0, 0.0, -1.0]), ">=", 0.0, 0.0)]]  # y0 >= y1 and y0 >= y2: label 0 kept
+    return RegionCase(-0.1 * np.ones(d), 0.1 * np.ones(d), unsafe_from_clauses(ensure, 3))
 
 
 def test_targeted_finds_the_violation_behind_a_decoy_rival():
     net = _decoy_net()
-    d = 10
-    ensure = [[G.linear_atom(np.array([1.0, -1.0, 0.0]), ">=", 0.0, 0.0)],
-              [G.linear_atom(np.array([1.0, 0.0, -1.0]), ">=", 0.0, 0.0)]]  # y0 >= y1 and y0 >= y2: label 0 kept
-    case = RegionCase(-0.1 * np.ones(d), 0.1 * np.ones(d), unsafe_from_clauses(ensure, 3))
+    case = _decoy_case()
 
     def confirm(x, case):
         y = net.forward(np.asarray(x, float)[None])
@@ -142,3 +145,16 @@ def test_plan_shows_the_search_not_a_query(tmp_path, capsys):
     assert code == 0, out
     assert "none: falsification only, no proof attempted" in out and "MILP" not in out
     assert "black-box search (targeted, then auto)" in out
+
+
+def test_verify_first_search_is_targeted_too():
+    """verify's white-box first search (exact gradients) has the same per-conjunction stage: without it, the
+    descent of the satisfaction follows the decoy and finds nothing."""
+    from patchlang.compile.bounds import relu_network
+    from patchlang.tasks.falsify import FalsifyOptions, falsify_case
+
+    rn, case = relu_network(_decoy_net()), _decoy_case()
+    plain = falsify_case(rn, case, FalsifyOptions(seed=0))
+    targeted = falsify_case(rn, case, FalsifyOptions(seed=0, targeted=True))
+    assert plain.x is None and plain.best > 0
+    assert targeted.x is not None and np.sum(targeted.x) > 0.8
