@@ -84,6 +84,13 @@ def falsify_case(rn: ReluNet, case: RegionCase, options: FalsifyOptions | None =
     def done() -> bool:
         return len(found) >= max(keep, 1) or (opt.deadline is not None and time.perf_counter() > opt.deadline)
 
+    if opt.targeted and spec.n_conj > 1 and spec.A.shape[0] > 0:  # first: a few batched steps, often decisive
+        evals += _targeted(rn, spec, lo, hi, harvest, done)
+        if done():  # found enough (or out of time): the sampling below would cost far more on large inputs
+            best_x = found[0] if found else (lo + hi) / 2
+            best = float(_values_and_grads(rn, spec, best_x[None])[0][0]) if found else np.inf
+            return FalsifyResult(best_x if found else None, best, best_x, evals, time.perf_counter() - t0,
+                                 found or None, None)
     X = np.vstack([(lo + hi)[None] / 2, lo + rng.random((opt.samples, lo.size)) * width])
     s, _ = _values_and_grads(rn, spec, X)
     evals += X.shape[0]
@@ -108,8 +115,6 @@ def falsify_case(rn: ReluNet, case: RegionCase, options: FalsifyOptions | None =
         sv, _ = _values_and_grads(rn, spec, x)
         evals += x.shape[0]
         near = [x[i].copy() for i in np.argsort(sv)]
-    if not done() and opt.targeted and spec.n_conj > 1 and spec.A.shape[0] > 0:
-        evals += _targeted(rn, spec, lo, hi, harvest, done)
     if not done() and opt.polish > 0 and lo.size <= 1000:
         best, best_x, n = _polish(rn, spec, lo, hi, best_x, best, opt, harvest, done)
         evals += n
