@@ -1,8 +1,9 @@
 """Where the benchmarks' shared data is, and what to say when it is not there.
 
 The benchmarks read real networks and properties that are *not* part of the repository: a folder (the project's
-``shared/``) with ``benchmarks/acasxu``, ``benchmarks/mnist_fc``, ``benchmarks/watermark_mnist`` and
-``datasets/mnist``.  ``PATCHLANG_SHARED`` names it; the default is ``../shared`` next to the repository.
+``shared/``) with ``benchmarks/acasxu``, ``benchmarks/mnist_fc``, ``benchmarks/watermark_mnist``,
+``benchmarks/cifar10`` and ``datasets/mnist``.  ``PATCHLANG_SHARED`` names it; the default is ``../shared`` next to
+the repository.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ SOURCES = {
                            "github.com/stanleybak/vnncomp2021, benchmarks/mnistfc)",
     "benchmarks/watermark_mnist": "the watermarked MNIST network of the minimal-modification paper "
                                   "(mnist_wm.onnx, wm.set.npy, wm.labels.txt)",
+    "benchmarks/cifar10": "the VNN-COMP 2021 oval21 benchmark's cifar_base_kw network with two of its properties "
+                          "(onnx/cifar_base_kw.onnx, vnnlib/, oval21_instances.csv; github.com/stanleybak/vnncomp2021, "
+                          "benchmarks/oval21)",
     "datasets/mnist": "the MNIST IDX files (gzip)",
 }
 

@@ -46,7 +46,9 @@ def _lowerable(program: Program) -> Program:
     from .errors import SpecError
     from .tasks.dryrun import dry_run
 
-    problems = dry_run(program)
+    found = dry_run(program)
+    program.warnings.extend(d for d in found if d.severity == "warning")
+    problems = [d for d in found if d.severity != "warning"]
     if problems:
         err = SpecError(items=problems)
         err.inputs = dict(program.input_files)
@@ -69,6 +71,13 @@ def run_task(task, options: RunOptions) -> TaskResult:
 
         return run_falsify_only(task, options)
     if isinstance(task, VerifyTask):
+        from .tasks.falsify_only import unencodable
+
+        why = unencodable(task.model.net)  # issue 11: a model that cannot be encoded is still searched, never refused
+        if why is not None:
+            from .tasks.falsify_only import run_falsify_only
+
+            return run_falsify_only(task, options, why)
         from .tasks.verify import run_verify
 
         return run_verify(task, options)

@@ -171,7 +171,9 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
         cls = getattr(t, "problem_class", None) or getattr(getattr(t, "patch", None), "problem_class", "MILP")
         reason = getattr(t, "class_reason", None) or getattr(getattr(t, "patch", None), "class_reason", "")
         if t.kind == "verify":
-            cls, reason = "MILP", "complete verification over an input region (falsify first)"
+            from .tasks.falsify_only import verify_class
+
+            cls, reason = verify_class(t)
         title = t.name if t.name.startswith(f"{t.kind} ") else f"{t.kind:<6} {t.name}"  # `verify ...` names itself
         rows.append((t.span.line, title, f"{cls}: {reason}"))
     width = max((len(title) for _, title, _ in rows), default=0)  # one column, however long a name

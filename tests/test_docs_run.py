@@ -339,7 +339,7 @@ def test_json_report_example_matches_a_real_report(sandbox: Path, tmp_path: Path
 
 # ------------------------------------------------------------------------------------------ benchmarks' data
 
-@pytest.mark.parametrize("script", ["acasxu.py", "acasxu_repair.py", "mnist_fc.py"])
+@pytest.mark.parametrize("script", ["acasxu.py", "acasxu_repair.py", "mnist_fc.py", "cifar.py"])
 def test_benchmark_without_its_data_says_where_it_looked(script: str, sandbox: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
     proc = _execute(["python", f"bench/{script}"], sandbox, env=dict(os.environ, PATCHLANG_SHARED=str(missing)))

@@ -299,8 +299,9 @@ def test_nan_weights_refused(ws, capsys):
     cli(ws, capsys, 'model net = "nan.onnx"\n', "check", "{spec}", expect=2, words=("PL211", "NaN"))
 
 
-def test_check_refuses_verify_that_run_refuses(ws, capsys):
-    """A network with an opaque (non piecewise-linear) prefix cannot be bounded: `check` must not say ok."""
+def test_check_warns_that_verify_of_an_unencodable_model_proves_nothing(ws, capsys):
+    """A network with an opaque (non piecewise-linear) prefix cannot be bounded: `check` must not promise a proof
+    (PL380 warning) and `run` searches it as a black box: unknown here (sigmoid <= 1 < 5), never holds."""
     import onnx
     from onnx import helper
 
@@ -311,8 +312,8 @@ def test_check_refuses_verify_that_run_refuses(ws, capsys):
               str(ws / "sig.onnx"))
     spec = ('model net = "sig.onnx"\nproperty p { input box lo [0, 0] hi [1, 1] ensure y[0] <= 5 }\n'
             "verify net satisfies p\n")
-    cli(ws, capsys, spec, "check", "{spec}", expect=2, words=("PL267", "not piecewise linear"))
-    cli(ws, capsys, None, "run", "{spec}", expect=2, words=("PL267",))
+    cli(ws, capsys, spec, "check", "{spec}", expect=0, words=("PL380", "cannot be proven", "never holds"))
+    cli(ws, capsys, None, "run", "{spec}", expect=3, words=("unknown", "no proof was attempted"))
 
 
 def _npz_without_x(path: Path) -> None:

@@ -95,7 +95,8 @@ class PropertySpec:
     domain_span: Span | None = None
 
 
-FALSIFIERS = ("auto", "shgo", "differential_evolution", "basinhopping", "gradient", "random")
+FALSIFIERS = ("auto", "shgo", "differential_evolution", "basinhopping", "gradient", "targeted",
+              "random")
 FALSIFY_OPTIONS = ("queries", "focus", "seed")
 
 

@@ -98,6 +98,7 @@ class OrtModel:
         import onnxruntime as ort
 
         source = model.SerializeToString() if hasattr(model, "SerializeToString") else model
+        self._init_args = (source, input_shape, threads)  # what __getstate__ pickles (a session cannot be)
         try:
             self.session = ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of failure
@@ -118,6 +119,18 @@ class OrtModel:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.signature.shape
+
+    def __getstate__(self) -> tuple:
+        """Pickled as the model and options, the session rebuilt on load: a network whose opaque prefix runs here
+        must survive the result cache and worker processes (an InferenceSession cannot be pickled)."""
+        source, input_shape, threads = self._init_args
+        if not isinstance(source, (bytes, bytearray)):  # a path: pickle the bytes, the file may change
+            with open(source, "rb") as f:
+                source = f.read()
+        return (bytes(source), input_shape, threads)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state)
 
     def _as_batch(self, x: np.ndarray) -> np.ndarray:
         """``x`` as ``(N, *input_shape)`` in the input's dtype, accepting flat ``(N, d)`` or a single sample."""

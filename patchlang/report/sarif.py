@@ -75,12 +75,15 @@ PL_RULES = {
     'PL275': 'unknown falsifier in falsify with, or an unknown or negative falsifier option',
     'PL300': ('verify or repair on a model with an operator the operator table cannot bound (named with its '
               'node)'),
+    'PL380': ('warning: a verify task whose model cannot be encoded: run only searches for counterexamples '
+              '(violated or unknown, never holds)'),
 }
+WARNING_CODES = ("PL250", "PL380")
 
 
 def rules() -> list[dict[str, Any]]:
     out = [{"id": code, "shortDescription": {"text": text},
-            "defaultConfiguration": {"level": "warning" if code == "PL250" else "error"}}
+            "defaultConfiguration": {"level": "warning" if code in WARNING_CODES else "error"}}
            for code, text in PL_RULES.items()]
     for rule, text in OUTCOME_RULES.values():
         level = "warning" if rule in ("patchlang/inconclusive", "patchlang/assertion-undecided") else "error"

@@ -3,7 +3,9 @@
 The checker (``lang.check``) validates names, values and shapes; some refusals only appear when a property is
 lowered against a network (a network with an opaque prefix cannot be bounded over a region, a property whose
 negation has too many cases).  :func:`dry_run` performs those steps for every region task and turns each refusal
-into a diagnostic at the task's line, so `patchlang check` is never more optimistic than `patchlang run`.
+into a diagnostic at the task's line, so `patchlang check` is never more optimistic than `patchlang run`.  A verify
+task on a model that cannot be encoded is not refused (it runs as a black-box search, :mod:`.falsify_only`) but
+warned about (PL380): `check` says that `run` can only answer violated or unknown.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from ..lang.program import PatchTask, Program, RepairTask, VerifyTask
 
 
 def dry_run(program: Program) -> list[Diagnostic]:
-    """One PL267 diagnostic per verify/repair task that `run` would refuse before solving (none: all fine)."""
+    """One PL267 diagnostic per verify/repair task that `run` would refuse before solving (none: all fine), and a
+    PL380 warning per verify task that `run` will not try to prove (its model cannot be encoded)."""
+    from .falsify_only import fallback_warning
     from .verify import property_cases
 
     out: list[Diagnostic] = []
@@ -28,9 +32,15 @@ def dry_run(program: Program) -> list[Diagnostic]:
         if not isinstance(task, (VerifyTask, RepairTask)):
             continue
         net = task.model.net
-        black_box = isinstance(task, VerifyTask) and task.falsify is not None and task.falsify.only
+        # a verify task never needs the network encoding: `falsify only`, and any model the encoder refuses, run
+        # the file through onnxruntime (a black-box search); `check` says so (PL380) instead of refusing
+        warning = fallback_warning(task) if isinstance(task, VerifyTask) else None
+        if warning is not None:
+            out.append(Diagnostic("PL380", warning, task.span, "a counterexample found this way is checked and "
+                                  "reported as violated; to get a proof, give a model whose operations patchlang "
+                                  "encodes (docs/language.md lists them)", severity="warning"))
         try:
-            if not black_box:  # `falsify only` runs the file through onnxruntime: no network encoding needed
+            if not isinstance(task, VerifyTask):
                 relu_network(net)
             property_cases(task.prop, net)
         except PatchlangError as exc:

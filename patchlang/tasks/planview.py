@@ -128,7 +128,15 @@ def _no_budget(options):
 def _verify_plan(task: VerifyTask, backend_name: str) -> TaskPlan:
     net = task.model.net
     from ..compile.bounds import relu_network
+    from .falsify_only import FALLBACK_METHODS, verify_class
 
+    cls, reason = verify_class(task)
+    if cls == "none":  # `falsify only`, or a model the encoder refuses: a black-box search, no query (issue 11)
+        method = task.falsify.method if task.falsify is not None else ", then ".join(FALLBACK_METHODS)
+        return TaskPlan(task.name, task.kind, task.span.line, cls, reason, "none",
+                        {"inputs": net.input_size, "boxes": len(task.prop.boxes)}, False,
+                        [f"falsify: black-box search ({method}) on the model file (onnxruntime); no proof, so "
+                         "the answer is violated or unknown"])
     rn = relu_network(net)  # `check` (tasks.dryrun) already lowered it: a verify task's network is a ReLU chain
     size = {"inputs": rn.input_size, "relus": int(sum(W.shape[0] for W in rn.Ws[:-1])),
             "boxes": len(task.prop.boxes)}

@@ -212,7 +212,7 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                 return _violated(cases[i], i, x32, y64, y32, stats, t0, how, confirmer)
         elif falsify:
             for i, case in enumerate(cases):
-                fr = falsify_case(rn, case, FalsifyOptions(seed=seed, deadline=deadline))
+                fr = falsify_case(rn, case, FalsifyOptions(seed=seed, deadline=deadline, targeted=True))
                 stats["evaluations"] += fr.evaluations
                 if fr.x is not None:
                     ok, x32, y64, y32 = confirmer.check(fr.x, case)
