@@ -272,19 +272,23 @@ class PatchEncoder:
             for i, pg in enumerate(chunk):
                 self._add_point_goal(group, pg, E[i * n_out:(i + 1) * n_out], C[i])
 
-    def _through_network_batch(self, H: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _through_network_batch(self, H: np.ndarray, name: str, stop: int | None = None
+                               ) -> tuple[sp.csr_matrix, np.ndarray]:
         """:meth:`_through_network` for the rows of ``H`` at once: ``E`` stacks the points' output rows
-        (point-major) and ``C`` holds their constants, one row per point."""
+        (point-major) and ``C`` holds their constants, one row per point.  ``stop``: end after layer position
+        ``stop - 1`` (an affine layer, left as an expression: hidden goals)."""
         net = self.net
         P = H.shape[0]
         C = net.forward_suffix(H, 0, self.start)
         E: sp.csr_matrix | None = None
-        last_affine = net.affine_indices()[-1]
-        for pos in range(self.start, len(net.layers)):
+        last_affine = net.affine_indices()[-1] if stop is None else stop - 1
+        for pos in range(self.start, len(net.layers) if stop is None else stop):
             layer = net.layers[pos]
             label = f"{name}.{layer.name}"
             if isinstance(layer, Affine):
                 E, C = self._edited_affine_batch(pos, layer, E, C)
+                if stop is not None and pos == last_affine:
+                    continue
                 if pos != last_affine:
                     E, c = self._materialize(E, C.ravel(), label)
                     C = c.reshape(P, -1)
@@ -351,6 +355,9 @@ class PatchEncoder:
 
     # ------------------------------------------------------------------ goals
     def add_goal_group(self, group: GoalGroup) -> None:
+        if group.at is not None:
+            self._add_hidden_points(group)
+            return
         if self._last_layer_only():
             points = self._add_last_layer_points(group)
         elif len(group.points) > 1 and self._batchable():
@@ -361,6 +368,23 @@ class PatchEncoder:
         for pg in points:
             E, c = self._through_network(pg.h, pg.point)
             self._add_point_goal(group, pg, E, c)
+
+    def _add_hidden_points(self, group: GoalGroup) -> None:
+        """Clauses over the pre-activations of layer position ``group.at`` (the same rows as output goals, on a
+        hidden vector): the network is encoded up to that layer only, so nothing after it adds a ReLU."""
+        if group.at < self.start or not isinstance(self.net.layers[group.at], Affine) or not self._batchable():
+            raise PatchlangError(f"`{group.label}` constrains layer {group.at}, which the edits do not reach "
+                                 "linearly", help="edit the weights of that layer or of one before it")
+        if not group.points:
+            return
+        size = max(1, self.BATCH_NONZEROS // max(1, sum(int(np.count_nonzero(e.mask)) for e in self.edits)))
+        for k in range(0, len(group.points), size):
+            chunk = group.points[k:k + size]
+            E, C = self._through_network_batch(np.stack([p.h for p in chunk]),
+                                               f"{group.label}[{k}:{k + len(chunk)}]", stop=group.at + 1)
+            n = C.shape[1]
+            for i, pg in enumerate(chunk):
+                self._add_point_goal(group, pg, E[i * n:(i + 1) * n], C[i])
 
     def _add_point_goal(self, group: GoalGroup, pg: PointGoal, E: sp.csr_matrix, c: np.ndarray) -> None:
         """The rows (or disjunctions) of one point's clauses over its outputs ``E x + c``."""
