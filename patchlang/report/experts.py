@@ -19,3 +19,22 @@ def localization_lines(task: Any) -> list[str]:
     for label, p in sorted((getattr(task, "patterns", None) or {}).items()):
         out.append("pattern " + p.describe())
     return out
+
+
+def experts_lines(r: Any) -> list[str]:
+    """The run report's lines for an experts task: one per expert, per pattern and per combination."""
+    out: list[str] = []
+    for e in r.details.get("experts", []):
+        dist = f", linf {e['linf']:.4g}" if e.get("linf") is not None else ""
+        out.append(f"expert    class {e['class']}: {e['status']} ({e['failing']} failing, {e['edited']} weights"
+                   f"{dist}, {e['seconds']:.2f}s)")
+    for p in r.details.get("patterns", []):
+        out.append(f"pattern   class {p['class']}: {len(p['neurons'])} neurons, support {100 * p['support']:.1f}%, "
+                   f"precision {100 * p['precision']:.1f}%")
+    for c in r.details.get("combinations", []):
+        acc = ", ".join(f"{k.split('_')[0]} {100 * c[k]:.1f}%" for k in ("failing_accuracy", "passing_accuracy")
+                        if c.get(k) is not None)
+        over = f", {c['overhead']:.2f}x time" if c.get("overhead") else ""
+        out.append(f"combined  {c['combination']}{' (F1 filter)' if c['f1_filter'] else ''}: {c['experts']} "
+                   f"expert(s); {acc}{over}; onnxruntime agrees on {c['agree']}/{c['checked']}")
+    return out
