@@ -6,7 +6,9 @@ The rule that picks the answer is written with ordinary ONNX operators, so any r
 
 * ``naive``: the original network's decision ``l`` picks expert ``l``'s outputs (a class without an expert uses the
   original head): ArgMax, OneHot, Mul, ReduceSum;
-* ``confidence``: the expert whose softmax is most confident answers: Softmax, ReduceMax, ArgMax, OneHot, ...;
+* ``confidence``: the most confident expert answers, confidence being the margin of its decision (its largest
+  output minus its second largest; a softmax saturates to 1.0 in float32 and would tie): TopK, Mul, ReduceSum,
+  ArgMax, OneHot, ...;
 * ``voting``: each expert votes for its decision; the outputs are the votes plus half the original's softmax (which
   breaks ties and never outweighs a vote): ArgMax, OneHot, ReduceSum, Softmax, Add;
 * ``merged``: one network whose parameters are the original's plus every expert's change (disjoint for
@@ -72,7 +74,8 @@ def combine64(original: Network, heads: list[Network], rule: str, x: np.ndarray)
     if rule == "naive":
         return outs[decide(original.forward_suffix(h, s), original.decision), rows]
     if rule == "confidence":
-        return outs[np.argmax(_softmax(outs).max(axis=2), axis=0), rows]
+        top2 = np.sort(outs, axis=2)[:, :, -2:]
+        return outs[np.argmax(top2[:, :, 1] - top2[:, :, 0], axis=0), rows]
     if rule == "voting":
         n_out = outs.shape[2]
         votes = np.eye(n_out)[np.argmax(outs, axis=2)].sum(axis=0)
@@ -128,7 +131,11 @@ def combination_onnx(original: Network, heads: list[Network], rule: str):
     if rule == "naive":
         result = select(op("ArgMax", [head(original, "original")], "original_label", axis=1, keepdims=0))
     elif rule == "confidence":
-        conf = op("ReduceMax", [op("Softmax", [stacked], "softmax", axis=2)], "confidence", axes=[2], keepdims=0)
+        top2 = w.unique("top2_out")
+        w.nodes.append(helper.make_node("TopK", [stacked, w.constant_int64("k2", [2])], [top2, w.unique("top2_idx")],
+                                        name=w.unique("top2"), axis=2))
+        signed = op("Mul", [top2, w.constant("first_minus_second", np.array([1.0, -1.0]))], "signed")
+        conf = op("ReduceSum", [signed, axes[2]], "confidence", keepdims=0)
         result = select(op("ArgMax", [conf], "most_confident", axis=1, keepdims=0))
     elif rule == "voting":
         labels = op("ArgMax", [stacked], "expert_labels", axis=2, keepdims=0)

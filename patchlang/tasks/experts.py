@@ -22,6 +22,15 @@ from .patch import RunOptions, run_patch
 from .results import INCONCLUSIVE, NO_PATCH, PATCHED, UNSOUND, TaskResult
 
 TIMING_REPEATS = 20
+TIE = 1e-4  # relative to the outputs' magnitude: below it, float32 and float64 may rightly pick different labels
+
+
+def near_ties(y: np.ndarray) -> np.ndarray:
+    """Rows whose two largest outputs are closer than ``TIE * (1 + max |y|)``."""
+    if y.shape[0] == 0 or y.shape[1] < 2:
+        return np.zeros(y.shape[0], dtype=bool)
+    top = np.sort(y, axis=1)[:, -2:]
+    return (top[:, 1] - top[:, 0]) < TIE * (1.0 + np.max(np.abs(y), axis=1))
 
 
 def f1_of_class(labels: np.ndarray, truth: np.ndarray, c: int) -> float:
@@ -126,9 +135,11 @@ def _one_combination(task: ExpertsTask, net: Network, heads: dict[int, Network],
     ort = OrtModel(proto)
     y64 = combine64(net, chosen, rule, check_x)
     y32 = ort.run(check_x)
-    agree = int(np.count_nonzero(decide(y64) == decide(y32)))
+    same = decide(y64) == decide(y32)
+    ties = near_ties(y64) & ~same  # float32 rounding may flip a decision float64 makes by less than TIE
+    agree = int(np.count_nonzero(same | ties))
     row = {"combination": rule, "f1_filter": filtered, "experts": len(labels), "checked": len(check_x),
-           "agree": agree, "max_abs_diff": float(np.max(np.abs(y64 - y32))) if len(check_x) else 0.0,
+           "agree": agree, "near_ties": int(np.count_nonzero(ties)), "max_abs_diff": float(np.max(np.abs(y64 - y32))) if len(check_x) else 0.0,
            "failing_accuracy": float(np.mean(decide(combine64(net, chosen, rule, x_fail)) == y_fail))
            if len(x_fail) else None,
            "passing_accuracy": float(np.mean(decide(combine64(net, chosen, rule, x_pass)) == y_pass))
