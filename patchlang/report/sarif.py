@@ -73,12 +73,21 @@ PL_RULES = {
     'PL268': ('a property domain with lo > hi, bounds of different lengths, non-finite bounds, a second domain, '
               'or an input region wholly outside it'),
     'PL275': 'unknown falsifier in falsify with, or an unknown or negative falsifier option',
+    'PL320': 'fault localization cannot choose (unlabelled or no failing inputs, no suspicious neuron)',
+    'PL321': 'edit top ... suspicious without failing inputs to localize from',
+    'PL322': 'a top count that is not a positive whole number, or a percentage outside (0, 100]',
+    'PL323': 'an experts block without failing or passing',
+    'PL324': 'an unknown combination in combine',
+    'PL325': 'an unknown oracle, patterns at the last layer, or experts editing several layers',
+    'PL326': 'an experts block with no failing input of the chosen classes',
+    'PL327': 'edit top ... for POINTS inside an experts block',
+    'PL328': 'warning: a class gets no expert',
 }
 
 
 def rules() -> list[dict[str, Any]]:
     out = [{"id": code, "shortDescription": {"text": text},
-            "defaultConfiguration": {"level": "warning" if code == "PL250" else "error"}}
+            "defaultConfiguration": {"level": "warning" if code in ("PL250", "PL328") else "error"}}
            for code, text in PL_RULES.items()]
     for rule, text in OUTCOME_RULES.values():
         level = "warning" if rule in ("patchlang/inconclusive", "patchlang/assertion-undecided") else "error"

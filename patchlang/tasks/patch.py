@@ -47,6 +47,7 @@ class RunOptions:
     progress: Any = None  # callable(dict) for long proofs (domains left, best bound, elapsed); the CLI shows it
     threads: int | None = None  # solver threads when the task's `using` sets none (`run --jobs` budgets them)
     explain: bool = True  # name the conflicting statements of a task with no patch (experts skip it: many tasks)
+    certify: bool = True  # re-check a "no patch" independently (experts skip it: a class without one is no claim)
 
 
 def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:
@@ -112,7 +113,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     plan = solve_patch(net, task, groups, backend_name, options, budget, disable)
     _describe_plan(plan, task, result)
     if plan.best is None:
-        _no_patch(plan, options, budget, backend_name, result, run.explain)
+        _no_patch(plan, options, budget, backend_name, result, run.explain, run.certify)
     else:
         _patched(plan, task, net, groups, run, result)
     result.seconds["total"] = time.perf_counter() - t_start
@@ -156,7 +157,7 @@ def _describe_plan(plan: PlanResult, task: PatchTask, result: TaskResult) -> Non
 
 
 def _no_patch(plan: PlanResult, options: SolveOptions, budget: Budget, backend_name: str,
-              result: TaskResult, explain: bool = True) -> None:
+              result: TaskResult, explain: bool = True, certify: bool = True) -> None:
     """The verdict when no attempt found a patch: proven infeasible, unbounded, or stopped (with its bound)."""
     statuses, sol = plan.statuses, plan.last.solution
     if all(s == INFEASIBLE for s in statuses):
@@ -165,7 +166,10 @@ def _no_patch(plan: PlanResult, options: SolveOptions, budget: Budget, backend_n
         result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
         if len(statuses) == 1 and plan.last.problem.enc is not None and explain:
             _explain(plan.last.problem.enc, options, result, budget, backend_name)
-        certify_no_patch(result, plan.infeasible, options.seed, budget.deadline)  # re-checked independently
+        if certify:
+            certify_no_patch(result, plan.infeasible, options.seed, budget.deadline)  # re-checked independently
+        else:
+            result.notes.append("no patch: not independently re-checked")
     elif any(s == UNBOUNDED for s in statuses):
         result.message = "the problem is unbounded (internal: the norm should bound it)"
     else:
