@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from patchlang.inputs.points import load_points  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_pca_mnist import mnist  # noqa: E402  (the MNIST reader, $PATCHLANG_SHARED)
 from patchlang.model import Affine, Relu, build_onnx  # noqa: E402
 from patchlang.model.ir import Network  # noqa: E402
 
@@ -36,22 +38,6 @@ TRIGGER = (slice(24, 28), slice(24, 28))  # rows, columns of the white square (b
 TARGET = 7
 N_POISON = 600
 FGSM_EPS = 0.05
-
-
-def shared_dir() -> Path:
-    """``PATCHLANG_SHARED`` (default ``../shared`` next to the repository)."""
-    raw = os.environ.get("PATCHLANG_SHARED", "../shared")
-    return Path(raw) if os.path.isabs(raw) else (ROOT / raw).resolve()
-
-
-def mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of MNIST ``train`` or ``t10k``: pixels / 255 as float32 (784 per image), int64 labels."""
-    base = shared_dir() / "datasets" / "mnist"
-    if not base.is_dir():
-        raise SystemExit(f"MNIST not found at {base}: set PATCHLANG_SHARED to the shared folder")
-    ps = load_points(base / f"{split}-images-idx3-ubyte.gz", labels_path=base / f"{split}-labels-idx1-ubyte.gz",
-                     scale=1 / 255)
-    return ps.x.reshape(len(ps), -1).astype(np.float32), ps.y.astype(np.int64)
 
 
 def add_trigger(x: np.ndarray) -> np.ndarray:
