@@ -209,3 +209,15 @@ def test_example_runs_end_to_end(tmp_path: Path) -> None:
     d = np.load(MODELS / "digits_test.npz")
     y32 = OrtModel(str(tmp_path / "nnrepair" / "out" / "digits_experts_merged.onnx")).run(d["x"])
     assert y32.shape == (len(d["x"]), 10)
+
+
+def test_plan_and_check_commands_on_the_example(capsys) -> None:
+    from patchlang.cli import main
+
+    spec = str(REPO / "examples" / "nnrepair" / "experts.patch")
+    assert main(["check", spec]) == 0
+    out = capsys.readouterr().out
+    assert "suspicious weight(s) into neuron(s)" in out and "precision" in out
+    assert main(["plan", spec]) == 0
+    out = capsys.readouterr().out
+    assert "expert(s), one patch per class" in out and "lazy_keep" not in out.split("repair hidden")[1]

@@ -23,7 +23,7 @@ from ..lang.program import GoalSpec, PatchTask
 from ..model.edits import norm_values
 from ..model.ir import Network
 from ..plan.budget import Budget
-from ..plan.chain import STEP_NAMES, planning_backend
+from ..plan.chain import hidden_goal_steps, planning_backend
 from ..plan.conflict import explain_budget
 from ..plan.solve import PlanResult, solve_patch
 from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, Solution, SolveOptions
@@ -107,9 +107,7 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     budget = Budget.of(options)
     backend_name = run.backend or task.backend.name
     groups = build_groups(net, task.goals, task.margin)
-    disable = run.disable_steps
-    if any(g.at is not None for g in groups):  # hidden goals: the plain encoding (the steps read outputs)
-        disable = disable | frozenset(s for s in STEP_NAMES if s != "encode")
+    disable = run.disable_steps | hidden_goal_steps(groups)  # hidden goals: the plain encoding
     plan = solve_patch(net, task, groups, backend_name, options, budget, disable)
     _describe_plan(plan, task, result)
     if plan.best is None:
