@@ -135,6 +135,14 @@ def test_errors_have_codes(body: str, code: str) -> None:
     assert all(d.help for d in info.value.diagnostics if d.code == code)
 
 
+def test_experts_need_a_combinable_model() -> None:
+    src = HEAD.replace('digits_mlp.onnx"', 'digits_mlp.onnx" decide argmin') + (
+        "repair net by experts {\n failing wrong\n passing right\n edit top 3 suspicious weights of layer -1\n}\n")
+    with pytest.raises(SpecError) as info:
+        load_program_text(src, str(REPO))
+    assert [d.code for d in info.value.diagnostics] == ["PL329"]
+
+
 def test_localized_patch_lowers_to_explicit_edges_and_solves() -> None:
     prog = _program("patch p on net {\n edit top 5% suspicious weights of layer -1\n change wrong[0:3] to label\n"
                     " keep right\n}\n")

@@ -102,6 +102,11 @@ class ExpertsChecker:
         name = st.result_name or f"experts_{st.model}"
         if st.result_name:
             self.declare(st.result_name, "repair", st.span)
+        if net.prefix is not None or net.decision != "argmax":
+            self.fail("PL329", f"the experts of model `{net.name}` cannot be combined into one file: "
+                               + ("its first operations are not dense layers (an opaque prefix)" if net.prefix
+                                  else "it decides by argmin"), st.span,
+                      "experts combine argmax classifiers made of dense (Gemm/MatMul, ReLU) layers")
         opts: dict[str, A.ExpertOption] = {}
         b = self.new_block(name, "repair", net)
         saves = []

@@ -82,6 +82,7 @@ PL_RULES = {
     'PL326': 'an experts block with no failing input of the chosen classes',
     'PL327': 'edit top ... for POINTS inside an experts block',
     'PL328': 'warning: a class gets no expert',
+    'PL329': 'an experts block on a model that cannot be combined into one file (opaque prefix, argmin)',
 }
 
 

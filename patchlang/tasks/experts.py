@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..lang.program import ExpertsTask
-from ..model.combine import combination_onnx, combine64
+from ..model.combine import combination_onnx, combine64, merged_network
 from ..model.ir import Network, decide
 from ..model.runtime import OrtModel
 from .patch import RunOptions, run_patch
@@ -105,6 +105,8 @@ def run_experts(task: ExpertsTask, run: RunOptions) -> TaskResult:
                                            x_pass, y_pass, timing_x, base_seconds, run, result))
             all_agree &= combos[-1]["agree"] == combos[-1]["checked"]
     result.details["combinations"] = combos
+    if "merged" in task.combinations and heads:  # what `assert accuracy(NAME, ...)` measures
+        result.patched = merged_network(net, [heads[c] for c in sorted(heads)])
     result.seconds["experts"] = float(sum(r["seconds"] for r in rows))
     result.seconds["total"] = time.perf_counter() - t_start
     if not all_agree:
