@@ -165,8 +165,16 @@ def test_inner_expert_takes_the_pattern_as_an_lp() -> None:
     assert task.oracle == "patterns" and task.experts
     e = max(task.experts, key=lambda e: e.n_failing)
     r = run_patch(e.patch, RunOptions(write_files=False, explain=False))
-    assert r.status == "patched" and r.problem_class == "LP"
+    assert r.status == "patched" and r.problem_class == "LP" and all(c.ok for c in r.checks)
     assert r.query_size["relu_atoms"] == 0
+    # the passing points that took their class's pattern still take it (re-evaluated here, not by the task)
+    passing = e.patch.goals[1].points
+    z0, z1 = pre_activations(task.model.net, 0, passing.x), pre_activations(r.patched, 0, passing.x)
+    for i, c in enumerate(passing.y):
+        p = task.patterns.get(int(c))
+        if p is not None and p.follows(z0[i])[0]:
+            moved = np.intersect1d(p.neurons, e.patch.goals[1].neurons)
+            assert np.array_equal(z1[i, moved] > 0, z0[i, moved] > 0)
     fail = e.patch.goals[0].points
     pattern = task.patterns[e.label]
     assert np.all(pattern.follows(pre_activations(r.patched, 0, fail.x)))
@@ -229,3 +237,39 @@ def test_plan_and_check_commands_on_the_example(capsys) -> None:
     assert main(["plan", spec]) == 0
     out = capsys.readouterr().out
     assert "expert(s), one patch per class" in out and "lazy_keep" not in out.split("repair hidden")[1]
+
+
+def test_f1_filter_golden() -> None:
+    from patchlang.tasks.experts import f1_of_class, near_ties
+
+    truth = np.array([0, 0, 1, 1, 2])
+    assert f1_of_class(np.array([0, 1, 1, 1, 2]), truth, 0) == pytest.approx(2 / 3)  # tp 1, fn 1
+    assert f1_of_class(np.array([0, 1, 1, 1, 2]), truth, 1) == pytest.approx(0.8)  # tp 2, fp 1
+    assert f1_of_class(np.array([2, 2, 2, 2, 2]), truth, 0) == 0.0
+    y = np.array([[1.0, 1.0 + 1e-6, 0.0], [0.0, 1.0, 3.0]])
+    assert near_ties(y).tolist() == [True, False]
+
+
+def test_f1_filter_keeps_only_experts_that_beat_the_original() -> None:
+    from patchlang.tasks.experts import f1_filter
+
+    net, x, y = _digits()
+    better = net.with_affine(1, b=net.affine(1).b + np.eye(10)[3] * 0.0)  # identical: never strictly better
+    worse = net.with_affine(1, b=net.affine(1).b - np.eye(10)[5] * 100.0)  # never predicts 5
+    kept, scores = f1_filter(net, {3: better, 5: worse}, x, y)
+    assert kept == [] and scores[3][0] == scores[3][1] and scores[5][0] == 0.0
+
+
+def test_hidden_goals_before_the_edit_are_refused() -> None:
+    from patchlang.compile.goals import GoalGroup, PointGoal, sign_rows
+    from patchlang.compile.patch import PatchEncoder
+    from patchlang.errors import PatchlangError
+    from patchlang.model.edits import EditSpec, NormSpec
+
+    net, x, _ = _digits()
+    edit = EditSpec(1, "weights", np.ones(net.affine(1).W.shape, bool))
+    enc = PatchEncoder(net, [edit], NormSpec())
+    group = GoalGroup("hidden", "change", None, [PointGoal("p", x[0], [[sign_rows(np.array([0]), np.array([1.0]),
+                                                                                   np.array([0.1]), 32)]])], at=0)
+    with pytest.raises(PatchlangError):
+        enc.add_goal_group(group)
