@@ -234,6 +234,11 @@ def test_plan_and_check_commands_on_the_example(capsys) -> None:
     assert main(["check", spec]) == 0
     out = capsys.readouterr().out
     assert "suspicious weight(s) into neuron(s)" in out and "precision" in out
+    from patchlang.lang.select import task_tags
+
+    tagged = load_program_text(HEAD + 'repair net as e by experts {\n failing wrong\n passing right\n'
+                               ' edit top 3 suspicious weights of layer -1\n tag "quick"\n}\n', str(REPO))
+    assert task_tags(tagged) == {"e": ("quick",)}
     assert main(["plan", spec]) == 0
     out = capsys.readouterr().out
     assert "expert(s), one patch per class" in out and "lazy_keep" not in out.split("repair hidden")[1]
