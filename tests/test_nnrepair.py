@@ -278,3 +278,19 @@ def test_hidden_goals_before_the_edit_are_refused() -> None:
                                                                                    np.array([0.1]), 32)]])], at=0)
     with pytest.raises(PatchlangError):
         enc.add_goal_group(group)
+
+
+def test_bulk_sign_rows_match_the_general_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Differential: the bulk rows for pattern goals at the edited layer and the general (per point) hidden path
+    give the same optimum."""
+    from patchlang.compile.patch import PatchEncoder
+
+    prog = _program("repair net as e by experts {\n failing wrong\n passing right\n"
+                    " edit top 5% suspicious weights of layer 0\n edit layer 0 biases\n minimize l1\n}\n")
+    task = max(prog.tasks[0].experts, key=lambda e: e.n_failing).patch
+    fast = run_patch(task, RunOptions(write_files=False, explain=False))
+    monkeypatch.setattr(PatchEncoder, "_add_edited_layer_signs", lambda self, group: False)
+    slow = run_patch(task, RunOptions(write_files=False, explain=False))
+    assert fast.status == slow.status == "patched"
+    assert fast.objective == pytest.approx(slow.objective, rel=1e-6, abs=1e-9)
+    assert fast.query_size["rows"] == slow.query_size["rows"]

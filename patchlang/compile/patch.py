@@ -377,6 +377,8 @@ class PatchEncoder:
                                  "linearly", help="edit the weights of that layer or of one before it")
         if not group.points:
             return
+        if group.at == self.start and self._add_edited_layer_signs(group):
+            return
         size = max(1, self.BATCH_NONZEROS // max(1, sum(int(np.count_nonzero(e.mask)) for e in self.edits)))
         for k in range(0, len(group.points), size):
             chunk = group.points[k:k + size]
@@ -385,6 +387,54 @@ class PatchEncoder:
             n = C.shape[1]
             for i, pg in enumerate(chunk):
                 self._add_point_goal(group, pg, E[i * n:(i + 1) * n], C[i])
+
+    def _add_edited_layer_signs(self, group: GoalGroup) -> bool:
+        """Bulk rows for clauses that each bound one pre-activation (``+-z_n``, the activation-pattern goals) at
+        the edited layer itself, whose input is constant: ``z_n = c_n + sum_j x_j d_nj (+ d_n)`` is written for
+        the constrained neurons only (not for every neuron of every point).  Returns False, encoding nothing, when
+        some clause is of another shape (the general path then encodes the group)."""
+        picks = []  # (point, neuron, sign, lo, hi)
+        for i, pg in enumerate(group.points):
+            for clause in pg.clauses:
+                if len(clause) != 1 or np.any(np.count_nonzero(clause[0].C, axis=1) != 1):
+                    return False
+                alt = clause[0]
+                r, n = np.nonzero(alt.C)
+                picks.append((np.full(r.size, i), n, alt.C[r, n], alt.lo[r], alt.hi[r]))
+        self.n_points += len(group.points)
+        if not picks:
+            return True
+        pt, neuron, sign, lo, hi = (np.concatenate(a) for a in zip(*picks))
+        layer = self.net.layers[self.start]
+        X = self.net.forward_suffix(np.stack([pg.h for pg in group.points]), 0, self.start)
+        const = (X @ layer.W.T + layer.b)[pt, neuron]
+        # the edited entries of this layer, grouped by neuron: (neuron, input column or -1 for a bias, variable)
+        en, ej, ev = [], [], []
+        for edit, var in self._edits_at.get(self.start, []):
+            if edit.kind == "weights":
+                r, j = np.nonzero(edit.mask)
+            else:
+                (r,) = np.nonzero(edit.mask)
+                j = np.full(r.size, -1)
+            en.append(r), ej.append(j), ev.append(var)
+        en, ej, ev = np.concatenate(en), np.concatenate(ej), np.concatenate(ev)
+        order = np.argsort(en, kind="stable")
+        en, ej, ev = en[order], ej[order], ev[order]
+        first = np.searchsorted(en, neuron, "left")
+        count = np.searchsorted(en, neuron, "right") - first
+        row = np.repeat(np.arange(neuron.size), count)
+        entry = np.repeat(first - np.concatenate([[0], np.cumsum(count)[:-1]]), count) + np.arange(count.sum())
+        x_of = np.where(ej[entry] >= 0, X[pt[row], np.maximum(ej[entry], 0)], 1.0)
+        M = sp.csr_matrix((sign[row] * x_of, (row, ev[entry])), shape=(neuron.size, self.b.n_vars))
+        off = sign * const
+        start = int(self.b.add_rows(M, lo - off, hi - off, label=group.label, group=group.group, span=group.span,
+                                    statement=group.label)[0])
+        self.b.row_blocks.pop()  # one block per point, so cores and reports name the point
+        bounds = np.searchsorted(pt, np.arange(len(group.points) + 1))
+        self.b.row_blocks.extend(RowBlock(f"{group.label} [{pg.point}]", start + int(a), int(b - a), group.group,
+                                          group.span, statement=group.label, point=pg.point)
+                                 for pg, a, b in zip(group.points, bounds[:-1], bounds[1:]) if b > a)
+        return True
 
     def _add_point_goal(self, group: GoalGroup, pg: PointGoal, E: sp.csr_matrix, c: np.ndarray) -> None:
         """The rows (or disjunctions) of one point's clauses over its outputs ``E x + c``."""

@@ -66,7 +66,7 @@ class ExpertsChecker:
         return spec
 
     def localized_edit(self, net: Network, item: A.EditSuspicious, fail_x: np.ndarray, fail_t: np.ndarray,
-                       passing: P.PointSet | None) -> tuple[EditSpec, Any]:
+                       passing: P.PointSet | None, patterns: dict | None = None) -> tuple[EditSpec, Any]:
         """The EditSpec (explicit edges) and the Localization of one `edit top ...` for these inputs."""
         k = self.suspicious_layer(net, item)
         if item.count <= 0 or (item.percent and item.count > 100):
@@ -79,7 +79,7 @@ class ExpertsChecker:
         pass_x = passing.x if passing is not None else np.zeros((0, net.input_size))
         pass_y = passing.y if passing is not None else None
         try:
-            loc = localize(net, k, item.count, item.percent, fail_x, fail_t, pass_x, pass_y)
+            loc = localize(net, k, item.count, item.percent, fail_x, fail_t, pass_x, pass_y, patterns)
         except LocalizationError as exc:
             self.fail("PL320", f"fault localization: {exc}", item.span,
                       "check the failing inputs (misclassified, labelled) and the layer")
@@ -224,8 +224,13 @@ class ExpertsChecker:
                 return None
         edits = list(b.edits)
         locs = []
+
+        def k_of(item: A.EditSuspicious) -> int:
+            return self.suspicious_layer(net, item)
+
         for item in b.suspicious:
-            spec, loc = self.localized_edit(net, item, fail_c.x, fail_c.y, passing if len(passing) else None)
+            spec, loc = self.localized_edit(net, item, fail_c.x, fail_c.y, passing if len(passing) else None,
+                                            patterns if k_of(item) == layer and patterns else None)
             edits.append(spec)
             locs.append(loc)
         rows = sorted({int(r) for e in edits for r in (np.nonzero(e.mask)[0] if e.mask.ndim else [])})

@@ -54,11 +54,12 @@ def layer_inputs(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
 
 
 def localize(net: Network, layer: int, count: float, percent: bool, fail_x: np.ndarray, fail_t: np.ndarray,
-             pass_x: np.ndarray, pass_y: np.ndarray | None) -> Localization:
+             pass_x: np.ndarray, pass_y: np.ndarray | None,
+             patterns: dict[int, Pattern] | None = None) -> Localization:
     """The top ``count`` (or ``count`` percent of the layer's weights) edges by defect score.
 
     ``fail_t``: the label each failing input must get; ``pass_y``: the passing inputs' labels (for mining the
-    patterns of an inner layer; the network's own decisions when None)."""
+    patterns of an inner layer; the network's own decisions when None); ``patterns``: already mined ones."""
     fail_x, fail_t = np.asarray(fail_x), np.asarray(fail_t).astype(int)
     if len(fail_x) == 0:
         raise LocalizationError("there is no failing input to localize the fault from")
@@ -67,12 +68,12 @@ def localize(net: Network, layer: int, count: float, percent: bool, fail_x: np.n
     a_fail = np.abs(layer_inputs(net, layer, fail_x))
     a_pass_mean = np.abs(layer_inputs(net, layer, pass_x)).mean(axis=0) if len(pass_x) else np.zeros(W.shape[1])
     scores = np.full(W.shape, -np.inf)
-    patterns: dict[int, Pattern] = {}
     if last:
         blame = {int(c): fail_t == c for c in np.unique(fail_t)}
     else:
-        labels = pass_y if pass_y is not None or not len(pass_x) else net.labels(pass_x)
-        patterns = mine_patterns(net, layer, pass_x, labels) if len(pass_x) else {}
+        if patterns is None:
+            labels = pass_y if pass_y is not None or not len(pass_x) else net.labels(pass_x)
+            patterns = mine_patterns(net, layer, pass_x, labels) if len(pass_x) else {}
         on = pre_activations(net, layer, fail_x) > 0
         blame = {}
         for c in np.unique(fail_t):
@@ -99,4 +100,5 @@ def localize(net: Network, layer: int, count: float, percent: bool, fail_x: np.n
     mask = np.zeros(W.shape, dtype=bool)
     for n, j, _ in chosen:
         mask[n, j] = True
-    return Localization(layer, net.affine(layer).name, neurons, chosen, mask, len(fail_x), len(pass_x), patterns)
+    return Localization(layer, net.affine(layer).name, neurons, chosen, mask, len(fail_x), len(pass_x),
+                        patterns or {})
