@@ -173,6 +173,10 @@ class ExpertsChecker:
                                                      patterns, st))
             if e is not None:
                 experts.append(e)
+        if not experts:
+            self.fail("PL326", f"experts block `{name}`: no class gets an expert", st.span,
+                      "see the PL328 warnings: give failing inputs that depart from their class's pattern, or more "
+                      "passing inputs to mine patterns from")
         cls = "LP" if all(e.patch.problem_class == "LP" for e in experts) else "MILP"
         reason = (f"{len(experts)} expert(s), one per class, each "
                   + (experts[0].patch.class_reason if experts else "")
