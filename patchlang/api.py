@@ -13,7 +13,7 @@ from typing import Callable
 
 from .lang.check import check
 from .lang.parser import parse_file, parse_text
-from .lang.program import FinetuneTask, PatchTask, Program, RepairTask, VerifyTask
+from .lang.program import ExpertsTask, FinetuneTask, PatchTask, Program, RepairTask, VerifyTask
 from .tasks.assertions import evaluate
 from .tasks.patch import RunOptions, run_patch
 from .guard import OutputGuard, program_guard, using_guard
@@ -81,6 +81,10 @@ def run_task(task, options: RunOptions) -> TaskResult:
         from .tasks.verify import run_verify
 
         return run_verify(task, options)
+    if isinstance(task, ExpertsTask):
+        from .tasks.experts import run_experts
+
+        return run_experts(task, options)
     if isinstance(task, FinetuneTask):
         from .tasks.finetune import run_finetune
 

@@ -160,6 +160,7 @@ def _print_spec_error(err: PatchlangError, console: Console) -> None:
 
 def cmd_check(args: argparse.Namespace, out: Console) -> int:
     from .api import load_program
+    from .report.experts import localization_lines
 
     program = load_program(args.spec)
     for w in program.warnings:
@@ -177,8 +178,10 @@ def cmd_check(args: argparse.Namespace, out: Console) -> int:
         title = t.name if t.name.startswith(f"{t.kind} ") else f"{t.kind:<6} {t.name}"  # `verify ...` names itself
         rows.append((t.span.line, title, f"{cls}: {reason}"))
     width = max((len(title) for _, title, _ in rows), default=0)  # one column, however long a name
-    for line, title, what in rows:
+    for (line, title, what), task in zip(rows, program.tasks):
         out.print(f"  line {line:>3}  {title:<{width}}  {what}", markup=False, highlight=False)
+        for text in localization_lines(task):
+            out.print(f"            {text}", markup=False, highlight=False)
     return EXIT_OK
 
 

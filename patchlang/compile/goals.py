@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Span
+from ..model.ir import Network
 
 
 @dataclass
@@ -43,10 +44,26 @@ class GoalGroup:
     group: str  # keep | change | require | property
     span: Span | None
     points: list[PointGoal] = field(default_factory=list)
+    # None: the clauses are over the network's outputs; a position in ``net.layers``: over the outputs of that
+    # (affine) layer, i.e. hidden pre-activations (NNrepair's activation-pattern oracle: "neuron j >= margin")
+    at: int | None = None
 
     @property
     def is_disjunctive(self) -> bool:
         return any(len(clause) > 1 for p in self.points for clause in p.clauses)
+
+
+def group_values(net: Network, group: GoalGroup, H: np.ndarray) -> np.ndarray:
+    """What the clauses of ``group`` constrain, at suffix inputs ``H`` (rows): the outputs, or the pre-activations
+    of layer position ``group.at``; the one place every check evaluates a group."""
+    return net.forward_suffix(H, 0, None if group.at is None else group.at + 1)
+
+
+def sign_rows(neurons: np.ndarray, signs: np.ndarray, lo: np.ndarray, n_units: int) -> Alternative:
+    """``signs[i] * z[neurons[i]] >= lo[i]`` for a vector ``z`` of ``n_units`` hidden pre-activations."""
+    C = np.zeros((len(neurons), n_units))
+    C[np.arange(len(neurons)), neurons] = signs
+    return Alternative(C, np.asarray(lo, dtype=np.float64), np.full(len(neurons), np.inf))
 
 
 def _extreme(decision: str) -> str:

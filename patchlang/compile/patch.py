@@ -269,20 +269,24 @@ class PatchEncoder:
             for i, pg in enumerate(chunk):
                 self._add_point_goal(group, pg, E[i * n_out:(i + 1) * n_out], C[i])
 
-    def _through_network_batch(self, H: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _through_network_batch(self, H: np.ndarray, name: str, stop: int | None = None
+                               ) -> tuple[sp.csr_matrix, np.ndarray]:
         """:meth:`_through_network` for the rows of ``H`` at once: ``E`` stacks the points' output rows
-        (point-major) and ``C`` holds their constants, one row per point."""
+        (point-major) and ``C`` holds their constants, one row per point.  ``stop``: end after layer position
+        ``stop - 1`` (an affine layer, left as an expression: hidden goals)."""
         net = self.net
         P = H.shape[0]
         C = net.forward_suffix(H, 0, self.start)
         E: sp.csr_matrix | None = None
         editable = set(net.affine_indices())
-        last_affine = max(editable)
-        for pos in range(self.start, len(net.layers)):
+        last_affine = max(editable) if stop is None else stop - 1
+        for pos in range(self.start, len(net.layers) if stop is None else stop):
             layer = net.layers[pos]
             label = f"{name}.{layer.name}"
             if pos in editable:
                 E, C = self._edited_affine_batch(pos, layer, E, C)
+                if stop is not None and pos == last_affine:
+                    continue
                 if pos != last_affine:
                     E, c = self._materialize(E, C.ravel(), label)
                     C = c.reshape(P, -1)
@@ -337,6 +341,9 @@ class PatchEncoder:
 
     # ------------------------------------------------------------------ goals
     def add_goal_group(self, group: GoalGroup) -> None:
+        if group.at is not None:
+            self._add_hidden_points(group)
+            return
         if self._last_layer_only():
             points = self._add_last_layer_points(group)
         elif len(group.points) > 1 and self._batchable():
@@ -347,6 +354,73 @@ class PatchEncoder:
         for pg in points:
             E, c = self._through_network(pg.h, pg.point)
             self._add_point_goal(group, pg, E, c)
+
+    def _add_hidden_points(self, group: GoalGroup) -> None:
+        """Clauses over the pre-activations of layer position ``group.at`` (the same rows as output goals, on a
+        hidden vector): the network is encoded up to that layer only, so nothing after it adds a ReLU."""
+        if group.at < self.start or not isinstance(self.net.layers[group.at], Affine) or not self._batchable():
+            raise PatchlangError(f"`{group.label}` constrains layer {group.at}, which the edits do not reach "
+                                 "linearly", help="edit the weights of that layer or of one before it")
+        if not group.points:
+            return
+        if group.at == self.start and self._add_edited_layer_signs(group):
+            return
+        size = max(1, self.BATCH_NONZEROS // max(1, sum(int(np.count_nonzero(e.mask)) for e in self.edits)))
+        for k in range(0, len(group.points), size):
+            chunk = group.points[k:k + size]
+            E, C = self._through_network_batch(np.stack([p.h for p in chunk]),
+                                               f"{group.label}[{k}:{k + len(chunk)}]", stop=group.at + 1)
+            n = C.shape[1]
+            for i, pg in enumerate(chunk):
+                self._add_point_goal(group, pg, E[i * n:(i + 1) * n], C[i])
+
+    def _add_edited_layer_signs(self, group: GoalGroup) -> bool:
+        """Bulk rows for clauses that each bound one pre-activation (``+-z_n``, the activation-pattern goals) at
+        the edited layer itself, whose input is constant: ``z_n = c_n + sum_j x_j d_nj (+ d_n)`` is written for
+        the constrained neurons only (not for every neuron of every point).  Returns False, encoding nothing, when
+        some clause is of another shape (the general path then encodes the group)."""
+        picks = []  # (point, neuron, sign, lo, hi)
+        for i, pg in enumerate(group.points):
+            for clause in pg.clauses:
+                if len(clause) != 1 or np.any(np.count_nonzero(clause[0].C, axis=1) != 1):
+                    return False
+                alt = clause[0]
+                r, n = np.nonzero(alt.C)
+                picks.append((np.full(r.size, i), n, alt.C[r, n], alt.lo[r], alt.hi[r]))
+        self.n_points += len(group.points)
+        if not picks:
+            return True
+        pt, neuron, sign, lo, hi = (np.concatenate(a) for a in zip(*picks))
+        layer = self.net.layers[self.start]
+        X = self.net.forward_suffix(np.stack([pg.h for pg in group.points]), 0, self.start)
+        const = (X @ layer.W.T + layer.b)[pt, neuron]
+        # the edited entries of this layer, grouped by neuron: (neuron, input column or -1 for a bias, variable)
+        en, ej, ev = [], [], []
+        for edit, var in self._edits_at.get(self.start, []):
+            if edit.kind == "weights":
+                r, j = np.nonzero(edit.mask)
+            else:
+                (r,) = np.nonzero(edit.mask)
+                j = np.full(r.size, -1)
+            en.append(r), ej.append(j), ev.append(var)
+        en, ej, ev = np.concatenate(en), np.concatenate(ej), np.concatenate(ev)
+        order = np.argsort(en, kind="stable")
+        en, ej, ev = en[order], ej[order], ev[order]
+        first = np.searchsorted(en, neuron, "left")
+        count = np.searchsorted(en, neuron, "right") - first
+        row = np.repeat(np.arange(neuron.size), count)
+        entry = np.repeat(first - np.concatenate([[0], np.cumsum(count)[:-1]]), count) + np.arange(count.sum())
+        x_of = np.where(ej[entry] >= 0, X[pt[row], np.maximum(ej[entry], 0)], 1.0)
+        M = sp.csr_matrix((sign[row] * x_of, (row, ev[entry])), shape=(neuron.size, self.b.n_vars))
+        off = sign * const
+        start = int(self.b.add_rows(M, lo - off, hi - off, label=group.label, group=group.group, span=group.span,
+                                    statement=group.label)[0])
+        self.b.row_blocks.pop()  # one block per point, so cores and reports name the point
+        bounds = np.searchsorted(pt, np.arange(len(group.points) + 1))
+        self.b.row_blocks.extend(RowBlock(f"{group.label} [{pg.point}]", start + int(a), int(b - a), group.group,
+                                          group.span, statement=group.label, point=pg.point)
+                                 for pg, a, b in zip(group.points, bounds[:-1], bounds[1:]) if b > a)
+        return True
 
     def _add_point_goal(self, group: GoalGroup, pg: PointGoal, E: sp.csr_matrix, c: np.ndarray) -> None:
         """The rows (or disjunctions) of one point's clauses over its outputs ``E x + c``."""

@@ -169,6 +169,18 @@ class EditAllBiases(Node):
 
 
 @dataclass(frozen=True)
+class EditSuspicious(Node):
+    """`edit top N[%] suspicious weights of layer L [for FAILING [against PASSING]]`: fault localization picks the
+    edges (see :mod:`patchlang.model.localize`); without `for`, the block's change and keep points are used."""
+
+    count: float
+    percent: bool
+    layer: int | str
+    failing: "PointsExpr | None" = None
+    passing: "PointsExpr | None" = None
+
+
+@dataclass(frozen=True)
 class Keep(Node):
     points: PointsExpr
     within: float | None  # None: keep the label; a number: keep every output within this distance
@@ -232,7 +244,7 @@ class Tag(Node):
     tags: tuple[str, ...]
 
 
-PatchItem = Union[EditLayer, EditAllBiases, Keep, Change, Require, Minimize, Bound, Margin, Save, Using, Round, Limit,
+PatchItem = Union[EditLayer, EditAllBiases, EditSuspicious, Keep, Change, Require, Minimize, Bound, Margin, Save, Using, Round, Limit,
                   Tag]
 
 
@@ -327,6 +339,22 @@ class FinetuneOption(Node):
     value: Any  # PointsExpr for data, else a number
 
 
+@dataclass(frozen=True)
+class ExpertsBlock(Node):
+    """`repair MODEL [as NAME] by experts { ... }`: one patch per class, combined (items: ExpertOption and the
+    edit/minimize/bound/margin/save/using/limit/tag statements of a patch block)."""
+
+    model: str
+    result_name: str | None
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ExpertOption(Node):
+    name: str  # failing | passing | oracle | combine | filter | classes
+    value: Any  # PointsExpr (failing, passing, filter), str (oracle), tuple[str, ...] (combine), tuple[int, ...]
+
+
 # ---------------------------------------------------------------------------- assertions
 
 
@@ -353,7 +381,7 @@ class AssertAccuracy(Node):
 
 
 Statement = Union[ModelDecl, PointsDecl, PatchBlock, PropertyBlock, PropertyVnnlib, Verify, RepairBlock,
-                  FinetuneBlock, AssertExists, AssertDistance, AssertAccuracy]
+                  FinetuneBlock, ExpertsBlock, AssertExists, AssertDistance, AssertAccuracy]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
                       RepairTask, VerifyTask)
 from .program import FALSIFIERS, FALSIFY_OPTIONS, FalsifyChoice, FinetuneTask
+from .experts import ExpertsChecker
 
 DEFAULT_MARGIN = 1e-3
 BACKENDS = ("auto", "highs", "gurobi", "z3", "marabou", "milp")
@@ -82,7 +83,7 @@ def _select_indices(size: int, items: tuple[A.IndexItem, ...]) -> np.ndarray:
     return out
 
 
-class Checker:
+class Checker(ExpertsChecker):
     def __init__(self, spec: A.SpecFile, base_dir: Path | None = None, load_models: bool = True):
         self.spec = spec
         self.base = base_dir if base_dir is not None else Path(spec.path).resolve().parent
@@ -227,6 +228,8 @@ class Checker:
             self.tasks.append(self.repair_block(st))
         elif isinstance(st, A.FinetuneBlock):
             self.tasks.append(self.finetune_block(st))
+        elif isinstance(st, A.ExpertsBlock):
+            self.tasks.append(self.experts_block(st))
         elif isinstance(st, (A.AssertExists, A.AssertDistance, A.AssertAccuracy)):
             self.assertion(st)
         else:  # pragma: no cover - the parser produces nothing else
@@ -360,15 +363,23 @@ class Checker:
         errors_before = len(self.diags)
         for item in items:
             self.guarded(lambda item=item: self.block_item(b, item))
+        for item in b.suspicious:  # localization reads the block's change and keep points: after all of them
+            self.guarded(lambda item=item: b.edits.append(self.edit_suspicious(b, item)))
         self.block_complete(b, span, block_had_errors=len(self.diags) > errors_before)
         problem_class, reason = self.classify(b.net, b.edits, b.goals, b.norms, b.backend, span)
         return PatchTask(name, entry, b.edits, b.goals, b.norms, b.margin, b.save, b.backend, span, problem_class,
-                         reason, b.round_bits, b.limits, kind, margin_explicit="margin" in b.seen)
+                         reason, b.round_bits, b.limits, kind, margin_explicit="margin" in b.seen,
+                         localized=b.localized)
+
+    def new_block(self, name: str, kind: str, net: Network) -> "_Block":
+        return _Block(name, kind, net)
 
     def block_item(self, b: "_Block", item: Any) -> None:
         """One statement of a patch or repair block, recorded in ``b``."""
         if isinstance(item, A.EditLayer):
             b.edits.extend(self.edit_layer(b.net, item))
+        elif isinstance(item, A.EditSuspicious):
+            b.suspicious.append(item)
         elif isinstance(item, A.EditAllBiases):
             net = b.net
             for k, layer in enumerate(net.affine(i) for i in range(len(net.affine_indices()))):
@@ -877,6 +888,8 @@ class _Block:
     round_bits: int | None = None
     limits: dict[str, float] = dataclasses.field(default_factory=dict)
     seen: dict[str, Span] = dataclasses.field(default_factory=dict)
+    suspicious: list[A.EditSuspicious] = dataclasses.field(default_factory=list)  # `edit top N suspicious ...`
+    localized: list[Any] = dataclasses.field(default_factory=list)  # their Localizations, in order
 
 
 def _is_number(v: Any) -> bool:

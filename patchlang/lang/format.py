@@ -44,7 +44,7 @@ from .parser import grammar_path, parse_text
 
 WIDTH = 100
 INDENT = "    "
-BLOCKS = ("patch_block", "property_block", "repair_block", "finetune_block")
+BLOCKS = ("patch_block", "property_block", "repair_block", "finetune_block", "experts_block")
 _CALLS = {"cond_correct", "cond_misclassified", "assert_exists", "assert_not_exists", "assert_distance",
           "assert_accuracy"}
 _BREAK_WORDS = {"and", "or"}
@@ -235,7 +235,7 @@ def _blank_lines(seq: list[_Elem], top_level: bool) -> None:
 
 def _space(a: _Tok, b: _Tok) -> str:
     pv, v = a.tok.value, b.tok.value
-    if v in (",", ")", "]") or pv in ("(", "["):
+    if v in (",", ")", "]", "%") or pv in ("(", "["):
         return ""
     if pv == ",":
         return " "

@@ -300,6 +300,16 @@ class _ToAst(Transformer):
     def edit_all_biases(self, meta, ch):
         return A.EditAllBiases(self._span(meta))
 
+    def suspicious_for(self, meta, ch):
+        return tuple(ch)
+
+    def edit_suspicious(self, meta, ch):
+        percent = len(ch) > 1 and isinstance(ch[1], Token) and ch[1].type == "PERCENT"
+        rest = ch[2:] if percent else ch[1:]
+        pts = rest[1] if len(rest) > 1 else ()
+        return A.EditSuspicious(self._span(meta), ch[0], percent, rest[0], pts[0] if pts else None,
+                                pts[1] if len(pts) > 1 else None)
+
     def keep_label(self, meta, ch):
         return A.Keep(self._span(meta), ch[0], None)
 
@@ -478,6 +488,31 @@ class _ToAst(Transformer):
 
     def ft_samples(self, meta, ch):
         return A.FinetuneOption(self._span(meta), "samples", ch[0])
+
+    # ------------------------------------------------------------------ experts
+    def experts_block(self, meta, ch):
+        model = str(ch[0])
+        rest = list(ch[1:])
+        result_name = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        return A.ExpertsBlock(self._span(meta), model, result_name, _flatten_items(rest))
+
+    def ex_failing(self, meta, ch):
+        return A.ExpertOption(self._span(meta), "failing", ch[0])
+
+    def ex_passing(self, meta, ch):
+        return A.ExpertOption(self._span(meta), "passing", ch[0])
+
+    def ex_oracle(self, meta, ch):
+        return A.ExpertOption(self._span(meta), "oracle", str(ch[0]))
+
+    def ex_combine(self, meta, ch):
+        return A.ExpertOption(self._span(meta), "combine", tuple(str(c) for c in ch))
+
+    def ex_filter(self, meta, ch):
+        return A.ExpertOption(self._span(meta), "filter", ch[0])
+
+    def ex_classes(self, meta, ch):
+        return A.ExpertOption(self._span(meta), "classes", tuple(ch[0]))
 
     # ------------------------------------------------------------------ assertions
     def assert_stmt(self, meta, ch):

@@ -36,6 +36,11 @@ class GoalSpec:
     labels: tuple[int, ...] = ()
     tolerance: float | None = None
     cnf: A.OutputCNF | None = None
+    # kinds `pattern` (take ``pattern``) and `keep_pattern` (keep the own on/off states of ``neurons``): the
+    # clauses are over the pre-activations of affine layer ``layer``, not the outputs (NNrepair's oracle)
+    layer: int | None = None
+    pattern: Any = None  # patchlang.model.patterns.Pattern
+    neurons: tuple[int, ...] = ()
 
     @property
     def group(self) -> str:
@@ -66,6 +71,7 @@ class PatchTask:
     limits: dict[str, float] = field(default_factory=dict)
     kind: str = "patch"
     margin_explicit: bool = False  # False: the margin scales with the outputs when run (see tasks.patch)
+    localized: list[Any] = field(default_factory=list)  # model.localize.Localization of each `edit top ...`
 
 
 @dataclass
@@ -153,6 +159,41 @@ class FinetuneTask:
     method: str = "finetune"
     problem_class: str = "training"
     class_reason: str = "penalised fine-tuning of every weight, each result verified completely (MILP)"
+
+
+COMBINATIONS = ("naive", "confidence", "voting", "merged")
+ORACLES = ("labels", "patterns")
+
+
+@dataclass
+class Expert:
+    """The repair for one class: a patch task of its own (failing inputs of the class get it, passing keep theirs)."""
+
+    label: int
+    patch: PatchTask
+    n_failing: int
+
+
+@dataclass
+class ExpertsTask:
+    """`repair MODEL [as NAME] by experts { ... }` (run by :mod:`patchlang.tasks.experts`)."""
+
+    name: str
+    model: ModelEntry
+    span: Span
+    experts: list[Expert]
+    failing: PointSet
+    passing: PointSet
+    combinations: list[str]
+    oracle: str  # labels | patterns
+    layer: int  # the affine layer the experts edit (index among affine layers)
+    f1_points: PointSet | None = None
+    save: str | None = None
+    problem_class: str = "LP"
+    class_reason: str = ""
+    kind: str = "repair"
+    method: str = "experts"
+    patterns: dict[int, Any] = field(default_factory=dict)  # class -> Pattern (oracle patterns)
 
 
 @dataclass

@@ -42,6 +42,14 @@ class _GraphWriter:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
         return name
 
+    def constant_int64(self, name: str, value) -> str:
+        """An int64 initializer (axes, depths): the few ONNX inputs that must not be float."""
+        from onnx import numpy_helper
+
+        name = self.unique(name)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+        return name
+
     def node(self, op: str, name: str, extra_inputs: Sequence[str] = (), **attrs) -> None:
         """Append ``op`` reading the current tensor (plus ``extra_inputs``); its output becomes current."""
         from onnx import helper
@@ -137,3 +145,6 @@ def network_from_arrays(weights: list[np.ndarray], biases: list[np.ndarray], act
 
 def _affine_outputs(proto) -> list[str]:
     return [n.output[0] for n in proto.graph.node if n.op_type == "Gemm"]
+
+
+GraphWriter = _GraphWriter  # public: model.combine writes a shared prefix and several heads with it

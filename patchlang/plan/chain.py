@@ -50,6 +50,14 @@ STEP_NAMES = ("one_unknown_per_row", "keep_bracket", "linf_bisection", "encode",
               "lp_bound_tightening", "least_l1_tidy", "lazy_keep")
 
 
+def hidden_goal_steps(groups: list[GoalGroup]) -> frozenset[str]:
+    """The steps to switch off when a group constrains hidden pre-activations (``GoalGroup.at``): every step but
+    the plain encoding, since the others evaluate goals on the network's outputs."""
+    if any(g.at is not None for g in groups):
+        return frozenset(s for s in STEP_NAMES if s != "encode")
+    return frozenset()
+
+
 def planning_backend(name: str) -> Backend:
     """The backend the planning steps solve with: the one the user named, or HiGHS when patchlang may choose."""
     return get_backend("highs" if name in AUTO else name)

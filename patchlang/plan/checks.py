@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..compile.fixed_phase import propagate, violation
-from ..compile.goals import GoalGroup, clause_slack
+from ..compile.goals import GoalGroup, clause_slack, group_values
 from ..compile.patch import DeltaLayout, PatchEncoding
 from ..model.ir import Network
 from ..solution import SolveOptions
@@ -24,7 +24,7 @@ def goals_hold(net: Network, groups: list[GoalGroup], tol: float = 1e-6) -> bool
     for g in groups:
         if not g.points:
             continue
-        y = net.forward_suffix(np.stack([p.h for p in g.points]))
+        y = group_values(net, g, np.stack([p.h for p in g.points]))
         scale = 1.0 + float(np.max(np.abs(y)))
         for p, out in zip(g.points, y):
             if any(clause_slack(c, out) < -tol * scale for c in p.clauses):

@@ -77,8 +77,18 @@ PL_RULES = {
               'node)'),
     'PL380': ('warning: a verify task whose model cannot be encoded: run only searches for counterexamples '
               '(violated or unknown, never holds)'),
+    'PL320': 'fault localization cannot choose (unlabelled or no failing inputs, no suspicious neuron)',
+    'PL321': 'edit top ... suspicious without failing inputs to localize from',
+    'PL322': 'a top count that is not a positive whole number, or a percentage outside (0, 100]',
+    'PL323': 'an experts block without failing or passing',
+    'PL324': 'an unknown combination in combine',
+    'PL325': 'an unknown oracle, patterns at the last layer, or experts editing several layers',
+    'PL326': 'an experts block with no failing input of the chosen classes',
+    'PL327': 'edit top ... for POINTS inside an experts block',
+    'PL328': 'warning: a class gets no expert',
+    'PL329': 'an experts block on a model that cannot be combined into one file (opaque prefix, argmin)',
 }
-WARNING_CODES = ("PL250", "PL380")
+WARNING_CODES = ("PL250", "PL328", "PL380")
 
 
 def rules() -> list[dict[str, Any]]:

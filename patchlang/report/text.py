@@ -21,6 +21,7 @@ _NORM_NAME = {"linf": "L∞", "l1": "L1", "l0": "L0"}
 # details that only say how the search went: shown with --verbose
 _INTERNAL_DETAILS = {"cases", "evaluations", "sub-boxes", "queries", "output32"}
 _DETAIL_NAME = {"output64": "output"}
+from .experts import experts_lines
 
 
 def _fmt(v: float | None, digits: int = 6) -> str:
@@ -116,6 +117,7 @@ def task_lines(r: TaskResult, verbose: bool = False) -> list[str]:
         if isinstance(v, (int, float, str)) and (verbose or k not in _INTERNAL_DETAILS):
             label = k if verbose else _DETAIL_NAME.get(k, k)
             lines.append(f"{label:<9} {v}")
+    lines.extend(experts_lines(r))
     for f in r.files:
         lines.append(f"wrote     {f}")
     secs = r.seconds

@@ -7,7 +7,7 @@ import numpy as np
 from ..compile import goals as G
 from ..lang import ast as A
 from ..lang.program import GoalSpec
-from ..model.ir import Network
+from ..model.ir import Network, decide
 
 
 def cnf_clauses(cnf: A.OutputCNF, n_out: int, margin: float, decision: str, own_label: int | None
@@ -58,6 +58,8 @@ def goal_group(net: Network, spec: GoalSpec, margin: float, *, suffix_inputs: np
     """Per-point clauses for one statement.  ``override_labels`` pins a point (by position) to a label,
     used when a single `away from label` point is solved as one LP per candidate label."""
     h = net.to_suffix_input(spec.points.x) if suffix_inputs is None else suffix_inputs
+    if spec.layer is not None:
+        return pattern_group(net, spec, margin, h)
     y = net.forward_suffix(h)
     pred = np.asarray(np.argmin(y, 1) if net.decision == "argmin" else np.argmax(y, 1))
     n_out = net.output_size
@@ -90,6 +92,34 @@ def goal_group(net: Network, spec: GoalSpec, margin: float, *, suffix_inputs: np
         else:  # pragma: no cover
             raise ValueError(spec.kind)
         group.points.append(G.PointGoal(name, h[i], clauses))
+    return group
+
+
+def pattern_group(net: Network, spec: GoalSpec, margin: float, h: np.ndarray) -> G.GoalGroup:
+    """`pattern`: every point takes the pattern (on: pre-activation >= margin, off: <= -margin); `keep_pattern`:
+    every point that takes its own class's pattern (``spec.pattern``: class -> pattern; the class is the point's
+    label, else the network's decision) keeps it at the neurons ``spec.neurons`` can move (by the margin, or by
+    its own distance from 0 if smaller: a state is kept, never strengthened)."""
+    pos = net.affine_indices()[spec.layer]
+    z = net.forward_suffix(h, 0, pos + 1)
+    n_units = z.shape[1]
+    group = G.GoalGroup(spec.text, "change" if spec.kind == "pattern" else "keep", spec.span, at=pos)
+    patterns = spec.pattern if spec.kind == "keep_pattern" else {}
+    labels = spec.points.y if spec.points.y is not None else decide(net.forward_suffix(h), net.decision)
+    for i in range(len(spec.points)):
+        if spec.kind == "pattern":
+            p = spec.pattern
+            signs = np.where(p.states, 1.0, -1.0)
+            alt = G.sign_rows(p.neurons, signs, np.full(len(p.neurons), margin), n_units)
+        else:
+            own = patterns.get(int(labels[i]))
+            if own is None or not own.follows(z[i])[0]:
+                group.points.append(G.PointGoal(spec.points.describe(i), h[i], []))  # no pattern to keep
+                continue
+            neurons = np.intersect1d(own.neurons, np.asarray(spec.neurons, dtype=int))
+            signs = np.where(z[i, neurons] > 0, 1.0, -1.0)
+            alt = G.sign_rows(neurons, signs, np.minimum(margin, signs * z[i, neurons]), n_units)
+        group.points.append(G.PointGoal(spec.points.describe(i), h[i], [[alt]] if len(alt.lo) else []))
     return group
 
 

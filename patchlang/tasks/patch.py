@@ -23,7 +23,7 @@ from ..lang.program import GoalSpec, PatchTask
 from ..model.edits import norm_values
 from ..model.ir import Network
 from ..plan.budget import Budget
-from ..plan.chain import planning_backend
+from ..plan.chain import hidden_goal_steps, planning_backend
 from ..plan.conflict import explain_budget
 from ..plan.solve import PlanResult, solve_patch
 from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL, TIMEOUT, UNBOUNDED, Solution, SolveOptions
@@ -46,6 +46,8 @@ class RunOptions:
     disable_steps: frozenset[str] = frozenset()  # planning steps switched off (tests; see plan.chain.STEP_NAMES)
     progress: Any = None  # callable(dict) for long proofs (domains left, best bound, elapsed); the CLI shows it
     threads: int | None = None  # solver threads when the task's `using` sets none (`run --jobs` budgets them)
+    explain: bool = True  # name the conflicting statements of a task with no patch (experts skip it: many tasks)
+    certify: bool = True  # re-check a "no patch" independently (experts skip it: a class without one is no claim)
 
 
 def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:
@@ -105,10 +107,11 @@ def run_patch(task: PatchTask, run: RunOptions) -> TaskResult:
     budget = Budget.of(options)
     backend_name = run.backend or task.backend.name
     groups = build_groups(net, task.goals, task.margin)
-    plan = solve_patch(net, task, groups, backend_name, options, budget, run.disable_steps)
+    disable = run.disable_steps | hidden_goal_steps(groups)  # hidden goals: the plain encoding
+    plan = solve_patch(net, task, groups, backend_name, options, budget, disable)
     _describe_plan(plan, task, result)
     if plan.best is None:
-        _no_patch(plan, options, budget, backend_name, result)
+        _no_patch(plan, options, budget, backend_name, result, run.explain, run.certify)
     else:
         _patched(plan, task, net, groups, run, result)
     result.seconds["total"] = time.perf_counter() - t_start
@@ -152,16 +155,19 @@ def _describe_plan(plan: PlanResult, task: PatchTask, result: TaskResult) -> Non
 
 
 def _no_patch(plan: PlanResult, options: SolveOptions, budget: Budget, backend_name: str,
-              result: TaskResult) -> None:
+              result: TaskResult, explain: bool = True, certify: bool = True) -> None:
     """The verdict when no attempt found a patch: proven infeasible, unbounded, or stopped (with its bound)."""
     statuses, sol = plan.statuses, plan.last.solution
     if all(s == INFEASIBLE for s in statuses):
         result.status = NO_PATCH
         result.core = sol.core
         result.message = "no patch exists: the constraints cannot all hold with the allowed edits and bounds"
-        if len(statuses) == 1 and plan.last.problem.enc is not None:
+        if len(statuses) == 1 and plan.last.problem.enc is not None and explain:
             _explain(plan.last.problem.enc, options, result, budget, backend_name)
-        certify_no_patch(result, plan.infeasible, options.seed, budget.deadline)  # re-checked independently
+        if certify:
+            certify_no_patch(result, plan.infeasible, options.seed, budget.deadline)  # re-checked independently
+        else:
+            result.notes.append("no patch: not independently re-checked")
     elif any(s == UNBOUNDED for s in statuses):
         result.message = "the problem is unbounded (internal: the norm should bound it)"
     else:
@@ -244,6 +250,19 @@ def _delta_array(edit, values: np.ndarray) -> np.ndarray:
     return full
 
 
+def hidden_values(net: Network, at: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Outputs of layer position ``at`` in float64 and, for a network without an opaque prefix, in float32 with
+    onnxruntime on a model of the layers up to it (None with a prefix: the float64 check alone)."""
+    from ..model.build import build_onnx
+    from ..model.runtime import OrtModel
+
+    h = net.to_suffix_input(x)
+    y64 = net.forward_suffix(h, 0, at + 1)
+    if net.prefix is not None:
+        return y64, None
+    return y64, OrtModel(build_onnx(net.layers[:at + 1], (net.suffix_in_size,))).run(h.astype(np.float32))
+
+
 def check_and_save(task: PatchTask, original: Network, patched: Network, groups: list[GoalGroup],
                     result: TaskResult, run: RunOptions) -> None:
     """float64 check of every goal, then write the file (atomically) and check it with onnxruntime."""
@@ -269,8 +288,11 @@ def check_and_save(task: PatchTask, original: Network, patched: Network, groups:
             if not group.points:
                 continue
             x = spec.points.x
-            y64 = patched.forward(x)
-            y32 = ort.run(x.reshape((len(x), *patched.input_shape)))
+            if group.at is None:
+                y64 = patched.forward(x)
+                y32 = ort.run(x.reshape((len(x), *patched.input_shape)))
+            else:  # hidden pre-activations: float64, and float32 through the layers up to them
+                y64, y32 = hidden_values(patched, group.at, x)
             chk = check_group(group, y64, y32, task.margin, spec.span.line, strict=has_strict(spec))
             result.checks.append(chk)
             saved.groups.append((group, x, task.margin, spec.span.line, has_strict(spec)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..lang.program import PatchTask, RepairTask, VerifyTask
+from ..lang.program import ExpertsTask, PatchTask, RepairTask, VerifyTask
 
 
 @dataclass
@@ -50,6 +50,8 @@ def plan_program(program, backend: str | None = None, only: list[str] | None = N
             p.steps = ["verify the property (falsify, then complete verification)",
                        "patch the counterexamples, then verify again (rounds until proven):"] + \
                       ["  " + s for s in p.steps]
+        elif isinstance(task, ExpertsTask):
+            p = _experts_plan(task, backend)
         else:
             p = _verify_plan(task, backend or task.backend.name)
         if cache_state is not None:
@@ -58,9 +60,20 @@ def plan_program(program, backend: str | None = None, only: list[str] | None = N
     return out
 
 
+def _experts_plan(task: ExpertsTask, backend: str | None) -> TaskPlan:
+    """The plan of the first expert (the others are the same query for another class), then the combinations."""
+    first = task.experts[0].patch
+    p = _patch_plan(first, backend or first.backend.name)
+    p.name, p.kind, p.line = task.name, task.kind, task.span.line
+    p.steps = ([f"{len(task.experts)} expert(s), one patch per class; the first (class {task.experts[0].label}):"]
+               + ["  " + s for s in p.steps]
+               + [f"combine ({', '.join(task.combinations)}), each file checked with onnxruntime"])
+    return p
+
+
 def _patch_plan(task: PatchTask, backend_name: str) -> TaskPlan:
     from ..plan.away import single_away_candidates
-    from ..plan.chain import Planner
+    from ..plan.chain import Planner, hidden_goal_steps
     from ..plan.reduction import PatchProblem
     from ..solvers.registry import choose_backend
     from .patch import RunOptions, build_groups, solve_options
@@ -68,7 +81,7 @@ def _patch_plan(task: PatchTask, backend_name: str) -> TaskPlan:
     net = task.model.net
     groups = build_groups(net, task.goals, task.margin)
     options = solve_options(task, RunOptions())
-    planner = Planner(backend_name)
+    planner = Planner(backend_name, hidden_goal_steps(groups))
     plan = TaskPlan(task.name, task.kind, task.span.line, task.problem_class, task.class_reason, backend_name)
     problem = PatchProblem(net, task, groups, options)
     caps = planner.capabilities
