@@ -20,6 +20,7 @@ VIOLATED = "violated"
 UNKNOWN = "unknown"
 REPAIRED = "repaired"
 NOT_REPAIRED = "not repaired"
+ATTACKED = "attacked"  # an attack task ran to its end: per-input results and metrics; its assertions judge them
 
 
 @dataclass
