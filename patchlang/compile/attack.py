@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from ..query import Query, QueryBuilder
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, spec_lower_bounds
-from .verify import UnsafeSpec, _make_spec, encode_region_query
+from .verify import UnsafeSpec, encode_region_query
 
 NORMS = ("l0", "l1", "linf")
 
@@ -34,18 +34,16 @@ def target_spec(label: int, targets: list[int], n_out: int, decision: str = "arg
     """
     sign = 1.0 if decision == "argmax" else -1.0
     away = sorted(targets) == sorted(j for j in range(n_out) if j != label)
-    conjs = []
-    for t in targets:
-        rows = []
-        others = [label] if away else [i for i in range(n_out) if i != t]
-        for i in others:
+    A, conj = [], []
+    for j, t in enumerate(targets):
+        for i in ([label] if away else [i for i in range(n_out) if i != t]):
             a = np.zeros(n_out)
             a[i], a[t] = sign, -sign  # y_i - y_t < 0: t beats i
-            rows.append((a, 0.0, True))
-        conjs.append(rows)
-    spec = _make_spec(conjs, n_out)
-    spec.texts = [f"decision {t}" for t in targets]
-    return spec
+            A.append(a)
+            conj.append(j)
+    R = len(A)
+    return UnsafeSpec(np.array(A).reshape(R, n_out), np.zeros(R), np.array(conj, dtype=np.int64),
+                      np.ones(R, dtype=bool), len(targets), [f"decision {t}" for t in targets])
 
 
 # ============================================================================ bounds
@@ -89,6 +87,72 @@ def l0_layer_bounds(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
         lowers = [np.maximum(a, b_) for a, b_ in zip(lowers, box.lower)]
         uppers = [np.maximum(np.minimum(a, b_), lw) for a, b_, lw in zip(uppers, box.upper, lowers)]
     return LayerBounds(lowers, uppers)
+
+
+def l0_concretize(Lam: np.ndarray, const: np.ndarray, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum of ``Lam x + const`` (rows ``(R, d)``) over the inputs of ``[lo, hi]`` differing from ``x0`` in at
+    most ``k`` coordinates: the value at ``x0`` less the ``k`` largest per-input decreases.  Also returns those
+    decreases ``(R, d)`` (the *gains* an input offers towards lowering each row)."""
+    gains = -np.minimum(np.minimum(Lam * (lo - x0), Lam * (hi - x0)), 0.0)
+    base = Lam @ x0 + const
+    k = int(min(max(k, 0), gains.shape[1]))
+    if k == 0:
+        return base, gains
+    return base - np.sum(-np.partition(-gains, k - 1, axis=1)[:, :k], axis=1), gains
+
+
+def l0_crown_bounds(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int,
+                    box: LayerBounds | None = None) -> LayerBounds:
+    """:func:`l0_layer_bounds` tightened by backward substitution down to the input, concretised over the
+    budget of ``k`` changed inputs (:func:`l0_concretize`) instead of the first layer's box: keeps the
+    correlation between first-layer neurons that the box loses."""
+    base = l0_layer_bounds(rn, x0, lo, hi, k, box)
+    lowers, uppers = [base.lower[0]], [base.upper[0]]
+    for m in range(1, rn.n_hidden):
+        n = rn.Ws[m].shape[0]
+        sub = ReluNet(rn.Ws[:m + 1], rn.bs[:m + 1])
+        C = np.vstack([np.eye(n), -np.eye(n)])
+        _, Lam, const, _ = spec_lower_bounds(sub, C, np.zeros(2 * n), lo[None], hi[None],
+                                             LayerBounds(lowers, uppers))
+        lb, _ = l0_concretize(Lam[0], const[0], x0, lo, hi, k)
+        slack = 1e-9 * (1.0 + np.abs(lb))
+        l = np.maximum(lb[:n] - slack[:n], base.lower[m][0])
+        u = np.minimum(-lb[n:] + slack[n:], base.upper[m][0])
+        lowers.append(l[None])
+        uppers.append(np.maximum(u, l)[None])
+    return LayerBounds(lowers, uppers)
+
+
+def l0_open_inputs(rn: ReluNet, spec: UnsafeSpec, bounds: LayerBounds, x0: np.ndarray, lo: np.ndarray,
+                   hi: np.ndarray, k: int, margin: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per target (conjunction): refuted or not, and the inputs an attack with at most ``k`` changes can use.
+
+    ``g(x) = Lam x + const`` is a sound linear lower bound of each unsafe row over the budget (``bounds`` must
+    be valid there); an attack changing the set ``S`` needs, for every row of its target, the gains of ``S`` to
+    reach ``T = g(x0) + margin``.  So the target is refuted when the ``k`` largest gains fall short, and an input
+    can take part only if its gain plus the ``k - 1`` largest others' reaches ``T`` (the rest stay at ``x0``).
+    """
+    _, Lam, const, _ = spec_lower_bounds(rn, spec.A, -spec.d, lo[None], hi[None], bounds)
+    lb, gains = l0_concretize(Lam[0], const[0], x0, lo, hi, k)
+    tol = 1e-9 * (1.0 + np.abs(Lam[0] @ x0) + np.abs(const[0]))
+    refuted_row = lb > -margin + tol
+    refuted = np.zeros(spec.n_conj, dtype=bool)
+    np.logical_or.at(refuted, spec.conj, refuted_row)
+    need = Lam[0] @ x0 + const[0] + margin - tol  # T per row
+    if k > 1:
+        srt = -np.sort(-gains, axis=1)
+        top_k1 = srt[:, : k - 1].sum(axis=1)
+        kth = srt[:, k - 2]  # the smallest of the k - 1 largest
+    else:
+        top_k1, kth = np.zeros(gains.shape[0]), np.full(gains.shape[0], np.inf)
+    usable_row = (gains >= (need - top_k1)[:, None]) | (gains >= kth[:, None]) & (gains > 0)
+    usable = []
+    for j in range(spec.n_conj):
+        rows = np.nonzero(spec.conj == j)[0]
+        ok = np.all(usable_row[rows], axis=0) & (hi > lo) if rows.size else (hi > lo)
+        usable.append(np.nonzero(ok)[0])
+    return refuted, usable
 
 
 def refuted_targets(rn: ReluNet, spec: UnsafeSpec, bounds: LayerBounds, margin: float) -> np.ndarray:
@@ -201,3 +265,82 @@ def attack_start(rn: ReluNet, enc: AttackEncoding, bounds: LayerBounds, x: np.nd
     else:
         start[enc.norm] = np.max(np.abs(d), initial=0.0)
     return start
+
+
+# ============================================================================ one changed input, exactly
+
+
+@dataclass
+class LineWalk:
+    """Per movable input ``i``: whether changing ``x0_i`` alone (within ``[lo_i, hi_i]``) can reach the target
+    region with ``margin``, and where."""
+
+    inputs: np.ndarray  # the movable inputs, in order
+    found: np.ndarray  # bool per input: a candidate value exists (by the relaxed test)
+    value: np.ndarray  # the candidate value of that input (nan where none)
+    pieces: int  # linear pieces walked in total
+
+
+def single_input_walk(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec,
+                      margin: float, max_steps: int = 100_000) -> LineWalk:
+    """Decide "some single input change reaches the targets" exactly, for every input at once.
+
+    Along ``x0 + t e_i`` the network is piecewise linear in ``t``: walk the pieces from ``lo_i`` to ``hi_i``
+    (all inputs in lockstep, vectorised), carrying every neuron's pre-activation as ``a + s t`` under the
+    activation pattern just right of ``t``; the next breakpoint is the nearest root of an active piece.  On each
+    piece every unsafe row is affine in ``t``, so whether some ``t`` meets a conjunction's rows is an interval
+    intersection.  The test is relaxed by a small tolerance (a candidate is only a candidate: the caller
+    confirms it), so a float rounding can add candidates but never hide an attack.
+    """
+    idx = np.nonzero(hi > lo)[0]
+    P = idx.size
+    t = (lo - x0)[idx].astype(float)
+    t_end = (hi - x0)[idx].astype(float)
+    found = np.zeros(P, dtype=bool)
+    value = np.full(P, np.nan)
+    alive = np.ones(P, dtype=bool)
+    z00 = rn.Ws[0] @ x0 + rn.bs[0]
+    s0_all = rn.Ws[0][:, idx].T  # (P, n0)
+    pieces = 0
+    for _ in range(max_steps):
+        live = np.nonzero(alive)[0]
+        if live.size == 0:
+            break
+        tl = t[live]
+        a = np.broadcast_to(z00, (live.size, z00.size)).copy()
+        s = s0_all[live].copy()
+        nxt = t_end[live].copy()
+        for k in range(rn.n_hidden):
+            z = a + s * tl[:, None]
+            eps = 1e-12 * (1.0 + np.abs(a))
+            on = (z > eps) | ((np.abs(z) <= eps) & (s > 0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root = np.where(s != 0, -a / s, np.inf)
+            root = np.where(root > tl[:, None] + 1e-12 * (1.0 + np.abs(tl[:, None])), root, np.inf)
+            nxt = np.minimum(nxt, root.min(axis=1))
+            a = np.where(on, a, 0.0) @ rn.Ws[k + 1].T + rn.bs[k + 1]
+            s = np.where(on, s, 0.0) @ rn.Ws[k + 1].T
+        pieces += live.size
+        va = a @ spec.A.T - spec.d  # (L, R): row value = va + vs * t
+        vs = s @ spec.A.T
+        tol = 1e-7 * (1.0 + np.abs(va) + np.abs(vs) * np.maximum(np.abs(tl), np.abs(nxt))[:, None])
+        rhs = -margin + tol - va
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lim = rhs / vs
+        upper = np.where(vs > 0, lim, np.inf)
+        lower = np.where(vs < 0, lim, -np.inf)
+        never = (vs == 0) & (rhs < 0)
+        for j in range(spec.n_conj):
+            rows = spec.conj == j
+            L = np.maximum(tl, lower[:, rows].max(axis=1, initial=-np.inf))
+            U = np.minimum(nxt, upper[:, rows].min(axis=1, initial=np.inf))
+            ok = (L <= U) & ~never[:, rows].any(axis=1) & ~found[live]
+            if np.any(ok):
+                hit = live[ok]
+                found[hit] = True
+                value[hit] = x0[idx[hit]] + (L[ok] + U[ok]) / 2
+        t[live] = nxt
+        alive[live] = (nxt < t_end[live]) & ~found[live]
+    else:  # pragma: no cover - far more pieces than any network here has
+        raise RuntimeError("single_input_walk: too many linear pieces")
+    return LineWalk(idx, found, value, pieces)

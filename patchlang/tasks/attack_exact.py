@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..compile.attack import (attack_start, box_layer_bounds, encode_attack_query, l0_layer_bounds,
-                              refuted_targets)
+from ..compile.attack import (attack_start, box_layer_bounds, encode_attack_query, l0_crown_bounds,
+                              l0_open_inputs, refuted_targets, single_input_walk)
 from ..compile.bounds import ReluNet
 from ..compile.verify import UnsafeSpec
 from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL, SolveOptions, Solution
@@ -89,13 +89,34 @@ def _exact_l0(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, spec:
         if _left(deadline) <= 0:
             return ExactOutcome(incumbent, None if incumbent is None else K, float(k), False, queries,
                                 "time limit reached")
-        bounds = l0_layer_bounds(rn, x0, lo, hi, k, box)
-        open_j = ~refuted_targets(rn, spec, bounds, margin)
+        bounds = l0_crown_bounds(rn, x0, lo, hi, k, box)
+        refuted, usable = l0_open_inputs(rn, spec, bounds, x0, lo, hi, k, margin)
+        if k == 1 and not np.all(refuted):  # one changed input: decided exactly by walking each input's line
+            walk = single_input_walk(rn, x0, lo, hi, spec, margin)
+            undecided = False
+            for i in np.nonzero(walk.found)[0]:
+                x = x0.copy()
+                x[walk.inputs[i]] = walk.value[i]
+                if confirm(x):
+                    return ExactOutcome(x, 1.0, 1.0, True, queries)
+                undecided = True
+            if undecided:
+                return ExactOutcome(incumbent, None if incumbent is None else K, 1.0, False, queries,
+                                    "a one-input candidate on a boundary did not confirm")
+            k += 1
+            continue
         undecided = False
-        for j in np.nonzero(open_j)[0]:
+        # the likeliest targets first (fewest usable inputs last): the first confirmed answer ends the search
+        order = sorted(np.nonzero(~refuted)[0], key=lambda j: -usable[j].size)
+        for j in order:
             mask = np.zeros(spec.n_conj, dtype=bool)
             mask[j] = True
-            enc = encode_attack_query(rn, x0, lo, hi, spec, mask, "l0", bounds, margin, budget=k, minimize=False)
+            fixed = np.ones(lo.size, dtype=bool)
+            fixed[usable[j]] = False
+            lo_j, hi_j = np.where(fixed, x0, lo), np.where(fixed, x0, hi)
+            bounds_j = l0_crown_bounds(rn, x0, lo_j, hi_j, k, bounds)
+            enc = encode_attack_query(rn, x0, lo_j, hi_j, spec, mask, "l0", bounds_j, margin, budget=k,
+                                      minimize=False)
             queries += 1
             sol = solve(enc.query, replace(options, time_limit=max(0.05, _left(deadline))))
             if sol.status == INFEASIBLE:
