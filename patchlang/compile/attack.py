@@ -26,14 +26,17 @@ from .verify import UnsafeSpec, encode_region_query
 NORMS = ("l0", "l1", "linf")
 
 
-def target_spec(label: int, targets: list[int], n_out: int, decision: str = "argmax") -> UnsafeSpec:
+def target_spec(label: int, targets: list[int], n_out: int, decision: str = "argmax", away: bool | None = None
+                ) -> UnsafeSpec:
     """"The decision is one of ``targets``" as an OR of conjunctions ``A y < 0`` (one conjunction per target).
 
     Away from ``label`` (every other label a target): target ``t`` needs only ``y_t`` above ``y_label``, one row;
-    a named target ``t`` must beat every other output.  ``argmin`` models flip the signs.
+    a named target ``t`` must beat every other output (``away`` forces either reading).  ``argmin`` models flip
+    the signs.
     """
     sign = 1.0 if decision == "argmax" else -1.0
-    away = sorted(targets) == sorted(j for j in range(n_out) if j != label)
+    if away is None:
+        away = sorted(targets) == sorted(j for j in range(n_out) if j != label)
     A, conj = [], []
     for j, t in enumerate(targets):
         for i in ([label] if away else [i for i in range(n_out) if i != t]):
@@ -344,3 +347,16 @@ def single_input_walk(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarra
     else:  # pragma: no cover - far more pieces than any network here has
         raise RuntimeError("single_input_walk: too many linear pieces")
     return LineWalk(idx, found, value, pieces)
+
+
+def equality_spec(values: np.ndarray, rows: np.ndarray) -> UnsafeSpec:
+    """"Output ``m`` equals ``values[m]``" for each ``m`` in ``rows``, as one conjunction (``y_m <= v`` and
+    ``-y_m <= -v``); with margin 0 the attack query then reproduces those values exactly."""
+    n = values.size
+    rows = np.asarray(rows, dtype=np.int64)
+    A = np.zeros((2 * rows.size, n))
+    A[np.arange(rows.size), rows] = 1.0
+    A[rows.size + np.arange(rows.size), rows] = -1.0
+    d = np.concatenate([values[rows], -values[rows]])
+    return UnsafeSpec(A, d, np.zeros(2 * rows.size, dtype=np.int64), np.zeros(2 * rows.size, dtype=bool), 1,
+                      ["reproduce the layer values"])

@@ -134,8 +134,8 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
         else:
             from .attack_patch import aigent_attack
 
-            aig = aigent_attack(rn, x0, lo, hi, label, targets, task.margin, net.decision, away, solve, solve_opts,
-                                t0 + per_input)
+            aig = aigent_attack(net, rn, x0, lo, hi, label, targets, task.margin, away, task.minimize, solve,
+                                solve_opts, t0 + per_input)
             if aig.x is not None and confirm(aig.x):
                 found, method = aig.x, "patch"
             elif found is not None:
