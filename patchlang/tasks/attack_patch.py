@@ -39,6 +39,18 @@ class AigentOutcome:
     patch_l1: float | None = None  # size of the middle-layer weight patch
 
 
+def middle_layer(rn: ReluNet, x0: np.ndarray) -> int:
+    """The middle edge layer (affine layer ``L // 2``), or the highest one below it whose input is not all zero at
+    ``x0`` (a weight patch of a layer that sees only zeros changes nothing)."""
+    acts = [np.asarray(x0, float)]
+    for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
+        acts.append(np.maximum(W @ acts[-1] + b, 0.0))
+    mid = len(rn.Ws) // 2
+    while mid > 0 and not np.any(acts[mid]):
+        mid -= 1
+    return mid
+
+
 def middle_patch_pattern(net: Any, x0: np.ndarray, label: int, targets: list[int], away: bool, margin: float,
                          time_limit: float) -> tuple[list[np.ndarray] | None, float | None, int, str]:
     """Step 1: the activation pattern (per hidden layer, bool) of the patched network at ``x0``, the patch's l1
@@ -50,8 +62,9 @@ def middle_patch_pattern(net: Any, x0: np.ndarray, label: int, targets: list[int
     from ..model.edits import EditSpec, NormSpec
     from .patch import RunOptions, run_patch
 
-    n_affine = len(net.affine_indices())
-    mid = n_affine // 2
+    from ..compile.bounds import relu_network
+
+    mid = middle_layer(relu_network(net), x0)
     layer = net.affine(mid)
     span = Span("<attack>", 0, 0)
     ps = inline_points([list(map(float, x0))], [label], name="x0")
@@ -65,7 +78,6 @@ def middle_patch_pattern(net: Any, x0: np.ndarray, label: int, targets: list[int
     r = run_patch(task, RunOptions(time_limit=max(0.1, time_limit), write_files=False))
     if r.patched is None or not r.succeeded:
         return None, None, -1, f"no middle-layer patch ({r.status})"
-    from ..compile.bounds import relu_network
 
     prn = relu_network(r.patched)
     h = x0
@@ -87,7 +99,7 @@ def aigent_attack(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.
                                                              deadline - time.perf_counter())
     if pattern is None:
         return AigentOutcome(None, why)
-    mid = len(rn.Ws) // 2
+    mid = middle_layer(rn, x0)
     box = box_layer_bounds(rn, lo, hi)
     acts = [x0]
     for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
@@ -95,19 +107,25 @@ def aigent_attack(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.
     # step 2: the middle layer's input h'' closest to h(x0) under which the upper half, with the patched phases,
     # reaches the patched label (an LP: every phase above is fixed)
     upper = ReluNet(rn.Ws[mid:], rn.bs[mid:])
-    h_hi = np.maximum(box.upper[mid - 1][0], 0.0)
-    h_lo = np.zeros_like(h_hi)
+    if mid:
+        h_hi = np.maximum(box.upper[mid - 1][0], 0.0)
+        h_lo, h_norm = np.zeros_like(h_hi), "l1"
+    else:  # the first layer was patched: its input is the input itself
+        h_lo, h_hi, h_norm = lo, hi, norm
     spec = target_spec(label, [new_label], rn.output_size, net.decision, away=away)
     fixed = _fixed_phases(upper, pattern[mid:], acts[mid], h_lo, h_hi)
     if fixed is None:
         return AigentOutcome(None, "the patched phases are out of the input box's reach", patch_l1)
-    h = _solve_input(upper, acts[mid], h_lo, h_hi, spec, "l1", fixed, max(margin, 1e-3), solve, options,
+    h = _solve_input(upper, acts[mid], h_lo, h_hi, spec, h_norm, fixed, max(margin, 1e-3), solve, options,
                      deadline, REGION_TIME)
     if h is None:
         return AigentOutcome(None, "no hidden values of the middle layer reach the patched label", patch_l1)
     # repeat down to the first edge layer: each layer's input reproduces the values above it (equalities where a
     # ReLU is on, "stays off" where it is off)
+    phases: dict[int, np.ndarray] = {k: pattern[k] for k in range(mid, rn.n_hidden)}
+    spec_all = target_spec(label, targets, rn.output_size, net.decision, away=away)
     for layer in range(mid - 1, -1, -1):
+        phases[layer] = h > 0
         one = ReluNet([rn.Ws[layer], np.eye(rn.Ws[layer].shape[0])], [rn.bs[layer], np.zeros(rn.Ws[layer].shape[0])])
         on = h > 0
         if layer == 0:
@@ -115,20 +133,40 @@ def aigent_attack(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.
         else:
             below_hi = np.maximum(box.upper[layer - 1][0], 0.0)
             below_lo, n = np.zeros_like(below_hi), "l1"
-        lb = np.where(on, 0.0, -np.inf)[None]
-        ub = np.where(on, np.inf, 0.0)[None]
-        l0b = box.lower[layer] if layer < len(box.lower) else None
-        phase = LayerBounds([np.maximum(lb, l0b) if l0b is not None else lb],
-                            [np.minimum(ub, box.upper[layer]) if l0b is not None else ub])
-        if np.any(phase.lower[0] > phase.upper[0]):
-            return AigentOutcome(None, f"layer {layer}'s values are out of the input box's reach", patch_l1)
-        eq = equality_spec(np.where(on, h, 0.0), np.nonzero(on)[0])
-        h = _solve_input(one, acts[layer], below_lo, below_hi, eq, n, phase, 0.0, solve, options, deadline,
-                         REGION_TIME if layer else L0_TIME + REGION_TIME)
-        if h is None:
-            return AigentOutcome(None, f"no input of layer {layer} reproduces the values above it", patch_l1)
-    spec_all = target_spec(label, targets, rn.output_size, net.decision, away=away)
+        phase = LayerBounds([np.where(on, np.maximum(box.lower[layer], 0.0), box.lower[layer])],
+                            [np.where(on, box.upper[layer], np.minimum(box.upper[layer], 0.0))])
+        reproduced = None
+        if not np.any(phase.lower[0] > phase.upper[0]):
+            eq = equality_spec(np.where(on, h, 0.0), np.nonzero(on)[0])
+            reproduced = _solve_input(one, acts[layer], below_lo, below_hi, eq, n, phase, 0.0, solve, options,
+                                      deadline, REGION_TIME if layer else L0_TIME + REGION_TIME)
+        if reproduced is None:
+            # the values cannot be reproduced exactly: keep their phases (and the patched ones above), ask only
+            # that the targets are reached, over the whole network from the input
+            x = _solve_input(rn, x0, lo, hi, spec_all, norm, _phase_region(box, phases), margin, solve, options,
+                             deadline, REGION_TIME)
+            if x is None:
+                return AigentOutcome(None, f"no input reproduces layer {layer}'s values or their phases",
+                                     patch_l1)
+            return AigentOutcome(_undo_unneeded(rn, x, x0, spec_all, margin), "phases reproduced", patch_l1)
+        h = reproduced
     return AigentOutcome(_undo_unneeded(rn, h, x0, spec_all, margin), "", patch_l1)
+
+
+def _phase_region(box: LayerBounds, phases: dict[int, np.ndarray]) -> LayerBounds:
+    """The box bounds with the phases of ``phases`` fixed (layers not named keep their ReLU atoms); a phase the
+    box rules out is left to the box (the query is then merely infeasible)."""
+    lowers, uppers = [], []
+    for k, (l, u) in enumerate(zip(box.lower, box.upper)):
+        if k in phases:
+            on = phases[k]
+            l2 = np.where(on, np.maximum(l, 0.0), l)
+            u2 = np.where(on, u, np.minimum(u, 0.0))
+            bad = l2 > u2
+            l, u = np.where(bad, l, l2), np.where(bad, u, u2)
+        lowers.append(l)
+        uppers.append(u)
+    return LayerBounds(lowers, uppers)
 
 
 def _fixed_phases(rn: ReluNet, pattern: list[np.ndarray], h0: np.ndarray, lo: np.ndarray, hi: np.ndarray
