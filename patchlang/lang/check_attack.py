@@ -167,6 +167,6 @@ def metric_assertion(ck: "Checker", st: A.AssertMetric) -> None:
                 + ", ".join(ATTACK_METRICS))
     attacks = {t.name for t in ck.tasks if getattr(t, "kind", "") == "attack"}
     if st.task not in attacks:
-        hint = _close(st.task, attacks)
-        ck.fail("PL347", f"`{st.metric}` needs an attack, and `{st.task}` is not one declared above", st.span,
-                hint or "declare `attack NAME on MODEL { ... }` before the assertion")
+        hint = _close(st.task, attacks) or (("attacks declared above: " + ", ".join(sorted(attacks))) if attacks
+                                            else "declare `attack NAME on MODEL { ... }` before the assertion")
+        ck.fail("PL347", f"`{st.metric}` needs an attack, and `{st.task}` is not one declared above", st.span, hint)
