@@ -213,3 +213,13 @@ def test_digits_example_runs_with_both_methods(examples_copy: Path, capsys) -> N
     saved = np.load(examples_copy / "attack" / "out" / "fewest.npz")
     assert saved["adversarial"].shape == (12, 64)
     assert "input" in out and "proven" in out  # the per-input table
+
+
+def test_plots_draw_the_attack_grid(sum_net: Path) -> None:
+    from patchlang.report.plots import write_plots
+
+    result = _run(sum_net, _spec("l0"))
+    written = write_plots(result, str(sum_net / "plots"))
+    names = [Path(p).name for p in written]
+    assert "adv_adversarial.png" in names and "index.html" in names
+    assert "adv_adversarial.png" in (sum_net / "plots" / "index.html").read_text()

@@ -10,7 +10,7 @@ is solved and says why.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,11 +18,10 @@ from ..errors import Diagnostic
 from . import ast as A
 from .program import ATTACK_METHODS, ATTACK_METRICS, ATTACK_NORMS, AttackTask, BackendChoice
 
-if TYPE_CHECKING:  # the checker passes itself in; importing it at run time would be a cycle
-    from .check import Checker
+Checker = Any  # lang.check.Checker passes itself in (importing it here would make an import cycle)
 
 
-def attack_block(ck: "Checker", st: A.AttackBlock) -> AttackTask | None:
+def attack_block(ck: Checker, st: A.AttackBlock) -> AttackTask | None:
     """The checked task, or None after reporting what is wrong (every item is checked, errors collected)."""
     entry = ck.model_ref(st.model, st.model_span)
     net = entry.net
@@ -71,13 +70,13 @@ def _close(word: str, known: Any) -> str | None:
     return f"did you mean `{close[0]}`?" if close else None
 
 
-def _once(ck: "Checker", seen: dict[str, Any], key: str, span: Any) -> None:
+def _once(ck: Checker, seen: dict[str, Any], key: str, span: Any) -> None:
     if key in seen:
         ck.fail("PL240", f"`{key}` is given twice in this block (first at line {seen[key].line})", span, "keep one")
     seen[key] = span
 
 
-def _item(ck: "Checker", st: A.AttackBlock, net: Any, item: Any, seen: dict[str, Any], got: dict[str, Any]) -> None:
+def _item(ck: Checker, st: A.AttackBlock, net: Any, item: Any, seen: dict[str, Any], got: dict[str, Any]) -> None:
     n_out = net.output_size
     if isinstance(item, A.AttackInputs):
         _once(ck, seen, "inputs", item.span)
@@ -158,7 +157,7 @@ def _item(ck: "Checker", st: A.AttackBlock, net: Any, item: Any, seen: dict[str,
         ck.fail("PL199", f"unsupported attack statement {type(item).__name__}", getattr(item, "span", None))
 
 
-def metric_assertion(ck: "Checker", st: A.AssertMetric) -> None:
+def metric_assertion(ck: Checker, st: A.AssertMetric) -> None:
     """`METRIC(attack) CMP number`: a metric we compute, of an attack declared above."""
     if st.metric not in ATTACK_METRICS:
         hint = _close(st.metric, ATTACK_METRICS)

@@ -196,6 +196,8 @@ def _finish(task: AttackTask, run: Any, result: TaskResult, rows: list[dict[str,
     result.backend = backend
     result.seconds["total"] = seconds
     result.details["inputs"] = rows
+    # original and adversarial inputs (arrays: the plots draw them; the JSON report leaves arrays out)
+    result.details["images"] = np.stack([X.astype(np.float32), adversarial])
     result.details["metrics"] = stats
     result.details["attacked"] = f"{len(attacked)} of {len(rows)} inputs"
     result.details["success"] = (f"{len(ok)}/{len(attacked)} ({100 * stats['success_rate']:.1f}%)"
