@@ -56,8 +56,9 @@ def attack_block(ck: Checker, st: A.AttackBlock) -> AttackTask | None:
         klass, reason = "MILP", (f"exact minimal {minimize} over the whole network"
                                  + (" (one binary per input)" if minimize == "l0" else ""))
     else:
-        klass, reason = "LP+MILP", ("AIGENT: an LP weight patch per edge layer with its signs fixed, then a MILP "
-                                    "for the fewest changed inputs reproducing the first layer's values")
+        klass, reason = "LP+MILP", ("AIGENT: a weight patch of the middle layer (the patch pipeline), LPs that "
+                                    "reproduce the hidden values it produces layer by layer, then the fewest "
+                                    "changed inputs (an LP, then a short MILP)")
     margin = got.get("margin", 1e-4)
     return AttackTask(st.name, entry, got["points"], got["target"][0], got["target"][1], (lo, hi), minimize, method,
                       st.span, bound_linf=linf, bounds={k: v for k, v in got["bounds"].items() if k != "linf"},
