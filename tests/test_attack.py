@@ -223,3 +223,14 @@ def test_plots_draw_the_attack_grid(sum_net: Path) -> None:
     names = [Path(p).name for p in written]
     assert "adv_adversarial.png" in names and "index.html" in names
     assert "adv_adversarial.png" in (sum_net / "plots" / "index.html").read_text()
+
+
+def test_plan_and_export_speak_about_attacks(sum_net: Path, capsys) -> None:
+    from patchlang.cli import main
+
+    (sum_net / "a.patch").write_text(_spec("l0"))
+    assert main(["plan", str(sum_net / "a.patch")]) == 0
+    assert "attack adv" in capsys.readouterr().out
+    assert main(["export", str(sum_net / "a.patch"), "--task", "adv", "--format", "lp", "-o",
+                 str(sum_net / "q.lp")]) == 2
+    assert "is an attack" in capsys.readouterr().err
