@@ -73,6 +73,14 @@ PL_RULES = {
     'PL268': ('a property domain with lo > hi, bounds of different lengths, non-finite bounds, a second domain, '
               'or an input region wholly outside it'),
     'PL275': 'unknown falsifier in falsify with, or an unknown or negative falsifier option',
+    'PL340': 'unknown attack method (exact, patch, auto)',
+    'PL341': 'an attack without inputs',
+    'PL342': 'an attack target label out of range, or away from label on a one-output model',
+    'PL343': 'an attack whose search box is unbounded (give domain [lo, hi] and/or bound linf <= r)',
+    'PL344': 'an attack domain with lo > hi, non-finite bounds or the wrong number of bounds',
+    'PL345': 'an attack that minimizes more than one norm',
+    'PL346': 'an attack using a backend that cannot solve its MILP',
+    'PL347': 'an unknown metric assertion, or a metric of something that is not an attack',
 }
 
 
