@@ -74,7 +74,7 @@ class TaskResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.status in (PATCHED, HOLDS, REPAIRED)
+        return self.status in (PATCHED, HOLDS, REPAIRED, ATTACKED)
 
     @property
     def failed(self) -> bool:
