@@ -93,6 +93,10 @@ def run_task(task, options: RunOptions) -> TaskResult:
         from .tasks.repair import run_repair
 
         return run_repair(task, options)
+    if getattr(task, "kind", "") == "attack":
+        from .tasks.attack import run_attack
+
+        return run_attack(task, options)
     raise TypeError(task)
 
 

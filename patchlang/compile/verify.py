@@ -192,12 +192,15 @@ class RegionEncoding:
 
 
 def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, conj_open: np.ndarray | None,
-                        bounds: LayerBounds | None = None, tol: float = DEFAULT_TOL, name: str = "verify"
-                        ) -> RegionEncoding:
+                        bounds: LayerBounds | None = None, tol: float = DEFAULT_TOL, name: str = "verify",
+                        extend: Callable[[QueryBuilder, np.ndarray], None] | None = None) -> RegionEncoding:
     """"Some input in ``[lo, hi]`` has outputs in the (``tol``-enlarged) unsafe region" as a Query.
 
     ``bounds`` are sound pre-activation bounds for this box (computed when absent); ReLUs they fix cost nothing,
     the others become ``relu`` atoms.  ``conj_open`` selects the conjunctions still to refute (default all).
+    ``extend(builder, input_vars)`` adds rows, variables and an objective over the inputs before the Query is
+    frozen (the attack's norm of the input change: :mod:`patchlang.compile.attack`); a negative ``tol`` asks for
+    outputs that far *inside* the unsafe region.
     """
     lo = np.asarray(lo, float).reshape(-1)
     hi = np.asarray(hi, float).reshape(-1)
@@ -268,6 +271,8 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
         if mats:
             qb.add_disjunction(sp.vstack(mats).tocsr(), np.full(sum(m.shape[0] for m in mats), -np.inf),
                                np.concatenate(his), np.concatenate(alts), label="unsafe region", group="property")
+    if extend is not None:
+        extend(qb, x)
     return RegionEncoding(qb.build(), x, y, n_unstable)
 
 

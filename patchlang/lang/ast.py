@@ -354,6 +354,37 @@ class ExpertOption(Node):
     name: str  # failing | passing | oracle | combine | filter | classes
     value: Any  # PointsExpr (failing, passing, filter), str (oracle), tuple[str, ...] (combine), tuple[int, ...]
 
+# ---------------------------------------------------------------------------- adversarial inputs
+
+
+@dataclass(frozen=True)
+class AttackInputs(Node):
+    points: PointsExpr
+
+
+@dataclass(frozen=True)
+class AttackTarget(Node):
+    """`target away from label | to N | to one of {...}`."""
+
+    kind: str  # away | to | one_of
+    labels: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttackMethod(Node):
+    method: str  # as written; check accepts patch | exact | auto
+
+
+@dataclass(frozen=True)
+class AttackBlock(Node):
+    """`attack NAME on MODEL { ... }`: items are AttackInputs/AttackTarget/AttackMethod/InputDomain/Minimize/
+    Bound/Margin/Save/Using/Limit/Tag nodes."""
+
+    name: str
+    model: str
+    items: tuple[Any, ...]
+    model_span: Span
+
 
 # ---------------------------------------------------------------------------- assertions
 
@@ -380,8 +411,18 @@ class AssertAccuracy(Node):
     value: float
 
 
+@dataclass(frozen=True)
+class AssertMetric(Node):
+    """`METRIC(attack) CMP number`, e.g. ``success_rate(adv) >= 0.8`` (the metric names: tasks.attack_metrics)."""
+
+    metric: str
+    task: str
+    op: str
+    value: float
+
+
 Statement = Union[ModelDecl, PointsDecl, PatchBlock, PropertyBlock, PropertyVnnlib, Verify, RepairBlock,
-                  FinetuneBlock, ExpertsBlock, AssertExists, AssertDistance, AssertAccuracy]
+                  FinetuneBlock, ExpertsBlock, AssertExists, AssertDistance, AssertAccuracy, AttackBlock, AssertMetric]
 
 
 @dataclass(frozen=True)

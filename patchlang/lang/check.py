@@ -232,6 +232,19 @@ class Checker(ExpertsChecker):
             self.tasks.append(self.experts_block(st))
         elif isinstance(st, (A.AssertExists, A.AssertDistance, A.AssertAccuracy)):
             self.assertion(st)
+        elif isinstance(st, A.AttackBlock):
+            from .check_attack import attack_block
+
+            if self.declare(st.name, "attack", st.span):
+                task = attack_block(self, st)
+                if task is not None:
+                    self.tasks.append(task)
+        elif isinstance(st, A.AssertMetric):
+            from .check_attack import metric_assertion
+
+            metric_assertion(self, st)
+            text = self.spec.source.splitlines()[st.span.line - 1].strip() if st.span.line else "assert"
+            self.assertions.append(Assertion(st, None, text, st.span))
         else:  # pragma: no cover - the parser produces nothing else
             self.fail("PL199", f"unsupported statement {type(st).__name__}", getattr(st, "span", None))
 

@@ -44,9 +44,9 @@ from .parser import grammar_path, parse_text
 
 WIDTH = 100
 INDENT = "    "
-BLOCKS = ("patch_block", "property_block", "repair_block", "finetune_block", "experts_block")
+BLOCKS = ("patch_block", "property_block", "repair_block", "finetune_block", "experts_block", "attack_block")
 _CALLS = {"cond_correct", "cond_misclassified", "assert_exists", "assert_not_exists", "assert_distance",
-          "assert_accuracy"}
+          "assert_accuracy", "assert_metric"}
 _BREAK_WORDS = {"and", "or"}
 _BREAK_CTX = {"output_cnf", "output_clause", "where_clause"}
 

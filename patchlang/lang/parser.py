@@ -514,6 +514,26 @@ class _ToAst(Transformer):
     def ex_classes(self, meta, ch):
         return A.ExpertOption(self._span(meta), "classes", tuple(ch[0]))
 
+    # ------------------------------------------------------------------ adversarial inputs
+    def attack_inputs(self, meta, ch):
+        return A.AttackInputs(self._span(meta), ch[0])
+
+    def target_away(self, meta, ch):
+        return A.AttackTarget(self._span(meta), "away")
+
+    def target_to(self, meta, ch):
+        return A.AttackTarget(self._span(meta), "to", (ch[0],))
+
+    def target_one_of(self, meta, ch):
+        return A.AttackTarget(self._span(meta), "one_of", tuple(ch[0]))
+
+    def attack_method(self, meta, ch):
+        return A.AttackMethod(self._span(meta), str(ch[0]))
+
+    def attack_block(self, meta, ch):
+        name, model = str(ch[0]), ch[1]
+        return A.AttackBlock(self._span(meta), name, str(model), tuple(ch[2:]), self._tok_span(model))
+
     # ------------------------------------------------------------------ assertions
     def assert_stmt(self, meta, ch):
         return ch[0]
@@ -529,6 +549,9 @@ class _ToAst(Transformer):
 
     def assert_accuracy(self, meta, ch):
         return A.AssertAccuracy(self._span(meta), str(ch[0]), ch[1], str(ch[2]), ch[3])
+
+    def assert_metric(self, meta, ch):
+        return A.AssertMetric(self._span(meta), str(ch[0]), str(ch[1]), str(ch[2]), ch[3])
 
 
 def _flatten_items(items: list) -> tuple:

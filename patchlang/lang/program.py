@@ -195,6 +195,34 @@ class ExpertsTask:
     method: str = "experts"
     patterns: dict[int, Any] = field(default_factory=dict)  # class -> Pattern (oracle patterns)
 
+ATTACK_METHODS = ("auto", "exact", "patch")
+ATTACK_NORMS = ("l0", "l1", "linf")
+
+
+@dataclass
+class AttackTask:
+    """`attack NAME on MODEL { ... }` (run by :mod:`patchlang.tasks.attack`): per input, a small change inside
+    ``[lo, hi]`` (the domain cut by ``bound linf``) after which the decision is one of the target labels."""
+
+    name: str
+    model: ModelEntry
+    points: PointSet
+    target: str  # away | to | one_of
+    target_labels: tuple[int, ...]
+    domain: tuple[np.ndarray, np.ndarray]  # flat (n_in,) each; every adversarial input lies in it
+    minimize: str  # l0 | l1 | linf
+    method: str  # auto | exact | patch
+    span: Span
+    bound_linf: float | None = None
+    bounds: dict[str, float] = field(default_factory=dict)  # `bound l0|l1 <= c`: no attack larger than this
+    margin: float = 1e-4  # the new label must beat the original one by this much (output units)
+    save: str | None = None
+    backend: BackendChoice = field(default_factory=lambda: BackendChoice("auto"))
+    limits: dict[str, float] = field(default_factory=dict)  # time (s per input)
+    kind: str = "attack"
+    problem_class: str = "MILP"
+    class_reason: str = ""
+
 
 @dataclass
 class Assertion:
@@ -221,3 +249,18 @@ class Program:
             if t.name == name:
                 return t
         raise KeyError(name)
+
+
+# `assert METRIC(attack) CMP number`: the metrics an attack task reports (tasks.attack_metrics computes them)
+ATTACK_METRICS = {
+    "success_rate": "share of the inputs with a confirmed adversarial input (0..1)",
+    "proven_rate": "share of the inputs whose minimal change is proven (exact method)",
+    "median_l0": "median number of changed inputs (pixels) over the successes",
+    "mean_l0": "mean number of changed inputs over the successes",
+    "median_l0_percent": "median share of changed inputs, in percent",
+    "median_l1": "median L1 size of the change over the successes",
+    "median_l2": "median L2 size of the change over the successes",
+    "median_linf": "median L-infinity size of the change over the successes",
+    "median_seconds": "median time per input",
+    "evenness": "Pielou evenness of the new labels (1: spread evenly over the labels, 0: all the same)",
+}

@@ -12,7 +12,7 @@ def task_tags(program: Program) -> dict[str, tuple[str, ...]]:
     """Each task's tags, in source order (tags are syntax only: read from the AST, matched by the task's span)."""
     by_span: dict[tuple[int, int], tuple[str, ...]] = {}
     for st in parse_text(program.source, program.path).statements:
-        if isinstance(st, (A.PatchBlock, A.RepairBlock, A.FinetuneBlock, A.ExpertsBlock)):
+        if isinstance(st, (A.PatchBlock, A.RepairBlock, A.FinetuneBlock, A.ExpertsBlock, A.AttackBlock)):
             tags = tuple(t for item in st.items if isinstance(item, A.Tag) for t in item.tags)
         elif isinstance(st, A.Verify):
             tags = st.tags

@@ -54,8 +54,15 @@ def write_plots(result: RunResult, out_dir: str) -> list[str]:
     Returns the written paths: the pictures in task order, then parameter order; ``index.html`` last.
     """
     written: list[str] = []
-    pictures: dict[int, list[tuple[str, str, str]]] = {}  # task index -> (param, heatmap name, hist name)
+    pictures: dict[int, list[tuple[str, str, str | None]]] = {}  # task index -> (param, picture, hist or None)
     for i, task in enumerate(result.tasks):
+        if task.kind == "attack":
+            grid = _attack_grid(task, out_dir)
+            if grid is not None:
+                written.append(grid)
+                pictures.setdefault(i, []).append(("original, adversarial, difference",
+                                                   os.path.basename(grid), None))
+            continue
         if task.kind not in ("patch", "repair") or not task.succeeded or not task.deltas:
             continue
         for param, delta in task.deltas:
@@ -71,6 +78,21 @@ def write_plots(result: RunResult, out_dir: str) -> list[str]:
     index = os.path.join(out_dir, INDEX)
     write_output(index, index_html(result, pictures).encode("utf-8"), "the plots' index.html")
     return written + [index]
+
+
+def _attack_grid(task: TaskResult, out_dir: str) -> str | None:
+    """The attack's picture grid (:mod:`.attack_plots`), or None when there is nothing to draw."""
+    from .attack_plots import attack_figure, grid_name
+
+    images = task.details.get("images")
+    if images is None:
+        return None
+    fig = attack_figure(task.name, task.details.get("inputs", []), images[0], images[1])
+    if fig is None:
+        return None
+    path = os.path.join(out_dir, grid_name(task.name))
+    _save(fig, path)
+    return path
 
 
 def _norms_text(delta: np.ndarray) -> str:
@@ -224,7 +246,7 @@ def _task_row(task: TaskResult) -> str:
     return f'<tr class="{cls}">' + "".join(out) + "</tr>"
 
 
-def index_html(result: RunResult, pictures: dict[int, list[tuple[str, str, str]]]) -> str:
+def index_html(result: RunResult, pictures: dict[int, list[tuple[str, str, str | None]]]) -> str:
     """A self-contained page: the run's verdict, a table of the tasks' figures, the assertions, every picture.
     Every string that comes from the spec or the file system is escaped."""
     verdict = {0: "all holds", 1: "a check failed", 3: "inconclusive"}.get(result.exit_code, "error")
@@ -262,6 +284,8 @@ def index_html(result: RunResult, pictures: dict[int, list[tuple[str, str, str]]
         for param, heat, hist in entries:
             parts.append(f"<h4>{_e(param)}</h4>")
             for name, what in ((heat, "heatmap"), (hist, "histogram")):
+                if name is None:
+                    continue
                 parts.append(f'<p><img src="{html.escape(quote(name), quote=True)}" '
                              f'alt="{_e(f"{task.name}: {param} {what}")}"></p>')
     parts.append("</body></html>")

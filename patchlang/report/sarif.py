@@ -87,6 +87,14 @@ PL_RULES = {
     'PL327': 'edit top ... for POINTS inside an experts block',
     'PL328': 'warning: a class gets no expert',
     'PL329': 'an experts block on a model that cannot be combined into one file (opaque prefix, argmin)',
+    'PL340': 'unknown attack method (exact, patch, auto)',
+    'PL341': 'an attack without inputs',
+    'PL342': 'an attack target label out of range, or away from label on a one-output model',
+    'PL343': 'an attack whose search box is unbounded (give domain [lo, hi] and/or bound linf <= r)',
+    'PL344': 'an attack domain with lo > hi, non-finite bounds or the wrong number of bounds',
+    'PL345': 'an attack that minimizes more than one norm',
+    'PL346': 'an attack using a backend that cannot solve its MILP',
+    'PL347': 'an unknown metric assertion, or a metric of something that is not an attack',
 }
 WARNING_CODES = ("PL250", "PL328", "PL380")
 

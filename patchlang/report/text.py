@@ -10,7 +10,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ..tasks.results import (HOLDS, INCONCLUSIVE, NO_PATCH, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, UNSOUND,
+from ..tasks.results import (ATTACKED, HOLDS, INCONCLUSIVE, NO_PATCH, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, UNSOUND,
                              VIOLATED, RunResult, TaskResult)
 from ..tasks.step_text import plain_note
 
@@ -90,6 +90,10 @@ def headline(r: TaskResult) -> str:
         return f"{name}: violated, a counterexample was found and confirmed"
     if r.status == NOT_REPAIRED:
         return f"{name}: not repaired"
+    if r.kind == "attack" and r.status == ATTACKED:
+        m = r.details.get("metrics", {})
+        return (f"{name}: attacked {m.get('attacked', 0)} input(s), adversarial inputs found and confirmed for "
+                f"{m.get('successes', 0)}")
     if r.status in (INCONCLUSIVE, UNKNOWN):
         return f"{name}: {r.status}: not decided" + (" (time limit)" if "time limit" in r.message else "")
     return f"{name}: {r.status}"
@@ -174,6 +178,37 @@ def checks_table(r: TaskResult, verbose: bool = False) -> Table | None:
     return t
 
 
+ATTACK_ROWS = 20  # per-input rows of an attack shown without --verbose (all are in --json and the saved file)
+
+
+def attack_table(r: TaskResult, verbose: bool = False) -> Table | None:
+    """An attack's per-input results: label, new label, changed inputs and sizes, proven or not, time."""
+    rows = r.details.get("inputs") if r.kind == "attack" else None
+    if not rows:
+        return None
+    t = Table(show_edge=False, pad_edge=False, box=None)
+    for col in ("input", "label", "new", "result", "method", "l0", "l2", "linf", "minimal", "time"):
+        t.add_column(col, justify="left" if col in ("input", "result", "method") else "right")
+    shown = rows if verbose else rows[:ATTACK_ROWS]
+    for row in shown:
+        found = row["status"] == "found"
+        lower = row.get("lower_bound")
+        if row["proven_min"]:
+            minimal = "proven" if found else "-"
+        elif lower is not None and found:
+            minimal = f">= {lower:g}"
+        else:
+            minimal = ""
+        t.add_row(str(row["index"]), str(row["label"]), "" if row["new_label"] is None else str(row["new_label"]),
+                  row["status"] + (f" ({row['note']})" if row.get("note") and not found else ""), row["method"],
+                  "" if row["l0"] is None else str(row["l0"]), "" if row["l2"] is None else _fmt(row["l2"], 3),
+                  "" if row["linf"] is None else _fmt(row["linf"], 3), minimal, f"{row['seconds']:.2f}s")
+    if len(rows) > len(shown):
+        t.add_row(f"... {len(rows) - len(shown)} more", "", "", "(--verbose, --json or the saved file)", "", "",
+                  "", "", "", "")
+    return t
+
+
 def verdict_text(result: RunResult) -> str:
     """The verdict line's words: never "all good" for a patch that is not proven minimal."""
     code = result.exit_code
@@ -201,6 +236,9 @@ def print_report(result: RunResult, console: Console | None = None, verbose: boo
         for line in task_lines(r, verbose):
             console.print(line, highlight=False, markup=False)
         table = checks_table(r, verbose)
+        if table is not None:
+            console.print(table)
+        table = attack_table(r, verbose)
         if table is not None:
             console.print(table)
     if result.assertions:

@@ -43,4 +43,12 @@ def evaluate(program: Program, a: Assertion, results: dict[str, TaskResult]) -> 
             net = r.patched
         acc = float(np.mean(net.labels(a.points.x) == a.points.y)) if len(a.points) else float("nan")
         return AssertionResult(a.text, a.span.line, bool(_OPS[node.op](acc, node.value)), acc)
+    if isinstance(node, A.AssertMetric):
+        r = results.get(node.task)
+        metrics = (r.details.get("metrics") or {}) if r is not None else {}
+        value = metrics.get(node.metric)
+        if value is None:
+            return AssertionResult(a.text, a.span.line, None if r is None or r.inconclusive else False,
+                                   message=f"no {node.metric} to compare (no successful attack)")
+        return AssertionResult(a.text, a.span.line, bool(_OPS[node.op](float(value), node.value)), float(value))
     raise TypeError(node)

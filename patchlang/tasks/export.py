@@ -65,6 +65,9 @@ def export_task(spec_path: str, task_name: str, fmt: str, output: str) -> None:
     if isinstance(task, FinetuneTask):
         raise PatchlangError(f"`{task_name}` is a repair by fine-tuning: it trains, it has no single query",
                              help="export its property through a `verify` task with --format vnnlib")
+    if getattr(task, "kind", "") == "attack":
+        raise PatchlangError(f"`{task_name}` is an attack: it builds its queries per input while it runs (bounds "
+                             "and budgets depend on each input)", help="export a `patch` or `verify` task")
     patch = task.patch if isinstance(task, RepairTask) else task
     q = task_query(patch)
     header = [f"patchlang export of task `{task_name}` ({patch.kind}) from {spec_path}",

@@ -52,6 +52,8 @@ def plan_program(program, backend: str | None = None, only: list[str] | None = N
                       ["  " + s for s in p.steps]
         elif isinstance(task, ExpertsTask):
             p = _experts_plan(task, backend)
+        elif getattr(task, "kind", "") == "attack":
+            p = _attack_plan(task, backend or task.backend.name)
         else:
             p = _verify_plan(task, backend or task.backend.name)
         if cache_state is not None:
@@ -136,6 +138,26 @@ def _no_budget(options):
     from ..plan.budget import Budget
 
     return Budget.of(options)
+
+
+def _attack_plan(task, backend_name: str) -> TaskPlan:
+    """What an attack does per input (see :mod:`patchlang.tasks.attack`): no query is built before it runs."""
+    from ..compile.bounds import relu_network
+
+    rn = relu_network(task.model.net)
+    size = {"inputs": rn.input_size, "relus": int(sum(W.shape[0] for W in rn.Ws[:-1])), "points": len(task.points)}
+    if task.method == "patch":
+        steps = ["patch: the middle layer's weights (the patch pipeline), per input",
+                 "reproduce: LPs for the hidden values, layer by layer down to the input",
+                 "input: the fewest changed inputs (an LP, then a short MILP)"]
+    else:
+        steps = ["fast attack: greedy changed inputs (an upper bound)",
+                 ("bound: CROWN over 'at most k inputs change', k = 1, 2, ... (one input: an exact line walk)"
+                  if task.minimize == "l0" else "bound: CROWN over each input's box, per target"),
+                 f"decide: one MILP per target the bounds leave open ({backend_name})"]
+    return TaskPlan(task.name, task.kind, task.span.line, task.problem_class, task.class_reason,
+                    "highs" if backend_name in ("auto", "milp") else backend_name, size, False,
+                    steps + ["check: each adversarial input in float64 and by onnxruntime"])
 
 
 def _verify_plan(task: VerifyTask, backend_name: str) -> TaskPlan:

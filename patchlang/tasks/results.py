@@ -20,6 +20,7 @@ VIOLATED = "violated"
 UNKNOWN = "unknown"
 REPAIRED = "repaired"
 NOT_REPAIRED = "not repaired"
+ATTACKED = "attacked"  # an attack task ran to its end: per-input results and metrics; its assertions judge them
 
 
 @dataclass
@@ -91,7 +92,7 @@ class TaskResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.status in (PATCHED, HOLDS, REPAIRED)
+        return self.status in (PATCHED, HOLDS, REPAIRED, ATTACKED)
 
     @property
     def failed(self) -> bool:
