@@ -294,3 +294,13 @@ def test_bulk_sign_rows_match_the_general_encoding(monkeypatch: pytest.MonkeyPat
     assert fast.status == slow.status == "patched"
     assert fast.objective == pytest.approx(slow.objective, rel=1e-6, abs=1e-9)
     assert fast.query_size["rows"] == slow.query_size["rows"]
+
+
+def test_patterns_without_scikit_learn_are_a_spec_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn.tree", None)  # import fails as if scikit-learn were missing
+    with pytest.raises(SpecError) as info:
+        _program("repair net by experts {\n failing wrong\n passing right\n"
+                 " edit top 5% suspicious weights of layer 0\n}\n")
+    assert "PL330" in [d.code for d in info.value.diagnostics]

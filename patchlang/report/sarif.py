@@ -83,6 +83,7 @@ PL_RULES = {
     'PL327': 'edit top ... for POINTS inside an experts block',
     'PL328': 'warning: a class gets no expert',
     'PL329': 'an experts block on a model that cannot be combined into one file (opaque prefix, argmin)',
+    'PL330': 'activation patterns without scikit-learn installed',
 }
 
 
