@@ -77,7 +77,8 @@ def run_experts(task: ExpertsTask, run: RunOptions) -> TaskResult:
         seconds = time.perf_counter() - t0
         rows.append({"class": e.label, "status": r.status, "failing": e.n_failing, "seconds": round(seconds, 4),
                      "linf": r.distances.get("linf"), "l1": r.distances.get("l1"), "edited": int(sum(
-                         np.count_nonzero(s.mask) for s in e.patch.edits)), "message": r.message})
+                         np.count_nonzero(s.mask) for s in e.patch.edits)), "message": r.message,
+                     "minimal": r.status == PATCHED and not any(n.startswith("not proven minimal") for n in r.notes)})
         if r.status == PATCHED and r.patched is not None:
             heads[e.label] = r.patched
         elif r.status == UNSOUND:
