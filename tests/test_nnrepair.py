@@ -217,6 +217,11 @@ def test_example_runs_end_to_end(tmp_path: Path) -> None:
     combos = last.details["combinations"]
     assert {(c["combination"], c["f1_filter"]) for c in combos} == {(r, f) for r in RULES for f in (False, True)}
     assert all(c["agree"] == c["checked"] for c in combos)
+    from patchlang.report.text import task_lines
+
+    lines = task_lines(last)
+    assert lines[0] == "last: patched: 10 of 10 class expert(s); each a proven minimal change for its class"
+    assert sum(line.startswith("combined  ") for line in lines) == 8
     merged = next(c for c in combos if c["combination"] == "merged" and not c["f1_filter"])
     assert merged["failing_accuracy"] > 0.2 and merged["overhead"] < 2.0
     written = sorted(p.name for p in (tmp_path / "nnrepair" / "out").iterdir())
