@@ -146,7 +146,8 @@ def _one_combination(task: ExpertsTask, net: Network, heads: dict[int, Network],
     ties = near_ties(y64) & ~same  # float32 rounding may flip a decision float64 makes by less than TIE
     agree = int(np.count_nonzero(same | ties))
     row = {"combination": rule, "f1_filter": filtered, "experts": len(labels), "checked": len(check_x),
-           "agree": agree, "near_ties": int(np.count_nonzero(ties)), "max_abs_diff": float(np.max(np.abs(y64 - y32))) if len(check_x) else 0.0,
+           "agree": agree, "near_ties": int(np.count_nonzero(ties)),
+           "max_abs_diff": float(np.max(np.abs(y64 - y32))) if len(check_x) else 0.0,
            "failing_accuracy": float(np.mean(decide(combine64(net, chosen, rule, x_fail)) == y_fail))
            if len(x_fail) else None,
            "passing_accuracy": float(np.mean(decide(combine64(net, chosen, rule, x_pass)) == y_pass))
