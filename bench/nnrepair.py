@@ -124,7 +124,8 @@ def run_case(scenario: str, layer: str, n: int, show: bool, minimize: str = "lin
                 continue
             rows.append({"scenario": scenario, "layer": layer, "combination": c["combination"],
                          "f1_filter": c["f1_filter"], "experts": c["experts"],
-                         "target_before": round(before_t, 2), "target_after": round(accuracy(c["file"], xt_target, yt), 2),
+                         "target_before": round(before_t, 2),
+                         "target_after": round(accuracy(c["file"], xt_target, yt), 2),
                          "clean_before": round(before_c, 2), "clean_after": round(accuracy(c["file"], xt_clean, yt), 2),
                          "seconds_per_expert": round(float(np.mean(per_expert)) if per_expert else 0.0, 3),
                          "per_class": n, "passing_per_class": n if n_pass is None else n_pass,
@@ -181,7 +182,8 @@ def main() -> None:
     for scenario, layer, n, n_pass in plan:
         got = run_case(scenario, layer, n, args.show, args.minimize, n_pass)
         for row in got:
-            print(f"{scenario:<11} {layer:<6} N={n:<3} P={row['passing_per_class']:<4} {row['combination']:<10} f1={str(row['f1_filter']):<5} "
+            print(f"{scenario:<11} {layer:<6} N={n:<3} P={row['passing_per_class']:<4} {row['combination']:<10} "
+                  f"f1={str(row['f1_filter']):<5} "
                   f"experts {row['experts']:>2}  target {row['target_before']:6.2f} -> {row['target_after']:6.2f}  "
                   f"clean {row['clean_before']:6.2f} -> {row['clean_after']:6.2f}  "
                   f"{row['seconds_per_expert']:.3f} s/expert (max {row['max_expert_seconds']:.3f})  "

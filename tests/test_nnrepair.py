@@ -217,6 +217,11 @@ def test_example_runs_end_to_end(tmp_path: Path) -> None:
     combos = last.details["combinations"]
     assert {(c["combination"], c["f1_filter"]) for c in combos} == {(r, f) for r in RULES for f in (False, True)}
     assert all(c["agree"] == c["checked"] for c in combos)
+    from patchlang.report.text import task_lines
+
+    lines = task_lines(last)
+    assert lines[0] == "last: patched: 10 of 10 class expert(s); each a proven minimal change for its class"
+    assert sum(line.startswith("combined  ") for line in lines) == 8
     merged = next(c for c in combos if c["combination"] == "merged" and not c["f1_filter"])
     assert merged["failing_accuracy"] > 0.2 and merged["overhead"] < 2.0
     written = sorted(p.name for p in (tmp_path / "nnrepair" / "out").iterdir())
@@ -294,3 +299,13 @@ def test_bulk_sign_rows_match_the_general_encoding(monkeypatch: pytest.MonkeyPat
     assert fast.status == slow.status == "patched"
     assert fast.objective == pytest.approx(slow.objective, rel=1e-6, abs=1e-9)
     assert fast.query_size["rows"] == slow.query_size["rows"]
+
+
+def test_patterns_without_scikit_learn_are_a_spec_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn.tree", None)  # import fails as if scikit-learn were missing
+    with pytest.raises(SpecError) as info:
+        _program("repair net by experts {\n failing wrong\n passing right\n"
+                 " edit top 5% suspicious weights of layer 0\n}\n")
+    assert "PL330" in [d.code for d in info.value.diagnostics]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Diagnostic
+from ..errors import Diagnostic, PatchlangError
 from ..inputs import points as P
 from ..model.edits import EditSpec, NormSpec
 from ..model.ir import Network
@@ -83,6 +83,8 @@ class ExpertsChecker:
         except LocalizationError as exc:
             self.fail("PL320", f"fault localization: {exc}", item.span,
                       "check the failing inputs (misclassified, labelled) and the layer")
+        except PatchlangError as exc:  # scikit-learn missing for an inner layer's patterns
+            self.fail("PL330", exc.message, item.span, exc.help)
         layer = net.affine(k)
         self.refuse_shared(net, layer, "weights", item.span)
         return EditSpec(k, "weights", loc.mask, item.span, f"{layer.name}.weight"), loc
@@ -166,7 +168,9 @@ class ExpertsChecker:
                       "check `failing` (inputs the model gets wrong) and `classes`")
         save = self.experts_saves(name, saves, combos, f1_points is not None)
         pass_y = passing.y if passing.y is not None else (net.labels(passing.x) if len(passing) else None)
-        patterns = mine_patterns(net, layer, passing.x, pass_y) if oracle == "patterns" and len(passing) else {}
+        patterns = {}
+        if oracle == "patterns" and len(passing):
+            patterns = self.patterns_of(net, layer, passing.x, pass_y, st)
         experts = []
         for c in classes:
             e = self.guarded(lambda c=c: self.expert(name, entry, b, int(c), failing, passing, oracle, layer,
@@ -183,6 +187,13 @@ class ExpertsChecker:
                   + f"; combined ({', '.join(combos)})")
         return ExpertsTask(name, entry, st.span, experts, failing, passing, combos, oracle, layer, f1_points, save,
                            cls, reason, patterns=patterns)
+
+    def patterns_of(self, net: Network, layer: int, x: np.ndarray, y: np.ndarray, st: A.ExpertsBlock) -> dict:
+        """Each class's activation pattern at ``layer`` (PL330 when scikit-learn is missing)."""
+        try:
+            return mine_patterns(net, layer, x, y)
+        except PatchlangError as exc:
+            self.fail("PL330", exc.message, st.span, exc.help)
 
     def experts_layer(self, net: Network, b: Any, st: A.ExpertsBlock) -> int:
         """The one affine layer every `edit` of the block names."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ModelError
 from .ir import Network
 
 MAX_LEAVES_PER_CLASS = 4  # a small tree: short patterns with high support (a deep one overfits single inputs)
@@ -51,7 +52,11 @@ def pre_activations(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
 
 def mine_patterns(net: Network, layer: int, x: np.ndarray, y: np.ndarray) -> dict[int, Pattern]:
     """The best pattern of every class among the inputs ``x`` the network classifies correctly (labels ``y``)."""
-    from sklearn.tree import DecisionTreeClassifier
+    try:
+        from sklearn.tree import DecisionTreeClassifier
+    except ImportError:
+        raise ModelError("mining activation patterns needs scikit-learn, which is not installed",
+                         help="pip install 'patchlang[examples]' (or scikit-learn)") from None
 
     y = np.asarray(y).astype(int)
     correct = net.labels(x) == y

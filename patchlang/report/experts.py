@@ -38,3 +38,17 @@ def experts_lines(r: Any) -> list[str]:
         out.append(f"combined  {c['combination']}{' (F1 filter)' if c['f1_filter'] else ''}: {c['experts']} "
                    f"expert(s); {acc}{over}; onnxruntime agrees on {c['agree']}/{c['checked']}")
     return out
+
+
+def experts_headline(r: Any) -> str | None:
+    """The first line of an experts task's report (None for other tasks): how many classes got an expert, and
+    whether each is a proven minimal change for its class."""
+    rows = r.details.get("experts")
+    if rows is None:
+        return None
+    found = [e for e in rows if e["status"] == "patched"]
+    if not found:
+        return f"{r.name}: {r.status}: no class got an expert"
+    minimal = "each a proven minimal change for its class" if all(e.get("minimal") for e in found) else \
+        "not every expert proven minimal"
+    return f"{r.name}: {r.status}: {len(found)} of {len(rows)} class expert(s); {minimal}"

@@ -87,6 +87,7 @@ PL_RULES = {
     'PL327': 'edit top ... for POINTS inside an experts block',
     'PL328': 'warning: a class gets no expert',
     'PL329': 'an experts block on a model that cannot be combined into one file (opaque prefix, argmin)',
+    'PL330': 'activation patterns without scikit-learn installed',
     'PL340': 'unknown attack method (exact, patch, auto)',
     'PL341': 'an attack without inputs',
     'PL342': 'an attack target label out of range, or away from label on a one-output model',

@@ -21,7 +21,7 @@ _NORM_NAME = {"linf": "L∞", "l1": "L1", "l0": "L0"}
 # details that only say how the search went: shown with --verbose
 _INTERNAL_DETAILS = {"cases", "evaluations", "sub-boxes", "queries", "output32"}
 _DETAIL_NAME = {"output64": "output"}
-from .experts import experts_lines
+from .experts import experts_headline, experts_lines
 
 
 def _fmt(v: float | None, digits: int = 6) -> str:
@@ -68,6 +68,9 @@ def _goal_counts(r: TaskResult) -> str:
 def headline(r: TaskResult) -> str:
     """The task's first line: what was asked, what was found, proven or not."""
     name = r.name
+    experts = experts_headline(r)
+    if experts is not None:
+        return experts
     if r.status in (PATCHED, REPAIRED):
         gap = unproven_gap(r)
         proof = f"not proven minimal ({gap})" if gap else "proven minimal"

@@ -77,7 +77,8 @@ def run_experts(task: ExpertsTask, run: RunOptions) -> TaskResult:
         seconds = time.perf_counter() - t0
         rows.append({"class": e.label, "status": r.status, "failing": e.n_failing, "seconds": round(seconds, 4),
                      "linf": r.distances.get("linf"), "l1": r.distances.get("l1"), "edited": int(sum(
-                         np.count_nonzero(s.mask) for s in e.patch.edits)), "message": r.message})
+                         np.count_nonzero(s.mask) for s in e.patch.edits)), "message": r.message,
+                     "minimal": r.status == PATCHED and not any(n.startswith("not proven minimal") for n in r.notes)})
         if r.status == PATCHED and r.patched is not None:
             heads[e.label] = r.patched
         elif r.status == UNSOUND:
@@ -145,7 +146,8 @@ def _one_combination(task: ExpertsTask, net: Network, heads: dict[int, Network],
     ties = near_ties(y64) & ~same  # float32 rounding may flip a decision float64 makes by less than TIE
     agree = int(np.count_nonzero(same | ties))
     row = {"combination": rule, "f1_filter": filtered, "experts": len(labels), "checked": len(check_x),
-           "agree": agree, "near_ties": int(np.count_nonzero(ties)), "max_abs_diff": float(np.max(np.abs(y64 - y32))) if len(check_x) else 0.0,
+           "agree": agree, "near_ties": int(np.count_nonzero(ties)),
+           "max_abs_diff": float(np.max(np.abs(y64 - y32))) if len(check_x) else 0.0,
            "failing_accuracy": float(np.mean(decide(combine64(net, chosen, rule, x_fail)) == y_fail))
            if len(x_fail) else None,
            "passing_accuracy": float(np.mean(decide(combine64(net, chosen, rule, x_pass)) == y_pass))
