@@ -245,3 +245,26 @@ def test_concat_off_the_channel_axis_stays_opaque(tmp_path):
     with pytest.raises(PatchlangError) as err:
         relu_network(net)
     assert err.value.code == "PL300" and "Concat node 'concat'" in err.value.message and "axis 2" in err.value.message
+
+
+def test_repair_a_cnn_by_its_convolution_biases(tmp_path):
+    """Counterexample-guided repair moving one bias per output channel of a hidden convolution, ending in a proof;
+    the written file keeps its graph and onnxruntime agrees that the counterexamples are gone."""
+    from patchlang.api import load_program_text, run_task
+    from patchlang.tasks.patch import RunOptions
+
+    tiny_cnns.save(tiny_cnns.conv_relu_conv(4), tmp_path / "cnn.onnx")
+    C = np.random.default_rng(4).uniform(0, 1, (3, 1, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "c.npy", C)
+    src = ('model net = "cnn.onnx"\npoints c = "c.npy"\n'
+           "property p { input within linf 0.035 of c[0:1] ensure label stays }\n"
+           'repair net for p {\n    edit layer "conv2" biases\n    keep c[1:3]\n    minimize linf\n'
+           '    save "out/fixed.onnx"\n}\n')
+    program = load_program_text(src, tmp_path, filename=str(tmp_path / "spec.patch"))
+    result = run_task(program.tasks[0], RunOptions())
+    assert result.status == "repaired", result.message
+    (label, delta), = result.deltas
+    assert label == "conv2.bias" and delta.shape == (3,) and np.any(delta != 0)
+    fixed = load_onnx(str(tmp_path / "out" / "fixed.onnx"))
+    X = C[0].reshape(1, -1) + np.random.default_rng(0).uniform(-0.035, 0.035, (2000, 36))
+    assert np.all(np.argmax(_ort(fixed, X.astype(np.float32)), axis=1) == np.argmax(_ort(fixed, C[:1].reshape(1, -1)), axis=1))

@@ -108,8 +108,8 @@ def relu_network(net: Network) -> ReluNet:
     """
     if net.prefix is not None:
         raise PatchlangError(
-            f"model `{net.name}` cannot be bounded over an input region: {net.prefix.blocker or 'an op'} "
-            f"({net.prefix.description})",
+            f"model `{net.name}` has operations that are not piecewise linear, so it cannot be bounded over an "
+            f"input region: {net.prefix.blocker or 'an op'} ({net.prefix.description})",
             help="verification bounds every op from the input on; the supported operators are listed in "
                  "docs/language.md (\"Supported operators\"); Sigmoid/Tanh and other smooth ops are not, but "
                  "`falsify only with ...` still searches for counterexamples on any network onnxruntime runs",
