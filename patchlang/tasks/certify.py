@@ -216,7 +216,7 @@ HOLDS_MAX_INPUTS = 16
 HOLDS_MAX_CASES = 64
 TOO_LARGE = "not independently certified"
 SECOND_METHOD_SECONDS = 60.0  # the second complete search on a network too large for Z3 (issue 10): at most,
-SECOND_METHOD_MIN = 2.0  # at least,
+SECOND_METHOD_MIN = 1.0  # at least,
 SECOND_METHOD_FACTOR = 3.0  # and otherwise this many times the first proof
 
 
