@@ -1,23 +1,25 @@
 """AIGENT: an adversarial input through a weight patch ("attacks are patches with the unknowns moved").
 
-1. **Patch the middle edge layer.**  The existing patch pipeline (:func:`patchlang.tasks.patch.run_patch`, a
+1. **Patch the middle edge layer** (affine layer ``L // 2``; the highest one below it whose input is not all zero
+   at ``x0`` when it sees only zeros).  The existing patch pipeline (:func:`patchlang.tasks.patch.run_patch` on a
    `patch` task built here: `edit layer M weights; change x0 away from label | to t; minimize l1`) finds a small
-   weight change of the middle affine layer under which ``x0`` reaches a target.  Its answer is checked like any
-   patch (float64 and onnxruntime).
-2. **Fix the hidden values it produces.**  The patched network's activation pattern at ``x0`` from the middle
-   layer up is what the change must reproduce: with those phases fixed, the upper half of the *original*
-   network is linear, so "the goal holds" is a set of linear rows on the middle layer's input.  Below the middle
-   layer the phases of ``x0`` are kept (the increase/decrease marking: every neuron moves only within its phase,
-   so each weight's effect has a fixed sign and the whole chain is linear).
-3. **Solve for the input.**  One query of the region encoder (:func:`patchlang.compile.attack.encode_attack_query`)
-   over that linear region: the fewest changed inputs (MILP, one binary per input, no ReLU binaries because every
-   phase is fixed by the bounds), or the least l1 / l∞ change (LP).  Where the fixed lower phases make it
-   infeasible, they are released (ReLU atoms with sound box bounds) and the query is asked once more.
+   weight change under which ``x0`` reaches a target; its answer is checked like any patch.  The patched
+   network's label at ``x0`` and its activation pattern from the middle layer up are kept.
+2. **Fix the hidden values it produces.**  With the patched phases fixed, the upper half of the *original*
+   network is linear in the middle layer's input ``h``; an LP finds the ``h >= 0`` closest to ``h(x0)`` (l1)
+   under which it gives that label.  Every step is a query of the region encoder
+   (:func:`patchlang.compile.attack.encode_attack_query`) on the sub-network concerned.
+3. **Repeat down to the first edge layer.**  Each layer's input must reproduce the values above it: equalities
+   where a ReLU is on, "stays off" (an inequality) where it is off, nearest to ``x0``'s values (an LP per layer).
+4. **Solve for the input.**  At the first layer the unknowns are the inputs: the least-l1 change (an LP), then the
+   fewest changed inputs (a MILP started from it, :data:`L0_TIME` seconds), then changes the goal does not need
+   are undone.  Where some layer's values cannot be reproduced exactly, the phases found so far are kept and one
+   query over the whole network asks only that the targets are reached.
 
-The recursive layer-by-layer weight patches of the paper collapse into step 3's single query here: its rows are
-the same "reproduce the layer values, inequalities where a ReLU is off" conditions, for all layers at once.  The
-input found is a candidate; the caller confirms it on the original network (float64 and onnxruntime).
-"""
+The sign marking of the paper (each edge's change fixed to increase or decrease) is what fixing the phases does
+here: inside one activation pattern every step is linear, so the steps after the patch are LPs (and the last one
+a short MILP).  The input found is a candidate; the caller confirms it on the original network (float64 and
+onnxruntime)."""
 
 from __future__ import annotations
 
