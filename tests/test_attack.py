@@ -17,7 +17,7 @@ from patchlang.errors import SpecError
 from patchlang.lang.format import format_source
 from patchlang.model.build import network_from_arrays
 from patchlang.model.onnx_export import save_network
-from patchlang.tasks.attack_metrics import pielou_evenness
+from patchlang.tasks.attack_metrics import capped_per_class, pielou_evenness, summary
 from patchlang.tasks.patch import RunOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,3 +234,78 @@ def test_plan_and_export_speak_about_attacks(sum_net: Path, capsys) -> None:
     assert main(["export", str(sum_net / "a.patch"), "--task", "adv", "--format", "lp", "-o",
                  str(sum_net / "q.lp")]) == 2
     assert "is an attack" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ method auto
+
+
+def test_auto_starts_the_exact_search_from_the_patch_answer(sum_net: Path, monkeypatch) -> None:
+    """With no fast answer, `auto` must hand AIGENT's confirmed answer to the exact search as its incumbent; the
+    minimum (2 inputs, known by hand) is then proven and credited to whoever found it."""
+    import patchlang.tasks.attack as attack_mod
+    import patchlang.tasks.attack_patch as patch_mod
+
+    seen: dict = {}
+    real_exact, real_aigent = attack_mod.exact_attack, patch_mod.aigent_attack
+
+    def spy_exact(*args, **kwargs):
+        seen["incumbent"] = args[11]
+        return real_exact(*args, **kwargs)
+
+    def spy_aigent(*args, **kwargs):
+        out = real_aigent(*args, **kwargs)
+        seen["aigent"] = out.x
+        return out
+
+    monkeypatch.setattr(attack_mod, "_fast", lambda *a, **k: (None, ""))
+    monkeypatch.setattr(attack_mod, "exact_attack", spy_exact)
+    monkeypatch.setattr(patch_mod, "aigent_attack", spy_aigent)
+    row = _run(sum_net, _spec("l0", "auto")).tasks[0].details["inputs"][0]
+    assert seen["aigent"] is not None and seen["incumbent"] is seen["aigent"]
+    assert row["status"] == "found" and row["proven_min"] and row["l0"] == 2
+    patch_l0 = int(np.count_nonzero(seen["aigent"] - 1.0))
+    assert row["method"] == ("patch" if patch_l0 == 2 else "exact")
+
+
+def test_auto_patch_answer_is_the_l1_mip_start(sum_net: Path, monkeypatch) -> None:
+    import patchlang.tasks.attack as attack_mod
+
+    seen: dict = {}
+    real_exact = attack_mod.exact_attack
+
+    def spy_exact(*args, **kwargs):
+        seen["incumbent"] = args[11]
+        return real_exact(*args, **kwargs)
+
+    monkeypatch.setattr(attack_mod, "_fast", lambda *a, **k: (None, ""))
+    monkeypatch.setattr(attack_mod, "exact_attack", spy_exact)
+    row = _run(sum_net, _spec("l1", "auto")).tasks[0].details["inputs"][0]
+    assert seen["incumbent"] is not None
+    assert row["status"] == "found" and row["proven_min"] and row["method"] in ("patch", "exact")
+    assert row["l1"] == pytest.approx(1.5 + MARGIN, rel=1e-4, abs=2e-6)
+
+
+def test_exact_method_never_runs_the_patch_method(sum_net: Path, monkeypatch) -> None:
+    import patchlang.tasks.attack_patch as patch_mod
+
+    def boom(*a, **k):
+        raise AssertionError("method exact ran AIGENT")
+
+    monkeypatch.setattr(patch_mod, "aigent_attack", boom)
+    row = _run(sum_net, _spec("l0", "exact")).tasks[0].details["inputs"][0]
+    assert row["status"] == "found" and row["method"] in ("greedy", "exact")
+
+
+def test_pielou_evenness_over_at_most_50_per_class() -> None:
+    """Class 0: 60 successes, the first 50 to label 1, the last 10 to label 2; class 3: 25 to 2, 25 to 1.
+    Capped: label 1 = 75, label 2 = 25, H = -(.75 ln .75 + .25 ln .25) = 0.562335, / ln 2 = 0.811278.
+    Uncapped it would be 75 to 35 (0.902393): the cap changes the answer."""
+    rows = ([{"label": 0, "new_label": 1, "status": "found"}] * 50
+            + [{"label": 0, "new_label": 2, "status": "found"}] * 10
+            + [{"label": 3, "new_label": 2, "status": "found"}] * 25
+            + [{"label": 3, "new_label": 1, "status": "found"}] * 25)
+    assert len(capped_per_class(rows)) == 100
+    assert pielou_evenness(capped_per_class(rows)) == pytest.approx(0.811278, abs=1e-6)
+    full = {**{k: 0 for k in ("proven_min", "l0", "l1", "l2", "linf")}, "seconds": 0.0}
+    assert summary([{**full, **r} for r in rows], 4)["evenness"] == pytest.approx(0.811278, abs=1e-6)
+    assert pielou_evenness([r["new_label"] for r in rows]) == pytest.approx(0.902393, abs=1e-6)

@@ -49,7 +49,8 @@ def attack_block(ck: Checker, st: A.AttackBlock) -> AttackTask | None:
     minimize = got.get("minimize", "l0")
     method = got.get("method", "auto")
     if method == "auto":
-        klass, reason = "MILP", (f"exact minimal {minimize}: the network with the input change as the unknowns "
+        klass, reason = "MILP", (f"exact minimal {minimize}, started from AIGENT's answer (an upper bound): the "
+                                 "network with the input change as the unknowns "
                                  "(binary ReLU phases where the bounds leave them open"
                                  + (", one binary per input for l0" if minimize == "l0" else "") + ")")
     elif method == "exact":

@@ -4,9 +4,12 @@ Per input ``x0`` (label: its own when the points are labelled, else the model's 
 
 1. the box: ``x0 ± bound linf`` cut to the domain (inputs outside it are never searched or reported);
 2. fast attacks (:mod:`patchlang.tasks.attack_search`) for a first answer;
-3. by method: ``exact`` / ``auto`` run :func:`~patchlang.tasks.attack_exact.exact_attack` from that answer
-   (proven minimal, or a proven lower bound and the gap); ``patch`` runs AIGENT
-   (:mod:`patchlang.tasks.attack_patch`);
+3. by method: ``exact`` runs :func:`~patchlang.tasks.attack_exact.exact_attack` from that answer (proven
+   minimal, or a proven lower bound and the gap); ``patch`` runs AIGENT (:mod:`patchlang.tasks.attack_patch`);
+   ``auto`` first runs AIGENT within :data:`AUTO_PATCH_SHARE` of the time per input when the fast attacks left
+   something to improve, and its confirmed answer, when smaller, becomes the exact search's incumbent (the l0
+   upper bound of the k-loop; the MIP start and cutoff for l1 / l∞), so the proof of minimality is the exact
+   method's.  The row's ``method`` names who found the final answer (greedy, gradient, patch or exact);
 4. an answer counts only after the :class:`~patchlang.tasks.verify.Confirmer` re-runs it in float64 (IR) and
    onnxruntime (float32, on the model file) at the float32 input that is reported and saved.
 
@@ -35,6 +38,7 @@ from .attack_search import greedy_l0, gradient_linf, lead
 from .results import INCONCLUSIVE, TaskResult
 
 DEFAULT_TIME_PER_INPUT = 10.0
+AUTO_PATCH_SHARE = 0.25  # `method auto`: at most this share of the time per input goes to AIGENT's upper bound
 SUCCESS = "found"  # per-input statuses
 NONE_EXISTS = "none exists"
 NOT_FOUND = "not found"
@@ -122,6 +126,18 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
         budget = task.bounds.get(task.minimize)
         if found is not None and budget is not None and size_of(found, x0, task.minimize) > budget:
             found = None
+        if task.method == "auto" and _patch_may_help(found, x0, task.minimize):
+            from .attack_patch import aigent_attack
+
+            share = t0 + AUTO_PATCH_SHARE * per_input  # cheap: a slice of the input's time, the rest is exact's
+            aig = aigent_attack(net, rn, x0, lo, hi, label, targets, task.margin, away, task.minimize, solve,
+                                solve_opts, share)
+            backend_name = backend_name or "highs"
+            if aig.x is not None:
+                s = size_of(aig.x, x0, task.minimize)
+                better = found is None or s < size_of(found, x0, task.minimize)
+                if better and (budget is None or s <= budget) and confirm(aig.x):
+                    found, method = aig.x, "patch"
         outcome = None
         if task.method in ("exact", "auto"):
             deadline = t0 + per_input
@@ -163,6 +179,12 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
             row["method"] = "exact" if outcome is not None else "patch"
     _finish(task, run, result, rows, X, adversarial, labels, confirmer, backend_name, time.perf_counter() - t_start)
     return result
+
+
+def _patch_may_help(found: np.ndarray | None, x0: np.ndarray, norm: str) -> bool:
+    """Whether `method auto` runs AIGENT before the exact search: when the fast attacks left something to improve
+    (no answer, or one the exact search would have to beat; a one-input l0 change is already the minimum)."""
+    return found is None or norm != "l0" or size_of(found, x0, "l0") > 1
 
 
 def _fast(rn, x0, lo, hi, label, targets, task: AttackTask, decision: str, away: bool, confirm

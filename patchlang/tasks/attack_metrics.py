@@ -3,7 +3,9 @@
 Success rate ("defect detection"), changed inputs (count and share), L1 / L2 / L∞ sizes, time per input, the
 share proven minimal, and the **Pielou evenness** of the new labels: ``H / ln S`` with ``H`` the Shannon entropy of
 the new labels' frequencies and ``S`` the number of distinct new labels (1 when every label is hit equally often,
-near 0 when almost every attack lands on the same label; undefined, None, with fewer than two labels).  Sizes are
+near 0 when almost every attack lands on the same label; undefined, None, with fewer than two labels), taken over
+at most :data:`EVENNESS_PER_CLASS` successful inputs per original class (the first ones, in input order), as the
+AIGENT paper does, so a class with many inputs does not decide it alone.  Sizes are
 over the successful inputs only; rates over the inputs attacked (skipped ones, e.g. already misclassified, are left
 out).
 """
@@ -15,7 +17,11 @@ from typing import Any
 import numpy as np
 
 
+EVENNESS_PER_CLASS = 50  # successful inputs per original class that the evenness is computed over
+
+
 def pielou_evenness(labels: list[int]) -> float | None:
+    """``H / ln S`` of the labels' frequencies (None with fewer than two distinct labels)."""
     if not labels:
         return None
     _, counts = np.unique(np.asarray(labels), return_counts=True)
@@ -23,6 +29,18 @@ def pielou_evenness(labels: list[int]) -> float | None:
         return None
     p = counts / counts.sum()
     return float(-np.sum(p * np.log(p)) / np.log(counts.size))
+
+
+def capped_per_class(rows: list[dict[str, Any]], cap: int = EVENNESS_PER_CLASS) -> list[int]:
+    """The new labels of the first ``cap`` rows of each original label (rows in input order)."""
+    seen: dict[int, int] = {}
+    out: list[int] = []
+    for r in rows:
+        n = seen.get(r["label"], 0)
+        if n < cap:
+            seen[r["label"]] = n + 1
+            out.append(r["new_label"])
+    return out
 
 
 def summary(rows: list[dict[str, Any]], n_inputs: int) -> dict[str, Any]:
@@ -45,6 +63,6 @@ def summary(rows: list[dict[str, Any]], n_inputs: int) -> dict[str, Any]:
         "median_l2": med("l2"),
         "median_linf": med("linf"),
         "median_seconds": float(np.median([r["seconds"] for r in attacked])) if attacked else 0.0,
-        "evenness": pielou_evenness([r["new_label"] for r in ok]),
+        "evenness": pielou_evenness(capped_per_class(ok)),
     }
     return out
