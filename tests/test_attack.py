@@ -309,3 +309,14 @@ def test_pielou_evenness_over_at_most_50_per_class() -> None:
     full = {**{k: 0 for k in ("proven_min", "l0", "l1", "l2", "linf")}, "seconds": 0.0}
     assert summary([{**full, **r} for r in rows], 4)["evenness"] == pytest.approx(0.811278, abs=1e-6)
     assert pielou_evenness([r["new_label"] for r in rows]) == pytest.approx(0.902393, abs=1e-6)
+
+
+def test_auto_runs_the_patch_method_only_where_it_can_shorten_the_search() -> None:
+    from patchlang.tasks.attack import _patch_may_help
+
+    x0 = np.zeros(4)
+    assert _patch_may_help(None, x0, "l0")
+    assert not _patch_may_help(np.array([1.0, 0, 0, 0]), x0, "l0")
+    assert not _patch_may_help(np.array([1.0, 1, 0, 0]), x0, "l0")  # k = 1 is the solver-free walk
+    assert _patch_may_help(np.array([1.0, 1, 1, 0]), x0, "l0")
+    assert _patch_may_help(np.array([1.0, 0, 0, 0]), x0, "l1")

@@ -182,9 +182,11 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
 
 
 def _patch_may_help(found: np.ndarray | None, x0: np.ndarray, norm: str) -> bool:
-    """Whether `method auto` runs AIGENT before the exact search: when the fast attacks left something to improve
-    (no answer, or one the exact search would have to beat; a one-input l0 change is already the minimum)."""
-    return found is None or norm != "l0" or size_of(found, x0, "l0") > 1
+    """Whether `method auto` runs AIGENT before the exact search: when it can shorten a solver search, i.e. the
+    fast attacks found nothing, or any l1 / l∞ answer (a better MIP start and cutoff), or an l0 answer of more
+    than two inputs (with two, the exact search only has to decide one changed input, which it does by walking
+    each input's line without a solver, faster than AIGENT's patch query)."""
+    return found is None or norm != "l0" or size_of(found, x0, "l0") > 2
 
 
 def _fast(rn, x0, lo, hi, label, targets, task: AttackTask, decision: str, away: bool, confirm
