@@ -54,7 +54,7 @@ def solve_options(task: PatchTask, run: RunOptions) -> SolveOptions:
     opts = dict(task.backend.options)
     tl = opts.pop("time_limit", None)
     if tl is None:  # `limit time SECONDS` in the block bounds the task like `using ... (time_limit = ...)` does
-        tl = task.limits.get("time")
+        tl = getattr(task, "limits", {}).get("time")
     gap = opts.pop("mip_gap", None)
     threads = opts.pop("threads", run.threads)
     seed = opts.pop("seed", run.seed)
