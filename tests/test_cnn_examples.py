@@ -37,6 +37,15 @@ def run(spec: Path, tmp: Path, capsys) -> tuple[int, dict, str]:
     out = capsys.readouterr()
     return code, json.loads((tmp / "r.json").read_text()), out.out + out.err
 
+def changed_initializers(written_path: Path) -> set[str]:
+    """The initializers a patched file changed against the CNN, after asserting it kept the graph's nodes."""
+    written, original = onnx.load(str(written_path)), onnx.load(str(CNN))
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in original.graph.node]
+    before = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
+    return {name for name in before if not np.array_equal(before[name], after[name])}
+
+
 
 @pytest.mark.parametrize("name,ops,accuracy", [
     ("digits_cnn.onnx", ["Conv", "Relu", "Conv", "Relu", "Flatten", "Gemm"], 0.9229),
@@ -84,13 +93,7 @@ def test_patch_of_the_dense_layer_after_the_convolutions(examples_copy, tmp_path
     task = report["tasks"][0]
     assert task["status"] == "patched" and task["class"] == "LP"
     assert task["objective"] == pytest.approx(0.0283756, rel=1e-4)  # known answer (HiGHS, proven optimal)
-    written = onnx.load(str(examples_copy / "cnn" / "out" / "digits_cnn_fixed.onnx"))
-    original = onnx.load(str(CNN))
-    assert [n.op_type for n in written.graph.node] == [n.op_type for n in original.graph.node]
-    before = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer}
-    after = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
-    changed = {k for k in before if not np.array_equal(before[k], after[k])}
-    assert changed == {"fc.weight", "fc.bias"}
+    assert changed_initializers(examples_copy / "cnn" / "out" / "digits_cnn_fixed.onnx") == {"fc.weight", "fc.bias"}
     data = np.load(MODELS / "digits_test.npz")
     y = ort_outputs(str(examples_copy / "cnn" / "out" / "digits_cnn_fixed.onnx"), data["x"][:300])
     assert np.array_equal(np.argmax(y, axis=1), data["y"][:300])  # independently: all 300 right
@@ -121,13 +124,8 @@ def test_conv_kernel_patch_changes_only_conv2(examples_copy, tmp_path, capsys):
     code, report, out = run(examples_copy / "cnn" / "conv.patch", tmp_path, capsys)
     task = report["tasks"][0]
     assert code == 0 and task["status"] == "patched" and task["class"] == "MILP", out
-    written = onnx.load(str(examples_copy / "cnn" / "out" / "digits_cnn_conv2.onnx"))
-    original = onnx.load(str(CNN))
-    assert [n.op_type for n in written.graph.node] == [n.op_type for n in original.graph.node]
-    before = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer}
-    after = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
-    changed = {name for name in before if not np.array_equal(before[name], after[name])}
-    conv2 = [n for n in original.graph.node if n.op_type == "Conv"][1]
+    changed = changed_initializers(examples_copy / "cnn" / "out" / "digits_cnn_conv2.onnx")
+    conv2 = [n for n in onnx.load(str(CNN)).graph.node if n.op_type == "Conv"][1]
     assert changed and changed <= set(conv2.input[1:])  # only conv2's kernel and bias moved
     data = np.load(MODELS / "digits_test.npz")
     x, y = data["x"][:300], data["y"][:300]
