@@ -203,7 +203,8 @@ def main() -> None:
                            extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {out / (args.csv + '.csv')} and {out / (args.csv + '_inputs.csv')}")
+    rel = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
+    print(f"wrote {rel / (args.csv + '.csv')} and {rel / (args.csv + '_inputs.csv')}")
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def main() -> int:
         w = csv.DictWriter(f, ["section", "spec", "mode", "seconds", "exit", "ratio", "note"])
         w.writeheader()
         w.writerows(ROWS)
-    print(f"wrote {out}")
+    print(f"wrote {os.path.relpath(out, ROOT)}")
     return 0
 
 
