@@ -32,6 +32,17 @@ def _ort(net, x):
     return s.run(None, {net.input_name: x.reshape((-1, *net.input_shape)).astype(np.float32)})[0]
 
 
+def _cnn_program(tmp_path, n_points: int, src: str):
+    """The seeded conv-relu-conv CNN as `cnn.onnx` and ``n_points`` uniform inputs as `c.npy` beside ``src``,
+    loaded as a program (the points are returned for the test's own checks)."""
+    from patchlang.api import load_program_text
+
+    tiny_cnns.save(tiny_cnns.conv_relu_conv(4), tmp_path / "cnn.onnx")
+    points = np.random.default_rng(4).uniform(0, 1, (n_points, 1, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "c.npy", points)
+    return load_program_text(src, tmp_path, filename=str(tmp_path / "spec.patch")), points
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_lowered_network_matches_onnxruntime(tmp_path, name):
     """No opaque prefix: every op is in the table, and the float64 IR computes what onnxruntime computes."""
@@ -197,18 +208,15 @@ def test_verify_spec_on_a_cnn(tmp_path):
     """The issue's first complaint: `verify` on a small CNN (Conv + ReLU twice, then dense) used to stop with
     "starts with operations that are not piecewise linear"; now a small ball holds and a large one is violated
     with a counterexample that onnxruntime confirms."""
-    from patchlang.api import load_program_text, run_task
+    from patchlang.api import run_task
     from patchlang.tasks.patch import RunOptions
 
-    tiny_cnns.save(tiny_cnns.conv_relu_conv(4), tmp_path / "cnn.onnx")
-    X = np.random.default_rng(4).uniform(0, 1, (1, 1, 6, 6)).astype(np.float32)
-    np.save(tmp_path / "c.npy", X)
     src = ('model net = "cnn.onnx"\npoints c = "c.npy"\n'
            "property small { input within linf 0.001 of c ensure label stays }\n"
            "property big { input within linf 1 of c ensure label stays }\n"
            "verify net satisfies small\n"
            'verify net satisfies big save "cex.npy"\n')
-    program = load_program_text(src, tmp_path, filename=str(tmp_path / "spec.patch"))
+    program, X = _cnn_program(tmp_path, 1, src)
     small, big = (run_task(t, RunOptions()) for t in program.tasks)
     assert small.status == "holds", small.message
     assert big.status == "violated", big.message
@@ -250,17 +258,14 @@ def test_concat_off_the_channel_axis_stays_opaque(tmp_path):
 def test_repair_a_cnn_by_its_convolution_biases(tmp_path):
     """Counterexample-guided repair moving one bias per output channel of a hidden convolution, ending in a proof;
     the written file keeps its graph and onnxruntime agrees that the counterexamples are gone."""
-    from patchlang.api import load_program_text, run_task
+    from patchlang.api import run_task
     from patchlang.tasks.patch import RunOptions
 
-    tiny_cnns.save(tiny_cnns.conv_relu_conv(4), tmp_path / "cnn.onnx")
-    C = np.random.default_rng(4).uniform(0, 1, (3, 1, 6, 6)).astype(np.float32)
-    np.save(tmp_path / "c.npy", C)
     src = ('model net = "cnn.onnx"\npoints c = "c.npy"\n'
            "property p { input within linf 0.035 of c[0:1] ensure label stays }\n"
            'repair net for p {\n    edit layer "conv2" biases\n    keep c[1:3]\n    minimize linf\n'
            '    save "out/fixed.onnx"\n}\n')
-    program = load_program_text(src, tmp_path, filename=str(tmp_path / "spec.patch"))
+    program, C = _cnn_program(tmp_path, 3, src)
     result = run_task(program.tasks[0], RunOptions())
     assert result.status == "repaired", result.message
     (label, delta), = result.deltas
