@@ -301,13 +301,13 @@ def test_nan_weights_refused(ws, capsys):
 
 def test_check_warns_that_verify_of_an_unencodable_model_proves_nothing(ws, capsys):
     """A network with an opaque (non piecewise-linear) prefix cannot be bounded: `check` must not promise a proof
-    (PL380 warning) and `run` searches it as a black box: unknown here (sigmoid <= 1 < 5), never holds."""
+    (PL380 warning) and `run` searches it as a black box: unknown here (softplus(1) < 5), never holds."""
     import onnx
     from onnx import helper
 
     from conftest import make_model
 
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Gemm", ["s", "W", "b"], ["y"], transB=1)]
+    nodes = [helper.make_node("Softplus", ["x"], ["s"]), helper.make_node("Gemm", ["s", "W", "b"], ["y"], transB=1)]
     onnx.save(make_model(nodes, {"W": np.eye(2, dtype=np.float32), "b": np.zeros(2, np.float32)}, [1, 2]),
               str(ws / "sig.onnx"))
     spec = ('model net = "sig.onnx"\nproperty p { input box lo [0, 0] hi [1, 1] ensure y[0] <= 5 }\n'

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError
 from ..model.ir import Network
-from ..model.ops import ReluStage, layer_stages, matrix
+from ..model.ops import ReluStage, act_apply, act_derivative, activation, layer_stages, matrix, relax_activation
 
 
 @dataclass
@@ -43,6 +43,18 @@ class ReluNet:
     # None (or a None entry) where the dense matrix is used
     sparse: list[sp.csr_matrix | None] | None = None
     _transposed: dict[int, sp.csr_matrix] = field(default_factory=dict, repr=False)
+    # the activation after each hidden layer: None (all ReLU), or per layer "relu" | "sigmoid" | "tanh"; only
+    # relu_network(net, smooth=True) builds smooth ones (bounds only: no exact encoding, see `smooth`)
+    acts: list[str] | None = None
+
+    def act(self, k: int) -> str:
+        """The activation after hidden layer ``k``."""
+        return "relu" if self.acts is None else self.acts[k]
+
+    @property
+    def smooth(self) -> list[str]:
+        """The smooth activations' kinds (empty for a piecewise-linear network, which every encoder handles)."""
+        return [] if self.acts is None else sorted({a for a in self.acts if a != "relu"})
 
     def _product(self, k: int, H: np.ndarray, transposed: bool) -> np.ndarray:
         """``H @ Ws[k].T`` (or ``H @ Ws[k]`` when ``transposed``) for a 2-D ``H``, sparse when that is cheaper."""
@@ -75,22 +87,26 @@ class ReluNet:
         """Outputs ``(N, out)`` for inputs ``(N, d)`` in float64."""
         h = np.asarray(x, dtype=np.float64)
         for k in range(self.n_hidden):
-            h = np.maximum(self._product(k, h, False) + self.bs[k], 0.0)
+            h = act_apply(self.act(k), self._product(k, h, False) + self.bs[k])
         return h @ self.Ws[-1].T + self.bs[-1]
 
     def forward_with_gradient(self, x: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(C y(x), d(C y)/dx)`` for inputs ``(N, d)``: values ``(N, k)`` and gradients ``(N, k, d)``.
 
-        The network is piecewise linear, so the gradient is the product of the weights masked by the activation
-        pattern (ties at 0 count as inactive, a valid subgradient).
+        For ReLU layers the gradient is the product of the weights masked by the activation pattern (ties at 0
+        count as inactive, a valid subgradient); a smooth layer scales by its derivative instead.
         """
         h = np.asarray(x, dtype=np.float64)
         masks = []
         for k in range(self.n_hidden):
             z = self._product(k, h, False) + self.bs[k]
-            m = z > 0
+            if self.act(k) == "relu":
+                m = z > 0
+                h = np.where(m, z, 0.0)
+            else:
+                m = act_derivative(self.act(k), z)
+                h = act_apply(self.act(k), z)
             masks.append(m)
-            h = np.where(m, z, 0.0)
         y = h @ self.Ws[-1].T + self.bs[-1]
         N, K = h.shape[0], C.shape[0]
         G = np.broadcast_to(C @ self.Ws[-1], (N, K, self.Ws[-1].shape[1]))
@@ -100,11 +116,13 @@ class ReluNet:
         return y @ C.T, G
 
 
-def relu_network(net: Network) -> ReluNet:
+def relu_network(net: Network, smooth: bool = False) -> ReluNet:
     """The network's layers folded into the canonical affine/ReLU chain (see the module docstring).
 
     Raises a :class:`PatchlangError` when the network starts with an opaque prefix: its ops are evaluated
-    concretely and cannot be bounded over a region.
+    concretely and cannot be bounded over a region.  A smooth layer (sigmoid, tanh) is PL301 unless ``smooth``:
+    then it becomes an activation of its own kind (``ReluNet.acts``), which the bound routines relax soundly but
+    no exact encoder accepts; only `verify` asks for that (every other caller needs the exact chain).
     """
     if net.prefix is not None:
         raise PatchlangError(
@@ -119,11 +137,14 @@ def relu_network(net: Network) -> ReluNet:
     n = net.suffix_in_size
     W: sp.csr_matrix | None = None  # pending affine map since the last ReLU stage (None: identity)
     b: np.ndarray | None = None
+    acts: list[str] = []
     for layer in net.layers:
-        for stage in layer_stages(layer, n):
+        kind = activation(layer) if smooth else None
+        for stage in ([ReluStage()] if kind is not None else layer_stages(layer, n)):
             if isinstance(stage, ReluStage):
                 Ws.append(_dense(W, n))
                 bs.append(np.zeros(n) if b is None else b)
+                acts.append(kind or "relu")
                 W = b = None
                 continue
             S = matrix(stage.W)
@@ -132,7 +153,8 @@ def relu_network(net: Network) -> ReluNet:
     Ws.append(_dense(W, n))
     bs.append(np.zeros(n) if b is None else b)
     sparse = [sp.csr_matrix(W) if W.size > 100_000 and np.count_nonzero(W) < 0.1 * W.size else None for W in Ws]
-    return ReluNet(Ws, bs, sparse if any(s is not None for s in sparse) else None)
+    return ReluNet(Ws, bs, sparse if any(s is not None for s in sparse) else None,
+                   acts=acts if any(a != "relu" for a in acts) else None)
 
 
 def _dense(W: sp.csr_matrix | None, n: int) -> np.ndarray:
@@ -159,7 +181,8 @@ def interval_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray) -> list[tuple[n
     for k, (W, b) in enumerate(zip(rn.Ws, rn.bs)):
         zl, zu = affine_interval(W, b, l, u)
         out.append((zl, zu))
-        l, u = np.maximum(zl, 0.0), np.maximum(zu, 0.0)
+        if k < rn.n_hidden:  # every activation is monotone
+            l, u = act_apply(rn.act(k), zl), act_apply(rn.act(k), zu)
     return out
 
 
@@ -179,6 +202,25 @@ def relu_relaxation(l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarra
     t = np.where(unstable, -s * l, 0.0)
     alpha = np.where(active, 1.0, np.where(unstable, (u > -l).astype(float), 0.0))
     return alpha, s, t
+
+
+def layer_relaxation(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(a_lo, b_lo, a_up, b_up)`` with ``a_lo z + b_lo <= act_k(z) <= a_up z + b_up`` on ``[l, u]``, every slope
+    non-negative: the ReLU triangle (intercept 0 below) or a smooth layer's tangents and chords
+    (:func:`patchlang.model.ops.relax_activation`)."""
+    if rn.act(k) == "relu":
+        alpha, s, t = relu_relaxation(l, u)
+        return alpha, np.zeros_like(alpha), s, t
+    return relax_activation(rn.act(k), l, u)
+
+
+def needs_refinement(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Neurons of hidden layer ``k`` whose relaxation is loose: unstable ReLUs; every smooth neuron of non-zero
+    width (a smooth activation is never exact over an interval)."""
+    if rn.act(k) == "relu":
+        return (l < 0) & (u > 0)
+    return u > l
 
 
 @dataclass
@@ -242,12 +284,12 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
         u = np.maximum(u, l)
         lowers.append(l)
         uppers.append(u)
-        alpha, s, t = relu_relaxation(l, u)
+        alpha, beta, s, t = layer_relaxation(rn, k, l, u)
         Lw = zLw * alpha[:, None, :]
-        Lb = zLb * alpha
+        Lb = zLb * alpha + beta
         Uw = zUw * s[:, None, :]
         Ub = zUb * s + t
-        il, iu = np.maximum(l, 0.0), np.maximum(u, 0.0)
+        il, iu = act_apply(rn.act(k), l), act_apply(rn.act(k), u)
     return LayerBounds(lowers, uppers)
 
 
@@ -258,7 +300,7 @@ def _refine_unstable(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray, lo: np.n
     Boxes are sorted by their number of unstable neurons and processed in groups padded to the group's
     largest count, so a few wide boxes do not make every box pay for fifty rows.
     """
-    unstable = (l < 0) & (u > 0)
+    unstable = needs_refinement(rn, k, l, u)
     m = unstable.sum(axis=1)
     if not np.any(m):
         return l, u
@@ -336,9 +378,11 @@ def _backward_from(rn: ReluNet, top: int, Lam: np.ndarray, const: np.ndarray, lo
     """Continue a backward substitution whose coefficients ``Lam (B, k, n_top)`` act on the post-activation of
     hidden layer ``top`` (``-1``: the input), down to the input box."""
     for k in range(top, -1, -1):
-        alpha, s, t = relu_relaxation(bounds.lower[k], bounds.upper[k])
+        alpha, beta, s, t = layer_relaxation(rn, k, bounds.lower[k], bounds.upper[k])
         neg = np.minimum(Lam, 0.0)
         const += (neg * t[:, None, :]).sum(axis=2)
+        if rn.act(k) != "relu":
+            const += (np.maximum(Lam, 0.0) * beta[:, None, :]).sum(axis=2)
         Lam = np.where(Lam > 0, Lam * alpha[:, None, :], neg * s[:, None, :])
         const += Lam @ rn.bs[k]
         Lam = _mm(Lam, rn.Ws[k])

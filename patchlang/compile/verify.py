@@ -202,6 +202,10 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
     frozen (the attack's norm of the input change: :mod:`patchlang.compile.attack`); a negative ``tol`` asks for
     outputs that far *inside* the unsafe region.
     """
+    if rn.smooth:
+        raise PatchlangError(f"the network has {'/'.join(rn.smooth)} activations: no exact query can be built over "
+                             "an input region (they have sound bounds only)",
+                             help="`verify` decides such networks by input splitting with bounds alone", code="PL301")
     lo = np.asarray(lo, float).reshape(-1)
     hi = np.asarray(hi, float).reshape(-1)
     if bounds is None:
@@ -443,6 +447,8 @@ def _solve_leaves(rn: ReluNet, spec: UnsafeSpec, b: _Open, solve: LeafSolver, co
     many leaves stayed undecided)."""
     unstable = b.fb.n_unstable()
     leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (b.dep >= opt.milp_depth))
+    if rn.smooth:  # no exact query through a sigmoid/tanh: bounds and splitting alone decide every box
+        leaf[:] = False
     undecided = 0
     for i in np.nonzero(leaf)[0]:
         if opt.deadline is not None and time.perf_counter() > opt.deadline:

@@ -129,6 +129,23 @@ class MaxPool:
 
 
 @dataclass
+class Smooth:
+    """A smooth monotone activation, elementwise: ``kind`` is ``"sigmoid"`` or ``"tanh"``.
+
+    Why a layer kind of its own: it has no exact piecewise-linear form, so it cannot be encoded for a solver, but it
+    has sound linear relaxations (tangents and chords), so `verify` can still *bound* through it.  The operator table
+    refuses its exact form (PL301) for every task that needs exactness.
+    """
+
+    kind: str  # sigmoid | tanh
+    name: str = "smooth"
+
+    @property
+    def onnx_op(self) -> str:
+        return {"sigmoid": "Sigmoid", "tanh": "Tanh"}[self.kind]
+
+
+@dataclass
 class Block:
     """Parallel branches reading the same vector, merged: ``merge == "add"`` sums their outputs (a residual
     connection; an empty branch is the skip), ``"concat"`` stacks them (ONNX Concat on the channel axis).
@@ -143,4 +160,4 @@ class Block:
     name: str = "block"
 
 
-Layer = Union[Affine, Relu, Clip, Elementwise, Linear, LeakyRelu, MaxPool, Block]
+Layer = Union[Affine, Relu, Clip, Elementwise, Linear, LeakyRelu, MaxPool, Smooth, Block]

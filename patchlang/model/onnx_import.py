@@ -22,20 +22,23 @@ import numpy as np
 
 from ..errors import ModelError
 from .ir import Affine, Clip, Elementwise, Layer, Linear, Network, ParamRef, Prefix, Relu, apply_layer
-from .layers import Block
+from .layers import Block, Smooth
 from .onnx_lower import (LINEAR_PROBED, LOWERED_OPS, lower_batchnorm, lower_conv, lower_leaky, lower_linear,
                          lower_maxpool)
 from .runtime import InputSignature, OrtModel, input_signature, session_options
 
 SHAPE_OPS = frozenset({"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Dropout"})
 ARITHMETIC_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
-SUPPORTED_OPS = frozenset({"Gemm", "MatMul", "Relu", "Clip"}) | SHAPE_OPS | ARITHMETIC_OPS | LOWERED_OPS
+SMOOTH_OPS = {"Sigmoid": "sigmoid", "Tanh": "tanh"}  # bounded for `verify`, no exact form (ops.SmoothOp)
+SUPPORTED_OPS = (frozenset({"Gemm", "MatMul", "Relu", "Clip"}) | SHAPE_OPS | ARITHMETIC_OPS | LOWERED_OPS
+                 | frozenset(SMOOTH_OPS))
 AFFINE_OPS = frozenset({"Gemm", "MatMul"})
 
 # Old opsets give Clip's bounds as float32 extremes; anything that large means "no bound".
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SUPPORTED_HELP = ("the encoded part of a network may contain Gemm, MatMul, Conv, BatchNormalization, "
-                   "Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, MaxPool, AveragePool, GlobalAveragePool, "
+                   "Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, Sigmoid/Tanh (verify only), MaxPool, "
+                   "AveragePool, GlobalAveragePool, "
                    "Flatten/Reshape/Transpose/Squeeze/Unsqueeze/Identity/Dropout in a chain, and residual blocks "
                    "(Add of two branches, Concat on the channel axis); other ops are only allowed before it "
                    "(evaluated concretely)")
@@ -426,7 +429,8 @@ class _ChainBuilder:
             "Gemm": self.gemm, "MatMul": self.matmul, "Relu": self.relu, "Clip": self.clip,
             **{op: self.arithmetic for op in ARITHMETIC_OPS}, **{op: self.identity for op in SHAPE_OPS},
             **{op: self.probed for op in LINEAR_PROBED}, "MaxPool": self.maxpool,
-            "BatchNormalization": self.batchnorm, "LeakyRelu": self.leaky}
+            "BatchNormalization": self.batchnorm, "LeakyRelu": self.leaky,
+            **{op: self.smooth for op in SMOOTH_OPS}}
 
     def add(self, step: _Step, values: dict[str, np.ndarray] | None = None) -> None:
         if step.dn.branches is not None:
@@ -525,6 +529,9 @@ class _ChainBuilder:
 
     def leaky(self, step: _Step) -> None:
         self.layers.append(lower_leaky(step.dn.label, float(step.attr("alpha", 0.01))))
+
+    def smooth(self, step: _Step) -> None:
+        self.layers.append(Smooth(kind=SMOOTH_OPS[step.node.op_type], name=step.dn.label))
 
     def identity(self, step: _Step) -> None:
         """Reshapes act on row-major flat vectors as the identity; Dropout is the identity at inference."""

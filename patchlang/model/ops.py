@@ -29,11 +29,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ModelError
-from .layers import Affine, Block, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, Relu
+from .layers import Affine, Block, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, Relu, Smooth
 
 __all__ = ["LinearStage", "ReluStage", "Stage", "OpKind", "op_of", "apply_layer", "layer_vjp", "layer_stages",
            "layer_interval", "is_linear", "is_editable", "params", "with_params", "param_entries", "relu_width",
-           "out_size", "in_size", "matrix"]
+           "out_size", "in_size", "matrix", "activation", "relax_activation", "act_apply", "act_derivative",
+           "SMOOTH_KINDS"]
 
 
 # ============================================================================ the piecewise-linear form
@@ -106,6 +107,12 @@ class OpKind:
 
     layer_type: type = object
     linear: bool = False  # the layer is one affine map (no ReLU stage)
+
+    def activation(self, layer: Any) -> str | None:
+        """An elementwise activation with sound linear relaxations but no exact piecewise-linear form (sigmoid,
+        tanh): bound consumers treat the layer as one activation stage of this kind; exact consumers get PL301
+        from ``stages``.  ``None`` for every piecewise-linear kind."""
+        return None
 
     def in_size(self, layer: Any) -> int | None:
         """The input size when the layer fixes it (``None``: elementwise, any size)."""
@@ -389,6 +396,135 @@ class MaxPoolOp(OpKind):
         return lo[:, layer.windows].max(axis=2), hi[:, layer.windows].max(axis=2)
 
 
+# ============================================================================ smooth activations (bounds only)
+SMOOTH_KINDS = ("sigmoid", "tanh")
+_RELAX_EPS = 1e-12  # widening of every smooth relaxation: absorbs float64 rounding of exp/tanh and the root search
+_ROOT_STEPS = 60  # bisection steps for the tangent point (halves [0, u] each time: below 1e-15 relative)
+
+
+def act_apply(kind: str, z: np.ndarray) -> np.ndarray:
+    """The activation ``kind`` (relu, sigmoid, tanh) elementwise in float64."""
+    if kind == "relu":
+        return np.maximum(z, 0.0)
+    if kind == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)) without overflow
+    if kind == "tanh":
+        return np.tanh(z)
+    raise TypeError(f"unknown activation {kind!r}")
+
+
+def act_derivative(kind: str, z: np.ndarray) -> np.ndarray:
+    """Its derivative (ReLU: 1 where ``z > 0``, the subgradient the gradient code uses)."""
+    if kind == "relu":
+        return (z > 0).astype(float)
+    s = act_apply(kind, z)
+    return s * (1.0 - s) if kind == "sigmoid" else 1.0 - s * s
+
+
+def _upper_line(kind: str, l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A line ``a z + b >= act(z)`` on ``[l, u]`` for an S-shaped ``act`` (convex below 0, concave above).
+
+    - ``u <= 0`` (convex): the chord;
+    - ``l >= 0`` (concave): the tangent at the midpoint;
+    - ``l < 0 < u``: the tangent at the point ``d`` in ``[0, u]`` whose tangent passes through ``(l, act(l))``, or
+      the chord when the tangent at ``u`` already passes below it (auto_LiRPA's BoundSigmoid/BoundTanh).  Any
+      ``d`` at or right of that root is sound (the bisection keeps the right end), and so is the chord then:
+      its slope is at most ``act'(u)``, the smallest slope on the concave part.
+    """
+    f = lambda z: act_apply(kind, z)  # noqa: E731
+    df = lambda z: act_derivative(kind, z)  # noqa: E731
+    fl, fu = f(l), f(u)
+    width = u - l
+    chord_a = np.where(width > 0, (fu - fl) / np.where(width > 0, width, 1.0), 0.0)
+    chord_b = fl - chord_a * l
+    m = 0.5 * (l + u)
+    tan_a, tan_b = df(m), f(m) - df(m) * m
+    # mixed signs: the tangent point by bisection on g(d) = tangent_d(l) - act(l), increasing in d on [0, u]
+    mixed = (l < 0) & (u > 0)
+    lo_d = np.zeros_like(l)
+    hi_d = np.where(mixed, u, 0.0)
+    g = lambda d: f(d) + df(d) * (l - d) - fl  # noqa: E731
+    use_chord = mixed & (g(hi_d) < 0)
+    for _ in range(_ROOT_STEPS):
+        mid = 0.5 * (lo_d + hi_d)
+        ok = g(mid) >= 0
+        hi_d = np.where(ok, mid, hi_d)
+        lo_d = np.where(ok, lo_d, mid)
+    mix_a, mix_b = df(hi_d), f(hi_d) - df(hi_d) * hi_d
+    mix_a = np.where(use_chord, chord_a, mix_a)
+    mix_b = np.where(use_chord, chord_b, mix_b)
+    a = np.where(u <= 0, chord_a, np.where(l >= 0, tan_a, mix_a))
+    b = np.where(u <= 0, chord_b, np.where(l >= 0, tan_b, mix_b))
+    return a, b
+
+
+def relax_activation(kind: str, l: np.ndarray, u: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sound linear bounds ``a_lo z + b_lo <= act(z) <= a_up z + b_up`` for ``l <= z <= u`` (elementwise), with
+    non-negative slopes (every activation here is monotone), so forward propagation may scale the symbolic lower
+    function by ``a_lo`` and the upper one by ``a_up``.
+
+    ReLU: the triangle (upper) and the CROWN-adaptive lower slope, intercept 0.  Sigmoid/tanh: tangents and chords
+    per convexity region (:func:`_upper_line`); the lower line is the upper line of the point reflection
+    ``act(z) = c - act(-z)`` (``c`` = 1 for the sigmoid, 0 for tanh), widened by a rounding margin.  A box of
+    (near) zero width gets the constant bounds ``act(l) <= act(z) <= act(u)``.
+    """
+    l = np.asarray(l, float)
+    u = np.maximum(np.asarray(u, float), l)
+    if kind == "relu":
+        active = l >= 0
+        unstable = (l < 0) & (u > 0)
+        denom = np.where(unstable, u - l, 1.0)
+        s = np.where(active, 1.0, np.where(unstable, u / denom, 0.0))
+        t = np.where(unstable, -s * l, 0.0)
+        alpha = np.where(active, 1.0, np.where(unstable, (u > -l).astype(float), 0.0))
+        return alpha, np.zeros_like(alpha), s, t
+    c = 1.0 if kind == "sigmoid" else 0.0
+    a_up, b_up = _upper_line(kind, l, u)
+    a_neg, b_neg = _upper_line(kind, -u, -l)  # act(w) <= a_neg w + b_neg on [-u, -l]
+    a_lo, b_lo = a_neg, c - b_neg
+    eps = _RELAX_EPS * (1.0 + np.abs(l) + np.abs(u))
+    flat = (u - l) <= 1e-9 * (1.0 + np.abs(l))
+    fl, fu = act_apply(kind, l), act_apply(kind, u)
+    a_lo = np.where(flat, 0.0, np.maximum(a_lo, 0.0))
+    a_up = np.where(flat, 0.0, np.maximum(a_up, 0.0))
+    b_lo = np.where(flat, fl, b_lo) - eps
+    b_up = np.where(flat, fu, b_up) + eps
+    return a_lo, b_lo, a_up, b_up
+
+
+class SmoothOp(OpKind):
+    """Sigmoid and tanh: evaluation, gradient and interval bounds (monotone); linear relaxations for the bound
+    consumers (:func:`relax_activation`); no exact form, so every encoder that needs one refuses with PL301."""
+
+    layer_type = Smooth
+
+    def activation(self, layer: Smooth) -> str:
+        return layer.kind
+
+    def stages(self, layer: Smooth, n: int) -> list[Stage]:
+        from ..errors import PatchlangError
+
+        raise PatchlangError(
+            f"{layer.onnx_op} node '{layer.name}' is smooth, not piecewise linear: it has sound bounds for `verify` "
+            "but no exact encoding, and this task needs one (a MILP/SMT encoding or the exact re-check crosses it)",
+            help=f"edit only layers after the last {layer.onnx_op} (everything downstream is then piecewise linear), "
+                 "or use `verify` (bounds through it) / `falsify only` (black box); Sigmoid and Tanh are verify-only "
+                 "(docs/language.md, \"Supported operators\")", code="PL301")
+
+    def apply(self, layer: Smooth, h: np.ndarray) -> np.ndarray:
+        return act_apply(layer.kind, h)
+
+    def vjp(self, layer: Smooth, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return g * act_derivative(layer.kind, x)
+
+    def interval(self, layer: Smooth, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return act_apply(layer.kind, lo), act_apply(layer.kind, hi)
+
+    def to_onnx(self, layer: Smooth, writer: Any, name: str) -> None:
+        writer.node(layer.onnx_op, name)
+
+
 def _chain_sizes(layers: list[Any], n: int) -> list[int]:
     sizes = [n]
     for layer in layers:
@@ -508,7 +644,7 @@ class BlockOp(OpKind):
 
 
 _TABLE: dict[type, OpKind] = {op.layer_type: op for op in (
-    AffineOp(), LinearOp(), ReluOp(), ClipOp(), ElementwiseOp(), LeakyReluOp(), MaxPoolOp(), BlockOp())}
+    AffineOp(), LinearOp(), ReluOp(), ClipOp(), ElementwiseOp(), LeakyReluOp(), MaxPoolOp(), SmoothOp(), BlockOp())}
 
 
 def op_of(layer: Layer) -> OpKind:
@@ -534,6 +670,11 @@ def layer_stages(layer: Layer, n: int) -> list[Stage]:
 
 def layer_interval(layer: Layer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return op_of(layer).interval(layer, lo, hi)
+
+
+def activation(layer: Layer) -> str | None:
+    """The activation kind of a smooth layer (``"sigmoid"``/``"tanh"``), ``None`` for every piecewise-linear one."""
+    return op_of(layer).activation(layer)
 
 
 def is_linear(layer: Layer) -> bool:

@@ -233,7 +233,9 @@ def certify_holds(net, cases, seed: int = 0, time_budget: float = SECOND_SOLVE_S
     from ..errors import PatchlangError
     from ..solvers.registry import get_backend
 
-    rn = relu_network(net)
+    rn = relu_network(net, smooth=True)
+    if rn.smooth:
+        return Certificate(False, f"{TOO_LARGE} ({'/'.join(rn.smooth)} activations have no exact form for Z3)")
     n_relus = sum(W.shape[0] for W in rn.Ws[:-1])
     if n_relus > HOLDS_MAX_RELUS or rn.input_size > HOLDS_MAX_INPUTS or len(cases) > HOLDS_MAX_CASES:
         return Certificate(False, f"{TOO_LARGE} (the exact re-check by Z3 takes networks of at most "

@@ -172,7 +172,7 @@ def _verify_plan(task: VerifyTask, backend_name: str) -> TaskPlan:
                         {"inputs": net.input_size, "boxes": len(task.prop.boxes)}, False,
                         [f"falsify: black-box search ({method}) on the model file (onnxruntime); no proof, so "
                          "the answer is violated or unknown"])
-    rn = relu_network(net)  # `check` (tasks.dryrun) already lowered it: a verify task's network is a ReLU chain
+    rn = relu_network(net, smooth=True)  # `check` (tasks.dryrun) already lowered it: a verify task's network is a ReLU chain
     size = {"inputs": rn.input_size, "relus": int(sum(W.shape[0] for W in rn.Ws[:-1])),
             "boxes": len(task.prop.boxes)}
     return TaskPlan(task.name, task.kind, task.span.line, "MILP",

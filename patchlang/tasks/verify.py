@@ -183,6 +183,8 @@ def choose_method(rn: ReluNet, strategy: str, backend: str) -> str:
         strategy = "auto"
     if strategy not in METHODS:
         raise PatchlangError(f"unknown verification strategy `{strategy}`", help="strategies: " + ", ".join(METHODS))
+    if rn.smooth:  # sigmoid/tanh: bounds only, so the input-split search without exact leaves (issue 11)
+        return "input-split"
     if backend == "marabou":
         return "milp"
     if strategy == "auto":
@@ -197,7 +199,7 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
     """Decide ``cases`` (all must be safe for "holds"), stopping at the first confirmed counterexample."""
     t0 = time.perf_counter()
     deadline = t0 + (timeout if timeout is not None else DEFAULT_TIMEOUT)
-    rn = rn or relu_network(net)
+    rn = rn or relu_network(net, smooth=True)
     confirmer = Confirmer(net)
     stats: dict[str, Any] = {"evaluations": 0, "sub-boxes": 0, "queries": 0, "unconfirmed": 0}
     unknown: list[str] = []
@@ -221,6 +223,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                     stats["unconfirmed"] += 1
         method = choose_method(rn, strategy, backend)
         stats["method"] = method
+        if rn.smooth:
+            stats["smooth"] = rn.smooth
         bab_stats = BabStats()
         final_bounds: list[float] = []
         leaf = _leaf_solver(backend, SolveOptions(seed=seed), deadline)
@@ -283,7 +287,10 @@ def second_method_holds(net: Network, cases: list[RegionCase], used: str | None,
     it): a second algorithm over the same encoders, so a bug in one search cannot make both agree.  Returns a
     :class:`certify.Certificate`-like ``(certified, method)``: True, False (undecided in ``budget`` seconds) or
     None (it found a counterexample: the claim is wrong)."""
-    rn = relu_network(net)
+    rn = relu_network(net, smooth=True)
+    if rn.smooth:
+        return False, (f"not independently certified: the network has {'/'.join(rn.smooth)} activations, which only "
+                       "the input-split search bounds (no second complete method, no exact Z3 re-check)")
     first = used if used in ("input-split", "relu-split", "milp") else choose_method(rn, "auto", "auto")
     other = "relu-split" if first in ("input-split", "milp") else "input-split"
     verdict = verify_cases(net, cases, timeout=budget, backend="auto", seed=seed + 1, strategy=other,
@@ -385,6 +392,10 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
     method = verdict.stats.get("method")
     if method is not None:
         result.details["method"] = method
+    if verdict.stats.get("smooth"):
+        result.class_reason = ("verification over an input region through smooth activations (falsify first, then "
+                               "input splitting with sound linear bounds only: no exact leaves, so a box the "
+                               "bounds cannot refute stays undecided)")
     if method == "relu-split":  # issue 12: the count of ReLU-split domains and the final bound of the proof
         result.class_reason = ("complete verification over an input region (falsify first, then branch and bound "
                                "over ReLU phases with optimised bounds and MILP leaves)")
