@@ -64,6 +64,17 @@ def versions() -> dict[str, str]:
 
 
 def run_task(task, options: RunOptions) -> TaskResult:
+    result = _run_task(task, options)
+    net = getattr(getattr(task, "model", None), "net", None)
+    tail = getattr(net, "tail", None)
+    if tail is not None:
+        result.notes.append(f"model `{net.name}` ends in {tail['op']} node '{tail['node']}': patchlang works on the "
+                            "logits before it (a monotone tail never changes the label), so margins are in logits; "
+                            "files written keep the node")
+    return result
+
+
+def _run_task(task, options: RunOptions) -> TaskResult:
     if isinstance(task, PatchTask):
         return run_patch(task, options)
     if isinstance(task, VerifyTask) and task.falsify is not None and task.falsify.only:

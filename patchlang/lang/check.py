@@ -541,13 +541,14 @@ class Checker(ExpertsChecker):
         if isinstance(item, A.Keep):
             if item.within is None:
                 return GoalSpec("keep", ps, item.span, f"keep {text_points}")
+            self.check_tail(net, f"`keep {text_points} outputs within`", item.span)
             if item.within < 0:  # would make the task silently infeasible ("no patch")
                 self.fail("PL241", "`outputs within` takes a non-negative tolerance", item.span,
                           "e.g. `keep good outputs within 0.1`")
             return GoalSpec("keep_within", ps, item.span, f"keep {text_points} outputs within {item.within:g}",
                             tolerance=item.within)
         if isinstance(item, A.Require):
-            self.check_cnf(item.cnf, n_out, ps)
+            self.check_cnf(item.cnf, n_out, ps, net)
             return GoalSpec("require", ps, item.span, f"require {text_points}", cnf=item.cnf)
         for lab in item.labels:
             if not 0 <= lab < n_out:
@@ -567,11 +568,25 @@ class Checker(ExpertsChecker):
                       "y[0] <= -1`")
         return GoalSpec(item.kind, ps, item.span, f"change {text_points} {words}", labels=item.labels)
 
-    def check_cnf(self, cnf: A.OutputCNF, n_out: int, ps: P.PointSet | None) -> None:
+    def check_tail(self, net: Network, what: str, span: Span | None) -> None:
+        """PL302: a statement over output *values* on a model whose final Softmax/LogSoftmax the importer stripped
+        (the IR's outputs are the logits; only comparisons between outputs mean the same before and after it)."""
+        tail = net.tail
+        if tail is None:
+            return
+        self.fail("PL302", f"{what} constrains output values, but model `{net.name}` ends in {tail['op']} node "
+                           f"'{tail['node']}', which patchlang strips (its outputs here are the logits before it)",
+                  span, "use label statements (`label is`, `label stays`, `change ... to`, `keep` without `outputs "
+                        "within`, `y[i] >= y[j]`), which the monotone tail leaves unchanged; or export the model "
+                        "without the final softmax and state the bounds on its logits")
+
+    def check_cnf(self, cnf: A.OutputCNF, n_out: int, ps: P.PointSet | None, net: Network | None = None) -> None:
         for clause in cnf.clauses:
             for atom in clause:
                 refs: list[int] = []
                 if isinstance(atom, A.AtomCompare):
+                    if net is not None and not _compares_outputs(atom):
+                        self.check_tail(net, "this constraint", atom.span)
                     refs = [i for i, _ in atom.lhs.terms] + [i for i, _ in atom.rhs.terms]
                     if atom.op == "!=":
                         self.fail("PL223", "`!=` is not supported in output constraints", atom.span,
@@ -768,7 +783,7 @@ class Checker(ExpertsChecker):
                                        f"input bound(s), the model takes {net.input_size} inputs", span,
                               "describe every input of the model (one bound per input)")
         for cnf in prop.ensures:
-            self.check_cnf(cnf, net.output_size, prop.centers)
+            self.check_cnf(cnf, net.output_size, prop.centers, net)
         stays = any(isinstance(a, A.AtomLabelStays) for cnf in prop.ensures for c in cnf.clauses for a in c)
         if stays and prop.centers is not None and prop.centers.y is not None:
             bad = (prop.centers.y < 0) | (prop.centers.y >= net.output_size)
@@ -784,6 +799,9 @@ class Checker(ExpertsChecker):
                         if any(i >= net.output_size for i in atom.coeffs):
                             self.fail("PL265", f"property `{prop.name}` refers to outputs the model "
                                                f"`{net.name}` does not have", span)
+                        c = sorted(atom.coeffs.values())
+                        if not (len(c) == 2 and c[0] == -c[1] and atom.rhs == 0):
+                            self.check_tail(net, f"property `{prop.name}` (VNN-LIB)", span)
 
     def verify_stmt(self, st: A.Verify) -> VerifyTask:
         entry = self.model_ref(st.model, st.span)
@@ -941,6 +959,18 @@ def _repair_is_disjunctive(prop: PropertySpec, n_out: int) -> bool:
             if alts > 1:
                 return True
     return False
+
+
+def _compares_outputs(atom: A.AtomCompare) -> bool:
+    """``y[i] op y[j]`` (after moving every term to one side): an order between two outputs, which a monotone
+    softmax tail never changes; anything with a constant or other weights constrains values."""
+    coef: dict[int, float] = {}
+    for i, c in atom.lhs.terms:
+        coef[i] = coef.get(i, 0.0) + c
+    for i, c in atom.rhs.terms:
+        coef[i] = coef.get(i, 0.0) - c
+    vals = sorted(v for v in coef.values() if v != 0)
+    return atom.lhs.const == atom.rhs.const and len(vals) == 2 and vals[0] == -vals[1]
 
 
 def check(spec: A.SpecFile, base_dir: Path | None = None) -> Program:

@@ -63,6 +63,12 @@ class Network:
 
     # ----------------------------------------------------------------- structure
     @property
+    def tail(self) -> dict[str, str] | None:
+        """The final Softmax/LogSoftmax the importer stripped (``{"op", "node", ...}``), or None: ``forward`` gives
+        the logits before it, which decide the same labels."""
+        return self.metadata.get("onnx_tail")
+
+    @property
     def input_size(self) -> int:
         return int(np.prod(self.input_shape)) if self.input_shape else 1
 

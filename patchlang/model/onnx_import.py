@@ -138,6 +138,27 @@ class _GraphView:
             raise ModelError("the model graph has no output")
         self.output_name: str = graph.output[0].name
         self.data_nodes = self._fold_constants(self._needed_nodes())
+        self.tail = self._strip_tail()
+
+    def _strip_tail(self) -> dict[str, str] | None:
+        """A final Softmax/LogSoftmax over the classes is monotone: it never changes which output is largest, so
+        the chain ends before it (``output_name`` becomes its input) and label properties hold unchanged; the
+        checker refuses properties over output values on such a model (PL302), the files written keep the node.
+        Returns ``{"op", "node", "output"}`` of the stripped node, or None."""
+        last = self.data_nodes[-1] if self.data_nodes else None
+        if last is None or last.op not in TAIL_OPS or self.output_name not in last.node.output:
+            return None
+        data = self.data_inputs(last.node)
+        if len(data) != 1 or sum(data[0] in self.data_inputs(dn.node) for dn in self.data_nodes) != 1:
+            return None  # the logits are read elsewhere too: not a plain tail
+        from onnx.helper import get_attribute_value
+
+        axis = next((get_attribute_value(a) for a in last.node.attribute if a.name == "axis"), None)
+        self.data_nodes = self.data_nodes[:-1]
+        tail = {"op": last.op, "node": last.label, "output": self.output_name, "logits": data[0],
+                "axis": str(-1 if axis is None and self.opset >= 13 else (1 if axis is None else axis))}
+        self.output_name = data[0]
+        return tail
 
     def _needed_nodes(self) -> list[tuple[int, object]]:
         """Nodes the first graph output depends on, in graph (topological) order."""
@@ -234,6 +255,7 @@ def _blocker(view: _GraphView, dn: _DataNode, fanout: Counter) -> str | None:
 
 
 MERGE_OPS = frozenset({"Add", "Concat"})
+TAIL_OPS = frozenset({"Softmax", "LogSoftmax"})  # stripped from the end of the graph (_GraphView._strip_tail)
 
 
 def _collapse_blocks(view: _GraphView) -> None:
@@ -598,6 +620,19 @@ def _self_check(layers: list[Layer], h0: np.ndarray, expected: np.ndarray, path:
                          help="the model uses an op variant patchlang misreads; please report it with the model")
 
 
+def _check_tail(view: _GraphView, logits: np.ndarray) -> None:
+    """The stripped Softmax must act on the class axis of a ``(batch, classes)`` tensor (or, before opset 13 with
+    ``axis=1``, on every feature flattened): only then is it monotone in the sense the label rules need."""
+    tail = view.tail
+    assert tail is not None
+    rank, axis = np.ndim(logits), int(tail["axis"])
+    if rank == 2 and axis in (-1, 1) or view.opset < 13 and axis == 1:
+        return
+    raise ModelError(f"{tail['op']} node '{tail['node']}' at the end of the network acts on axis {axis} of a "
+                     f"tensor of shape {list(np.shape(logits))}, not on the classes of a (batch, classes) output",
+                     help="export the model without the final softmax (patchlang reads the logits)", code="PL302")
+
+
 def _derived_constants(view: _GraphView, layers: list[Layer]) -> dict[str, np.ndarray]:
     """Parameters folded from constant subgraphs: the exporter needs their values to tell whether they changed."""
     refs = [r for layer in layers if isinstance(layer, (Affine, Linear)) for r in (layer.weight_ref, layer.bias_ref)
@@ -648,6 +683,8 @@ def _import(proto, path: str, name: str | None) -> Network:
         builder.add(_Step(dn, view, tuple(values[shape_of].shape), tuple(values[dn.node.output[0]].shape)), values)
         shape_of = dn.node.output[0]
     _self_check(builder.layers, values[start], values[view.output_name], path)
+    if view.tail is not None:
+        _check_tail(view, values[view.output_name])
 
     return Network(
         name=name or os.path.splitext(os.path.basename(path))[0],
@@ -666,5 +703,6 @@ def _import(proto, path: str, name: str | None) -> Network:
             "onnx_output_name": view.output_name,
             "ir_version": int(proto.ir_version),
             "opset": view.opset,
+            **({"onnx_tail": view.tail} if view.tail is not None else {}),
         },
     )

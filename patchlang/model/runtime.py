@@ -87,17 +87,52 @@ def session_options(threads: int = 1) -> Any:
     return opts
 
 
+TAIL_OPS = ("Softmax", "LogSoftmax")
+
+
+def without_tail(source: Any) -> Any:
+    """``source`` (path or serialized bytes) with a final Softmax/LogSoftmax cut off: its output becomes the logits.
+
+    Why: the importer strips that monotone tail (label decisions are the same either way) and the IR computes the
+    logits, so every onnxruntime check of a file (the model, a written patch, a saved counterexample) must read the
+    same tensor to compare like with like.  The file itself keeps the node.  A source without such a tail is
+    returned as it is (a cheap byte search first: most models never mention a softmax)."""
+    import onnx
+
+    data = source
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            data = f.read()
+    if not isinstance(data, (bytes, bytearray)) or b"Softmax" not in data:
+        return source
+    proto = onnx.load_model_from_string(bytes(data))
+    if isinstance(source, str) and any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return source  # external weights live beside the file: leave it alone
+    out = proto.graph.output[0].name if proto.graph.output else None
+    node = next((n for n in proto.graph.node if out in n.output), None)
+    if node is None or node.op_type not in TAIL_OPS or not node.input:
+        return source
+    del proto.graph.output[:]
+    proto.graph.output.extend([onnx.ValueInfoProto(name=node.input[0])])
+    return proto.SerializeToString()
+
+
 class OrtModel:
     """An onnxruntime session with patchlang's batch conventions (see the module docstring).
 
     ``model`` is a path, a ``ModelProto`` or serialized bytes; the session is created once and reused.
     ``input_shape`` overrides the per-sample shape read from the model (needed only for unusual inputs).
+    A final Softmax/LogSoftmax is not run (``strip_tail``, see :func:`without_tail`): outputs are the logits the
+    IR computes.
     """
 
-    def __init__(self, model: Any, input_shape: tuple[int, ...] | None = None, threads: int = 1):
+    def __init__(self, model: Any, input_shape: tuple[int, ...] | None = None, threads: int = 1,
+                 strip_tail: bool = True):
         import onnxruntime as ort
 
         source = model.SerializeToString() if hasattr(model, "SerializeToString") else model
+        if strip_tail:
+            source = without_tail(source)
         self._init_args = (source, input_shape, threads)  # what __getstate__ pickles (a session cannot be)
         try:
             self.session = ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])

@@ -75,6 +75,10 @@ PL_RULES = {
     'PL275': 'unknown falsifier in falsify with, or an unknown or negative falsifier option',
     'PL300': ('verify or repair on a model with an operator the operator table cannot bound (named with its '
               'node)'),
+    'PL301': ('a task that needs an exact encoding (patch, repair, attack, Z3 re-check) across a Sigmoid/Tanh '
+              'node (named): those are bounded for verify only'),
+    'PL302': ('a statement over output values on a model whose final Softmax/LogSoftmax is stripped (named), or '
+              'such a tail over an axis other than the classes'),
     'PL380': ('warning: a verify task whose model cannot be encoded: run only searches for counterexamples '
               '(violated or unknown, never holds)'),
     'PL320': 'fault localization cannot choose (unlabelled or no failing inputs, no suspicious neuron)',
