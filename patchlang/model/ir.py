@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .layers import Affine, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, ParamRef, Relu
+from .layers import Affine, Clip, Elementwise, Layer, LeakyRelu, Lifted, Linear, MaxPool, ParamRef, Relu
 from .ops import apply_layer, in_size, is_editable, out_size, params, with_params
 
 __all__ = ["Affine", "Clip", "Elementwise", "Layer", "LeakyRelu", "Linear", "MaxPool", "ParamRef", "Relu", "Prefix",
@@ -122,7 +122,7 @@ class Network:
             return None
         for k, i in enumerate(idx):
             layer = self.layers[i]
-            assert isinstance(layer, (Affine, Linear))
+            assert isinstance(layer, (Affine, Linear, Lifted))
             names = {layer.name}
             if layer.weight_ref:
                 names.add(layer.weight_ref.initializer)

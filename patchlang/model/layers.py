@@ -7,7 +7,7 @@ Every layer acts on flat float64 vectors (row-major flattening of the ONNX tenso
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import numpy as np
@@ -152,7 +152,8 @@ class Block:
 
     Why a layer and not a graph: series-parallel blocks are what residual networks are made of, and as one layer
     kind the chain stays a chain for every consumer; the operator table gives the block an exact piecewise-linear
-    form like any other layer.  Layers inside a block cannot be edited.
+    form like any other layer.  A block whose branches hold editable layers is rewritten by the importer so that
+    they can be edited (:class:`Lifted`, :mod:`.residual`).
     """
 
     branches: list[list[Any]]
@@ -160,4 +161,56 @@ class Block:
     name: str = "block"
 
 
-Layer = Union[Affine, Relu, Clip, Elementwise, Linear, LeakyRelu, MaxPool, Smooth, Block]
+@dataclass
+class Lifted:
+    """An editable layer of a residual branch, lifted to the top level of the chain:
+    ``y = [x[:before]; inner(x[before:before + n]); x[-after:]]`` (the other branches' values pass unchanged).
+
+    Why: a layer inside a :class:`Block` is not a step of the chain, so `edit layer` could not name it and the
+    encoders could not give it unknowns.  The importer rewrites a block with editable layers into an equivalent
+    chain (:mod:`.residual`): the branches' values side by side, each editable layer lifted over its slice, the
+    rest of each branch a concat block, the merge a sum.  ``inner`` keeps its :class:`ParamRef`, so a patch is
+    written back into the same ONNX tensor and the written graph is the original one.
+    """
+
+    inner: Any  # Affine | Linear (editable) | Lifted
+    before: int
+    after: int
+    _W: Any = field(default=None, repr=False, compare=False)  # the sparse block-diagonal matrix, built once
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def weight_ref(self) -> "ParamRef | None":
+        return self.inner.weight_ref
+
+    @property
+    def bias_ref(self) -> "ParamRef | None":
+        return self.inner.bias_ref
+
+    @property
+    def in_size(self) -> int:
+        return self.before + int(self.inner.in_size) + self.after
+
+    @property
+    def out_size(self) -> int:
+        return self.before + int(self.inner.out_size) + self.after
+
+    @property
+    def W(self) -> Any:
+        if self._W is None:
+            import scipy.sparse as sp
+
+            eye = [sp.identity(k, format="csr") for k in (self.before, self.after)]
+            self._W = sp.block_diag([m for m in (eye[0], sp.csr_matrix(self.inner.W), eye[1]) if m.shape[0]],
+                                    format="csr")
+        return self._W
+
+    @property
+    def b(self) -> np.ndarray:
+        return np.concatenate([np.zeros(self.before), np.asarray(self.inner.b, float), np.zeros(self.after)])
+
+
+Layer = Union[Affine, Relu, Clip, Elementwise, Linear, LeakyRelu, MaxPool, Smooth, Block, Lifted]

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ModelError
 from ..files import write_atomic
 from .ir import Linear, Network, ParamRef
+from .layers import Lifted
 from .onnx_import import evaluate_node
 
 
@@ -172,6 +173,8 @@ def _patch_copy(net: Network):
     outputs = net.metadata.get("onnx_affine_outputs", [])
     for k, index in enumerate(net.affine_indices()):
         layer = net.layers[index]
+        while isinstance(layer, Lifted):  # a layer of a residual branch: its own tensors
+            layer = layer.inner
         if layer.weight_ref is None:
             raise ModelError(f"layer '{layer.name}' is not linked to a tensor of the model file",
                              help="networks built in memory without a proto are written with build_onnx")

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import ModelError
 from .ir import Affine, Clip, Elementwise, Layer, Linear, Network, ParamRef, Prefix, Relu, apply_layer
-from .layers import Block, Smooth
+from .layers import Lifted, Smooth
+from .residual import lift_block
 from .onnx_lower import (LINEAR_PROBED, LOWERED_OPS, lower_batchnorm, lower_conv, lower_leaky, lower_linear,
                          lower_maxpool)
 from .runtime import InputSignature, OrtModel, input_signature, session_options
@@ -461,9 +462,10 @@ class _ChainBuilder:
         self.handlers[step.node.op_type](step)
 
     def block(self, step: _Step, values: dict[str, np.ndarray]) -> None:
-        """A residual Add / Concat: each branch built by a builder of its own (its layers cannot be edited)."""
+        """A residual Add / Concat: each branch built by a builder of its own; a block whose branches hold editable
+        layers is rewritten so that they can be edited (:func:`.residual.lift_block`)."""
         assert step.dn.branches is not None and step.dn.fork is not None
-        branches, ends = [], []
+        branches, ends, outputs = [], [], []
         for chain in step.dn.branches:
             sub = _ChainBuilder()
             tensor = step.dn.fork
@@ -472,12 +474,14 @@ class _ChainBuilder:
                         values)
                 tensor = inner.node.output[0]
             branches.append(sub.layers)
+            outputs.extend(sub.affine_outputs)  # lift_block lifts branch by branch, each in its own order
             ends.append(tuple(values[tensor].shape))
         if step.node.op_type == "Add" and ends[0] != ends[1]:
             raise step.error(f"it adds tensors of shapes {list(ends[0])} and {list(ends[1])} (broadcasting two "
                              "branches is not supported)")
-        self.layers.append(Block(branches=branches, merge="add" if step.node.op_type == "Add" else "concat",
-                                 name=step.dn.label))
+        self.layers.extend(lift_block(branches, "add" if step.node.op_type == "Add" else "concat", step.dn.label,
+                                      int(np.prod(values[step.dn.fork].shape))))
+        self.affine_outputs.extend(outputs)
 
     def _affine(self, step: _Step, W: np.ndarray, b: np.ndarray, wref: ParamRef, bref: ParamRef | None) -> None:
         in_size, out_size = int(np.prod(step.in_shape)), int(np.prod(step.out_shape))
@@ -635,8 +639,8 @@ def _check_tail(view: _GraphView, logits: np.ndarray) -> None:
 
 def _derived_constants(view: _GraphView, layers: list[Layer]) -> dict[str, np.ndarray]:
     """Parameters folded from constant subgraphs: the exporter needs their values to tell whether they changed."""
-    refs = [r for layer in layers if isinstance(layer, (Affine, Linear)) for r in (layer.weight_ref, layer.bias_ref)
-            if r]
+    refs = [r for layer in layers if isinstance(layer, (Affine, Linear, Lifted))
+            for r in (layer.weight_ref, layer.bias_ref) if r]
     return {r.initializer: view.const(r.initializer) for r in refs if view.consts[r.initializer].kind == "derived"}
 
 

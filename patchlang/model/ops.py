@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ModelError
-from .layers import Affine, Block, Clip, Elementwise, Layer, LeakyRelu, Linear, MaxPool, Relu, Smooth
+from .layers import Affine, Block, Clip, Elementwise, Layer, LeakyRelu, Lifted, Linear, MaxPool, Relu, Smooth
 
 __all__ = ["LinearStage", "ReluStage", "Stage", "OpKind", "op_of", "apply_layer", "layer_vjp", "layer_stages",
            "layer_interval", "is_linear", "is_editable", "params", "with_params", "param_entries", "relu_width",
@@ -525,6 +525,50 @@ class SmoothOp(OpKind):
         writer.node(layer.onnx_op, name)
 
 
+class LiftedOp(OpKind):
+    """An editable layer over one slice of the vector, the rest passing unchanged: one affine stage (the
+    block-diagonal matrix), and the inner layer's parameters with their entries shifted by the slice's offset."""
+
+    layer_type = Lifted
+    linear = True
+    editable = True
+
+    def in_size(self, layer: Lifted) -> int:
+        return layer.in_size
+
+    def out_size(self, layer: Lifted, n: int) -> int:
+        return layer.out_size
+
+    def stages(self, layer: Lifted, n: int) -> list[Stage]:
+        return [LinearStage(layer.W, layer.b)]
+
+    def _split(self, layer: Lifted, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, m = layer.before, int(layer.inner.in_size)
+        return h[:, :a], h[:, a:a + m], h[:, a + m:]
+
+    def apply(self, layer: Lifted, h: np.ndarray) -> np.ndarray:
+        left, mid, right = self._split(layer, h)
+        return np.concatenate([left, apply_layer(layer.inner, mid), right], axis=1)
+
+    def vjp(self, layer: Lifted, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        a, m = layer.before, int(layer.inner.out_size)
+        _, mid, _ = self._split(layer, x)
+        return np.concatenate([g[:, :a], layer_vjp(layer.inner, mid, g[:, a:a + m]), g[:, a + m:]], axis=1)
+
+    def to_onnx(self, layer: Lifted, writer: Any, name: str) -> None:
+        return OpKind.to_onnx(self, layer, writer, name)
+
+    def params(self, layer: Lifted, kind: str) -> np.ndarray:
+        return params(layer.inner, kind)
+
+    def with_params(self, layer: Lifted, kind: str, values: np.ndarray) -> Lifted:
+        return replace(layer, inner=with_params(layer.inner, kind, values), _W=None)
+
+    def param_entries(self, layer: Lifted, kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r, j, k = param_entries(layer.inner, kind, mask)
+        return r + layer.before, np.where(j >= 0, j + layer.before, -1), k
+
+
 def _chain_sizes(layers: list[Any], n: int) -> list[int]:
     sizes = [n]
     for layer in layers:
@@ -644,7 +688,7 @@ class BlockOp(OpKind):
 
 
 _TABLE: dict[type, OpKind] = {op.layer_type: op for op in (
-    AffineOp(), LinearOp(), ReluOp(), ClipOp(), ElementwiseOp(), LeakyReluOp(), MaxPoolOp(), SmoothOp(), BlockOp())}
+    AffineOp(), LinearOp(), ReluOp(), ClipOp(), ElementwiseOp(), LeakyReluOp(), MaxPoolOp(), SmoothOp(), BlockOp(), LiftedOp())}
 
 
 def op_of(layer: Layer) -> OpKind:
@@ -695,6 +739,8 @@ def out_size(layer: Layer, n: int) -> int:
 def is_editable(layer: Layer) -> bool:
     """Whether `edit layer` can name this layer (what `layer k` in a spec counts)."""
     kind = op_of(layer)
+    if isinstance(layer, Lifted):
+        return is_editable(layer.inner)
     return kind.editable and (not isinstance(layer, Linear) or layer.editable)
 
 
