@@ -183,9 +183,11 @@ def test_residual_branch_becomes_a_block(write_model):
         helper.make_node("Gemm", ["r1", "W2", "c2"], ["y"], transB=1, name="head"),
     ], {"W0": f32(4, 3), "c0": f32(4), "W1": f32(4, 4), "c1": f32(4), "W2": f32(2, 4), "c2": f32(2)}, ["N", 3])
     net = load_model(path)
-    # issue 11: a residual Add of two branches is one Block layer of the operator table, not an opaque prefix
-    assert kinds(net) == ["Affine", "Relu", "Block", "Relu", "Affine"] and net.prefix is None
-    assert net.layers[2].name == "skip" and net.layer_names()[-1] == "head"
+    # issue 11: a residual Add of two branches is part of the chain, not an opaque prefix; the branch's Gemm is
+    # editable: lifted over its copy of the input (fork, lifted layer, sum; model/residual.py)
+    assert kinds(net) == ["Affine", "Relu", "Linear", "Lifted", "Linear", "Relu", "Affine"] and net.prefix is None
+    assert net.layers[2].name == "skip.fork" and net.layers[4].name == "skip.sum"
+    assert len(net.layer_names()) == 3 and net.layer_names()[-1] == "head"
     assert_matches_ort(net, path, f32(6, 3))
 
 
