@@ -129,7 +129,7 @@ def relu_network(net: Network, smooth: bool = False) -> ReluNet:
             f"model `{net.name}` has operations that are not piecewise linear, so it cannot be bounded over an "
             f"input region: {net.prefix.blocker or 'an op'} ({net.prefix.description})",
             help="verification bounds every op from the input on; the supported operators are listed in "
-                 "docs/language.md (\"Supported operators\"); Sigmoid/Tanh and other smooth ops are not, but "
+                 "docs/language.md (\"Supported operators\"; Sigmoid/Tanh are bounded for verify); "
                  "`falsify only with ...` still searches for counterexamples on any network onnxruntime runs",
             code="PL300")
     Ws: list[np.ndarray] = []
