@@ -18,7 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .fixed_phase import defining_rows, schedule
-from .patch import DeltaLayout, _interval
+from .patch import DeltaLayout
+from .walk import interval_of as _interval
 from ..query import Query, RowBlock
 
 

@@ -26,8 +26,9 @@ import scipy.sparse as sp
 from ..errors import PatchlangError
 from ..model.edits import EditSpec, NormSpec
 from ..model.ir import Affine, Layer, Linear, Network
-from ..model.ops import ReluStage, apply_layer, layer_stages, matrix, param_entries
+from ..model.ops import apply_layer, layer_stages, param_entries
 from .goals import Alternative, GoalGroup, PointGoal
+from .walk import NetworkWalker
 from ..query import Query, QueryBuilder, RowBlock
 
 
@@ -71,19 +72,6 @@ def first_edited_position(net: Network, edits: list[EditSpec]) -> int:
     return min(idx[e.layer] for e in edits)
 
 
-def _interval(E: sp.csr_matrix, c: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sound bounds of ``E x + c`` for ``lb <= x <= ub`` (infinite where an unbounded variable enters)."""
-    Ep = E.maximum(0).tocsr()
-    En = E.minimum(0).tocsr()
-    lbf = np.where(np.isfinite(lb), lb, 0.0)
-    ubf = np.where(np.isfinite(ub), ub, 0.0)
-    lo = c + Ep @ lbf + En @ ubf
-    hi = c + Ep @ ubf + En @ lbf
-    inf_lo = (Ep @ (~np.isfinite(lb)).astype(float)) + (En.multiply(-1) @ (~np.isfinite(ub)).astype(float))
-    inf_hi = (Ep @ (~np.isfinite(ub)).astype(float)) + (En.multiply(-1) @ (~np.isfinite(lb)).astype(float))
-    lo = np.where(inf_lo > 0, -np.inf, lo)
-    hi = np.where(inf_hi > 0, np.inf, hi)
-    return lo, hi
 
 
 class PatchEncoder:
@@ -97,10 +85,15 @@ class PatchEncoder:
         self.edits = edits
         self.norms = norms
         self.b = QueryBuilder(name)
+        self.walk = NetworkWalker(self.b)  # the one encoder of the layers' exact forms (shared with compile.verify)
         self.start = first_edited_position(net, edits)
         self._make_delta_vars()
-        self.n_unstable = 0
         self.n_points = 0
+
+    @property
+    def n_unstable(self) -> int:
+        """ReLU atoms added so far."""
+        return self.walk.n_unstable
 
     # ------------------------------------------------------------------ unknowns
     def _make_delta_vars(self) -> None:
@@ -166,37 +159,10 @@ class PatchEncoder:
 
     def _materialize(self, E: sp.csr_matrix, c: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
         """Introduce variables ``z = E x + c`` with their sound bounds; return the unit expression of ``z``."""
-        lb, ub = self.b.var_bounds()
-        E = sp.csr_matrix(E, shape=(E.shape[0], lb.size))
-        lo, hi = _interval(E, c, lb, ub)
-        n = E.shape[0]
-        z = self.b.add_vars(n, lo, hi, name=name, kind="neuron")
-        M = sp.hstack([E, sp.csr_matrix((n, self.b.n_vars - E.shape[1]))]).tocsr()
-        M = M - sp.csr_matrix((np.ones(n), (np.arange(n), z)), shape=(n, self.b.n_vars))
-        self.b.define(z, self.b.add_rows(M, -c, -c, label=name, group="network"))
-        return sp.csr_matrix((np.ones(n), (np.arange(n), z)), shape=(n, self.b.n_vars)), np.zeros(n)
+        return self.walk.materialize(E, c, name)
 
     def _relu(self, E: sp.csr_matrix, c: np.ndarray, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
-        lb, ub = self.b.var_bounds()
-        E = sp.csr_matrix(E, shape=(E.shape[0], lb.size))
-        lo, hi = _interval(E, c, lb, ub)
-        active = lo >= 0
-        inactive = hi <= 0
-        unstable = ~(active | inactive)
-        keep = sp.diags(active.astype(float))
-        E_out = sp.csr_matrix(keep @ E)
-        c_out = np.where(active, c, 0.0)
-        if np.any(unstable):
-            # infinite bounds are fine for SMT backends; the MILP lowering refuses them with a clear error
-            u = np.nonzero(unstable)[0]
-            x_e, x_c = self._materialize(E[u], c[u], f"{name}.in")
-            x_idx = x_e.indices  # unit rows: one column each
-            y = self.b.add_vars(u.size, 0.0, np.maximum(hi[u], 0.0), name=f"{name}.out", kind="neuron")
-            self.b.add_relu(y, x_idx)
-            self.n_unstable += int(u.size)
-            add = sp.csr_matrix((np.ones(u.size), (u, y)), shape=(E.shape[0], self.b.n_vars))
-            E_out = sp.csr_matrix(E_out, shape=(E.shape[0], self.b.n_vars)) + add
-        return sp.csr_matrix(E_out), c_out
+        return self.walk.relu(E, c, name)
 
     def _through_network(self, h: np.ndarray, point: str, materialize_last: bool = True
                          ) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -226,20 +192,7 @@ class PatchEncoder:
         """A layer without unknowns, through its exact piecewise-linear form from the operator table: affine stages
         are sparse products, ReLU stages ReLU atoms (stable ones free).  ``points`` points are stacked point-major
         in ``E``/``c``; the same stages apply to each.  This one walk is every operator's MILP and SMT encoding."""
-        n = c.size // points
-        relus = 0
-        for stage in layer_stages(layer, n):
-            if isinstance(stage, ReluStage):
-                label = name if relus == 0 else f"{name}.{relus}"
-                E, c = self._relu(E, c, label)
-                relus += 1
-                continue
-            S = matrix(stage.W)
-            if points > 1:
-                S = sp.kron(sp.identity(points, format="csr"), S, format="csr")
-            E = sp.csr_matrix(S @ sp.csr_matrix(E, shape=(E.shape[0], self.b.n_vars)))
-            c = S @ c + np.tile(np.asarray(stage.b, float), points)
-            n = int(stage.W.shape[0])
+        E, c = self.walk.stages(layer_stages(layer, c.size // points), E, c, name, points)
         if isinstance(layer, Linear) and E.nnz > 4 * E.shape[0]:
             E, c = self._materialize(E, c, name)  # as after an affine layer: keep later products sparse
         return sp.csr_matrix(E), c

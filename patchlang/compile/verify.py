@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from ..errors import PatchlangError
 from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
 from .goals import Alternative, Clause
+from .walk import NetworkWalker
 from ..query import Query, QueryBuilder
 
 DEFAULT_TOL = 1e-6
@@ -213,40 +214,23 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
         bounds = backward_bounds(rn, lo[None], hi[None], fb) if rn.input_size > 20 else fb
     qb = QueryBuilder(name)
     x = qb.add_vars(lo.size, lo, hi, name="input", kind="input")
+    walk = NetworkWalker(qb, define=False)  # the same walker as the patch encoder (compile.walk)
     h_idx = x  # variable index per coordinate of the current layer's input; -1 means the constant 0
-    n_unstable = 0
     for k in range(rn.n_hidden + 1):
         W, b = rn.Ws[k], rn.bs[k]
-        live = h_idx >= 0
-        Wl = W[:, live]
         if k < rn.n_hidden:
             l, u = bounds.lower[k][0], bounds.upper[k][0]
         else:  # outputs: interval bounds from the last hidden layer's post-activation bounds
             in_lo = np.maximum(bounds.lower[k - 1][0], 0.0) if k else lo
             in_hi = np.maximum(bounds.upper[k - 1][0], 0.0) if k else hi
             l, u = (v[0] for v in affine_interval(W, b, in_lo[None], in_hi[None]))
-        n_out = W.shape[0]
-        z = qb.add_vars(n_out, l - 1e-9 * (1 + np.abs(l)), u + 1e-9 * (1 + np.abs(u)), name=f"z{k}", kind="neuron")
-        # W h - z = -b, assembled as COO triplets directly (thousands of leaf queries: scipy's hstack/eye dominate)
-        r, c = np.nonzero(Wl)
-        rows = np.concatenate([r, np.arange(n_out)])
-        cols = np.concatenate([h_idx[live][c], z])
-        vals = np.concatenate([Wl[r, c], -np.ones(n_out)])
-        qb.add_rows(sp.coo_matrix((vals, (rows, cols)), shape=(n_out, qb.n_vars)), -b, -b,
-                    label=f"layer {k}", group="network")
+        z = walk.dense_layer(h_idx, W, b, l - 1e-9 * (1 + np.abs(l)), u + 1e-9 * (1 + np.abs(u)), f"z{k}",
+                             f"layer {k}")
         if k == rn.n_hidden:
             y = z
             break
-        active, inactive = l >= 0, u <= 0
-        unstable = ~(active | inactive)
-        nxt = np.where(active, z, -1)
-        if np.any(unstable):
-            ui = np.nonzero(unstable)[0]
-            r = qb.add_vars(ui.size, 0.0, np.maximum(u[ui], 0.0) * (1 + 1e-9) + 1e-9, name=f"relu{k}", kind="neuron")
-            qb.add_relu(r, z[ui])
-            nxt[ui] = r
-            n_unstable += ui.size
-        h_idx = nxt
+        h_idx = walk.relu_of_vars(z, l, u, f"relu{k}")
+    n_unstable = walk.n_unstable
     open_j = np.arange(spec.n_conj) if conj_open is None else np.nonzero(conj_open)[0]
     if open_j.size == 0:
         raise PatchlangError("internal: no unsafe conjunction left to encode")
