@@ -195,12 +195,7 @@ def relu_relaxation(l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarra
     Stable neurons get exact slopes (1 or 0); unstable ones the triangle's upper side ``s = u/(u-l)``,
     ``t = -s l``, and the CROWN-adaptive lower slope (1 when ``u > -l``, else 0).
     """
-    active = l >= 0
-    unstable = (l < 0) & (u > 0)
-    denom = np.where(unstable, u - l, 1.0)
-    s = np.where(active, 1.0, np.where(unstable, u / denom, 0.0))
-    t = np.where(unstable, -s * l, 0.0)
-    alpha = np.where(active, 1.0, np.where(unstable, (u > -l).astype(float), 0.0))
+    alpha, _, s, t = relax_activation("relu", l, u)  # the operator table's relaxation (intercept 0 below)
     return alpha, s, t
 
 

@@ -470,7 +470,7 @@ def relax_activation(kind: str, l: np.ndarray, u: np.ndarray
     (near) zero width gets the constant bounds ``act(l) <= act(z) <= act(u)``.
     """
     l = np.asarray(l, float)
-    u = np.maximum(np.asarray(u, float), l)
+    u = np.asarray(u, float)
     if kind == "relu":
         active = l >= 0
         unstable = (l < 0) & (u > 0)
@@ -479,6 +479,7 @@ def relax_activation(kind: str, l: np.ndarray, u: np.ndarray
         t = np.where(unstable, -s * l, 0.0)
         alpha = np.where(active, 1.0, np.where(unstable, (u > -l).astype(float), 0.0))
         return alpha, np.zeros_like(alpha), s, t
+    u = np.maximum(u, l)
     c = 1.0 if kind == "sigmoid" else 0.0
     a_up, b_up = _upper_line(kind, l, u)
     a_neg, b_neg = _upper_line(kind, -u, -l)  # act(w) <= a_neg w + b_neg on [-u, -l]
@@ -525,22 +526,12 @@ class SmoothOp(OpKind):
         writer.node(layer.onnx_op, name)
 
 
-class LiftedOp(OpKind):
+class LiftedOp(AffineOp):
     """An editable layer over one slice of the vector, the rest passing unchanged: one affine stage (the
-    block-diagonal matrix), and the inner layer's parameters with their entries shifted by the slice's offset."""
+    block-diagonal matrix ``W``/``b`` the layer builds, sizes as a dense layer's), and the inner layer's parameters
+    with their entries shifted by the slice's offset."""
 
     layer_type = Lifted
-    linear = True
-    editable = True
-
-    def in_size(self, layer: Lifted) -> int:
-        return layer.in_size
-
-    def out_size(self, layer: Lifted, n: int) -> int:
-        return layer.out_size
-
-    def stages(self, layer: Lifted, n: int) -> list[Stage]:
-        return [LinearStage(layer.W, layer.b)]
 
     def _split(self, layer: Lifted, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, m = layer.before, int(layer.inner.in_size)
