@@ -148,7 +148,13 @@ def clause_slack(clause: Clause, y: np.ndarray) -> float:
 
 
 def slacks(group: GoalGroup, outputs: np.ndarray) -> np.ndarray:
-    """Per point of ``group``: the smallest slack of its clauses at its row of ``outputs`` (>= 0 iff it holds)."""
+    """Per point of ``group``: the smallest slack of its clauses at its row of ``outputs`` (>= 0 iff it holds).
+    Points of one clause of one alternative of one shape (`keep`, `to label`: the common case, checked for every
+    patch on up to thousands of points) are evaluated at once."""
+    alts = [p.clauses[0][0] for p in group.points if len(p.clauses) == 1 and len(p.clauses[0]) == 1]
+    if alts and len(alts) == len(group.points) and len({a.C.shape for a in alts}) == 1 and alts[0].C.shape[0]:
+        v = np.einsum("prk,pk->pr", np.stack([a.C for a in alts]), outputs[:len(alts)])
+        return np.min(np.minimum(v - np.stack([a.lo for a in alts]), np.stack([a.hi for a in alts]) - v), axis=1)
     out = np.full(len(group.points), np.inf)
     for i, pg in enumerate(group.points):
         for clause in pg.clauses:
