@@ -140,3 +140,26 @@ def test_repair_results_are_cached_and_timeouts_are_not(examples: Path, capsys, 
     spec.write_text(spec.read_text().replace("limit iterations 20", "limit iterations 19"))
     assert main(["run", str(spec), "-q"]) == 3
     assert main(["run", str(spec), "-q"]) == 3 and len(calls) == 2  # never stored: loaded and run both times
+
+
+def test_a_quiet_hit_imports_neither_rich_nor_scipy_nor_the_solvers(examples: Path) -> None:
+    """The hit path's cost is its imports (issue 17 asks a hit 10x faster than the run): a fresh process that
+    answers `run -q` from the cache must not import rich, scipy, onnx or a solver (it still imports numpy and
+    onnxruntime: the saved file is re-checked)."""
+    import os
+    import subprocess
+    import sys
+
+    spec = examples / "quickstart" / "fix_digits.patch"
+    env = {**os.environ, "PATCHLANG_CACHE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    probe = ("import sys, io, contextlib\nfrom patchlang.cli import main\nbuf = io.StringIO()\n"
+             "with contextlib.redirect_stdout(buf):\n    code = main(['run', sys.argv[1], '-q'])\n"
+             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'scipy', 'onnx', 'highspy', 'z3', "
+             "'gurobipy', 'lark'})\nprint(code, buf.getvalue().strip().split('  ')[0], 'onnxruntime' in sys.modules, "
+             "','.join(heavy) or '-')\n")
+    first = subprocess.run([sys.executable, "-c", probe, str(spec)], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert first.stdout.split()[:3] == ["0", "all", "good"], first.stderr  # a miss: solved and stored
+    second = subprocess.run([sys.executable, "-c", probe, str(spec)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert second.stdout.split() == ["0", "all", "good", "True", "-"], second.stdout + second.stderr

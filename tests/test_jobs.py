@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import report_figures
@@ -115,3 +116,26 @@ def test_workers_use_and_fill_the_cache(examples: Path, monkeypatch) -> None:
     second = json.loads(path.read_text())
     assert [any("cached result" in n for n in t["notes"]) for t in second["tasks"]] == [True, True]
     assert _figures(first) == _figures(second)
+
+
+def test_workers_receive_the_program_without_its_named_point_sets(examples: Path) -> None:
+    """A worker gets each task's own points (through its goals), not every named set of the spec: the named
+    sets may be large (MNIST's 60 000 training images behind a `keep train[0:1000]`)."""
+    import pickle
+
+    from patchlang.api import load_program, versions
+    from patchlang.cache import ResultCache
+    from patchlang.run.parallel import worker_state
+    from patchlang.tasks.patch import RunOptions
+
+    program = load_program(str(examples / "quickstart" / "fix_digits.patch"))
+    cache = ResultCache(program, RunOptions(), versions())
+    state = pickle.loads(worker_state(program, RunOptions(), cache, len))
+    lean = state["program"]
+    assert program.points and lean.points == {} and lean.assertions == []
+    assert state["cache"].program is lean and cache.program is program  # the caller's cache is untouched
+    assert [t.name for t in lean.tasks] == [t.name for t in program.tasks]
+    for mine, theirs in zip(lean.tasks, program.tasks):
+        for g, h in zip(mine.goals, theirs.goals):
+            assert np.array_equal(g.points.x, h.points.x)
+    assert state["cache"].key(lean.tasks[0]) == cache.key(program.tasks[0])  # the same cache entry

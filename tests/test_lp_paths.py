@@ -213,3 +213,31 @@ def test_warm_linf_keep_equals_plain_lazy_and_full(seed: int, goal: str, tmp_pat
         assert warm.objective == pytest.approx(other.objective, rel=REL)
         assert warm.distances["linf"] == pytest.approx(other.distances["linf"], rel=REL)
         assert warm.distances["l1"] == pytest.approx(other.distances["l1"], rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [3, 6, 9])
+def test_linf_keep_rows_one_at_a_time_equal_whole_points(seed: int, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row mode of plan.linf_keep (a keep point's rows added one competing label at a time) reaches the optimum of
+    whole-point rounds, with fewer keep rows in the LPs."""
+    from patchlang.plan import linf_keep
+
+    folder = make_case(seed, tmp_path)
+    body = "edit layer -1 weights and biases\nchange x[0] away from label\nkeep keepers\nminimize linf\nmargin 0.01"
+    sizes: dict[bool, list[int]] = {True: [], False: []}
+    real_solve = linf_keep.LinfKeepLp.solve
+
+    def spy(self, problem, budget, cutoff):
+        got = real_solve(self, problem, budget, cutoff)
+        sizes[self.rows_in is not None].append(self.lp_b.rows)
+        return got
+
+    monkeypatch.setattr(linf_keep.LinfKeepLp, "solve", spy)
+    rows = run(folder, body)
+    assert sizes[True] and not sizes[False]
+    monkeypatch.setattr(linf_keep.LinfKeepLp, "_row_mode", lambda self, problem: False)
+    points = run(folder, body)
+    assert sizes[False] and max(sizes[True]) < max(sizes[False])
+    assert rows.status == points.status == "patched"
+    assert rows.distances["linf"] == pytest.approx(points.distances["linf"], rel=REL)
+    assert rows.objective == pytest.approx(points.objective, rel=REL)

@@ -9,6 +9,7 @@ alternative is plain linear rows (LP); more than one needs a disjunction (MILP o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,12 +113,22 @@ def linear_atom(coeffs: np.ndarray, op: str, rhs: float, margin: float) -> Alter
 
 def extreme_is(index: int, which: str, n_out: int, margin: float) -> Clause:
     """``y[index]`` is the strict minimum / maximum: one conjunction."""
+    return [Alternative(*_extreme_rows(index, which, n_out, float(margin)))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _extreme_rows(index: int, which: str, n_out: int, margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of :func:`extreme_is`, built once per label and margin and shared by every point that needs them
+    (a `keep` of thousands of points asks for the same ten); read-only, so sharing them is safe."""
     others = [j for j in range(n_out) if j != index]
     s = 1.0 if which == "max" else -1.0
     C = np.zeros((len(others), n_out))
     C[np.arange(len(others)), index] = s
     C[np.arange(len(others)), others] = -s
-    return [Alternative(C, np.full(len(others), margin), np.full(len(others), np.inf))]
+    rows = (C, np.full(len(others), margin), np.full(len(others), np.inf))
+    for a in rows:
+        a.setflags(write=False)
+    return rows
 
 
 def extreme_is_not(index: int, which: str, n_out: int, margin: float) -> Clause:
@@ -148,7 +159,13 @@ def clause_slack(clause: Clause, y: np.ndarray) -> float:
 
 
 def slacks(group: GoalGroup, outputs: np.ndarray) -> np.ndarray:
-    """Per point of ``group``: the smallest slack of its clauses at its row of ``outputs`` (>= 0 iff it holds)."""
+    """Per point of ``group``: the smallest slack of its clauses at its row of ``outputs`` (>= 0 iff it holds).
+    Points of one clause of one alternative of one shape (`keep`, `to label`: the common case, checked for every
+    patch on up to thousands of points) are evaluated at once."""
+    alts = [p.clauses[0][0] for p in group.points if len(p.clauses) == 1 and len(p.clauses[0]) == 1]
+    if alts and len(alts) == len(group.points) and len({a.C.shape for a in alts}) == 1 and alts[0].C.shape[0]:
+        v = np.einsum("prk,pk->pr", np.stack([a.C for a in alts]), outputs[:len(alts)])
+        return np.min(np.minimum(v - np.stack([a.lo for a in alts]), np.stack([a.hi for a in alts]) - v), axis=1)
     out = np.full(len(group.points), np.inf)
     for i, pg in enumerate(group.points):
         for clause in pg.clauses:

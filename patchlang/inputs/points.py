@@ -543,6 +543,8 @@ def _as_samples(arr: np.ndarray, where: str) -> np.ndarray:
         raise PatchlangError(f"{where} holds a single number, not a set of points",
                              help="store an array whose first axis runs over the points")
     x = a.astype(np.float64)
+    if a.dtype.kind != "f":  # integers (raw pixels) are always finite: no pass over what may be 400 MB
+        return x
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) if x.size else np.zeros(0, bool)
     if bad.any():
         raise PatchlangError(f"{where}: point {int(np.argmax(bad))} contains NaN or infinite values "

@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import ModelError
 from .layers import Affine, Block, Clip, Elementwise, Layer, LeakyRelu, Lifted, Linear, MaxPool, Relu, Smooth
@@ -54,6 +53,19 @@ class ReluStage:
 Stage = Union[LinearStage, ReluStage]
 
 
+class _LazySparse:
+    """``scipy.sparse``, imported on first use: evaluating a dense network (a cache hit's re-check, a worker's
+    start) never needs it, and importing it costs about 0.15 s."""
+
+    def __getattr__(self, name: str) -> Any:
+        import scipy.sparse
+
+        return getattr(scipy.sparse, name)
+
+
+sp = _LazySparse()
+
+
 def matrix(W: Any) -> sp.csr_matrix:
     """``W`` as a CSR matrix (dense arrays are converted; sparse ones are not copied when already CSR)."""
     return W if sp.isspmatrix_csr(W) else sp.csr_matrix(W)
@@ -61,9 +73,9 @@ def matrix(W: Any) -> sp.csr_matrix:
 
 def _linear_apply(W: Any, b: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``h @ W.T + b`` for a batch ``(N, in)`` with a dense or sparse ``W`` (result always a dense array)."""
-    if sp.issparse(W):
-        return np.asarray((W @ h.T).T) + b
-    return h @ W.T + b
+    if isinstance(W, np.ndarray):
+        return h @ W.T + b
+    return np.asarray((W @ h.T).T) + b
 
 
 def _identity_pair(n: int, second: float) -> tuple[sp.csr_matrix, sp.csr_matrix]:

@@ -26,6 +26,13 @@ stop up to 1e-5 above its optimum on the watermark rows (coefficients up to 1e4)
 The keep points' rows are built in bulk from their inputs to the edited layer (checked once against the encoder's
 own expression of a point, :func:`patchlang.compile.patch.delta_expression`).
 
+Keep rows are added one (point, competing label) row at a time when they can be (last-layer edits, keep points
+of one row block each: :meth:`LinfKeepLp._row_mode`): a point a patch breaks is broken on its runner-up's row,
+and its other rows only made both LPs larger (measured on the watermark bench: about half the HiGHS time per
+removal).  A fresh point brings its tightest row; a patch is tested on every row not in the LPs.  Sharing the LPs
+between tasks with the same keep rows was measured too and is slower: each removal breaks other points, so the
+rounds barely drop while every LP grows.
+
 Anything unexpected (a point not affine in the deltas, an infeasible A, a solve that is neither optimal nor
 infeasible, a run out of time) returns None and the plain lazy path runs instead.
 """
@@ -43,7 +50,7 @@ from ..model.ir import Affine, Elementwise, Network
 from ..solution import INFEASIBLE, OPTIMAL, Solution
 from ..solvers.base import Backend
 from .budget import Budget
-from .lazy import LazyKeep
+from .lazy import MAX_ADD, LazyKeep
 from .reduction import PatchProblem, StepRecord
 from .tidy import primary_bound
 
@@ -132,6 +139,9 @@ class LinfKeepLp:
         self._rows: dict[int, tuple[PointGoal, tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None]] = {}
         self._map: tuple | bool | None = None  # last_layer_map's answer (False: rows point by point)
         self._checked = False
+        # row mode (see _row_mode): per lazy group, the points' stacked rows and which of their rows are in the LPs
+        self._stacks: dict[int, tuple[np.ndarray, ...]] = {}
+        self.rows_in: dict[int, np.ndarray] | None = None
 
     def point_rows(self, problem: PatchProblem, point: PointGoal
                    ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
@@ -185,11 +195,20 @@ class LinfKeepLp:
         return ra, rb
 
     def _sync(self, problem: PatchProblem) -> bool:
-        """Add the working points not yet in the LPs; False when a point is not affine in the deltas."""
+        """Add the working points not yet in the LPs; False when a point is not affine in the deltas.  In row mode
+        a fresh point brings its tightest row only (the smallest slack of the unpatched network)."""
         groups = problem.groups
+        if self.rows_in is None and self._row_mode(problem):
+            self.rows_in = {i: np.zeros(self._stacks[i][1].shape, dtype=bool) for i in self.lazy.working}
         for i, m in self.lazy.working.items():
             fresh = np.nonzero(m & ~self.in_lp[i])[0]
             if not fresh.size:
+                continue
+            if self.rows_in is not None:
+                C, lo, hi, _, Y = self._stacks[i]
+                v = np.einsum("prk,pk->pr", C[fresh], Y[fresh])
+                tight = np.argmin(np.minimum(v - lo[fresh], hi[fresh] - v), axis=1)
+                self._add_pairs(i, fresh, tight)
                 continue
             points = [groups[i].points[j] for j in fresh]
             rows = self._batch(problem, i, fresh, points)
@@ -200,6 +219,57 @@ class LinfKeepLp:
             self._add(*rows)
             self.in_lp[i][fresh] = True
         return True
+
+    def _row_mode(self, problem: PatchProblem) -> bool:
+        """Whether keep rows can be added one (point, competing label) row at a time: last-layer edits (rows
+        built in bulk, checked against the encoder) and every lazy point one clause of one alternative of one
+        shape (a keep point: one row per competing label).  Why: a point the patch breaks is broken on one or
+        two of its rows (the runner-up's), and its other rows only make both LPs larger."""
+        if self._map is False:
+            return False
+        for i in self.lazy.working:
+            g = problem.groups[i]
+            alts = [p.clauses[0][0] for p in g.points if len(p.clauses) == 1 and len(p.clauses[0]) == 1]
+            if not alts or len(alts) != len(g.points) or len({a.C.shape for a in alts}) != 1:
+                return False
+            X = self.lazy.inputs[i]
+            self._stacks[i] = (np.stack([a.C for a in alts]), np.stack([a.lo for a in alts]),
+                               np.stack([a.hi for a in alts]), X, problem.net.forward_suffix(X, self.lazy.start))
+        i = next(iter(self.lazy.working))
+        return self._batch(problem, i, np.arange(1), problem.groups[i].points[:1]) is not None  # map and check
+
+    def _add_pairs(self, i: int, p: np.ndarray, r: np.ndarray) -> None:
+        """Rows ``r`` of points ``p`` of lazy group ``i`` added to both LPs (row mode)."""
+        C, lo, hi, X, Y = self._stacks[i]
+        _, scale, k, j = self._map
+        Cs = C[p, r]
+        off = np.einsum("mk,mk->m", Cs, Y[p])
+        X1 = np.hstack([X[p], np.ones((p.size, 1))])
+        self._add(sp.csr_matrix((Cs * scale[None, :])[:, k] * X1[:, j]), lo[p, r] - off, hi[p, r] - off)
+        self.rows_in[i][p, r] = True
+        self.in_lp[i][p] = True
+        self.lazy.working[i][p] = True
+
+    def _grow(self, problem: PatchProblem, patched: Network) -> int:
+        """Add what ``patched`` breaks: the keep points outside the working sets (``LazyKeep.add_violated``), or
+        in row mode the broken rows not in the LPs, most broken first (at most ``MAX_ADD`` plus twice the rows
+        already in); how many were added."""
+        if self.rows_in is None:
+            return self.lazy.add_violated(problem.groups, patched)
+        self.lazy.rounds += 1
+        added = 0
+        for i, inside in self.rows_in.items():
+            C, lo, hi, X, _ = self._stacks[i]
+            y = patched.forward_suffix(X, self.lazy.start)
+            v = np.einsum("prk,pk->pr", C, y)
+            slack = np.minimum(v - lo, hi - v)
+            tol = 1e-9 * (1.0 + float(np.max(np.abs(y))))
+            p, r = np.nonzero(~inside & (slack < -tol))
+            if p.size:
+                order = np.argsort(slack[p, r], kind="stable")[:MAX_ADD + 2 * int(np.count_nonzero(inside))]
+                self._add_pairs(i, p[order], r[order])
+                added += int(order.size)
+        return added
 
     def _batch(self, problem: PatchProblem, i: int, index: np.ndarray, points: list[PointGoal]
                ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
@@ -293,7 +363,7 @@ class LinfKeepLp:
                 if status != OPTIMAL or x is None:
                     break
                 deltas = x[:n] - x[n:]
-                if not lazy.add_violated(groups, layout.apply(problem.net, deltas)):
+                if not self._grow(problem, layout.apply(problem.net, deltas)):
                     return done(Solution(OPTIMAL, x=deltas, objective=t, bound=t, backend=self.backend.name,
                                          backend_version=self.backend.version(), message="optimal"), deltas)
                 if budget.expired or not self._sync(problem):

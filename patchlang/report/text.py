@@ -7,12 +7,15 @@ shown with ``--verbose``; ``-q`` prints only the verdict line.
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ..tasks.results import (ATTACKED, HOLDS, INCONCLUSIVE, NO_PATCH, NOT_REPAIRED, PATCHED, REPAIRED, UNKNOWN, UNSOUND,
                              VIOLATED, RunResult, TaskResult)
 from ..tasks.step_text import plain_note
+
+if TYPE_CHECKING:  # rich is imported where a table or a console is built: `run -q` on a cache hit never needs it
+    from rich.console import Console
+    from rich.table import Table
 
 _STATUS_STYLE = {"patched": "green", "holds": "green", "repaired": "green", "no patch": "red",
                  "violated": "red", "not repaired": "red", "check failed": "bold red", "inconclusive": "yellow",
@@ -161,6 +164,8 @@ def _slack(value: float | None, allowed: float | None, ok: bool, verbose: bool, 
 
 
 def checks_table(r: TaskResult, verbose: bool = False) -> Table | None:
+    from rich.table import Table
+
     if not r.checks:
         return None
     strict = any(c.strict for c in r.checks)
@@ -186,6 +191,8 @@ ATTACK_ROWS = 20  # per-input rows of an attack shown without --verbose (all are
 
 def attack_table(r: TaskResult, verbose: bool = False) -> Table | None:
     """An attack's per-input results: label, new label, changed inputs and sizes, proven or not, time."""
+    from rich.table import Table
+
     rows = r.details.get("inputs") if r.kind == "attack" else None
     if not rows:
         return None
@@ -228,7 +235,10 @@ def verdict_text(result: RunResult) -> str:
 
 
 def print_report(result: RunResult, console: Console | None = None, verbose: bool = False) -> None:
-    console = console or Console()
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
     for w in result.warnings:
         console.print(f"[yellow]{w}[/yellow]")
     for r in result.tasks:

@@ -71,7 +71,7 @@ def _work(state: bytes, index: int):
 def run_on_dask(program, tasks: list, options, address: str, jobs: int, runner: Callable, cache=None,
                 on_task: Callable | None = None) -> Iterator:
     """Yield each task's result in source order (see the module docstring)."""
-    from .parallel import in_source_order, solver_threads
+    from .parallel import in_source_order, solver_threads, worker_state
 
     if address == "local":
         options = replace(options, threads=options.threads or solver_threads(jobs), progress=None)
@@ -79,7 +79,7 @@ def run_on_dask(program, tasks: list, options, address: str, jobs: int, runner: 
     futures = []
     try:
         index = {id(t): i for i, t in enumerate(program.tasks)}
-        state = pickle.dumps({"program": program, "options": options, "cache": cache, "runner": runner})
+        state = worker_state(program, options, cache, runner)
         [shared] = client.scatter([state], broadcast=True)
         futures = [client.submit(_work, shared, index[id(t)], pure=False, key=f"patchlang-{i}-{t.name}")
                    for i, t in enumerate(tasks)]
