@@ -159,7 +159,8 @@ def marked_patch(net_decision: str, rn: ReluNet, x0: np.ndarray, layer: int, lab
         lo, hi = z0 + np.minimum(s, 0.0) * R, z0 + np.maximum(s, 0.0) * R
         spec = target_spec(label, [t], rn.output_size, net_decision, away=away)
         x0_phases = _pattern(up, z0)
-        turned_on = [np.where(s > 0, True, x0_phases[0]), *x0_phases[1:]]  # increase-marked neurons on
+        turned_on = ([np.where(s > 0, True, x0_phases[0]), *x0_phases[1:]] if x0_phases  # increase-marked on
+                     else x0_phases)
         widest = _pattern(up, np.where(s > 0, hi, np.where(s < 0, np.maximum(lo, 0.0), z0)))
         seen: list[bytes] = []
         for choice, pattern in zip(PHASE_CHOICES, (x0_phases, turned_on, widest)):
