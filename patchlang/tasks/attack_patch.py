@@ -100,16 +100,21 @@ def aigent_attack(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.
                   ) -> AigentOutcome:
     """See the module docstring; ``x`` is a candidate (unconfirmed) or None with the reason in ``note``."""
     mid = middle_layer(rn, x0)
-    marked = marked_patch(net.decision, rn, x0, mid, label, targets, away, max(margin, 1e-3), solve,
-                          replace(options, start=None), lambda: min(deadline - time.perf_counter(), MARKED_TIME))
     out = AigentOutcome(None, "no sign-marked LP patch", marking="none")
-    for mp in marked[:MARKED_TRIES]:  # the likeliest to be reproducible from below first
-        out = _from_pattern(net, rn, x0, lo, hi, label, targets, margin, away, norm, solve, options, deadline,
-                            mp.pattern, mp.l1, mp.new_label, mid)
-        out.marking = f"sign-marked LP ({mp.marking.summary()}; {mp.phases})"
-        if out.x is not None or time.perf_counter() >= deadline:
-            return out
-    if marked and not FALLBACK_MILP:
+    # the middle layer first (AIGENT's choice); on a deeper network the hidden values a middle-layer patch
+    # produces are often out of the lower half's reach, so then the first edge layer, whose values the input
+    # reproduces directly
+    for layer in ([mid, 0] if mid > 0 else [mid]):
+        marked = marked_patch(net.decision, rn, x0, layer, label, targets, away, max(margin, 1e-3), solve,
+                              replace(options, start=None),
+                              lambda: min(deadline - time.perf_counter(), MARKED_TIME))
+        for mp in marked[:MARKED_TRIES]:  # the likeliest to be reproducible from below first
+            out = _from_pattern(net, rn, x0, lo, hi, label, targets, margin, away, norm, solve, options,
+                                deadline, mp.pattern, mp.l1, mp.new_label, layer)
+            out.marking = f"sign-marked LP ({mp.marking.summary()}; {mp.phases})"
+            if out.x is not None or time.perf_counter() >= deadline:
+                return out
+    if rn.n_hidden - mid > FALLBACK_MILP_ABOVE:
         return out
     # no usable marked patch: the whole patch query (a MILP over the phases above the edit)
     pattern, patch_l1, new_label, why = middle_patch_pattern(net, x0, label, targets, away, margin,
@@ -215,7 +220,9 @@ def _fixed_phases(rn: ReluNet, pattern: list[np.ndarray], h0: np.ndarray, lo: np
 
 MARKED_TIME = 2.0  # seconds at most for the sign-marked LPs of the middle-layer patch
 MARKED_TRIES = 6  # marked patches whose hidden values are tried down to the input
-FALLBACK_MILP = True  # after the marked patches, the whole patch MILP (what AIGENT does without marking)
+# after the marked patches, the whole patch MILP (AIGENT without marking), when at most this many hidden layers
+# lie above the edit (deeper, it does not finish in seconds: 784-50x6-10 timed out on every image)
+FALLBACK_MILP_ABOVE = 1
 REGION_TIME = 1.0  # seconds for the region's first query (an LP when every phase is fixed)
 L0_TIME = 0.3  # seconds for the fewest-changed-inputs MILP over the linear region (it starts from the L1 answer)
 
