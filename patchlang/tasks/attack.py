@@ -94,7 +94,7 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
         label = int(labels[i])
         row: dict[str, Any] = {"index": ps.describe(i), "label": label, "new_label": None, "status": SKIPPED,
                                "method": "", "l0": None, "l1": None, "l2": None, "linf": None,
-                               "proven_min": False, "lower_bound": None, "seconds": 0.0, "note": ""}
+                               "proven_min": False, "lower_bound": None, "seconds": 0.0, "note": "", "marking": ""}
         rows.append(row)
         t0 = time.perf_counter()
         if not (np.all(x0 >= dlo) and np.all(x0 <= dhi)):
@@ -133,6 +133,7 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
             aig = aigent_attack(net, rn, x0, lo, hi, label, targets, task.margin, away, task.minimize, solve,
                                 solve_opts, share)
             backend_name = backend_name or "highs"
+            row["marking"] = aig.marking
             if aig.x is not None:
                 s = size_of(aig.x, x0, task.minimize)
                 better = found is None or s < size_of(found, x0, task.minimize)
@@ -157,6 +158,7 @@ def run_attack(task: AttackTask, run: Any) -> TaskResult:
             if aig.x is not None and confirm(aig.x):
                 found, method = aig.x, "patch"
             row["note"] = aig.note
+            row["marking"] = aig.marking
             backend_name = backend_name or "highs"
         row["seconds"] = round(time.perf_counter() - t0, 4)
         if found is not None and confirm(found):

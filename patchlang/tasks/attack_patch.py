@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..compile.attack import attack_start, box_layer_bounds, encode_attack_query, equality_spec, target_spec
+from ..compile.attack_marks import marked_patch
 from ..compile.bounds import LayerBounds, ReluNet
 from ..solution import FEASIBLE, OPTIMAL, SolveOptions
 
@@ -39,6 +40,7 @@ class AigentOutcome:
     x: np.ndarray | None
     note: str = ""
     patch_l1: float | None = None  # size of the middle-layer weight patch
+    marking: str = ""  # how the middle-layer patch was found: "sign-marked LP (...)" or "patch MILP"
 
 
 def middle_layer(rn: ReluNet, x0: np.ndarray) -> int:
@@ -97,11 +99,39 @@ def aigent_attack(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.
                   solve: Callable[[Any, SolveOptions], Any], options: SolveOptions, deadline: float
                   ) -> AigentOutcome:
     """See the module docstring; ``x`` is a candidate (unconfirmed) or None with the reason in ``note``."""
+    mid = middle_layer(rn, x0)
+    out = AigentOutcome(None, "no sign-marked LP patch", marking="none")
+    # the middle layer first (AIGENT's choice); on a deeper network the hidden values a middle-layer patch
+    # produces are often out of the lower half's reach, so then the first edge layer, whose values the input
+    # reproduces directly
+    for layer in ([mid, 0] if mid > 0 else [mid]):
+        marked = marked_patch(net.decision, rn, x0, layer, label, targets, away, max(margin, 1e-3), solve,
+                              replace(options, start=None),
+                              lambda: min(deadline - time.perf_counter(), MARKED_TIME))
+        for mp in marked[:MARKED_TRIES]:  # the likeliest to be reproducible from below first
+            out = _from_pattern(net, rn, x0, lo, hi, label, targets, margin, away, norm, solve, options,
+                                deadline, mp.pattern, mp.l1, mp.new_label, layer)
+            out.marking = f"sign-marked LP ({mp.marking.summary()}; {mp.phases})"
+            if out.x is not None or time.perf_counter() >= deadline:
+                return out
+    if rn.n_hidden - mid > FALLBACK_MILP_ABOVE:
+        return out
+    # no usable marked patch: the whole patch query (a MILP over the phases above the edit)
     pattern, patch_l1, new_label, why = middle_patch_pattern(net, x0, label, targets, away, margin,
                                                              deadline - time.perf_counter())
     if pattern is None:
-        return AigentOutcome(None, why)
-    mid = middle_layer(rn, x0)
+        return AigentOutcome(None, f"{out.note}; {why}", marking=out.marking)
+    out = _from_pattern(net, rn, x0, lo, hi, label, targets, margin, away, norm, solve, options, deadline,
+                        pattern, patch_l1, new_label, mid)
+    out.marking = "patch MILP (no usable sign-marked LP patch)"
+    return out
+
+
+def _from_pattern(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, label: int,
+                  targets: list[int], margin: float, away: bool, norm: str,
+                  solve: Callable[[Any, SolveOptions], Any], options: SolveOptions, deadline: float,
+                  pattern: list[np.ndarray], patch_l1: float | None, new_label: int, mid: int) -> AigentOutcome:
+    """Steps 2-4 from the patched network's activation pattern at ``x0`` and its label there."""
     box = box_layer_bounds(rn, lo, hi)
     acts = [x0]
     for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
@@ -188,6 +218,11 @@ def _fixed_phases(rn: ReluNet, pattern: list[np.ndarray], h0: np.ndarray, lo: np
     return LayerBounds(lowers, uppers)
 
 
+MARKED_TIME = 2.0  # seconds at most for the sign-marked LPs of the middle-layer patch
+MARKED_TRIES = 6  # marked patches whose hidden values are tried down to the input
+# after the marked patches, the whole patch MILP (AIGENT without marking), when at most this many hidden layers
+# lie above the edit (deeper, it does not finish in seconds: 784-50x6-10 timed out on every image)
+FALLBACK_MILP_ABOVE = 1
 REGION_TIME = 1.0  # seconds for the region's first query (an LP when every phase is fixed)
 L0_TIME = 0.3  # seconds for the fewest-changed-inputs MILP over the linear region (it starts from the L1 answer)
 
