@@ -6,25 +6,20 @@ out here (no training, no random numbers), so the answers in the .patch file are
 Run from anywhere: ``python examples/verify/build_smooth.py``.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-W1 = np.array([[1.5, 0.5], [-1.5, 0.5], [0.5, 1.5], [0.5, -1.5], [1.0, 1.0], [-1.0, -1.0]])
-b1 = np.array([0.0, 0.0, -0.25, -0.25, -0.5, 0.5])
-W2 = np.array([[2.0, 0.0, 1.0, 0.0, 1.0, 0.0],
-               [0.0, 2.0, 0.0, 1.0, 0.0, 1.0],
-               [1.0, 1.0, 2.0, 0.0, 0.0, 0.0],
-               [0.0, 0.0, 0.0, 2.0, 2.0, 0.0],
-               [-1.0, 1.0, 0.0, 0.0, 0.0, 2.0],
-               [1.0, -1.0, 1.0, -1.0, 0.0, 0.0]])
-b2 = np.array([0.0, 0.2, -0.2, 0.0, 0.0, 0.2])
-W3 = np.array([[2.0, -1.0, 0.0, 1.0, -2.0, 1.0],
-               [-1.0, 2.0, 1.0, -1.0, 1.0, 0.0],
-               [0.0, 0.0, 2.0, 2.0, 0.0, -2.0]])
-b3 = np.array([0.2, 0.0, -1.2])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_net import W1 as _W1, W2 as _W2, W3 as _W3, b1, b2 as _b2, b3 as _b3  # noqa: E402 (same folder)
+
+# the tiny ReLU network's weights, steeper: the S-curves matter on the unit square
+W1, W2, W3 = 1.5 * _W1, 2.0 * _W2, 2.0 * _W3
+b2, b3 = 2.0 * _b2, 2.0 * _b3
 
 
 def model() -> onnx.ModelProto:
