@@ -203,6 +203,7 @@ def test_patch_after_the_last_smooth_op_works_and_before_it_is_pl301(tmp_path):
         _run(tmp_path, head + 'patch bad on m {\n  edit layer "fc1" biases\n  change p to 1\n'
                               '  minimize linf\n}\n')
     assert err.value.code == "PL301" and "Sigmoid node 'squash'" in err.value.message
+    assert err.value.diagnostics[0].span.line == 4  # `check` places it at the edit statement
 
 
 def test_written_files_keep_the_smooth_nodes(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 from ..model.edits import EditSpec, NormSpec
 from ..errors import Diagnostic, PatchlangError, Span, SpecError
 from ..model.ir import Affine, Linear, Network
-from ..model.ops import is_linear
+from ..model.ops import activation, is_linear, layer_stages
 from ..inputs import points as P
 from . import ast as A
 from .program import (Assertion, BackendChoice, GoalSpec, ModelEntry, PatchTask, Program, PropertySpec,
@@ -638,6 +638,13 @@ class Checker(ExpertsChecker):
                           "or say `using z3` to search the nonlinear problem exactly (may not end)")
             return "SMT", f"weights of {names} are multiplied by other unknowns (nonlinear)"
         downstream = [layer for layer in net.layers[first + 1:] if not is_linear(layer)]
+        smooth = [layer for layer in downstream if activation(layer) is not None]
+        if smooth:  # no exact form to encode (PL301): the same message the encoder would give, here with a place
+            e = next(e for e in edits if idx[e.layer] == first)
+            try:
+                layer_stages(smooth[0], 1)
+            except PatchlangError as exc:
+                self.fail(exc.code, exc.message, e.span, exc.help)
         reasons = []
         if downstream:
             reasons.append(f"{len(downstream)} activation layer(s) after the first edited layer "

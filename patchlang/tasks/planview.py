@@ -180,4 +180,6 @@ def _verify_plan(task: VerifyTask, backend_name: str) -> TaskPlan:
                     "highs" if backend_name in ("auto", "milp") else backend_name, size, False,
                     ["falsify: global optimisers on the network (onnxruntime)",
                      "bound: interval and symbolic bounds over each region box",
-                     f"decide: one MILP per undecided box and property case ({backend_name})"])
+                     (f"decide: split the input boxes until the bounds refute each piece (no exact query through "
+                      f"{'/'.join(rn.smooth)})" if rn.smooth else
+                      f"decide: one MILP per undecided box and property case ({backend_name})")])

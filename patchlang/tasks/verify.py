@@ -202,6 +202,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
     rn = rn or relu_network(net, smooth=True)
     confirmer = Confirmer(net)
     stats: dict[str, Any] = {"evaluations": 0, "sub-boxes": 0, "queries": 0, "unconfirmed": 0}
+    if rn.smooth:
+        stats["smooth"] = rn.smooth
     unknown: list[str] = []
     with _one_blas_thread():
         # falsify every case first: violations are usually cheap to find, proofs are not
@@ -223,8 +225,6 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                     stats["unconfirmed"] += 1
         method = choose_method(rn, strategy, backend)
         stats["method"] = method
-        if rn.smooth:
-            stats["smooth"] = rn.smooth
         bab_stats = BabStats()
         final_bounds: list[float] = []
         leaf = _leaf_solver(backend, SolveOptions(seed=seed), deadline)
@@ -289,8 +289,8 @@ def second_method_holds(net: Network, cases: list[RegionCase], used: str | None,
     None (it found a counterexample: the claim is wrong)."""
     rn = relu_network(net, smooth=True)
     if rn.smooth:
-        return False, (f"not independently certified: the network has {'/'.join(rn.smooth)} activations, which only "
-                       "the input-split search bounds (no second complete method, no exact Z3 re-check)")
+        return False, (f"not independently certified: no second complete method applies to {'/'.join(rn.smooth)} "
+                       "activations (only the input-split search bounds them)")
     first = used if used in ("input-split", "relu-split", "milp") else choose_method(rn, "auto", "auto")
     other = "relu-split" if first in ("input-split", "milp") else "input-split"
     verdict = verify_cases(net, cases, timeout=budget, backend="auto", seed=seed + 1, strategy=other,
