@@ -211,7 +211,7 @@ class Planner:
     def _solve_linf_keep(self, problem: PatchProblem, budget: Budget, lazy: LazyKeep, cutoff: float, t0: float
                          ) -> Outcome | None:
         """The lazy L∞ rounds on two warm LPs (:mod:`patchlang.plan.linf_keep`), or None (the plain path runs).
-        The answer's encoding is the final working set's (for the report's query size)."""
+        The answer's encoding is the final working set's, as the LPs hold it (for the report's query size)."""
         if self._linf_keep is None or self._linf_keep.lazy is not lazy:
             self._linf_keep = LinfKeepLp(self.backend, lazy)
         got = self._linf_keep.solve(problem, budget, cutoff)
@@ -221,7 +221,7 @@ class Planner:
         if deltas is None:  # above the incumbent: no patch offered
             return Outcome(Answer(sol, None), problem, [], list(self.notes), 0.0, time.perf_counter() - t0)
         t1 = time.perf_counter()
-        final, inverse = self.encode.apply(replace(problem, groups=lazy.subset(problem.groups),
+        final, inverse = self.encode.apply(replace(problem, groups=self._linf_keep.solved_groups(problem.groups),
                                                    check_groups=problem.groups), budget)
         self.encode.seconds = 0.0
         build = time.perf_counter() - t1

@@ -40,11 +40,12 @@ infeasible, a run out of time) returns None and the plain lazy path runs instead
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..compile.goals import PointGoal
+from ..compile.goals import Alternative, GoalGroup, PointGoal
 from ..compile.patch import PatchEncoder, delta_expression, first_edited_position
 from ..model.ir import Affine, Elementwise, Network
 from ..solution import INFEASIBLE, OPTIMAL, Solution
@@ -270,6 +271,25 @@ class LinfKeepLp:
                 self._add_pairs(i, p[order], r[order])
                 added += int(order.size)
         return added
+
+    def solved_groups(self, groups: list[GoalGroup]) -> list[GoalGroup]:
+        """The goals as the LPs hold them, for the report's query: lazy groups cut to their working points and,
+        in row mode, each of those points cut to its rows in the LPs."""
+        sub = self.lazy.subset(groups)
+        if self.rows_in is None:
+            return sub
+        out = []
+        for i, g in enumerate(groups):
+            if i not in self.rows_in:
+                out.append(sub[i])
+                continue
+            points = []
+            for p, working, rows in zip(g.points, self.lazy.working[i], self.rows_in[i]):
+                if working:
+                    a = p.clauses[0][0]
+                    points.append(replace(p, clauses=[[Alternative(a.C[rows], a.lo[rows], a.hi[rows])]]))
+            out.append(replace(g, points=points))
+        return out
 
     def _batch(self, problem: PatchProblem, i: int, index: np.ndarray, points: list[PointGoal]
                ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
