@@ -28,6 +28,8 @@ import csv  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -87,6 +89,8 @@ def main() -> int:
         for network in args.networks.split(","):
             for method in args.methods.split(","):
                 rows: list[dict] = []
+                markings: list[str] = []
+                cpu0, wall0 = time.process_time(), time.perf_counter()
                 for start in range(0, args.limit, args.chunk):
                     stop = min(args.limit, start + args.chunk)
                     for r in run_chunk(base / network, points, method, start, stop, args.time):
@@ -102,9 +106,10 @@ def main() -> int:
                                "proven_min": str(bool(r["proven_min"])).lower(), "seconds": f"{r['seconds']:.4f}"}
                         writer.writerow(row)
                         rows.append(row)
+                        markings.append(r.get("marking", ""))
                     f.flush()
                     print(f"{network} {method}: {stop} images done", file=sys.stderr, flush=True)
-                report(network, method, rows)
+                report(network, method, rows, time.process_time() - cpu0, time.perf_counter() - wall0, markings)
     print(f"wrote {out}")
     return 0
 
@@ -113,7 +118,9 @@ def _num(v, ok: bool) -> str:
     return f"{v:.6g}" if ok and v is not None else ""
 
 
-def report(network: str, method: str, rows: list[dict]) -> None:
+def report(network: str, method: str, rows: list[dict], cpu: float, wall: float, markings: list[str]) -> None:
+    """One line of figures; ``cpu``/``wall``: the seconds of the whole run (CPU: this process, single-threaded
+    solvers; includes loading the model per chunk), per attacked image."""
     ok = [r for r in rows if r["success"] == "true"]
     secs = [float(r["seconds"]) for r in rows]
     l0 = [int(r["l0"]) for r in ok]
@@ -129,6 +136,11 @@ def report(network: str, method: str, rows: list[dict]) -> None:
         line += f"  proven min {len(proven)} ({len(within)} within 10 s)"
     ev = pielou_evenness([int(r["new_label"]) for r in ok])
     line += f"  evenness {ev:.3f}" if ev is not None else ""
+    n = max(1, len(rows))
+    line += f"  run: wall {wall / n:.3g} s/image, CPU {cpu / n:.3g} s/image"
+    if method == "patch":
+        kinds = Counter(m.split(" (")[0] for m in markings if m)
+        line += "  middle patch by: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common())
     print(line, flush=True)
 
 

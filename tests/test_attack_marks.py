@@ -85,3 +85,20 @@ attack adv on net {
     row = run_program(program, RunOptions(write_files=False)).tasks[0].details["inputs"][0]
     assert row["status"] == "found" and row["l0"] == 2
     assert row["marking"].startswith("sign-marked LP (layer 1 towards 1: 0 increase, 4 decrease"), row
+
+
+def test_box_bounds_memo_is_keyed_on_network_and_box() -> None:
+    from patchlang.compile.attack import box_layer_bounds
+    from patchlang.compile.bounds import backward_bounds, forward_bounds
+
+    rng = np.random.default_rng(3)
+    rn = ReluNet([rng.normal(size=(5, 4)), rng.normal(size=(3, 5))], [rng.normal(size=5), rng.normal(size=3)])
+    lo, hi = np.zeros(4), np.ones(4)
+    first = box_layer_bounds(rn, lo, hi)
+    assert box_layer_bounds(rn, lo.copy(), hi.copy()) is first  # same arrays, same box: the memo
+    half = box_layer_bounds(rn, lo, hi / 2)  # another box: computed afresh
+    direct = backward_bounds(rn, lo[None], (hi / 2)[None], forward_bounds(rn, lo[None], (hi / 2)[None]))
+    for a, b in zip(half.upper + half.lower, direct.upper + direct.lower):
+        np.testing.assert_array_equal(a, b)
+    other = ReluNet([rn.Ws[0] * 2, rn.Ws[1]], rn.bs)  # another network over the same box
+    assert box_layer_bounds(other, lo, hi) is not first

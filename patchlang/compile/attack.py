@@ -14,6 +14,7 @@ are sound only together with the budget row, which the query then carries.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,10 +53,28 @@ def target_spec(label: int, targets: list[int], n_out: int, decision: str = "arg
 # ============================================================================ bounds
 
 
+_BOX_CACHE: OrderedDict[tuple, tuple[list[np.ndarray], LayerBounds]] = OrderedDict()
+BOX_CACHE_SIZE = 16
+
+
 def box_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray) -> LayerBounds:
-    """Hidden pre-activation bounds over the box (forward symbolic, then backward substitution)."""
+    """Hidden pre-activation bounds over the box (forward symbolic, then backward substitution).
+
+    Memoised on the weight arrays and the box: an attack over a fixed domain asks for the same box for every
+    input (and AIGENT for every candidate patch), and the backward pass over a 784-input box is the costliest
+    numpy step of the patch method.  The cache keeps the arrays it is keyed on alive, so their ids stay theirs;
+    callers must not change the arrays in place (nothing here does) nor the returned bounds."""
     lo2, hi2 = np.asarray(lo, float)[None], np.asarray(hi, float)[None]
-    return backward_bounds(rn, lo2, hi2, forward_bounds(rn, lo2, hi2))
+    key = (tuple((id(W), W.shape) for W in (*rn.Ws, *rn.bs)), lo2.tobytes(), hi2.tobytes())
+    hit = _BOX_CACHE.get(key)
+    if hit is not None:
+        _BOX_CACHE.move_to_end(key)
+        return hit[1]
+    bounds = backward_bounds(rn, lo2, hi2, forward_bounds(rn, lo2, hi2))
+    _BOX_CACHE[key] = ([*rn.Ws, *rn.bs], bounds)
+    if len(_BOX_CACHE) > BOX_CACHE_SIZE:
+        _BOX_CACHE.popitem(last=False)
+    return bounds
 
 
 def l0_layer_bounds(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int,

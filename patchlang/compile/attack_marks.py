@@ -25,7 +25,7 @@ float64 before returning it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -128,9 +128,18 @@ def _pattern(up: ReluNet, u: np.ndarray) -> list[np.ndarray]:
 def marked_patch(net_decision: str, rn: ReluNet, x0: np.ndarray, layer: int, label: int, targets: list[int],
                  away: bool, margin: float, solve: Callable[[Any, Any], Any], options: Any,
                  time_left: Callable[[], float], reach: float = 10.0) -> list[MarkedPatch]:
-    """The checked sign-marked patches of edit layer ``layer``: per target tried (the closest competitors
-    first) and phase choice, in the order of :data:`PHASE_CHOICES` (phases nearest ``x0``'s first: those are the
-    likeliest to be reproducible by the layers below), then by size.
+    """Every checked sign-marked patch of :func:`marked_patches`, in its order."""
+    return list(marked_patches(net_decision, rn, x0, layer, label, targets, away, margin, solve, options,
+                               time_left, reach))
+
+
+def marked_patches(net_decision: str, rn: ReluNet, x0: np.ndarray, layer: int, label: int, targets: list[int],
+                   away: bool, margin: float, solve: Callable[[Any, Any], Any], options: Any,
+                   time_left: Callable[[], float], reach: float = 10.0) -> Iterator[MarkedPatch]:
+    """The checked sign-marked patches of edit layer ``layer``, lazily: per phase choice in the order of
+    :data:`PHASE_CHOICES` (phases nearest ``x0``'s first: those are the likeliest to be reproducible by the
+    layers below), the targets tried (the three closest competitors away from the label, else every target)
+    by size.  Lazily because the caller usually needs only the first: the LPs of later choices are not solved.
 
     ``reach``: how far (relative to ``1 + max|z|``) a pre-activation may move; the LP minimises the move, so
     this only keeps its variables bounded.  ``solve(query, options)`` is the task's backend; ``time_left()`` the
@@ -143,31 +152,33 @@ def marked_patch(net_decision: str, rn: ReluNet, x0: np.ndarray, layer: int, lab
     h, z0 = hs[layer], zs[layer]
     hmax = float(np.max(h, initial=0.0))
     if hmax <= 0.0:
-        return []
+        return
     istar = int(np.argmax(h))
     up = upper_network(rn, layer)
     R = reach * (1.0 + float(np.max(np.abs(z0), initial=0.0)))
     y0 = zs[-1]
     sgn = 1.0 if net_decision == "argmax" else -1.0
-    order = sorted(targets, key=lambda t: -sgn * y0[t])  # the closest competitor first
-    found: list[MarkedPatch] = []
-    for t in order[: 3 if away else len(order)]:
-        if time_left() <= 0:
-            break
+    order = sorted(targets, key=lambda t: -sgn * y0[t])[: 3 if away else len(targets)]  # closest first
+    x0_phases = _pattern(up, z0)
+    plans = []  # per target: marking, box, spec, the three phase choices
+    for t in order:
         mk = mark(rn, x0, layer, label, t, net_decision)
         s = mk.neurons.astype(float)
         lo, hi = z0 + np.minimum(s, 0.0) * R, z0 + np.maximum(s, 0.0) * R
-        spec = target_spec(label, [t], rn.output_size, net_decision, away=away)
-        x0_phases = _pattern(up, z0)
         turned_on = ([np.where(s > 0, True, x0_phases[0]), *x0_phases[1:]] if x0_phases  # increase-marked on
                      else x0_phases)
         widest = _pattern(up, np.where(s > 0, hi, np.where(s < 0, np.maximum(lo, 0.0), z0)))
-        seen: list[bytes] = []
-        for choice, pattern in zip(PHASE_CHOICES, (x0_phases, turned_on, widest)):
-            key = b"".join(p.tobytes() for p in pattern)
+        plans.append((mk, lo, hi, target_spec(label, [t], rn.output_size, net_decision, away=away),
+                      (x0_phases, turned_on, widest)))
+    seen: set[tuple[int, bytes]] = set()
+    for c, choice in enumerate(PHASE_CHOICES):
+        group: list[MarkedPatch] = []
+        for mk, lo, hi, spec, patterns in plans:
+            pattern = patterns[c]
+            key = (mk.target, b"".join(p.tobytes() for p in pattern))
             if key in seen or time_left() <= 0:
                 continue
-            seen.append(key)
+            seen.add(key)
             bounds = _phase_bounds(up, lo, hi, pattern)
             if bounds is None:
                 continue
@@ -179,8 +190,8 @@ def marked_patch(net_decision: str, rn: ReluNet, x0: np.ndarray, layer: int, lab
             dz[np.abs(dz) <= 1e-12 * (1.0 + np.abs(z0))] = 0.0
             cand = _checked(rn, x0, layer, dz, istar, hmax, label, targets, away, margin, net_decision, mk, choice)
             if cand is not None:
-                found.append(cand)
-    return sorted(found, key=lambda c: (PHASE_CHOICES.index(c.phases), c.l1))
+                group.append(cand)
+        yield from sorted(group, key=lambda p: p.l1)
 
 
 def _checked(rn: ReluNet, x0: np.ndarray, layer: int, dz: np.ndarray, istar: int, hmax: float, label: int,

@@ -57,7 +57,8 @@ def attack_block(ck: Checker, st: A.AttackBlock) -> AttackTask | None:
         klass, reason = "MILP", (f"exact minimal {minimize} over the whole network"
                                  + (" (one binary per input)" if minimize == "l0" else ""))
     else:
-        klass, reason = "LP+MILP", ("AIGENT: a weight patch of the middle layer (the patch pipeline), LPs that "
+        klass, reason = "LP+MILP", ("AIGENT: a sign-marked weight patch of the middle layer (LPs; the patch "
+                                    "pipeline's MILP as fall-back), LPs that "
                                     "reproduce the hidden values it produces layer by layer, then the fewest "
                                     "changed inputs (an LP, then a short MILP)")
     margin = got.get("margin", 1e-4)

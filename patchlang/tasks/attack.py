@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,9 @@ def _finish(task: AttackTask, run: Any, result: TaskResult, rows: list[dict[str,
                                      f"L2 {stats['median_l2']:.3g}, L∞ {stats['median_linf']:.3g}")
     if task.method in ("exact", "auto") and attacked:
         result.details["proven"] = f"{sum(1 for r in attacked if r['proven_min'])}/{len(attacked)} minimal or none"
+    marks = Counter(r["marking"].split(" (")[0] for r in rows if r.get("marking"))
+    if marks:  # how AIGENT's middle-layer patches were found (per input: the row's `marking`)
+        result.details["marking"] = ", ".join(f"{k} {v}" for k, v in marks.most_common())
     if stats.get("evenness") is not None:
         result.details["evenness"] = f"{stats['evenness']:.3f} (Pielou, new labels)"
     result.details["time/input"] = f"median {stats['median_seconds']:.3g}s"

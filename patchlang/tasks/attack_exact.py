@@ -6,8 +6,11 @@ questions.
 
 - **l0** (changed inputs): a fast attack (:func:`~patchlang.tasks.attack_search.greedy_l0`) gives an upper bound
   ``K``.  Then for ``k = 1, 2, ...`` below ``K``, the bounds for "at most ``k`` inputs change"
-  (:func:`~patchlang.compile.attack.l0_layer_bounds`) refute most targets outright; each remaining target gets a
-  feasibility MILP with the budget row and those tight big-Ms.  The first ``k`` with a confirmed answer is the
+  (:func:`~patchlang.compile.attack.l0_layer_bounds`) refute most targets outright; the remaining targets share one
+  feasibility MILP (a disjunction over them) with the budget row and those tight big-Ms.  One MILP rather than
+  one per target: the hard part of an l0 MILP is the search over which inputs change, and the joint MILP does it
+  once (on aigent_mnist it proved the minimum on 4 of the 5 images of the first 40 that the per-target MILPs
+  left unproven at 10 s).  The first ``k`` with a confirmed answer is the
   minimum (every smaller budget was refuted); if all ``k < K`` are refuted, the fast attack is minimal.
 - **l1 / l∞**: one minimisation MILP per target not refuted by the bounds, started from the best fast attack (MIP
   start) and cut off at it (no node worse than the incumbent is explored).
@@ -106,30 +109,28 @@ def _exact_l0(rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, spec:
             k += 1
             continue
         undecided = False
-        # the likeliest targets first (fewest usable inputs last): the first confirmed answer ends the search
-        order = sorted(np.nonzero(~refuted)[0], key=lambda j: -usable[j].size)
-        for j in order:
-            mask = np.zeros(spec.n_conj, dtype=bool)
-            mask[j] = True
-            fixed = np.ones(lo.size, dtype=bool)
-            fixed[usable[j]] = False
-            lo_j, hi_j = np.where(fixed, x0, lo), np.where(fixed, x0, hi)
-            bounds_j = l0_crown_bounds(rn, x0, lo_j, hi_j, k, bounds)
-            enc = encode_attack_query(rn, x0, lo_j, hi_j, spec, mask, "l0", bounds_j, margin, budget=k,
-                                      minimize=False)
-            queries += 1
-            sol = solve(enc.query, replace(options, time_limit=max(0.05, _left(deadline))))
-            if sol.status == INFEASIBLE:
-                continue
+        # one MILP over every target the bounds leave open (it shares the search over which inputs change:
+        # measured 1.5x faster than one MILP per target on the hard budgets), over the inputs some target can use
+        open_j = np.nonzero(~refuted)[0]
+        if open_j.size == 0:
+            k += 1
+            continue
+        fixed = np.ones(lo.size, dtype=bool)
+        fixed[np.unique(np.concatenate([usable[j] for j in open_j]))] = False
+        lo_j, hi_j = np.where(fixed, x0, lo), np.where(fixed, x0, hi)
+        bounds_j = l0_crown_bounds(rn, x0, lo_j, hi_j, k, bounds)
+        enc = encode_attack_query(rn, x0, lo_j, hi_j, spec, ~refuted, "l0", bounds_j, margin, budget=k,
+                                  minimize=False)
+        queries += 1
+        sol = solve(enc.query, replace(options, time_limit=max(0.05, _left(deadline))))
+        if sol.status != INFEASIBLE:
             if sol.x is not None and sol.status in (OPTIMAL, FEASIBLE):
                 x = _snap(sol.x[enc.inputs], x0, lo, hi)
                 if confirm(x):
                     # every budget below k was refuted, so this size is the minimum
                     size = size_of(x, x0, "l0")
                     return ExactOutcome(x, size, float(k), size <= k, queries)
-                undecided = True  # a boundary answer that does not confirm: no proof either way at this k
-                continue
-            undecided = True
+            undecided = True  # a timeout, or a boundary answer that does not confirm: no proof at this k
         if undecided:
             return ExactOutcome(incumbent, None if incumbent is None else K, float(k), False, queries,
                                 f"the search at {k} changed input(s) ended without a proof")

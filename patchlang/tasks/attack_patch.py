@@ -24,13 +24,14 @@ onnxruntime)."""
 from __future__ import annotations
 
 import time
+from itertools import islice
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from ..compile.attack import attack_start, box_layer_bounds, encode_attack_query, equality_spec, target_spec
-from ..compile.attack_marks import marked_patch
+from ..compile.attack_marks import marked_patches
 from ..compile.bounds import LayerBounds, ReluNet
 from ..solution import FEASIBLE, OPTIMAL, SolveOptions
 
@@ -105,10 +106,10 @@ def aigent_attack(net: Any, rn: ReluNet, x0: np.ndarray, lo: np.ndarray, hi: np.
     # produces are often out of the lower half's reach, so then the first edge layer, whose values the input
     # reproduces directly
     for layer in ([mid, 0] if mid > 0 else [mid]):
-        marked = marked_patch(net.decision, rn, x0, layer, label, targets, away, max(margin, 1e-3), solve,
+        marked = marked_patches(net.decision, rn, x0, layer, label, targets, away, max(margin, 1e-3), solve,
                               replace(options, start=None),
                               lambda: min(deadline - time.perf_counter(), MARKED_TIME))
-        for mp in marked[:MARKED_TRIES]:  # the likeliest to be reproducible from below first
+        for mp in islice(marked, MARKED_TRIES):  # the likeliest to be reproducible from below first
             out = _from_pattern(net, rn, x0, lo, hi, label, targets, margin, away, norm, solve, options,
                                 deadline, mp.pattern, mp.l1, mp.new_label, layer)
             out.marking = f"sign-marked LP ({mp.marking.summary()}; {mp.phases})"
@@ -218,7 +219,7 @@ def _fixed_phases(rn: ReluNet, pattern: list[np.ndarray], h0: np.ndarray, lo: np
     return LayerBounds(lowers, uppers)
 
 
-MARKED_TIME = 2.0  # seconds at most for the sign-marked LPs of the middle-layer patch
+MARKED_TIME = 2.0  # seconds at most for each sign-marked LP of the middle-layer patch
 MARKED_TRIES = 6  # marked patches whose hidden values are tried down to the input
 # after the marked patches, the whole patch MILP (AIGENT without marking), when at most this many hidden layers
 # lie above the edit (deeper, it does not finish in seconds: 784-50x6-10 timed out on every image)
