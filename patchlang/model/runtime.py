@@ -96,15 +96,16 @@ def without_tail(source: Any) -> Any:
     Why: the importer strips that monotone tail (label decisions are the same either way) and the IR computes the
     logits, so every onnxruntime check of a file (the model, a written patch, a saved counterexample) must read the
     same tensor to compare like with like.  The file itself keeps the node.  A source without such a tail is
-    returned as it is (a cheap byte search first: most models never mention a softmax)."""
-    import onnx
-
+    returned as it is (a cheap byte search first: most models never mention a softmax, and a cache hit must not pay
+    for importing onnx)."""
     data = source
     if isinstance(source, str):
         with open(source, "rb") as f:
             data = f.read()
     if not isinstance(data, (bytes, bytearray)) or b"Softmax" not in data:
         return source
+    import onnx
+
     proto = onnx.load_model_from_string(bytes(data))
     if isinstance(source, str) and any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         return source  # external weights live beside the file: leave it alone
