@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError
 from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
+from .box_alpha import optimise_boxes, refuted_conjunctions
 from .goals import Alternative, Clause
 from ..query import Query, QueryBuilder
 
@@ -291,6 +292,9 @@ class SearchOptions:
     heuristic: str = "smear"  # smear | width | lookahead
     bounds: str = "hybrid"  # hybrid | backward | forward
     progress: Callable[[dict[str, Any]], None] | None = None  # called about once a second on long searches
+    alpha_steps: int = 10  # projected-gradient steps on the slopes of boxes plain CROWN leaves open (0: none)
+    alpha_lr: float = 0.2
+    stats: dict[str, Any] | None = None  # counters the search adds to (alpha steps)
 
 
 @dataclass
@@ -403,17 +407,31 @@ def _open_boxes(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, o
                 opt: SearchOptions) -> _Open | None:
     """Bound every box; close the conjunctions the bounds refute; None when no box has one left open."""
     fb = layer_bounds(rn, lo, hi, opt.bounds)
-    lb, Lam, const, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
-    refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
-    refuted = np.zeros_like(op)
-    np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
-    refuted |= _refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
-    op = op & ~refuted
+    lb, Lam, const, _ = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
+    thr = opt.tol * (1.0 + np.abs(spec.d))
+    op = op & ~refuted_conjunctions(lb, spec.conj, spec.n_conj, thr)
+    op &= ~_refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
     alive = op.any(axis=1)
+    if opt.alpha_steps > 0 and np.any(alive):
+        # optimised slopes, only where plain CROWN left a conjunction open (issue 12)
+        ii = np.nonzero(alive)[0]
+        ob = optimise_boxes(rn, spec.A, -spec.d, spec.conj, spec.n_conj, thr, lo[ii], hi[ii], fb.take(ii), op[ii],
+                            steps=opt.alpha_steps, lr=opt.alpha_lr)
+        stats = opt.stats if opt.stats is not None else {}
+        stats["alpha steps"] = stats.get("alpha steps", 0) + ob.steps
+        lb = lb.copy()
+        lb[ii] = np.maximum(lb[ii], ob.lb)
+        # (the split heuristic keeps plain CROWN's coefficients: with the optimised ones it needs twice the boxes)
+        sub = op[ii] & ~refuted_conjunctions(lb[ii], spec.conj, spec.n_conj, thr)
+        sub &= ~_refuted_by_combinations(spec, ob.Lam, ob.const, lo[ii], hi[ii], opt.tol)
+        op = op.copy()
+        op[ii] = sub
+        alive = op.any(axis=1)
     if not np.any(alive):
         return None
     keep = np.nonzero(alive)[0]
-    return _Open(lo[alive], hi[alive], op[alive], dep[alive], Lam[alive], corner[alive],
+    corner = np.where(Lam[keep] > 0, lo[keep][:, None, :], hi[keep][:, None, :])
+    return _Open(lo[alive], hi[alive], op[alive], dep[alive], Lam[alive], corner,
                  _best_rows(lb[alive], spec, op[alive]), fb.take(keep))
 
 
