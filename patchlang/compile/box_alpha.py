@@ -33,6 +33,7 @@ class BoxBounds:
     Lam: np.ndarray  # (B, R, d) a sound linear lower bound's coefficients (the last iterate of each box)
     const: np.ndarray  # (B, R)
     steps: int  # gradient steps taken (boxes x steps summed)
+    alpha: list[np.ndarray]  # (B, R, n_k) float32 per hidden layer: the slopes where each box stopped
 
 
 def refuted_conjunctions(lb: np.ndarray, conj: np.ndarray, n_conj: int, thr: np.ndarray) -> np.ndarray:
@@ -44,48 +45,64 @@ def refuted_conjunctions(lb: np.ndarray, conj: np.ndarray, n_conj: int, thr: np.
 
 def optimise_boxes(rn: ReluNet, A: np.ndarray, a0: np.ndarray, conj: np.ndarray, n_conj: int, thr: np.ndarray,
                    lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, open_: np.ndarray, steps: int = 10,
-                   lr: float = 0.2) -> BoxBounds:
+                   lr: float = 0.2, warm: list[np.ndarray] | None = None) -> BoxBounds:
     """Lower bounds of ``A y + a0`` on each box with optimised lower slopes (see the module docstring).
 
     ``open_ (B, n_conj)``: the conjunctions still open on each box (a box whose open ones are all refuted stops);
     ``thr (R,)``: a row refutes its conjunction when its bound exceeds it.  The hidden-layer ``bounds`` stay fixed.
+    ``warm``: starting slopes ``(B, R, n_k)`` (a parent box's optimised ones: valid for any sub-box, since every
+    slope in ``[0, 1]`` is); CROWN's adaptive ones otherwise.
     """
     B, d = lo.shape
     R = A.shape[0]
     n_layers = rn.n_hidden
     alpha = []
-    for l, u in zip(bounds.lower, bounds.upper):
+    for k, (l, u) in enumerate(zip(bounds.lower, bounds.upper)):
+        if warm is not None:
+            alpha.append(np.asarray(warm[k], float).copy())
+            continue
         a, _, _ = relu_relaxation(l, u)
         alpha.append(np.repeat(a[:, None, :], R, axis=1))
+    out = [np.empty(a.shape, np.float32) for a in alpha]
     m = [np.zeros_like(a) for a in alpha]
     v = [np.zeros_like(a) for a in alpha]
     best = np.full((B, R), -np.inf)
     Lam = np.zeros((B, R, d))
     const = np.zeros((B, R))
-    act = np.arange(B)  # the boxes still optimised
+    act = np.arange(B)  # the boxes still optimised; alpha, m, v, the bounds and the box are kept compact to them
+    low, upp, blo, bhi, op = list(bounds.lower), list(bounds.upper), lo, hi, open_
     b1, b2 = 0.9, 0.999
     taken = 0
     for it in range(max(1, steps)):
-        res = crown_lower(rn, n_layers, A, a0, lo[act], hi[act], [l[act] for l in bounds.lower],
-                          [u[act] for u in bounds.upper], [a[act] for a in alpha], grad=it < steps - 1)
+        res = crown_lower(rn, n_layers, A, a0, blo, bhi, low, upp, alpha, grad=it < steps - 1)
         taken += act.size
-        lb = outward(res.lb)
-        better = lb > best[act]
-        best[act] = np.where(better, lb, best[act])
+        lb = np.maximum(best[act], outward(res.lb))
+        best[act] = lb
         Lam[act] = res.Lam
         const[act] = res.const
-        done = ~np.any(open_[act] & ~refuted_conjunctions(best[act], conj, n_conj, thr), axis=1)
+        done = ~np.any(op & ~refuted_conjunctions(lb, conj, n_conj, thr), axis=1)
         if it == steps - 1 or np.all(done):
+            for k in range(n_layers):
+                out[k][act] = alpha[k]
             break
-        keep = ~done
-        decay = 0.98 ** it
+        if np.any(done):
+            for k in range(n_layers):
+                out[k][act[done]] = alpha[k][done]
+            keep = ~done
+            act, blo, bhi, op = act[keep], blo[keep], bhi[keep], op[keep]
+            low, upp = [x[keep] for x in low], [x[keep] for x in upp]
+            alpha, m, v = [x[keep] for x in alpha], [x[keep] for x in m], [x[keep] for x in v]
+            grads = [g[keep] for g in res.grads]
+        else:
+            grads = res.grads
+        step = lr * 0.98 ** it / (1 - b1 ** (it + 1))
+        corr = 1.0 / (1 - b2 ** (it + 1))
         for k in range(n_layers):
-            g = res.grads[k][keep]
-            ia = act[keep]
-            m[k][ia] = b1 * m[k][ia] + (1 - b1) * g
-            v[k][ia] = b2 * v[k][ia] + (1 - b2) * g * g
-            mh = m[k][ia] / (1 - b1 ** (it + 1))
-            vh = v[k][ia] / (1 - b2 ** (it + 1))
-            alpha[k][ia] = np.clip(alpha[k][ia] + lr * decay * mh / (np.sqrt(vh) + 1e-12), 0.0, 1.0)
-        act = act[keep]
-    return BoxBounds(best, Lam, const, taken)
+            g = grads[k]
+            m[k] *= b1
+            m[k] += (1 - b1) * g
+            v[k] *= b2
+            v[k] += (1 - b2) * g * g
+            alpha[k] += step * m[k] / (np.sqrt(v[k] * corr) + 1e-12)
+            np.clip(alpha[k], 0.0, 1.0, out=alpha[k])
+    return BoxBounds(best, Lam, const, taken, out)
