@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError
 from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
-from .box_alpha import optimise_boxes, refuted_conjunctions
+from .box_alpha import descend_in_boxes, optimise_boxes, refuted_conjunctions
 from .goals import Alternative, Clause
 from ..query import Query, QueryBuilder
 
@@ -285,8 +285,11 @@ class SearchOptions:
     tol: float = DEFAULT_TOL
     batch: int = 2048
     milp_unstable: int = 25  # boxes this deep with at most this many unstable ReLUs go to the Query
-    milp_depth: int = 30  # (boxes with no unstable ReLU at all, where the network is affine, always do; with the
-    # optimised slopes, splitting further is much cheaper than a MILP leaf: N4,2 property 2 went from 76 s to 9 s)
+    milp_depth: int = 14  # (boxes with no unstable ReLU at all, where the network is affine, always do)
+    # at most this many such MILP leaves per case: with the optimised slopes, splitting further is cheaper than a
+    # MILP (N4,2 property 2: 76 s with 2,099 leaves, 9 s CPU without), but the first few find the counterexamples
+    # that live in slivers (N1,9 property 7) long before the boxes get small enough
+    milp_leaves: int = 16
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)
@@ -296,6 +299,7 @@ class SearchOptions:
     alpha_steps: int = 5  # projected-gradient steps on the slopes of boxes plain CROWN leaves open (0: none)
     alpha_lr: float = 0.2
     stats: dict[str, Any] | None = None  # counters the search adds to (alpha steps)
+    descend: int = 16  # boxes per batch (closest centres first) searched by local gradient descent for violations
 
 
 @dataclass
@@ -309,6 +313,7 @@ class SearchResult:
     max_depth: int = 0
     unconfirmed: int = 0
     conj: list[int] = field(default_factory=list)
+    deep_leaves: int = 0  # MILP leaves with unstable ReLUs so far (see SearchOptions.milp_leaves)
 
 
 LeafSolver = Callable[[Query], Any]  # returns a Solution (status, x)
@@ -351,7 +356,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         boxes = _open_boxes(rn, spec, lo, hi, op, dep, opt, warm)
         if boxes is None:
             continue
-        found = _try_candidates(rn, spec, boxes, confirm, res)
+        found = _try_candidates(rn, spec, boxes, confirm, res, opt.descend)
         if found is not None:
             return found
         found, leaf, stuck = _solve_leaves(rn, spec, boxes, solve, confirm, opt, res)
@@ -458,8 +463,8 @@ def _open_boxes(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, o
                  _best_rows(lb[alive], spec, op[alive]), fb.take(keep), alpha)
 
 
-def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, res: SearchResult
-                    ) -> SearchResult | None:
+def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, res: SearchResult,
+                    descend: int = 0) -> SearchResult | None:
     """Counterexample candidates: the centres and, per open conjunction, the corner of its most promising row;
     the result with a confirmed violation, or None."""
     cand = [(b.lo + b.hi) / 2]
@@ -475,6 +480,18 @@ def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, r
             res.status, res.x, res.conj = "violated", cand_x[i], spec.which(y[i:i + 1])
             return res
         res.unconfirmed += 1
+    if descend > 0:  # a few local descents in the boxes whose centres come closest to the unsafe region
+        n = b.lo.shape[0]
+        s = spec.satisfaction(y[:n])
+        pick = np.argsort(s)[:descend]
+        x = descend_in_boxes(rn, spec.A, spec.d, spec.conj, spec.strict, spec.n_conj, b.lo[pick], b.hi[pick])
+        y = rn.forward(x)
+        res.evaluations += 9 * pick.size
+        for i in np.nonzero(spec.violated(y))[0][:8]:
+            if confirm(x[i]):
+                res.status, res.x, res.conj = "violated", x[i], spec.which(y[i:i + 1])
+                return res
+            res.unconfirmed += 1
     return None
 
 
@@ -483,7 +500,12 @@ def _solve_leaves(rn: ReluNet, spec: UnsafeSpec, b: _Open, solve: LeafSolver, co
     """Boxes with few unstable ReLUs go to the exact Query: (a confirmed violation or None, the leaf mask, how
     many leaves stayed undecided)."""
     unstable = b.fb.n_unstable()
-    leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (b.dep >= opt.milp_depth))
+    deep = (unstable <= opt.milp_unstable) & (b.dep >= opt.milp_depth) & (unstable > 0)
+    budget = max(0, opt.milp_leaves - res.deep_leaves)
+    if np.count_nonzero(deep) > budget:
+        deep[np.nonzero(deep)[0][budget:]] = False
+    res.deep_leaves += int(np.count_nonzero(deep))
+    leaf = (unstable == 0) | deep
     undecided = 0
     for i in np.nonzero(leaf)[0]:
         if opt.deadline is not None and time.perf_counter() > opt.deadline:
