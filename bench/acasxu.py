@@ -5,6 +5,13 @@
     python bench/acasxu.py --marabou --marabou-timeout 60 --marabou-limit 51
                                                  # also Marabou (maraboupy) on the same Query, for a time ratio
     python bench/acasxu.py --marabou --marabou-every 10   # Marabou on a sample across all ten properties
+    python bench/acasxu.py --no-certify          # skip the second-method re-proof of every "holds"
+
+Every "holds" is re-proven by the second complete method (ReLU-split branch and bound, as ``patchlang run`` does
+for networks too large for Z3: :func:`patchlang.tasks.verify.second_method_holds`) within the same budget rule
+(3x the proof, 1 s to 60 s); the verify and the certify times are printed and written apart, with CPU seconds
+(``time.process_time``: single-threaded work, the load-independent figure on a shared machine).  The verdicts are
+compared with the CSV being replaced: any disagreement is printed (and is a bug to find).
 
 Every "violated" carries a counterexample that is re-evaluated here once more with onnxruntime on the original
 file (independently of the verifier's own confirmation) and must land in the unsafe region.  Reads the shared
@@ -33,7 +40,8 @@ from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_fro
 from patchlang.model.loader import load_model  # noqa: E402
 from patchlang.model.runtime import OrtModel  # noqa: E402
 from patchlang.inputs.vnnlib import parse_vnnlib  # noqa: E402
-from patchlang.tasks.verify import verify_cases  # noqa: E402
+from patchlang.tasks.certify import second_method_budget  # noqa: E402
+from patchlang.tasks.verify import second_method_holds, verify_cases  # noqa: E402
 from shared_data import require  # noqa: E402
 
 
@@ -71,6 +79,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="only the first N instances")
     ap.add_argument("--only", help="only instances whose onnx or vnnlib name contains this text")
     ap.add_argument("--csv", default=str(ROOT / "bench" / "results" / "acasxu.csv"))
+    ap.add_argument("--no-certify", action="store_true", help="skip the second-method re-proof of each holds")
     ap.add_argument("--marabou", action="store_true", help="also run Marabou on the same instances")
     ap.add_argument("--marabou-timeout", type=float, default=120.0)
     ap.add_argument("--marabou-limit", type=int, help="Marabou only on the first N instances")
@@ -85,7 +94,12 @@ def main() -> int:
         rows = [r for r in rows if args.only in r[0] or args.only in r[1]]
     if args.limit:
         rows = rows[:args.limit]
+    old_verdicts = {}
+    if Path(args.csv).exists():
+        with open(args.csv) as f:
+            old_verdicts = {(r["onnx"], r["vnnlib"]): r["result"] for r in csv.DictReader(f)}
     nets: dict[str, object] = {}
+    cpu_verify = cpu_certify = 0.0
     out_rows, marabou_rows = [], []
     counts: dict[str, int] = {}
     t_all = time.perf_counter()
@@ -95,9 +109,10 @@ def main() -> int:
             nets[onnx_name] = load_model(str(onnx_path))
         net = nets[onnx_name]
         cases, _ = cases_of(base / "vnnlib" / vnn_name, net.output_size)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         verdict = verify_cases(net, cases, timeout=args.timeout)
         seconds = time.perf_counter() - t0
+        cpu_verify += time.process_time() - c0
         note = ""
         if verdict.status == "violated":
             # trust nothing: the original file, a fresh onnxruntime session, the saved float32 input
@@ -106,11 +121,24 @@ def main() -> int:
             inside = bool(np.all(verdict.x32 >= case.lo) and np.all(verdict.x32 <= case.hi))
             if not (inside and case.spec.violated(y[None])[0]):
                 note = "COUNTEREXAMPLE NOT CONFIRMED"
+        cert_s, certified = "", ""
+        if verdict.status == "holds" and not args.no_certify:
+            t1, c1 = time.perf_counter(), time.process_time()
+            ok, how = second_method_holds(net, cases, verdict.stats.get("method"), 0, second_method_budget(seconds))
+            cert_s = f"{time.perf_counter() - t1:.3f}"
+            cpu_certify += time.process_time() - c1
+            certified = {True: "yes", False: "no", None: "REFUTED"}[ok]
+            if ok is None:
+                note += f" SECOND METHOD DISAGREES: {how}"
+        old = old_verdicts.get((onnx_name, vnn_name))
+        if old and old != "unknown" and verdict.status != "unknown" and old != verdict.status:
+            note += f" DISAGREES WITH THE OLD CSV ({old})"
         counts[verdict.status] = counts.get(verdict.status, 0) + 1
-        out_rows.append((onnx_name, vnn_name, verdict.status, f"{seconds:.3f}"))
+        out_rows.append((onnx_name, vnn_name, verdict.status, f"{seconds:.3f}", cert_s, certified))
         print(f"{k + 1:3d} {onnx_name:<36} {vnn_name:<14} {verdict.status:<9} {seconds:8.2f}s "
               f"boxes {verdict.stats.get('sub-boxes', 0):>7} queries {verdict.stats.get('queries', 0):>4} "
-              f"{verdict.found_by} {note} {verdict.reason[:80] if verdict.status == 'unknown' else ''}", flush=True)
+              f"{verdict.found_by} {f'certify {float(cert_s):6.2f}s {certified}' if cert_s else ''}"
+              f" {note} {verdict.reason[:80] if verdict.status == 'unknown' else ''}", flush=True)
         if args.marabou and (args.marabou_limit is None or k < args.marabou_limit) and k % args.marabou_every == 0:
             m_status, m_seconds = marabou_time(net, cases, args.marabou_timeout)
             marabou_rows.append((onnx_name, vnn_name, m_status, f"{m_seconds:.3f}", verdict.status, f"{seconds:.3f}"))
@@ -120,11 +148,21 @@ def main() -> int:
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["onnx", "vnnlib", "result", "seconds"])
+        w.writerow(["onnx", "vnnlib", "result", "seconds", "certify_seconds", "certified"])
         w.writerows(out_rows)
     times = np.array([float(r[3]) for r in out_rows])
     print(f"\n{len(out_rows)} instances in {total:.1f}s: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f"; median {np.median(times):.2f}s, max {times.max():.2f}s; wrote {os.path.relpath(args.csv, ROOT)}")
+    cert = [r for r in out_rows if r[4]]
+    print(f"verify: {times.sum():.1f}s wall, {cpu_verify:.1f}s CPU"
+          + (f"; certify ({len(cert)} holds re-proven by the second method): "
+             f"{sum(float(r[4]) for r in cert):.1f}s wall, {cpu_certify:.1f}s CPU, "
+             f"{sum(r[5] == 'yes' for r in cert)} certified, {sum(r[5] == 'no' for r in cert)} not independently "
+             f"certified, {sum(r[5] == 'REFUTED' for r in cert)} refuted" if cert else ""), flush=True)
+    disagree = [r for r in out_rows if old_verdicts.get((r[0], r[1])) not in (None, "unknown", r[2])
+                and r[2] != "unknown"]
+    if old_verdicts:
+        print(f"compared with the previous CSV: {len(disagree)} disagreement(s)")
     if marabou_rows:
         mpath = Path(args.csv).with_name("acasxu_marabou.csv")
         with open(mpath, "w", newline="") as f:

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from ..errors import PatchlangError
 from .bounds import LayerBounds, ReluNet, affine_interval, backward_bounds, forward_bounds, spec_lower_bounds
+from .box_alpha import descend_in_boxes, optimise_boxes, refuted_conjunctions
 from .goals import Alternative, Clause
 from .walk import NetworkWalker
 from ..query import Query, QueryBuilder
@@ -273,12 +274,20 @@ class SearchOptions:
     batch: int = 2048
     milp_unstable: int = 25  # boxes this deep with at most this many unstable ReLUs go to the Query
     milp_depth: int = 14  # (boxes with no unstable ReLU at all, where the network is affine, always do)
+    # at most this many such MILP leaves per case: with the optimised slopes, splitting further is cheaper than a
+    # MILP (N4,2 property 2: 76 s with 2,099 leaves, 9 s CPU without), but the first few find the counterexamples
+    # that live in slivers (N1,9 property 7) long before the boxes get small enough
+    milp_leaves: int = 16
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
     split: bool = True  # False: one Query for the whole box (plain MILP)
     heuristic: str = "smear"  # smear | width | lookahead
     bounds: str = "hybrid"  # hybrid | backward | forward
     progress: Callable[[dict[str, Any]], None] | None = None  # called about once a second on long searches
+    alpha_steps: int = 5  # projected-gradient steps on the slopes of boxes plain CROWN leaves open (0: none)
+    alpha_lr: float = 0.2
+    stats: dict[str, Any] | None = None  # counters the search adds to (alpha steps)
+    descend: int = 16  # boxes per batch (closest centres first) searched by local gradient descent for violations
 
 
 @dataclass
@@ -292,6 +301,7 @@ class SearchResult:
     max_depth: int = 0
     unconfirmed: int = 0
     conj: list[int] = field(default_factory=list)
+    deep_leaves: int = 0  # MILP leaves with unstable ReLUs so far (see SearchOptions.milp_leaves)
 
 
 LeafSolver = Callable[[Query], Any]  # returns a Solution (status, x)
@@ -314,7 +324,8 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
     if not opt.split:
         return _one_query_per_conjunction(rn, lo0, hi0, spec, solve, confirm, opt, res)
 
-    stack = _Boxes([lo0], [hi0], [np.ones((1, spec.n_conj), bool)], [np.zeros(1, np.int64)], pending=1)
+    stack = _Boxes()
+    stack.push(lo0, hi0, np.ones((1, spec.n_conj), bool), np.zeros(1, np.int64), None)
     undecided = 0
     last_report = time.perf_counter()
     while stack.pending:
@@ -327,13 +338,13 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         if res.boxes > opt.max_boxes:
             res.reason = f"gave up after {res.boxes} sub-boxes"
             return res
-        lo, hi, op, dep = stack.pop(opt.batch)
+        lo, hi, op, dep, warm = stack.pop(opt.batch)
         res.boxes += lo.shape[0]
         res.max_depth = max(res.max_depth, int(dep.max()))
-        boxes = _open_boxes(rn, spec, lo, hi, op, dep, opt)
+        boxes = _open_boxes(rn, spec, lo, hi, op, dep, opt, warm)
         if boxes is None:
             continue
-        found = _try_candidates(rn, spec, boxes, confirm, res)
+        found = _try_candidates(rn, spec, boxes, confirm, res, opt.descend)
         if found is not None:
             return found
         found, leaf, stuck = _solve_leaves(rn, spec, boxes, solve, confirm, opt, res)
@@ -350,26 +361,41 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
     return res
 
 
-@dataclass
 class _Boxes:
-    """The sub-boxes still to examine (stacked in chunks), with their open conjunctions and depths."""
+    """The sub-boxes still to examine, stacked in chunks of ``(lo, hi, open conjunctions, depth, slopes)``; the
+    slopes (float32 ``(B, R, n_k)`` per hidden layer, the parent's optimised ones) warm-start the children's
+    optimisation, and are absent (None) where nothing was optimised yet."""
 
-    lo: list[np.ndarray]
-    hi: list[np.ndarray]
-    open: list[np.ndarray]
-    depth: list[np.ndarray]
-    pending: int = 0
+    def __init__(self) -> None:
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None]] = []
+        self.pending = 0
 
-    def pop(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        lo, hi, op, dep = _pop(self.lo, self.hi, self.open, self.depth, batch)
-        self.pending -= lo.shape[0]
-        return lo, hi, op, dep
+    def pop(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None]:
+        """Up to ``batch`` boxes from the top (depth first keeps the stack small); one chunk's slopes only when
+        every box taken has them."""
+        parts = []
+        taken = 0
+        while self.chunks and taken < batch:
+            lo, hi, op, dep, warm = self.chunks[-1]
+            k = min(batch - taken, lo.shape[0])
+            parts.append((lo[-k:], hi[-k:], op[-k:], dep[-k:], None if warm is None else [w[-k:] for w in warm]))
+            if k == lo.shape[0]:
+                self.chunks.pop()
+            else:
+                self.chunks[-1] = (lo[:-k], hi[:-k], op[:-k], dep[:-k],
+                                   None if warm is None else [w[:-k] for w in warm])
+            taken += k
+        self.pending -= taken
+        lo, hi, op, dep = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        warms = [p[4] for p in parts]
+        warm = None
+        if all(w is not None for w in warms) and len({w[0].shape[1:] for w in warms}) == 1:
+            warm = [np.concatenate([w[k] for w in warms]) for k in range(len(warms[0]))]
+        return lo, hi, op, dep, warm
 
-    def push(self, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray) -> None:
-        self.lo.append(lo)
-        self.hi.append(hi)
-        self.open.append(op)
-        self.depth.append(dep)
+    def push(self, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray,
+             warm: list[np.ndarray] | None) -> None:
+        self.chunks.append((lo, hi, op, dep, warm))
         self.pending += lo.shape[0]
 
 
@@ -385,28 +411,48 @@ class _Open:
     corner: np.ndarray
     best_row: np.ndarray  # (B, n_conj): the most promising row of each open conjunction, -1 where closed
     fb: LayerBounds
+    alpha: list[np.ndarray] | None = None  # the optimised slopes (warm start for the children)
 
 
 def _open_boxes(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray,
-                opt: SearchOptions) -> _Open | None:
+                opt: SearchOptions, warm: list[np.ndarray] | None = None) -> _Open | None:
     """Bound every box; close the conjunctions the bounds refute; None when no box has one left open."""
     fb = layer_bounds(rn, lo, hi, opt.bounds)
-    lb, Lam, const, corner = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
-    refuted_row = lb > opt.tol * (1.0 + np.abs(spec.d))
-    refuted = np.zeros_like(op)
-    np.logical_or.at(refuted.T, spec.conj, refuted_row.T)
-    refuted |= _refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
-    op = op & ~refuted
+    lb, Lam, const, _ = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
+    thr = opt.tol * (1.0 + np.abs(spec.d))
+    op = op & ~refuted_conjunctions(lb, spec.conj, spec.n_conj, thr)
+    op &= ~_refuted_by_combinations(spec, Lam, const, lo, hi, opt.tol)
     alive = op.any(axis=1)
+    if opt.alpha_steps > 0 and np.any(alive):
+        # optimised slopes, only where plain CROWN left a conjunction open (issue 12)
+        ii = np.nonzero(alive)[0]
+        ob = optimise_boxes(rn, spec.A, -spec.d, spec.conj, spec.n_conj, thr, lo[ii], hi[ii], fb.take(ii), op[ii],
+                            steps=opt.alpha_steps, lr=opt.alpha_lr,
+                            warm=None if warm is None else [w[ii] for w in warm])
+        stats = opt.stats if opt.stats is not None else {}
+        stats["alpha steps"] = stats.get("alpha steps", 0) + ob.steps
+        lb = lb.copy()
+        lb[ii] = np.maximum(lb[ii], ob.lb)
+        # (the split heuristic keeps plain CROWN's coefficients: with the optimised ones it needs twice the boxes)
+        sub = op[ii] & ~refuted_conjunctions(lb[ii], spec.conj, spec.n_conj, thr)
+        sub &= ~_refuted_by_combinations(spec, ob.Lam, ob.const, lo[ii], hi[ii], opt.tol)
+        op = op.copy()
+        op[ii] = sub
+        alive = op.any(axis=1)
     if not np.any(alive):
         return None
     keep = np.nonzero(alive)[0]
-    return _Open(lo[alive], hi[alive], op[alive], dep[alive], Lam[alive], corner[alive],
-                 _best_rows(lb[alive], spec, op[alive]), fb.take(keep))
+    corner = np.where(Lam[keep] > 0, lo[keep][:, None, :], hi[keep][:, None, :])
+    alpha = None
+    if opt.alpha_steps > 0:
+        pos = np.searchsorted(ii, keep)  # every box still alive was optimised
+        alpha = [a[pos] for a in ob.alpha]
+    return _Open(lo[alive], hi[alive], op[alive], dep[alive], Lam[alive], corner,
+                 _best_rows(lb[alive], spec, op[alive]), fb.take(keep), alpha)
 
 
-def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, res: SearchResult
-                    ) -> SearchResult | None:
+def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, res: SearchResult,
+                    descend: int = 0) -> SearchResult | None:
     """Counterexample candidates: the centres and, per open conjunction, the corner of its most promising row;
     the result with a confirmed violation, or None."""
     cand = [(b.lo + b.hi) / 2]
@@ -422,6 +468,18 @@ def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, r
             res.status, res.x, res.conj = "violated", cand_x[i], spec.which(y[i:i + 1])
             return res
         res.unconfirmed += 1
+    if descend > 0:  # a few local descents in the boxes whose centres come closest to the unsafe region
+        n = b.lo.shape[0]
+        s = spec.satisfaction(y[:n])
+        pick = np.argsort(s)[:descend]
+        x = descend_in_boxes(rn, spec.A, spec.d, spec.conj, spec.strict, spec.n_conj, b.lo[pick], b.hi[pick])
+        y = rn.forward(x)
+        res.evaluations += 9 * pick.size
+        for i in np.nonzero(spec.violated(y))[0][:8]:
+            if confirm(x[i]):
+                res.status, res.x, res.conj = "violated", x[i], spec.which(y[i:i + 1])
+                return res
+            res.unconfirmed += 1
     return None
 
 
@@ -430,8 +488,15 @@ def _solve_leaves(rn: ReluNet, spec: UnsafeSpec, b: _Open, solve: LeafSolver, co
     """Boxes with few unstable ReLUs go to the exact Query: (a confirmed violation or None, the leaf mask, how
     many leaves stayed undecided)."""
     unstable = b.fb.n_unstable()
-    leaf = (unstable == 0) | ((unstable <= opt.milp_unstable) & (b.dep >= opt.milp_depth))
+    deep = (unstable <= opt.milp_unstable) & (b.dep >= opt.milp_depth) & (unstable > 0)
     if rn.smooth:  # no exact query through a sigmoid/tanh: bounds and splitting alone decide every box
+        deep[:] = False
+    budget = max(0, opt.milp_leaves - res.deep_leaves)
+    if np.count_nonzero(deep) > budget:
+        deep[np.nonzero(deep)[0][budget:]] = False
+    res.deep_leaves += int(np.count_nonzero(deep))
+    leaf = (unstable == 0) | deep
+    if rn.smooth:
         leaf[:] = False
     undecided = 0
     for i in np.nonzero(leaf)[0]:
@@ -464,8 +529,13 @@ def _split(rn: ReluNet, spec: UnsafeSpec, b: _Open, split: np.ndarray, opt: Sear
     hi_left, lo_right = hi.copy(), lo.copy()
     hi_left[idx, dim] = mid
     lo_right[idx, dim] = mid
-    stack.push(np.concatenate([lo_right, lo]), np.concatenate([hi, hi_left]), np.concatenate([op, op]),
-               np.concatenate([dep + 1, dep + 1]))
+    warm = None if b.alpha is None else [np.concatenate([a[split], a[split]]) for a in b.alpha]
+    lo2, hi2 = np.concatenate([lo_right, lo]), np.concatenate([hi, hi_left])
+    # the children whose centres come closest to the unsafe region are popped first (the stack's top is its end):
+    # a violation is found sooner, and a proof examines the same boxes in another order
+    order = np.argsort(-spec.satisfaction(rn.forward((lo2 + hi2) * 0.5)), kind="stable")
+    op2, dep2 = np.concatenate([op, op]), np.concatenate([dep + 1, dep + 1])
+    stack.push(lo2[order], hi2[order], op2[order], dep2[order], None if warm is None else [w[order] for w in warm])
 
 
 def _one_query_per_conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, solve: LeafSolver,
@@ -515,23 +585,6 @@ def layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, method: str) -> La
     if method == "backward":
         return backward_bounds(rn, lo, hi)
     return forward_bounds(rn, lo, hi, refine=True)
-
-
-def _pop(stack_lo: list[np.ndarray], stack_hi: list[np.ndarray], stack_open: list[np.ndarray],
-         stack_depth: list[np.ndarray], n: int) -> tuple[np.ndarray, ...]:
-    """Take up to ``n`` boxes from the end of the stack (depth first keeps the stack small)."""
-    parts: list[tuple[np.ndarray, ...]] = []
-    taken = 0
-    while stack_lo and taken < n:
-        lo, hi, op, dep = stack_lo[-1], stack_hi[-1], stack_open[-1], stack_depth[-1]
-        k = min(n - taken, lo.shape[0])
-        parts.append((lo[-k:], hi[-k:], op[-k:], dep[-k:]))
-        if k == lo.shape[0]:
-            stack_lo.pop(); stack_hi.pop(); stack_open.pop(); stack_depth.pop()
-        else:
-            stack_lo[-1], stack_hi[-1], stack_open[-1], stack_depth[-1] = lo[:-k], hi[:-k], op[:-k], dep[:-k]
-        taken += k
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
 def _simplex_grid(k: int, m: int) -> np.ndarray:

@@ -276,6 +276,14 @@ def _interval_bounds(rn, lo: np.ndarray, hi: np.ndarray) -> tuple[list[np.ndarra
     return lowers, uppers
 
 
+def second_method_budget(first_seconds: float, time_budget: float | None = None) -> float:
+    """Seconds for the second complete search: ``SECOND_METHOD_FACTOR`` times the first proof, at least
+    ``SECOND_METHOD_MIN``, at most ``SECOND_METHOD_SECONDS`` and the task's own budget (a re-check should not
+    cost a run much more than its proof; ``bench/acasxu.py`` uses the same rule)."""
+    return min(SECOND_METHOD_SECONDS, max(SECOND_METHOD_MIN, SECOND_METHOD_FACTOR * first_seconds),
+               np.inf if time_budget is None else time_budget)
+
+
 def record_holds(result, net, cases, seed: int = 0, time_budget: float | None = None,
                  second_method: Callable[..., tuple[bool | None, str]] | None = None,
                  first_seconds: float = 0.0) -> None:
@@ -292,8 +300,7 @@ def record_holds(result, net, cases, seed: int = 0, time_budget: float | None = 
     budget = max(1.0, min(SECOND_SOLVE_SECONDS, SECOND_SOLVE_SECONDS if time_budget is None else time_budget))
     cert = certify_holds(net, cases, seed, budget)
     if cert.certified is False and second_method is not None and cert.method.startswith(TOO_LARGE):
-        left = min(SECOND_METHOD_SECONDS, max(SECOND_METHOD_MIN, SECOND_METHOD_FACTOR * first_seconds),
-                   np.inf if time_budget is None else time_budget)
+        left = second_method_budget(first_seconds, time_budget)
         if left >= 1.0:
             certified, method = second_method(net, cases, result.details.get("method"), seed, left)
             cert = Certificate(certified, method if certified is not False
