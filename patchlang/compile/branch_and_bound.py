@@ -22,8 +22,9 @@ before a comparison, and rows are enlarged by the verifier's tolerance as in the
 
 from __future__ import annotations
 
+import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -48,6 +49,11 @@ class BabOptions:
     progress_every: float = 1.0  # seconds between progress calls
     candidates: int = 4  # split candidates per domain tried by one cheap bound each (1: the score alone)
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
+    # with a deadline: branch and bound gets this share of the time left per conjunction; a conjunction it leaves
+    # open then goes whole to the exact Query over the root's bounds (a MILP with one binary per unstable ReLU,
+    # which HiGHS decides faster than a stalled tree on the shallow mnist_fc nets), with all the time left
+    milp_fallback: bool = True
+    bab_share: float = 0.5
 
 
 @dataclass
@@ -83,6 +89,7 @@ class BabStats:
     domains: int = 0  # domains bounded
     final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
     left: int = 0
+    milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -111,7 +118,10 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
     reasons: list[str] = []
     bounds_min = np.inf
-    for j in order:
+    stalled: list[int] = []  # conjunctions whose branch-and-bound share of the time ran out: the MILP next
+    stalled_bound: dict[int, float] = {}
+    share = opt.bab_share if opt.milp_fallback and opt.deadline is not None else None
+    for n_done, j in enumerate(order):
         rows = np.nonzero(spec.conj == j)[0]
         if rows.size == 0:
             x = (lo[0] + hi[0]) / 2
@@ -124,20 +134,77 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
             reasons.append("time limit reached before every part of the unsafe region was examined")
             break
         one = BabStats()
-        sub = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0)
+        sub_opt = opt
+        if share is not None:  # an equal part of the branch-and-bound share of the time left for each conjunction
+            left_s = max(0.0, opt.deadline - time.perf_counter())  # type: ignore[operator]
+            sub_opt = replace(opt, deadline=time.perf_counter() + share * left_s / (len(order) - n_done))
+        sub = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, sub_opt, res, one, t0)
         stats.domains += one.domains
-        stats.left += one.left
-        if np.isfinite(one.final_bound):
-            bounds_min = min(bounds_min, one.final_bound)
         if sub == "violated":
             res.boxes = 1
             return res
+        if sub != "holds" and share is not None and time.perf_counter() < opt.deadline:  # type: ignore[operator]
+            stalled.append(j)
+            stalled_bound[j] = one.final_bound
+            bounds_min = min(bounds_min, one.final_bound) if np.isfinite(one.final_bound) else bounds_min
+            stats.left += one.left
+            continue
+        stats.left += one.left
+        if np.isfinite(one.final_bound):
+            bounds_min = min(bounds_min, one.final_bound)
         if sub != "holds":
             reasons.append(sub)
+    # the exact Query of each stalled conjunction over the root's bounds, the nearest to a proof first, each with
+    # an equal part of the time left (any part left open leaves the case open, so none may take all of it)
+    stalled.sort(key=lambda j: -stalled_bound[j])
+    for n_done, j in enumerate(stalled):
+        now = time.perf_counter()
+        if opt.deadline is not None and now > opt.deadline:
+            reasons.append("time limit reached before every part of the unsafe region was examined")
+            break
+        if opt.progress is not None:
+            opt.progress({"method": "relu-split", "stage": f"MILP on unsafe part {j}", "domains": stats.domains,
+                          "left": stats.left, "bound": None, "elapsed": now - t0})
+        seconds = (opt.deadline - now) / (len(stalled) - n_done)  # type: ignore[operator]
+        sub_res = _whole_conjunction_milp(rn, lo, hi, bounds, spec, j, _time_boxed(solve, seconds), confirm, opt,
+                                          res)
+        if sub_res == "violated":
+            res.boxes = 1
+            return res
+        if sub_res == "holds":
+            stats.milp_decided += 1
+        else:
+            reasons.append(sub_res)
+    if stalled and not reasons:
+        stats.left = 0  # every stalled conjunction's open domains were refuted by its MILP
+        bounds_min = min(bounds_min, 0.0) if np.isfinite(bounds_min) else 0.0
     stats.final_bound = float(bounds_min)
     res.status, res.reason = ("unknown", reasons[0]) if reasons else ("holds", "")
     res.boxes = 1  # the input box is not split (the domains are counted in stats)
     return res
+
+
+def _time_boxed(solve: LeafSolver, seconds: float) -> LeafSolver:
+    """``solve`` limited to ``seconds`` when it takes a ``time_limit`` (the verifier's leaf solver does; a plain
+    callable is used as it is)."""
+    if "time_limit" not in inspect.signature(solve).parameters:
+        return solve
+    return lambda q: solve(q, time_limit=seconds)
+
+
+def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,
+                            solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult) -> str:
+    """Conjunction ``j`` over the whole input box as one exact Query (the leaf solver, bounded by the caller's
+    deadline): "holds", "violated" (``res`` filled) or the reason it stayed open."""
+    conj_open = np.zeros(spec.n_conj, bool)
+    conj_open[j] = True
+    sub = _leaf(rn, lo[0], hi[0], conj_open, root, spec, solve, confirm, opt, SearchResult("unknown"), final=True)
+    res.queries += sub.queries
+    res.unconfirmed += sub.unconfirmed
+    if sub.status == "violated":
+        res.status, res.x, res.conj = "violated", sub.x, sub.conj
+        return "violated"
+    return "holds" if sub.status == "holds" else f"unsafe part {j}: {sub.reason}"
 
 
 def _branch_scores(r, lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray]) -> np.ndarray:
