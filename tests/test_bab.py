@@ -4,6 +4,7 @@ contain dense samples after every optimisation step, and verdicts cross-checked 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,38 @@ def test_progress_lines_and_json_details():
     assert result.status == "holds"
     assert result.details["method"] == "relu-split"
     assert result.details["domains"] >= result.details["cases"] and result.details["final bound"] > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stalled_conjunctions_go_to_the_milp_and_agree_with_it(seed):
+    """With (almost) no branch-and-bound time, every conjunction the root bound leaves open is decided by the
+    whole-conjunction MILP fallback; the verdict must match one plain MILP of the whole unsafe region and the
+    samples, and a "violated" must be a real counterexample."""
+    net = random_net(300 + seed, (6, 16, 16, 3))
+    rn = relu_network(net)
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, 6)
+    hi = lo + rng.uniform(0.3, 1.0, 6)
+    X = lo + rng.random((30000, 6)) * (hi - lo)
+    Y = rn.forward(X)
+    solve = lambda q, time_limit=None: HighsBackend().solve(q, SolveOptions(time_limit=time_limit or 30,  # noqa: E731
+                                                                             threads=1))
+    decided_by_milp = 0
+    for frac in (0.2, -0.05):  # thresholds above / below the sampled peaks: holds, then violated
+        ts = [Y[:, k].max() + frac * (abs(Y[:, k].max()) + 0.1) for k in (0, 1)]
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[k], "<=", ts[k], 0.0)] for k in (0, 1)], 3)
+        assert spec.n_conj == 2
+        case = RegionCase(lo, hi, spec)
+        milp = solve(encode_region_query(rn, lo, hi, spec, None).query)
+        stats = BabStats()
+        res = relu_split_search(rn, case, solve, lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
+                                BabOptions(milp_unstable=0, batch=8, bab_share=1e-9, root_steps=2,
+                                           deadline=time.perf_counter() + 60), stats)
+        decided_by_milp += stats.milp_decided
+        if res.status == "holds":
+            assert milp.status == INFEASIBLE and not np.any(spec.violated(Y))
+            assert stats.left == 0 and stats.final_bound == 0.0  # no open domain left; MILP-proven parts: 0
+        else:
+            assert res.status == "violated" and milp.status != INFEASIBLE
+            assert spec.violated(rn.forward(res.x[None]))[0]
+    assert decided_by_milp > 0  # the fallback is exercised: the root bound alone leaves these open

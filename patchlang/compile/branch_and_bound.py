@@ -120,6 +120,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     bounds_min = np.inf
     stalled: list[int] = []  # conjunctions whose branch-and-bound share of the time ran out: the MILP next
     stalled_bound: dict[int, float] = {}
+    stalled_left: dict[int, int] = {}
     share = opt.bab_share if opt.milp_fallback and opt.deadline is not None else None
     for n_done, j in enumerate(order):
         rows = np.nonzero(spec.conj == j)[0]
@@ -145,9 +146,8 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
             return res
         if sub != "holds" and share is not None and time.perf_counter() < opt.deadline:  # type: ignore[operator]
             stalled.append(j)
-            stalled_bound[j] = one.final_bound
-            bounds_min = min(bounds_min, one.final_bound) if np.isfinite(one.final_bound) else bounds_min
-            stats.left += one.left
+            stalled_bound[j] = one.final_bound if np.isfinite(one.final_bound) else -np.inf
+            stalled_left[j] = one.left
             continue
         stats.left += one.left
         if np.isfinite(one.final_bound):
@@ -161,6 +161,9 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         if opt.deadline is not None and now > opt.deadline:
             reasons.append("time limit reached before every part of the unsafe region was examined")
+            for k in stalled[n_done:]:  # not reached: still open with the tree's bound
+                stats.left += stalled_left[k]
+                bounds_min = min(bounds_min, stalled_bound[k])
             break
         if opt.progress is not None:
             opt.progress({"method": "relu-split", "stage": f"MILP on unsafe part {j}", "domains": stats.domains,
@@ -171,13 +174,13 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         if sub_res == "violated":
             res.boxes = 1
             return res
-        if sub_res == "holds":
+        if sub_res == "holds":  # its open domains are all refuted: 0.0, as when every open domain went to a leaf
             stats.milp_decided += 1
+            bounds_min = min(bounds_min, 0.0)
         else:
             reasons.append(sub_res)
-    if stalled and not reasons:
-        stats.left = 0  # every stalled conjunction's open domains were refuted by its MILP
-        bounds_min = min(bounds_min, 0.0) if np.isfinite(bounds_min) else 0.0
+            stats.left += stalled_left[j]
+            bounds_min = min(bounds_min, stalled_bound[j])
     stats.final_bound = float(bounds_min)
     res.status, res.reason = ("unknown", reasons[0]) if reasons else ("holds", "")
     res.boxes = 1  # the input box is not split (the domains are counted in stats)
