@@ -212,3 +212,27 @@ def test_stalled_conjunctions_go_to_the_milp_and_agree_with_it(seed):
             assert res.status == "violated" and milp.status != INFEASIBLE
             assert spec.violated(rn.forward(res.x[None]))[0]
     assert decided_by_milp > 0  # the fallback is exercised: the root bound alone leaves these open
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_iterates_give_float64_sound_bounds(seed):
+    """``fast``: the slopes are searched in float32 but the bound returned is their float64 evaluation: it must
+    contain dense samples, equal crown_lower of the returned parameters exactly, and be about as tight."""
+    rn = relu_network(random_net(40 + seed))
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, (1, 4))
+    hi = lo + rng.uniform(0.3, 1.2, (1, 4))
+    X = lo + rng.random((20000, 4)) * (hi - lo)
+    _, Y = hidden(rn, X)
+    bounds, _ = optimised_layer_bounds(rn, lo, hi, steps=10)
+    A = rng.standard_normal((4, 3))
+    truth = (Y @ A.T).min(axis=0)
+    phase = [np.zeros((1, 10)) for _ in range(3)]
+    r, lb, al, be = optimise(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, steps=20, fast=True,
+                             phase=phase)
+    assert lb.dtype == np.float64 and all(a.dtype == np.float64 for a in al)
+    assert np.all(lb[0] <= truth + 1e-9)
+    again = crown_lower(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, al, phase=phase, beta=be).lb
+    assert np.array_equal(again, lb)
+    _, lb64, _, _ = optimise(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, steps=20, phase=phase)
+    assert np.all(lb >= lb64 - 1e-3 * (1 + np.abs(lb64)))

@@ -53,6 +53,7 @@ class BabOptions:
     # open then goes whole to the exact Query over the root's bounds (a MILP with one binary per unstable ReLU,
     # which HiGHS decides faster than a stalled tree on the shallow mnist_fc nets), with all the time left
     milp_fallback: bool = True
+    fast: bool = True  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
     bab_share: float = 0.5
 
 
@@ -278,7 +279,7 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
 
     def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
         r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
-                                                  stop_above=thr, phase=phase, beta=beta)
+                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast)
         lb = outward(best)
         if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
             lb = np.maximum(lb, parent_lb)
