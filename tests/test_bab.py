@@ -4,6 +4,7 @@ contain dense samples after every optimisation step, and verdicts cross-checked 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,17 @@ def hidden(rn, X):
     return zs, h @ rn.Ws[-1].T + rn.bs[-1]
 
 
+def sampled_box(net_seed: int, seed: int):
+    """A random 4-input network, a random box ``(1, 4)``, 20000 samples in it and their hidden/output values."""
+    rn = relu_network(random_net(net_seed))
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, (1, 4))
+    hi = lo + rng.uniform(0.3, 1.2, (1, 4))
+    X = lo + rng.random((20000, 4)) * (hi - lo)
+    zs, Y = hidden(rn, X)
+    return rn, rng, lo, hi, X, zs, Y
+
+
 def test_slope_and_multiplier_gradients_are_exact():
     rn = relu_network(random_net(1))
     rng = np.random.default_rng(1)
@@ -67,12 +79,7 @@ def test_slope_and_multiplier_gradients_are_exact():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_every_optimisation_step_contains_dense_samples(seed):
-    rn = relu_network(random_net(10 + seed))
-    rng = np.random.default_rng(seed)
-    lo = rng.uniform(-1, 0, (1, 4))
-    hi = lo + rng.uniform(0.3, 1.2, (1, 4))
-    X = lo + rng.random((20000, 4)) * (hi - lo)
-    zs, Y = hidden(rn, X)
+    rn, rng, lo, hi, X, zs, Y = sampled_box(10 + seed, seed)
     bounds, empty = optimised_layer_bounds(rn, lo, hi, steps=15)
     assert not empty[0]
     for k, z in enumerate(zs):
@@ -116,16 +123,20 @@ def test_every_optimisation_step_contains_dense_samples(seed):
         optimise(rn, 3, A, np.zeros(4), lo, hi, sub.lower, sub.upper, steps=20, on_step=check_split, phase=phase)
 
 
+def wide_box(net_seed: int, seed: int):
+    """A random 6-16-16-3 network, a random box and 30000 samples in it (the verdict cross-checks)."""
+    net = random_net(net_seed, (6, 16, 16, 3))
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, 6)
+    hi = lo + rng.uniform(0.3, 1.0, 6)
+    return net, relu_network(net), lo, hi, lo + rng.random((30000, 6)) * (hi - lo)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_relu_split_verdicts_agree_with_plain_milp(seed):
     """Thresholds just above and below the sampled maximum: every "holds" must be an infeasible MILP and no
     sample may contradict it; every "violated" a feasible MILP and a real counterexample."""
-    net = random_net(200 + seed, (6, 16, 16, 3))
-    rn = relu_network(net)
-    rng = np.random.default_rng(seed)
-    lo = rng.uniform(-1, 0, 6)
-    hi = lo + rng.uniform(0.3, 1.0, 6)
-    X = lo + rng.random((30000, 6)) * (hi - lo)
+    net, rn, lo, hi, X = wide_box(200 + seed, seed)
     k = seed % 3
     peak = rn.forward(X)[:, k].max()
     solve = lambda q: HighsBackend().solve(q, SolveOptions(time_limit=30, threads=1))  # noqa: E731
@@ -176,3 +187,52 @@ def test_progress_lines_and_json_details():
     assert result.status == "holds"
     assert result.details["method"] == "relu-split"
     assert result.details["domains"] >= result.details["cases"] and result.details["final bound"] > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stalled_conjunctions_go_to_the_milp_and_agree_with_it(seed):
+    """With (almost) no branch-and-bound time, every conjunction the root bound leaves open is decided by the
+    whole-conjunction MILP fallback; the verdict must match one plain MILP of the whole unsafe region and the
+    samples, and a "violated" must be a real counterexample."""
+    net, rn, lo, hi, X = wide_box(300 + seed, seed)
+    Y = rn.forward(X)
+    solve = lambda q, time_limit=None: HighsBackend().solve(q, SolveOptions(time_limit=time_limit or 30,  # noqa: E731
+                                                                             threads=1))
+    decided_by_milp = 0
+    for frac in (0.2, -0.05):  # thresholds above / below the sampled peaks: holds, then violated
+        ts = [Y[:, k].max() + frac * (abs(Y[:, k].max()) + 0.1) for k in (0, 1)]
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[k], "<=", ts[k], 0.0)] for k in (0, 1)], 3)
+        assert spec.n_conj == 2
+        case = RegionCase(lo, hi, spec)
+        milp = solve(encode_region_query(rn, lo, hi, spec, None).query)
+        stats = BabStats()
+        res = relu_split_search(rn, case, solve, lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
+                                BabOptions(milp_unstable=0, batch=8, bab_share=1e-9, resume_share=1e-9, root_steps=2,
+                                           deadline=time.perf_counter() + 60), stats)
+        decided_by_milp += stats.milp_decided
+        if res.status == "holds":
+            assert milp.status == INFEASIBLE and not np.any(spec.violated(Y))
+            assert stats.left == 0 and stats.final_bound == 0.0  # no open domain left; MILP-proven parts: 0
+        else:
+            assert res.status == "violated" and milp.status != INFEASIBLE
+            assert spec.violated(rn.forward(res.x[None]))[0]
+    assert decided_by_milp > 0  # the fallback is exercised: the root bound alone leaves these open
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_iterates_give_float64_sound_bounds(seed):
+    """``fast``: the slopes are searched in float32 but the bound returned is their float64 evaluation: it must
+    contain dense samples, equal crown_lower of the returned parameters exactly, and be about as tight."""
+    rn, rng, lo, hi, X, _, Y = sampled_box(40 + seed, seed)
+    bounds, _ = optimised_layer_bounds(rn, lo, hi, steps=10)
+    A = rng.standard_normal((4, 3))
+    truth = (Y @ A.T).min(axis=0)
+    phase = [np.zeros((1, 10)) for _ in range(3)]
+    r, lb, al, be = optimise(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, steps=20, fast=True,
+                             phase=phase)
+    assert lb.dtype == np.float64 and all(a.dtype == np.float64 for a in al)
+    assert np.all(lb[0] <= truth + 1e-9)
+    again = crown_lower(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, al, phase=phase, beta=be).lb
+    assert np.array_equal(again, lb)
+    _, lb64, _, _ = optimise(rn, 3, A, np.zeros(4), lo, hi, bounds.lower, bounds.upper, steps=20, phase=phase)
+    assert np.all(lb >= lb64 - 1e-3 * (1 + np.abs(lb64)))

@@ -48,7 +48,8 @@ class CrownResult:
 def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                 lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray] | None = None,
                 grad: bool = False, phase: list[np.ndarray] | None = None,
-                beta: list[np.ndarray] | None = None) -> CrownResult:
+                beta: list[np.ndarray] | None = None,
+                relax: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None) -> CrownResult:
     """Lower bound of ``A z_top + a0`` (``z_top``: pre-activation of affine layer ``top``; ``top = n_hidden`` is
     the output) over each box, by back-substitution through the ReLUs of layers ``top-1 .. 0``.
 
@@ -56,17 +57,19 @@ def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.nda
     pre-activation bounds ``(B, n_k)`` of layers ``0 .. top-1``; ``alpha`` per layer ``(B, K, n_k)`` in
     ``[0, 1]`` (``None``: CROWN's adaptive choice).  With ``grad``, also the exact gradient of ``lb`` w.r.t.
     ``alpha`` (ties at a zero coefficient take one side, a valid choice of the piecewise-linear bound's slope).
+    ``relax``: :func:`relaxations` of ``lower``/``upper``, when the caller evaluates the same bounds many times.
     """
     lo = np.atleast_2d(lo)
     hi = np.atleast_2d(hi)
     B = lo.shape[0]
-    A = np.asarray(A, float)
+    dt = rn.Ws[top].dtype  # float64, or float32 for the search iterates of :func:`optimise` (``fast``)
+    A = np.asarray(A, dt)
     if A.ndim == 2:
         Lam = np.broadcast_to(A @ rn.Ws[top], (B, A.shape[0], rn.Ws[top].shape[1])).copy()
     else:
         Lam = _mm(A, rn.Ws[top])
     K = Lam.shape[1]
-    const = np.broadcast_to(A @ rn.bs[top] + a0, (B, K)).astype(float).copy()
+    const = np.broadcast_to(A @ rn.bs[top] + a0, (B, K)).astype(dt)
     pos_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
     neg_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
     aeff_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
@@ -74,9 +77,7 @@ def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.nda
     t_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
     unst_l: list[np.ndarray] = [None] * top  # type: ignore[list-item]
     for k in range(top - 1, -1, -1):
-        l, u = lower[k], upper[k]
-        a_def, s, t = relu_relaxation(l, u)
-        unstable = (l < 0) & (u > 0)
+        a_def, s, t, unstable = relax[k] if relax is not None else relaxation(lower[k], upper[k])
         if alpha is None:
             a = a_def[:, None, :]
         else:
@@ -110,6 +111,12 @@ def crown_lower(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.nda
     return CrownResult(lb, Lam, const, x_star, grads, pos_l, neg_l, bgrads)
 
 
+def relaxation(l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ReLU relaxation of bounds ``l``/``u`` and the mask of unstable neurons (fixed while slopes move)."""
+    a_def, s, t = relu_relaxation(l, u)
+    return a_def.astype(l.dtype), s.astype(l.dtype), t.astype(l.dtype), (l < 0) & (u > 0)
+
+
 def init_alpha(lower: list[np.ndarray], upper: list[np.ndarray], K: int, upto: int | None = None
                ) -> list[np.ndarray]:
     """CROWN's adaptive slopes (1 where ``u > -l``) as a starting point, one per row: ``(B, K, n_k)``."""
@@ -120,11 +127,21 @@ def init_alpha(lower: list[np.ndarray], upper: list[np.ndarray], K: int, upto: i
     return out
 
 
+def single(rn: ReluNet) -> ReluNet:
+    """``rn`` in float32 (cached on it): for search iterates only, never for a bound that is reported."""
+    cached = getattr(rn, "_float32", None)
+    if cached is None:
+        cached = ReluNet([W.astype(np.float32) for W in rn.Ws], [b.astype(np.float32) for b in rn.bs])
+        rn._float32 = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
              lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray] | None = None,
              steps: int = 20, lr: float = 0.1, stop_above: np.ndarray | float | None = None,
              on_step=None, phase: list[np.ndarray] | None = None, beta: list[np.ndarray] | None = None,
-             lr_beta: float = 0.05) -> tuple[CrownResult, np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
+             lr_beta: float = 0.05, fast: bool = False
+             ) -> tuple[CrownResult, np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
     """Projected Adam ascent on the slopes (and split multipliers); returns ``(last result, best lb per row,
     best alphas, best betas)``.
 
@@ -132,14 +149,31 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
     :func:`crown_lower` as well), so the element-wise best over the iterations is one too.  ``stop_above``: stop
     early once every row of every domain exceeds it (a refutation needs no better bound).  ``on_step`` (tests) is
     called with each iterate's ``(alpha, lb)``.
+
+    ``fast``: the iterates are computed in float32 (half the cost of the products) and only *choose* the
+    parameters; the bound returned is then one float64 evaluation of the chosen ones (each row's bound depends on
+    its own slopes and multipliers only), so it is as sound as in float64 throughout.
     """
+    if fast:
+        f32 = np.float32
+        res, _, al, be = optimise(single(rn), top, np.asarray(A, f32), np.asarray(a0, f32), np.asarray(lo, f32),
+                                  np.asarray(hi, f32), [np.asarray(x, f32) for x in lower],
+                                  [np.asarray(x, f32) for x in upper],
+                                  None if alpha is None else [np.asarray(a, f32) for a in alpha], steps, lr,
+                                  stop_above, on_step, None if phase is None else [np.asarray(p, f32) for p in phase],
+                                  None if beta is None else [np.asarray(b, f32) for b in beta], lr_beta)
+        al = [a.astype(float) for a in al]
+        be = None if be is None else [b.astype(float) for b in be]
+        res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, al, phase=phase, beta=be)
+        return res, res.lb, al, be
     lo = np.atleast_2d(lo)
     B = lo.shape[0]
     K = np.asarray(A).shape[-2]
-    alpha = [a.copy() for a in alpha] if alpha is not None else init_alpha(lower, upper, K, top)
+    dt = lo.dtype
+    alpha = [a.astype(dt) for a in (alpha if alpha is not None else init_alpha(lower, upper, K, top))]
     use_beta = phase is not None
     if use_beta:
-        beta = [b.copy() for b in beta] if beta is not None else [np.zeros((B, K, p.shape[1])) for p in phase]
+        beta = [b.astype(dt) for b in beta] if beta is not None else [np.zeros((B, K, p.shape[1]), dt) for p in phase]
     params = alpha + (beta if use_beta else [])  # type: ignore[operator]
     n_a = len(alpha)
     m = [np.zeros_like(a) for a in params]
@@ -148,9 +182,10 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
     best_params = [a.copy() for a in params]
     res = None
     b1, b2 = 0.9, 0.999
+    relax = [relaxation(lower[k], upper[k]) for k in range(top)]  # the bounds stay put: relax them once
     for it in range(max(1, steps)):
         res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, params[:n_a], grad=True, phase=phase,
-                          beta=params[n_a:] if use_beta else None)
+                          beta=params[n_a:] if use_beta else None, relax=relax)
         if on_step is not None:
             on_step(params[:n_a], res.lb)
         better = res.lb > best

@@ -22,9 +22,10 @@ before a comparison, and rows are enlarged by the verifier's tolerance as in the
 
 from __future__ import annotations
 
+import inspect
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -46,8 +47,19 @@ class BabOptions:
     deadline: float | None = None  # time.perf_counter() value
     progress: Progress | None = None
     progress_every: float = 1.0  # seconds between progress calls
-    candidates: int = 4  # split candidates per domain tried by one cheap bound each (1: the score alone)
+    candidates: int = 1  # split candidates per domain tried by one cheap bound each (1: the score alone; measured
+    # on mnist_fc: 4 candidates cost more time than their better choices save)
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
+    # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
+    # equal part of ``bab_share`` of the time left; open trees are then resumed with ``resume_share`` of what is
+    # left (all of it without the MILP fallback), and on networks with at most ``milp_max_hidden`` hidden layers
+    # what is still open goes whole to the exact Query over the root's bounds (one binary per unstable ReLU:
+    # HiGHS decides some mnist_fc 256x2 parts a stalled tree does not; on 256x4 it times out, measured)
+    bab_share: float = 0.5
+    resume_share: float = 0.5
+    milp_fallback: bool = True
+    milp_max_hidden: int = 2
+    fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
 
 
 @dataclass
@@ -83,6 +95,7 @@ class BabStats:
     domains: int = 0  # domains bounded
     final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
     left: int = 0
+    milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -111,7 +124,27 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
     reasons: list[str] = []
     bounds_min = np.inf
-    for j in order:
+    # with a deadline, every conjunction gets a turn: first an equal part of ``bab_share`` of the time left, then
+    # the trees left open are resumed (nearest to a proof first) and, on shallow networks, what is still open goes
+    # whole to the exact Query; any part left open leaves the case open, so no part may take all of the time
+    timed = opt.deadline is not None
+    use_milp = timed and opt.milp_fallback and rn.n_hidden <= opt.milp_max_hidden
+    open_trees: dict[int, tuple[Generator[str, float | None, str], BabStats]] = {}
+    last_reason: dict[int, str] = {}
+
+    def finish(j: int, sub: str, one: BabStats) -> None:
+        nonlocal bounds_min
+        stats.left += one.left
+        if np.isfinite(one.final_bound):
+            bounds_min = min(bounds_min, one.final_bound)
+        if sub != "holds":
+            reasons.append(sub)
+
+    def share_of_left(fraction: float, parts: int) -> float:
+        now = time.perf_counter()
+        return now + fraction * max(0.0, opt.deadline - now) / max(1, parts)  # type: ignore[operator]
+
+    for n_done, j in enumerate(order):
         rows = np.nonzero(spec.conj == j)[0]
         if rows.size == 0:
             x = (lo[0] + hi[0]) / 2
@@ -120,24 +153,97 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
                 return res
             reasons.append("an always-unsafe conjunction whose point does not confirm")
             continue
-        if opt.deadline is not None and time.perf_counter() > opt.deadline:
+        if timed and time.perf_counter() > opt.deadline:  # type: ignore[operator]
             reasons.append("time limit reached before every part of the unsafe region was examined")
             break
         one = BabStats()
-        sub = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0)
-        stats.domains += one.domains
-        stats.left += one.left
-        if np.isfinite(one.final_bound):
-            bounds_min = min(bounds_min, one.final_bound)
+        limit = share_of_left(opt.bab_share, len(order) - n_done) if timed else None
+        gen = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
+        before = one.domains
+        sub = _advance(gen)
+        stats.domains += one.domains - before
         if sub == "violated":
             res.boxes = 1
             return res
-        if sub != "holds":
-            reasons.append(sub)
+        if sub is None:
+            open_trees[j] = (gen, one)
+            continue
+        finish(j, sub, one)
+    queue = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
+    for n_done, j in enumerate(queue):  # resume the open trees
+        gen, one = open_trees[j]
+        before = one.domains
+        sub = _advance(gen, share_of_left(opt.resume_share if use_milp else 1.0, len(queue) - n_done))
+        stats.domains += one.domains - before
+        if sub == "violated":
+            res.boxes = 1
+            return res
+        if sub is not None:
+            del open_trees[j]
+            finish(j, sub, one)
+    queue = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
+    for n_done, j in enumerate(queue):
+        gen, one = open_trees.pop(j)
+        last_reason[j] = _advance(gen, None) or "time limit reached"  # ends the tree
+        now = time.perf_counter()
+        if not use_milp or now > opt.deadline:  # type: ignore[operator]
+            finish(j, last_reason[j], one)
+            continue
+        if opt.progress is not None:
+            opt.progress({"method": "relu-split", "stage": f"MILP on unsafe part {j}", "domains": stats.domains,
+                          "left": one.left, "bound": None, "elapsed": now - t0})
+        seconds = (opt.deadline - now) / (len(queue) - n_done)  # type: ignore[operator]
+        sub_res = _whole_conjunction_milp(rn, lo, hi, bounds, spec, j, _time_boxed(solve, seconds), confirm, opt,
+                                          res)
+        if sub_res == "violated":
+            res.boxes = 1
+            return res
+        if sub_res == "holds":  # its open domains are all refuted: 0.0, as when every open domain went to a leaf
+            stats.milp_decided += 1
+            bounds_min = min(bounds_min, 0.0)
+        else:
+            finish(j, sub_res, one)
     stats.final_bound = float(bounds_min)
     res.status, res.reason = ("unknown", reasons[0]) if reasons else ("holds", "")
     res.boxes = 1  # the input box is not split (the domains are counted in stats)
     return res
+
+
+def _advance(gen: Generator[str, float | None, str], limit: float | None = None) -> str | None:
+    """Run a conjunction's tree (:func:`_conjunction`) to its next pause: its verdict, or None when it paused at
+    its limit.  ``limit`` resumes a paused tree until then; on a paused tree, ``None`` ends it and returns its
+    reason."""
+    try:
+        if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
+            next(gen)
+        else:
+            gen.send(limit)
+    except StopIteration as stop:
+        return stop.value
+    return None
+
+
+def _time_boxed(solve: LeafSolver, seconds: float) -> LeafSolver:
+    """``solve`` limited to ``seconds`` when it takes a ``time_limit`` (the verifier's leaf solver does; a plain
+    callable is used as it is)."""
+    if "time_limit" not in inspect.signature(solve).parameters:
+        return solve
+    return lambda q: solve(q, time_limit=seconds)
+
+
+def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,
+                            solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult) -> str:
+    """Conjunction ``j`` over the whole input box as one exact Query (the leaf solver, bounded by the caller's
+    deadline): "holds", "violated" (``res`` filled) or the reason it stayed open."""
+    conj_open = np.zeros(spec.n_conj, bool)
+    conj_open[j] = True
+    sub = _leaf(rn, lo[0], hi[0], conj_open, root, spec, solve, confirm, opt, SearchResult("unknown"), final=True)
+    res.queries += sub.queries
+    res.unconfirmed += sub.unconfirmed
+    if sub.status == "violated":
+        res.status, res.x, res.conj = "violated", sub.x, sub.conj
+        return "violated"
+    return "holds" if sub.status == "holds" else f"unsafe part {j}: {sub.reason}"
 
 
 def _branch_scores(r, lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray]) -> np.ndarray:
@@ -194,8 +300,11 @@ def _choose_splits(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, h
 
 def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int, rows: np.ndarray,
                  solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult, stats: BabStats,
-                 t0: float) -> str:
-    """Branch and bound for conjunction ``j``: "holds", "violated" (``res`` filled) or the reason it is open."""
+                 t0: float, limit: float | None = None) -> Generator[str, float | None, str]:
+    """Branch and bound for conjunction ``j``, a generator: it returns "holds", "violated" (``res`` filled) or
+    the reason it is open, and *yields* that reason when it passes ``limit`` (a perf_counter value; leaves still
+    run to ``opt.deadline``): ``send`` a later limit to continue the same tree, or ``None`` to end it (see
+    :func:`_advance`)."""
     A = spec.A[rows]
     a0 = -spec.d[rows]
     thr = opt.tol * (1.0 + np.abs(spec.d[rows]))  # (K,)
@@ -208,7 +317,7 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
 
     def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
         r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
-                                                  stop_above=thr, phase=phase, beta=beta)
+                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast)
         lb = outward(best)
         if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
             lb = np.maximum(lb, parent_lb)
@@ -286,9 +395,14 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
             last_report = now
             opt.progress({"method": "relu-split", "domains": stats.domains, "left": pool.size,
                           "bound": float(pool.score.min()), "elapsed": now - t0})
-        if opt.deadline is not None and now > opt.deadline:
+        if limit is not None and now > limit:
             stats.final_bound, stats.left = float(pool.score.min()), pool.size
-            return f"time limit reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
+            reason = f"time limit reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
+            later = yield reason  # paused: the caller may resume the same tree with a later limit
+            if later is None:
+                return reason
+            limit = later
+            continue
         n = min(opt.batch, pool.size)
         if pool.size > opt.max_pool:  # deepest first: keeps the pool from growing further
             pick = np.argsort(-pool.depth, kind="stable")[:n]

@@ -25,6 +25,8 @@ def describe(info: dict[str, Any], width: int = 20) -> str:
     parts.append(f"{info.get('method', 'search')}")
     if info.get("case"):
         parts.append(str(info["case"]))
+    if info.get("stage"):
+        parts.append(str(info["stage"]))
     parts.append(f"{int(info.get('domains', 0)):,} domains, {int(info.get('left', 0)):,} left")
     if info.get("bound") is not None:
         parts.append(f"best bound {float(info['bound']):.4g} (proven above 0)")

@@ -159,8 +159,10 @@ def _one_blas_thread() -> Iterator[None]:
 def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
     from ..solvers.registry import choose_backend
 
-    def solve(query) -> Solution:
+    def solve(query, time_limit: float | None = None) -> Solution:
         left = max(0.1, deadline - time.perf_counter())
+        if time_limit is not None:  # a caller's share of the time left (branch and bound's MILP fallback)
+            left = max(0.1, min(left, time_limit))
         opts = SolveOptions(time_limit=min(left, options.time_limit or left), seed=options.seed,
                             threads=1, extra=dict(options.extra), relaxation_first=True)
         backend, _ = choose_backend(backend_name, query, "MILP")
