@@ -103,3 +103,59 @@ def test_finetune_block_errors(tmp_path, item, code):
     with pytest.raises(SpecError) as exc:
         load_program_text(src, tmp_path)
     assert exc.value.diagnostics[0].code == code
+
+
+def test_decision_hinge_gradient_matches_finite_differences():
+    """The decision hinge's output gradient (argmin and argmax) against central differences of its loss."""
+    from types import SimpleNamespace
+
+    from patchlang.tasks.finetune import _Trainer
+
+    rng = np.random.default_rng(1)
+    Y0 = rng.standard_normal((9, 4))
+    for decision in ("argmin", "argmax"):
+        net = SimpleNamespace(decision=decision)
+        task = SimpleNamespace(data=object(), margin=0.01, penalty=1.0)
+        tr = _Trainer(task, net, np.zeros((9, 1)), None, Y0, [])
+        y = Y0 + 0.3 * rng.standard_normal(Y0.shape)
+        loss, dy = tr.decision_hinge(y)
+        assert loss > 0  # some kept decisions lost their gap: the test exercises the active branch
+        num = np.zeros_like(y)
+        for k in np.ndindex(y.shape):
+            up, down = y.copy(), y.copy()
+            up[k] += 1e-7
+            down[k] -= 1e-7
+            num[k] = (tr.decision_hinge(up)[0] - tr.decision_hinge(down)[0]) / 2e-7
+        assert np.allclose(dy, num, atol=1e-4), decision
+        assert tr.decision_hinge(Y0)[0] == 0.0  # the original network keeps every decision: no loss
+
+
+def test_unlabelled_data_keeps_more_decisions_with_the_hinge(tmp_path, monkeypatch):
+    """Differential: with unlabelled `data` of the whole input square, the decision hinge keeps more of the
+    original decisions on fresh samples than the squared difference alone (98.5% against 98.0%, seeded)."""
+    import patchlang.tasks.finetune as ft
+
+    shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "ref.npy", rng.uniform(-1, 1, (400, 2)).astype(np.float32))
+    fresh = rng.uniform(-1, 1, (20000, 2))
+    src = """
+model net = "tiny.onnx"
+points ref = "ref.npy"
+property never_two {
+    input box lo [0.5, -1] hi [1, -0.5]
+    ensure label is not 2
+}
+repair net for never_two as ft by finetune {
+    data ref
+    margin 0.01
+}
+"""
+    kept = {}
+    for weight in (0.0, ft.HINGE_WEIGHT):
+        monkeypatch.setattr(ft, "HINGE_WEIGHT", weight)
+        program = load_program_text(src, tmp_path)
+        r = run_program(program, RunOptions(write_files=False)).tasks[0]
+        assert r.status == "repaired", r.message
+        kept[weight] = np.mean(r.patched.labels(fresh) == program.models["net"].net.labels(fresh))
+    assert kept[ft.HINGE_WEIGHT] > kept[0.0] + 0.002, kept
