@@ -132,12 +132,13 @@ def test_decision_hinge_gradient_matches_finite_differences():
 
 def test_unlabelled_data_keeps_more_decisions_with_the_hinge(tmp_path, monkeypatch):
     """Differential: with unlabelled `data` of the whole input square, the decision hinge keeps more of the
-    original decisions on fresh samples than the squared difference alone (98.5% against 98.0%, seeded)."""
+    original decisions on fresh samples than the squared difference alone (98.0% against 96.8%, seeded; about
+    2 s of CPU for both)."""
     import patchlang.tasks.finetune as ft
 
     shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "ref.npy", rng.uniform(-1, 1, (400, 2)).astype(np.float32))
+    np.save(tmp_path / "ref.npy", rng.uniform(-1, 1, (200, 2)).astype(np.float32))
     fresh = rng.uniform(-1, 1, (20000, 2))
     src = """
 model net = "tiny.onnx"
@@ -148,6 +149,8 @@ property never_two {
 }
 repair net for never_two as ft by finetune {
     data ref
+    epochs 100
+    rate 0.003
     margin 0.01
 }
 """
@@ -158,4 +161,4 @@ repair net for never_two as ft by finetune {
         r = run_program(program, RunOptions(write_files=False)).tasks[0]
         assert r.status == "repaired", r.message
         kept[weight] = np.mean(r.patched.labels(fresh) == program.models["net"].net.labels(fresh))
-    assert kept[ft.HINGE_WEIGHT] > kept[0.0] + 0.002, kept
+    assert kept[ft.HINGE_WEIGHT] > kept[0.0] + 0.005, kept
