@@ -68,23 +68,23 @@ verify fixed satisfies never_two timeout 60
     assert r.tasks[0].status == "holds" and r.exit_code == 0
 
 
-def test_with_data_the_task_loss_is_cross_entropy_on_the_labels(tmp_path):
-    shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
-    src = """
+def tiny_finetune_spec(points: str, options: str) -> str:
+    """A spec repairing the tiny network's `never_two` by fine-tuning, with one `points` line and block options."""
+    return f"""
 model net = "tiny.onnx"
-points anchors = [[-0.5, -0.5], [0.9, 0.9], [-0.9, 0.8], [0.2, -0.2]] labels [1, 0, 1, 1]
-property never_two {
+{points}
+property never_two {{
     input box lo [0.5, -1] hi [1, -0.5]
     ensure label is not 2
-}
-repair net for never_two as ft by finetune {
-    data anchors
-    epochs 200
-    rate 0.002
-    penalty 2
-    limit counterexamples 4
-}
+}}
+repair net for never_two as ft by finetune {{ {options} }}
 """
+
+
+def test_with_data_the_task_loss_is_cross_entropy_on_the_labels(tmp_path):
+    shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
+    src = tiny_finetune_spec("points anchors = [[-0.5, -0.5], [0.9, 0.9], [-0.9, 0.8], [0.2, -0.2]] labels [1, 0, 1, 1]",
+                             "data anchors epochs 200 rate 0.002 penalty 2 limit counterexamples 4")
     program = load_program_text(src, tmp_path)
     before = program.models["net"].net.labels(program.points["anchors"].x)
     r = run_program(program, RunOptions(write_files=False)).tasks[0]
@@ -140,20 +140,7 @@ def test_unlabelled_data_keeps_more_decisions_with_the_hinge(tmp_path, monkeypat
     rng = np.random.default_rng(0)
     np.save(tmp_path / "ref.npy", rng.uniform(-1, 1, (200, 2)).astype(np.float32))
     fresh = rng.uniform(-1, 1, (20000, 2))
-    src = """
-model net = "tiny.onnx"
-points ref = "ref.npy"
-property never_two {
-    input box lo [0.5, -1] hi [1, -0.5]
-    ensure label is not 2
-}
-repair net for never_two as ft by finetune {
-    data ref
-    epochs 100
-    rate 0.003
-    margin 0.01
-}
-"""
+    src = tiny_finetune_spec('points ref = "ref.npy"', "data ref epochs 100 rate 0.003 margin 0.01")
     kept = {}
     for weight in (0.0, ft.HINGE_WEIGHT):
         monkeypatch.setattr(ft, "HINGE_WEIGHT", weight)
