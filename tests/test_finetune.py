@@ -68,23 +68,23 @@ verify fixed satisfies never_two timeout 60
     assert r.tasks[0].status == "holds" and r.exit_code == 0
 
 
-def test_with_data_the_task_loss_is_cross_entropy_on_the_labels(tmp_path):
-    shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
-    src = """
+def tiny_finetune_spec(points: str, options: str) -> str:
+    """A spec repairing the tiny network's `never_two` by fine-tuning, with one `points` line and block options."""
+    return f"""
 model net = "tiny.onnx"
-points anchors = [[-0.5, -0.5], [0.9, 0.9], [-0.9, 0.8], [0.2, -0.2]] labels [1, 0, 1, 1]
-property never_two {
+{points}
+property never_two {{
     input box lo [0.5, -1] hi [1, -0.5]
     ensure label is not 2
-}
-repair net for never_two as ft by finetune {
-    data anchors
-    epochs 200
-    rate 0.002
-    penalty 2
-    limit counterexamples 4
-}
+}}
+repair net for never_two as ft by finetune {{ {options} }}
 """
+
+
+def test_with_data_the_task_loss_is_cross_entropy_on_the_labels(tmp_path):
+    shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
+    src = tiny_finetune_spec("points anchors = [[-0.5, -0.5], [0.9, 0.9], [-0.9, 0.8], [0.2, -0.2]] labels [1, 0, 1, 1]",
+                             "data anchors epochs 200 rate 0.002 penalty 2 limit counterexamples 4")
     program = load_program_text(src, tmp_path)
     before = program.models["net"].net.labels(program.points["anchors"].x)
     r = run_program(program, RunOptions(write_files=False)).tasks[0]
@@ -103,3 +103,49 @@ def test_finetune_block_errors(tmp_path, item, code):
     with pytest.raises(SpecError) as exc:
         load_program_text(src, tmp_path)
     assert exc.value.diagnostics[0].code == code
+
+
+def test_decision_hinge_gradient_matches_finite_differences():
+    """The decision hinge's output gradient (argmin and argmax) against central differences of its loss."""
+    from types import SimpleNamespace
+
+    from patchlang.tasks.finetune import _Trainer
+
+    rng = np.random.default_rng(1)
+    Y0 = rng.standard_normal((9, 4))
+    for decision in ("argmin", "argmax"):
+        net = SimpleNamespace(decision=decision)
+        task = SimpleNamespace(data=object(), margin=0.01, penalty=1.0)
+        tr = _Trainer(task, net, np.zeros((9, 1)), None, Y0, [])
+        y = Y0 + 0.3 * rng.standard_normal(Y0.shape)
+        loss, dy = tr.decision_hinge(y)
+        assert loss > 0  # some kept decisions lost their gap: the test exercises the active branch
+        num = np.zeros_like(y)
+        for k in np.ndindex(y.shape):
+            up, down = y.copy(), y.copy()
+            up[k] += 1e-7
+            down[k] -= 1e-7
+            num[k] = (tr.decision_hinge(up)[0] - tr.decision_hinge(down)[0]) / 2e-7
+        assert np.allclose(dy, num, atol=1e-4), decision
+        assert tr.decision_hinge(Y0)[0] == 0.0  # the original network keeps every decision: no loss
+
+
+def test_unlabelled_data_keeps_more_decisions_with_the_hinge(tmp_path, monkeypatch):
+    """Differential: with unlabelled `data` of the whole input square, the decision hinge keeps more of the
+    original decisions on fresh samples than the squared difference alone (98.0% against 96.8%, seeded; about
+    2 s of CPU for both)."""
+    import patchlang.tasks.finetune as ft
+
+    shutil.copy(EXAMPLES / "tiny.onnx", tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "ref.npy", rng.uniform(-1, 1, (200, 2)).astype(np.float32))
+    fresh = rng.uniform(-1, 1, (20000, 2))
+    src = tiny_finetune_spec('points ref = "ref.npy"', "data ref epochs 100 rate 0.003 margin 0.01")
+    kept = {}
+    for weight in (0.0, ft.HINGE_WEIGHT):
+        monkeypatch.setattr(ft, "HINGE_WEIGHT", weight)
+        program = load_program_text(src, tmp_path)
+        r = run_program(program, RunOptions(write_files=False)).tasks[0]
+        assert r.status == "repaired", r.message
+        kept[weight] = np.mean(r.patched.labels(fresh) == program.models["net"].net.labels(fresh))
+    assert kept[ft.HINGE_WEIGHT] > kept[0.0] + 0.005, kept

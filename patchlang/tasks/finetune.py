@@ -7,15 +7,19 @@ The SpecRepair loop, ending only with a proof:
 2. ``violated`` -> the confirmed counterexample and up to ``limit counterexamples N`` - 1 more found by
    falsification join the counterexample set, each with the weight ``penalty``; ``unknown`` -> the points closest
    to a violation join instead (the next network must be robustly safe there, which makes the proof easier);
-3. fine-tune every affine layer with Adam on
+3. fine-tune every affine layer with Adam -- of the *original* network in the first ``RESTARTS`` iterations (so
+   the moves of successive iterations do not add up), of the last one afterwards (so they do, when restarts keep
+   landing barely past the counterexamples) -- on
 
        loss = task loss + sum_i w_i * max(0, margin - f_i)
 
    where ``f_i`` is the property's satisfaction function (:mod:`patchlang.inputs.satisfaction`, negative exactly
    at a violation) at counterexample ``i``.  The task loss is the cross-entropy of the decisions on labelled
    ``data``; on ``data`` without labels, the squared difference to the original network's outputs there
-   (agreement, normalised by the outputs' variance); with no data, the same agreement on ``samples`` uniform
-   samples of the property's input region.  Training runs all ``epochs`` steps: the penalty acts only on the
+   (agreement, normalised by the outputs' variance) plus a hinge that keeps each point's decision with a gap
+   (:meth:`_Trainer.decision_hinge`: the distillation weighted toward the decision boundaries); with no data,
+   the squared difference alone on ``samples`` uniform samples of the property's input region (where some
+   decisions must change).  Training runs all ``epochs`` steps: the penalty acts only on the
    counterexamples below the margin, so once they are satisfied the task loss pulls the network back toward the
    original as far as they allow (stopping as soon as they are satisfied leaves every weight moved by Adam's
    first steps, and costs fidelity: on ACAS Xu N2,1, 94% against 97%);
@@ -52,6 +56,9 @@ from .verify import property_cases, verify_cases
 DEFAULT_ITERATIONS = 20
 DEFAULT_CEX_PER_ITERATION = 8
 VERIFY_TIMEOUT = 120.0
+RESTARTS = 3  # iterations that fine-tune the original network (see run_finetune)
+HINGE_WEIGHT = 50.0  # weight of the decision hinge against the squared difference (both per reference point)
+HINGE_GAP = 0.05  # the gap (in units of the outputs' spread) each kept decision must keep, or its original one
 
 
 def region_samples(cases, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -74,6 +81,15 @@ class _Trainer:
         self.cex_case: list[int] = []
         self.weights: list[float] = []
         self.margin = float(task.margin)  # raised after an undecided verification (see run_finetune)
+        # the decision hinge (see decision_hinge) applies to unlabelled `data`: the behaviour to keep.  Without data
+        # the reference points are samples of the property's own region, where some decisions must change.
+        self.keep_decisions = Y0 is not None and task.data is not None
+        if Y0 is not None:
+            sign = 1.0 if net.decision == "argmin" else -1.0
+            self.k0 = decide(Y0, net.decision)
+            gap0 = sign * (Y0 - Y0[np.arange(len(Y0)), self.k0][:, None]) / np.sqrt(self.scale)
+            self.gap_target = np.minimum(gap0, HINGE_GAP)
+            self.others = np.arange(Y0.shape[1])[None, :] != self.k0[:, None]
 
     def add(self, h: np.ndarray, case: int) -> None:
         self.cex_h.append(np.asarray(h, float).reshape(-1))
@@ -100,6 +116,9 @@ class _Trainer:
             diff = y - self.Y0
             loss = float(np.mean(diff ** 2)) / self.scale
             dy = 2.0 * diff / (diff.size * self.scale)
+            if self.keep_decisions:
+                hinge, dh = self.decision_hinge(y)
+                loss, dy = loss + hinge, dy + dh
         else:
             sign = -1.0 if self.net.decision == "argmin" else 1.0
             z = sign * y
@@ -110,6 +129,28 @@ class _Trainer:
             p[np.arange(n), self.labels] -= 1.0
             dy = sign * p / n
         return loss, backward(layers, acts, dy)
+
+    def decision_hinge(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Keep every reference point's original decision: ``HINGE_WEIGHT`` × the mean over points of
+        ``sum_j max(0, min(gap0_j, HINGE_GAP) - gap_j)``, where ``gap_j`` is how far output ``j`` is from the decided
+        one on the losing side (``y_j - y_k`` for argmin, ``y_k - y_j`` for argmax), in units of the outputs' spread.
+
+        Why: the squared difference to the original outputs treats all points alike, but the decisions that flip
+        are those of points near a decision boundary, where a small change of the outputs is enough.  This term is
+        zero wherever the decision keeps a gap of ``HINGE_GAP`` (or its original gap, if smaller), so it acts only
+        near the boundaries: the distillation is weighted toward them (on ACAS Xu property 2, fidelity 98.6% ->
+        99.3% on N2,1 after one iteration)."""
+        n, k0 = len(y), self.k0
+        sign = 1.0 if self.net.decision == "argmin" else -1.0
+        unit = np.sqrt(self.scale)
+        gap = sign * (y - y[np.arange(n), k0][:, None]) / unit
+        short = (self.gap_target - gap) * self.others
+        active = short > 0
+        loss = HINGE_WEIGHT * float(np.sum(short[active])) / n
+        dgap = -HINGE_WEIGHT * active / n  # dL/dgap_j
+        dy = sign * dgap / unit
+        dy[np.arange(n), k0] -= dy.sum(axis=1)
+        return loss, dy
 
     def train(self, current: Network, deadline: float) -> tuple[Network, dict[str, Any]]:
         task = self.task
@@ -218,7 +259,12 @@ def run_finetune(task: FinetuneTask, run: Any) -> TaskResult:
         for x, ci in new:
             trainer.add(net.to_suffix_input(np.asarray(x, float)[None])[0], ci)
         t1 = time.perf_counter()
-        current, info = trainer.train(current, deadline)
+        # from the original network, with every counterexample so far, for the first RESTARTS iterations:
+        # continuing from the last network lets the moves of every iteration add up (ACAS Xu N2,1 after two
+        # iterations: fidelity 99.54% against 99.65% from the original).  After that, from the last network: each
+        # restart lands barely past its counterexamples, and the verifier can keep finding new ones next to them
+        # (the tiny example: no proof in 10 restarts); continuing accumulates the room the proof needs.
+        current, info = trainer.train(net if it < RESTARTS else current, deadline)
         current = round_to_float32(current)
         record.update({"added": len(new), "counterexamples": len(trainer.cex_h),
                        "train_seconds": round(time.perf_counter() - t1, 3), **info})
