@@ -65,6 +65,21 @@ def record(section: str, spec: str, mode: str, seconds: float, code: int, ratio:
                  "load": f"{os.getloadavg()[0]:.2f}"})
 
 
+def autogroup_note() -> str | None:
+    """Why `nice` may not leave this bench the cores: with the kernel's autogroup scheduling (Linux default) CPU
+    time is shared fairly between sessions first, and `nice` only orders the processes inside a session; a bench
+    with `--jobs 2` then gets its session's share, whatever the other sessions' nice values (measured on the
+    shared 2-core machine: niced processes of other sessions took 20 % CPU each, this bench's 10 %)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            if f.read().strip() != "1":
+                return None
+    except OSError:
+        return None
+    return ("note: autogroup scheduling is on: other sessions' niced work still takes its fair share of the "
+            "cores, so --jobs 2 gains only what the other sessions leave idle")
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
@@ -159,6 +174,8 @@ def main() -> int:
     shared = shared_root()
     print(f"cores {os.cpu_count()}, repeat {args.repeat}; {load()} at the start")
     print("note: a shared machine: other processes take cores too, so the ratios below move with the load")
+    if autogroup_note():
+        print(autogroup_note())
     with tempfile.TemporaryDirectory(prefix="patchlang-bench-") as tmp:
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         examples = Path(tmp) / "examples"

@@ -435,7 +435,9 @@ def _read_idx(file: Path, data: bytes, x_key: str | None, y_key: str | None) -> 
         )
     dtype, shape = header
     offset = 4 + 4 * len(shape)
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("=")), None
+    # native byte order; no copy when it already is (bytes: uint8 pixels), the samples are converted next anyway
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="),
+                                                                                 copy=False), None
 
 
 _LABEL_COLUMN_NAMES = ("label", "labels", "y", "target", "class")
