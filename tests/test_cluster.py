@@ -49,3 +49,27 @@ def test_a_dask_cluster_gives_the_serial_results(examples: Path) -> None:
 def test_executor_usage_errors(examples: Path, capsys) -> None:
     assert main(["run", str(examples / "toy" / "toy.patch"), "--executor", "ray://x"]) == 2
     assert "--executor must be `local` or `dask://HOST:PORT`" in capsys.readouterr().err
+
+
+def test_local_workers_keep_glibc_malloc_and_run_no_profiler(monkeypatch) -> None:
+    """The local cluster's workers without Dask's MALLOC_TRIM_THRESHOLD_ (which switches off glibc's dynamic mmap
+    threshold: ACAS Xu tasks took 40 times the page faults and twice the CPU) and without the stack profiler;
+    Dask's thread caps stay."""
+    pytest.importorskip("distributed", reason="distributed (Dask) is not installed")
+    import os
+
+    import dask
+
+    from patchlang.run.cluster import _client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    client, cluster = _client("local", 1)
+    try:
+        [trim] = client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_").values()
+        [blas] = client.run(os.getenv, "OPENBLAS_NUM_THREADS").values()
+        [profiler] = client.run(dask.config.get, "distributed.worker.profile.enabled").values()
+    finally:
+        client.close()
+        cluster.close()
+    assert trim is None and profiler is False and blas == "1"
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # the caller's config is left as it was

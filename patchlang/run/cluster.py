@@ -27,6 +27,18 @@ from ..errors import PatchlangError
 
 _LOADED: dict[bytes, dict] = {}
 
+# The local cluster's workers without two of Dask's defaults that cost patchlang's tasks CPU, measured on ACAS Xu
+# `verify` tasks (bench/parallel.py):
+# - MALLOC_TRIM_THRESHOLD_=65536 in the worker's environment: setting it switches off glibc's dynamic mmap
+#   threshold, so every array of 128 KiB or more is a fresh mmap, zero-filled page by page, and unmapped when freed;
+#   one task took 6.6 million page faults and 23 s of system time instead of 0.17 million and 0.6 s (as in a
+#   `--jobs` worker).  Dask sets it to return memory to the OS sooner, which a short-lived local cluster does not need.
+# - the statistical profiler, which samples every worker thread's stack every 10 ms (for a dashboard patchlang does
+#   not start) and takes the GIL from the task each time.
+# The thread caps Dask sets (OMP/MKL/OpenBLAS: 1 thread) are kept: solver threads are budgeted by --jobs.
+LOCAL_WORKERS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
+
 
 def parse_executor(text: str) -> str:
     """``local`` or a scheduler address ``tcp://HOST:PORT``; a usage error otherwise."""
@@ -45,8 +57,17 @@ def _client(address: str, jobs: int):
         raise PatchlangError("--executor needs the `distributed` package (Dask), which is not installed",
                              help='pip install "patchlang[cluster]"') from None
     if address == "local":
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        import warnings
+
+        import dask
+
+        # LOCAL_WORKERS is read by each Nanny as it is created (its worker's environment and config).  The
+        # scheduler's HTTP server (health checks; no dashboard) takes another port when 8787 is in use: that is
+        # not the user's concern, so its warning is not printed.
+        with dask.config.set(LOCAL_WORKERS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         return Client(cluster), cluster
     try:
         return Client(address, timeout=30), None
