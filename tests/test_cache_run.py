@@ -163,3 +163,30 @@ def test_a_quiet_hit_imports_neither_rich_nor_scipy_nor_the_solvers(examples: Pa
     second = subprocess.run([sys.executable, "-c", probe, str(spec)], env=env, capture_output=True, text=True,
                             timeout=300)
     assert second.stdout.split() == ["0", "all", "good", "True", "-"], second.stdout + second.stderr
+
+
+def test_a_hit_from_the_command_line_flushes_its_output_and_reports(examples: Path, capsys) -> None:
+    """`patchlang run` as a process ends at once after a hit (cli._exit_after_replay skips the interpreter's
+    teardown): its stdout line, its exit code and its JSON report must be whole; an edited saved file is still a
+    miss that runs the spec again."""
+    import os
+    import subprocess
+    import sys
+
+    spec = examples / "quickstart" / "fix_digits.patch"
+    assert _run(spec, capsys)[0] == 0  # the miss, in this process: solved and stored
+    report = spec.parent / "hit.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("PYTHONUNBUFFERED", None)  # stdout to a pipe is block-buffered: only a flush puts the line out
+
+    def hit() -> tuple[int, str, list[str]]:
+        done = subprocess.run([sys.executable, "-m", "patchlang.cli", "run", str(spec), "-q", "--json", str(report)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stdout, _notes(json.loads(report.read_text()))
+
+    code, out, notes = hit()
+    assert code == 0 and out.startswith("all good  (1 task(s), ") and out.endswith("exit 0)\n") and notes
+    saved = spec.parent / "out" / "digits_fixed.onnx"
+    saved.write_bytes(saved.read_bytes() + b"\0")
+    code, out, notes = hit()
+    assert code == 0 and out.startswith("all good") and not notes  # ran the ordinary way, file rewritten

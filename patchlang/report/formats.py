@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from xml.etree import ElementTree as ET
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PatchlangError
-from ..tasks.results import RunResult
+
+if TYPE_CHECKING:  # not at run time: the command line's parser imports FORMATS, and tasks.results pulls numpy
+    from ..tasks.results import RunResult
 
 FORMATS = ("text", "json", "junit", "github", "sarif")
 
@@ -53,6 +55,8 @@ def render_error(exc: PatchlangError, fmt: str, spec_path: str) -> str:
     if fmt == "json":
         return json.dumps(error_json(exc, spec_path), indent=2) + "\n"
     if fmt == "junit":
+        from xml.etree import ElementTree as ET
+
         suite = ET.Element("testsuite", name=os.path.basename(spec_path), tests=str(len(diags)), failures="0",
                            errors=str(len(diags)), skipped="0", time="0.000")
         for d in diags:
