@@ -548,9 +548,9 @@ def _exit_after_replay(code: int) -> None:
     are flushed first.  Otherwise (or when flushing fails, e.g. a closed pipe) the process exits the ordinary way.
     ``main`` calls it only as the command-line entry (``argv`` None), never when called from Python."""
     import atexit
-    import threading
 
-    if threading.active_count() != 1 or atexit._ncallbacks() != 0:
+    threading = sys.modules.get("threading")  # not imported: no thread was started through it
+    if (threading is not None and threading.active_count() != 1) or atexit._ncallbacks() != 0:
         return
     try:
         sys.stdout.flush()
