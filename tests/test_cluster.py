@@ -68,8 +68,9 @@ def test_local_workers_keep_glibc_malloc_and_run_no_profiler(monkeypatch) -> Non
         [trim] = client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_").values()
         [blas] = client.run(os.getenv, "OPENBLAS_NUM_THREADS").values()
         [profiler] = client.run(dask.config.get, "distributed.worker.profile.enabled").values()
+        [tick] = client.run(dask.config.get, "distributed.admin.tick.interval").values()
     finally:
         client.close()
         cluster.close()
-    assert trim is None and profiler is False and blas == "1"
+    assert trim is None and profiler is False and blas == "1" and tick == "1s"
     assert dask.config.get("distributed.worker.profile.enabled") is True  # the caller's config is left as it was
