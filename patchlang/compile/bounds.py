@@ -243,7 +243,8 @@ def _concretise(Aw: np.ndarray, ab: np.ndarray, c: np.ndarray, r: np.ndarray, up
     return mid + rad if upper else mid - rad
 
 
-def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = False) -> LayerBounds:
+def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = False,
+                   prior: LayerBounds | None = None) -> LayerBounds:
     """Hidden pre-activation bounds by symbolic forward propagation, intersected with interval bounds.
 
     Each neuron carries ``L(x) <= z <= U(x)`` with ``L``, ``U`` affine in the input; through an affine layer the
@@ -254,7 +255,8 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
     With ``refine``, the neurons these bounds leave unstable are bounded again by backward substitution
     (:func:`_backward`, DeepPoly/CROWN), box by box only for those rows, before the next layer is propagated:
     nearly the tightness of full backward bounds at a fraction of the cost, because on small boxes most neurons
-    are already stable.
+    are already stable.  ``prior``: bounds known to hold on each box (e.g. its parent box's, in input splitting),
+    intersected with each layer's before the refinement, so neurons they fix cost no backward pass.
     """
     lo = np.atleast_2d(np.asarray(lo, float))
     hi = np.atleast_2d(np.asarray(hi, float))
@@ -278,6 +280,8 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
         u = np.einsum("bdn,bd->bn", zUw, c) + np.einsum("bdn,bd->bn", np.abs(zUw), r) + zUb
         jl, ju = affine_interval(W, b, il, iu)
         l, u = np.maximum(l, jl), np.minimum(u, ju)
+        if prior is not None:
+            l, u = np.maximum(l, prior.lower[k]), np.minimum(u, prior.upper[k])
         if refine and k > 0:
             l, u = _refine_unstable(rn, k, l, u, lo, hi, LayerBounds(lowers, uppers), relaxed)
         u = np.maximum(u, l)
@@ -310,15 +314,21 @@ def _refine_unstable(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray, lo: np.n
     order = np.argsort(m, kind="stable")
     order = order[m[order] > 0]
     Wk, bk = rn.Ws[k], rn.bs[k]
+    if relaxed is None:
+        relaxed = [layer_relaxation(rn, j, prev.lower[j], prev.upper[j]) for j in range(k)]
+    # in the sorted order once, so that every group below takes slices (views), not copies
+    rel = [tuple(x[order] for x in r) for r in relaxed[:k]]
+    lo_s, hi_s = lo[order], hi[order]
     for start in range(0, order.size, group):
         sel = order[start:start + group]
+        part = slice(start, start + group)
         mmax = int(m[sel].max())
         idx = np.argsort(~unstable[sel], axis=1, kind="stable")[:, :mmax]  # unstable first, then padding
         rows = Wk[idx]  # (G, mmax, n_in)
         Lam = np.concatenate([rows, -rows], axis=1)
         const = np.concatenate([bk[idx], -bk[idx]], axis=1)
-        lb, _, _ = _backward_from(rn, k - 1, Lam, const, lo[sel], hi[sel], prev.take(sel),
-                                  None if relaxed is None else [tuple(x[sel] for x in r) for r in relaxed])
+        lb, _, _ = _backward_from(rn, k - 1, Lam, const, lo_s[part], hi_s[part], prev,
+                                  [tuple(x[part] for x in r) for r in rel])
         bi = sel[:, None]
         l[bi, idx] = np.maximum(l[bi, idx], lb[:, :mmax])
         u[bi, idx] = np.minimum(u[bi, idx], -lb[:, mmax:])
@@ -381,7 +391,7 @@ def _backward_from(rn: ReluNet, top: int, Lam: np.ndarray, const: np.ndarray, lo
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Continue a backward substitution whose coefficients ``Lam (B, k, n_top)`` act on the post-activation of
     hidden layer ``top`` (``-1``: the input), down to the input box.  ``relaxed``: the layers' relaxations when
-    the caller has them already.
+    the caller has them already (then ``bounds`` is not read).
 
     Per layer: the intercepts of the upper lines met by negative coefficients go to the constant (a batched
     matrix-vector product), each coefficient is scaled by its side's slope (one ``where`` picks the slope: fewer
