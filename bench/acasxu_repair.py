@@ -191,8 +191,9 @@ def main() -> int:
                 attempts = [("all", args.margin)]
             for layer, margin in attempts:
                 src = (f'model net = "{onnx}" decide argmin\n'
-                       f'points anchors = "anchors.npy"\npoints domain = "domain.npy"\n'
-                       f'property p{p} = vnnlib "{base / "vnnlib" / f"prop_{p}.vnnlib"}"\n')
+                       f'points anchors = "anchors.npy"\n'
+                       + ('points domain = "domain.npy"\n' if args.method == "finetune" else "")  # written above
+                       + f'property p{p} = vnnlib "{base / "vnnlib" / f"prop_{p}.vnnlib"}"\n')
                 if args.method == "finetune":
                     src += (f"repair net for p{p} as fixed by finetune {{\n    data domain\n    rate {args.rate:g}\n"
                             f"    margin {margin:g}\n"

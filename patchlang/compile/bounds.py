@@ -218,6 +218,9 @@ def needs_refinement(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray) -> np.nd
     return u > l
 
 
+Relaxation = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (a_lo, b_lo, a_up, b_up) of one layer
+
+
 @dataclass
 class LayerBounds:
     """Pre-activation bounds ``(B, n_k)`` of every hidden layer, for a batch of boxes."""
@@ -240,7 +243,8 @@ def _concretise(Aw: np.ndarray, ab: np.ndarray, c: np.ndarray, r: np.ndarray, up
     return mid + rad if upper else mid - rad
 
 
-def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = False) -> LayerBounds:
+def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = False,
+                   prior: LayerBounds | None = None) -> LayerBounds:
     """Hidden pre-activation bounds by symbolic forward propagation, intersected with interval bounds.
 
     Each neuron carries ``L(x) <= z <= U(x)`` with ``L``, ``U`` affine in the input; through an affine layer the
@@ -251,7 +255,8 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
     With ``refine``, the neurons these bounds leave unstable are bounded again by backward substitution
     (:func:`_backward`, DeepPoly/CROWN), box by box only for those rows, before the next layer is propagated:
     nearly the tightness of full backward bounds at a fraction of the cost, because on small boxes most neurons
-    are already stable.
+    are already stable.  ``prior``: bounds known to hold on each box (e.g. its parent box's, in input splitting),
+    intersected with each layer's before the refinement, so neurons they fix cost no backward pass.
     """
     lo = np.atleast_2d(np.asarray(lo, float))
     hi = np.atleast_2d(np.asarray(hi, float))
@@ -264,6 +269,7 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
     il, iu = lo, hi  # interval bounds of the current layer's inputs
     lowers: list[np.ndarray] = []
     uppers: list[np.ndarray] = []
+    relaxed: list[Relaxation] = []  # each layer's relaxation, reused by the backward refinement of later layers
     for k, (W, b) in enumerate(zip(rn.Ws[:-1], rn.bs[:-1])):
         WpT, WnT = np.maximum(W, 0.0).T, np.minimum(W, 0.0).T
         zLw = _mm(Lw, WpT) + _mm(Uw, WnT)
@@ -274,12 +280,15 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
         u = np.einsum("bdn,bd->bn", zUw, c) + np.einsum("bdn,bd->bn", np.abs(zUw), r) + zUb
         jl, ju = affine_interval(W, b, il, iu)
         l, u = np.maximum(l, jl), np.minimum(u, ju)
+        if prior is not None:
+            l, u = np.maximum(l, prior.lower[k]), np.minimum(u, prior.upper[k])
         if refine and k > 0:
-            l, u = _refine_unstable(rn, k, l, u, lo, hi, LayerBounds(lowers, uppers))
+            l, u = _refine_unstable(rn, k, l, u, lo, hi, LayerBounds(lowers, uppers), relaxed)
         u = np.maximum(u, l)
         lowers.append(l)
         uppers.append(u)
         alpha, beta, s, t = layer_relaxation(rn, k, l, u)
+        relaxed.append((alpha, beta, s, t))
         Lw = zLw * alpha[:, None, :]
         Lb = zLb * alpha + beta
         Uw = zUw * s[:, None, :]
@@ -289,11 +298,13 @@ def forward_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, refine: bool = F
 
 
 def _refine_unstable(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                     prev: LayerBounds, group: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                     prev: LayerBounds, relaxed: list[Relaxation] | None = None, group: int = 64
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Backward bounds for the neurons of layer ``k`` that ``l``/``u`` leave unstable, box by box.
 
     Boxes are sorted by their number of unstable neurons and processed in groups padded to the group's
-    largest count, so a few wide boxes do not make every box pay for fifty rows.
+    largest count, so a few wide boxes do not make every box pay for fifty rows.  ``relaxed``: the relaxations
+    of ``prev``'s layers (:func:`layer_relaxation`), computed once instead of once per group and layer.
     """
     unstable = needs_refinement(rn, k, l, u)
     m = unstable.sum(axis=1)
@@ -303,14 +314,21 @@ def _refine_unstable(rn: ReluNet, k: int, l: np.ndarray, u: np.ndarray, lo: np.n
     order = np.argsort(m, kind="stable")
     order = order[m[order] > 0]
     Wk, bk = rn.Ws[k], rn.bs[k]
+    if relaxed is None:
+        relaxed = [layer_relaxation(rn, j, prev.lower[j], prev.upper[j]) for j in range(k)]
+    # in the sorted order once, so that every group below takes slices (views), not copies
+    rel = [tuple(x[order] for x in r) for r in relaxed[:k]]
+    lo_s, hi_s = lo[order], hi[order]
     for start in range(0, order.size, group):
         sel = order[start:start + group]
+        part = slice(start, start + group)
         mmax = int(m[sel].max())
         idx = np.argsort(~unstable[sel], axis=1, kind="stable")[:, :mmax]  # unstable first, then padding
         rows = Wk[idx]  # (G, mmax, n_in)
         Lam = np.concatenate([rows, -rows], axis=1)
         const = np.concatenate([bk[idx], -bk[idx]], axis=1)
-        lb, _, _ = _backward_from(rn, k - 1, Lam, const, lo[sel], hi[sel], prev.take(sel))
+        lb, _, _ = _backward_from(rn, k - 1, Lam, const, lo_s[part], hi_s[part], prev,
+                                  [tuple(x[part] for x in r) for r in rel])
         bi = sel[:, None]
         l[bi, idx] = np.maximum(l[bi, idx], lb[:, :mmax])
         u[bi, idx] = np.minimum(u[bi, idx], -lb[:, mmax:])
@@ -369,20 +387,28 @@ def _backward(rn: ReluNet, layer: int, C: np.ndarray, d: np.ndarray, lo: np.ndar
 
 
 def _backward_from(rn: ReluNet, top: int, Lam: np.ndarray, const: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                   bounds: LayerBounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   bounds: LayerBounds, relaxed: list[Relaxation] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Continue a backward substitution whose coefficients ``Lam (B, k, n_top)`` act on the post-activation of
-    hidden layer ``top`` (``-1``: the input), down to the input box."""
+    hidden layer ``top`` (``-1``: the input), down to the input box.  ``relaxed``: the layers' relaxations when
+    the caller has them already (then ``bounds`` is not read).
+
+    Per layer: the intercepts of the upper lines met by negative coefficients go to the constant (a batched
+    matrix-vector product), each coefficient is scaled by its side's slope (one ``where`` picks the slope: fewer
+    temporaries than scaling both sides), and the bias and weights are applied as one GEMM over all boxes and rows."""
+    B, K = Lam.shape[0], Lam.shape[1]
     for k in range(top, -1, -1):
-        alpha, beta, s, t = layer_relaxation(rn, k, bounds.lower[k], bounds.upper[k])
-        neg = np.minimum(Lam, 0.0)
-        const += (neg * t[:, None, :]).sum(axis=2)
+        alpha, beta, s, t = relaxed[k] if relaxed is not None else \
+            layer_relaxation(rn, k, bounds.lower[k], bounds.upper[k])
+        const = const + np.matmul(np.minimum(Lam, 0.0), t[:, :, None])[..., 0]
         if rn.act(k) != "relu":
-            const += (np.maximum(Lam, 0.0) * beta[:, None, :]).sum(axis=2)
-        Lam = np.where(Lam > 0, Lam * alpha[:, None, :], neg * s[:, None, :])
-        const += Lam @ rn.bs[k]
-        Lam = _mm(Lam, rn.Ws[k])
+            const += np.matmul(np.maximum(Lam, 0.0), beta[:, :, None])[..., 0]
+        Lam = Lam * np.where(Lam > 0, alpha[:, None, :], s[:, None, :])  # the lower slope where positive
+        flat = Lam.reshape(B * K, -1)
+        const += (flat @ rn.bs[k]).reshape(B, K)
+        Lam = (flat @ rn.Ws[k]).reshape(B, K, -1)
     c, r = (lo + hi) * 0.5, (hi - lo) * 0.5
-    lb = (Lam * c[:, None, :]).sum(axis=2) - (np.abs(Lam) * r[:, None, :]).sum(axis=2) + const
+    lb = np.matmul(Lam, c[:, :, None])[..., 0] - np.matmul(np.abs(Lam), r[:, :, None])[..., 0] + const
     return lb, Lam, const
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .alpha import crown_lower, outward
+from .alpha import crown_lower, outward, relaxation
 from .bounds import LayerBounds, ReluNet, relu_relaxation
 
 
@@ -71,10 +71,11 @@ def optimise_boxes(rn: ReluNet, A: np.ndarray, a0: np.ndarray, conj: np.ndarray,
     const = np.zeros((B, R))
     act = np.arange(B)  # the boxes still optimised; alpha, m, v, the bounds and the box are kept compact to them
     low, upp, blo, bhi, op = list(bounds.lower), list(bounds.upper), lo, hi, open_
+    relax = [relaxation(l, u) for l, u in zip(low, upp)]  # the bounds stay fixed: relax them once, not per step
     b1, b2 = 0.9, 0.999
     taken = 0
     for it in range(max(1, steps)):
-        res = crown_lower(rn, n_layers, A, a0, blo, bhi, low, upp, alpha, grad=it < steps - 1)
+        res = crown_lower(rn, n_layers, A, a0, blo, bhi, low, upp, alpha, grad=it < steps - 1, relax=relax)
         taken += act.size
         lb = np.maximum(best[act], outward(res.lb))
         best[act] = lb
@@ -91,6 +92,7 @@ def optimise_boxes(rn: ReluNet, A: np.ndarray, a0: np.ndarray, conj: np.ndarray,
             keep = ~done
             act, blo, bhi, op = act[keep], blo[keep], bhi[keep], op[keep]
             low, upp = [x[keep] for x in low], [x[keep] for x in upp]
+            relax = [tuple(x[keep] for x in r) for r in relax]
             alpha, m, v = [x[keep] for x in alpha], [x[keep] for x in m], [x[keep] for x in v]
             grads = [g[keep] for g in res.grads]
         else:
@@ -109,17 +111,17 @@ def optimise_boxes(rn: ReluNet, A: np.ndarray, a0: np.ndarray, conj: np.ndarray,
 
 
 def descend_in_boxes(rn: ReluNet, A: np.ndarray, d: np.ndarray, conj: np.ndarray, strict: np.ndarray, n_conj: int,
-                     lo: np.ndarray, hi: np.ndarray, steps: int = 8) -> np.ndarray:
+                     lo: np.ndarray, hi: np.ndarray, steps: int = 8, start: np.ndarray | None = None) -> np.ndarray:
     """Counterexample candidates: projected sign-gradient descent on the satisfaction function
-    (:mod:`patchlang.inputs.satisfaction`) inside each box, from its centre, steps from a quarter of the box's width
-    down to 1/100 of it; returns the final points ``(B, d)``.
+    (:mod:`patchlang.inputs.satisfaction`) inside each box, from ``start`` (default its centre), steps from a quarter
+    of the box's width down to 1/100 of it; returns the best points ``(B, d)``.
 
     Why: some violations live in a sliver (N1,9 property 7: the global falsifier stalls at satisfaction ``2e-4``);
     once the search has narrowed the boxes, a few local steps in the boxes whose centres come closest find it,
     where centres and corners alone need thousands more boxes.  Candidates only: the caller confirms them."""
     from ..inputs.satisfaction import satisfaction_with_rows
 
-    x = (lo + hi) * 0.5
+    x = (lo + hi) * 0.5 if start is None else np.clip(np.asarray(start, float), lo, hi)
     width = hi - lo
     best_x, best = x.copy(), np.full(x.shape[0], np.inf)
     idx = np.arange(x.shape[0])

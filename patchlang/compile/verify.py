@@ -271,12 +271,17 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
 @dataclass
 class SearchOptions:
     tol: float = DEFAULT_TOL
-    batch: int = 2048
+    # boxes bounded together: small batches keep the search nearly depth-first and their arrays in cache (N1,9
+    # property 7's counterexample: 3,600 boxes at 256, 20,000 at 2,048; proofs cost about the same either way)
+    batch: int = 256
     milp_unstable: int = 25  # boxes this deep with at most this many unstable ReLUs go to the Query
-    milp_depth: int = 14  # (boxes with no unstable ReLU at all, where the network is affine, always do)
+    # (boxes with no unstable ReLU at all, where the network is affine, always do); with parent bounds, small
+    # batches and corner descents, splitting is cheaper than a MILP leaf down to here (N1,1 property 6: 4.6 s CPU
+    # at depth 20, 11 s at depth 14, where its 17 leaves cost 7 s), and N1,9 property 7's counterexample is found
+    # without any; the leaves remain the backstop for boxes splitting cannot settle (a point on a ReLU's kink)
+    milp_depth: int = 20
     # at most this many such MILP leaves per case: with the optimised slopes, splitting further is cheaper than a
-    # MILP (N4,2 property 2: 76 s with 2,099 leaves, 9 s CPU without), but the first few find the counterexamples
-    # that live in slivers (N1,9 property 7) long before the boxes get small enough
+    # MILP (N4,2 property 2: 76 s with 2,099 leaves, 9 s CPU without)
     milp_leaves: int = 16
     max_boxes: int = 5_000_000
     deadline: float | None = None  # time.perf_counter() value
@@ -325,7 +330,7 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         return _one_query_per_conjunction(rn, lo0, hi0, spec, solve, confirm, opt, res)
 
     stack = _Boxes()
-    stack.push(lo0, hi0, np.ones((1, spec.n_conj), bool), np.zeros(1, np.int64), None)
+    stack.push(lo0, hi0, np.ones((1, spec.n_conj), bool), np.zeros(1, np.int64), None, None)
     undecided = 0
     last_report = time.perf_counter()
     while stack.pending:
@@ -338,10 +343,10 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
         if res.boxes > opt.max_boxes:
             res.reason = f"gave up after {res.boxes} sub-boxes"
             return res
-        lo, hi, op, dep, warm = stack.pop(opt.batch)
+        lo, hi, op, dep, warm, prior = stack.pop(opt.batch)
         res.boxes += lo.shape[0]
         res.max_depth = max(res.max_depth, int(dep.max()))
-        boxes = _open_boxes(rn, spec, lo, hi, op, dep, opt, warm)
+        boxes = _open_boxes(rn, spec, lo, hi, op, dep, opt, warm, prior)
         if boxes is None:
             continue
         found = _try_candidates(rn, spec, boxes, confirm, res, opt.descend)
@@ -362,41 +367,55 @@ def search_box(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confir
 
 
 class _Boxes:
-    """The sub-boxes still to examine, stacked in chunks of ``(lo, hi, open conjunctions, depth, slopes)``; the
-    slopes (float32 ``(B, R, n_k)`` per hidden layer, the parent's optimised ones) warm-start the children's
-    optimisation, and are absent (None) where nothing was optimised yet."""
+    """The sub-boxes still to examine, stacked in chunks of ``(lo, hi, open conjunctions, depth, slopes, prior)``.
+
+    The slopes (float32 ``(B, R, n_k)`` per hidden layer, the parent's optimised ones) warm-start the children's
+    optimisation; ``prior`` (the parent's hidden-layer bounds, lower then upper per layer) bounds every child too,
+    since a child box lies inside its parent: intersected with the child's own bounds it fixes more ReLUs before
+    the costly refinement runs.  Either is absent (None) where nothing was computed yet."""
 
     def __init__(self) -> None:
-        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None]] = []
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None,
+                                list[np.ndarray] | None]] = []
         self.pending = 0
 
-    def pop(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None]:
-        """Up to ``batch`` boxes from the top (depth first keeps the stack small); one chunk's slopes only when
-        every box taken has them."""
+    def pop(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None,
+                                       list[np.ndarray] | None]:
+        """Up to ``batch`` boxes from the top (depth first keeps the stack small); slopes (or priors) only when
+        every box taken has them (of one shape)."""
         parts = []
         taken = 0
         while self.chunks and taken < batch:
-            lo, hi, op, dep, warm = self.chunks[-1]
-            k = min(batch - taken, lo.shape[0])
-            parts.append((lo[-k:], hi[-k:], op[-k:], dep[-k:], None if warm is None else [w[-k:] for w in warm]))
-            if k == lo.shape[0]:
+            chunk = self.chunks[-1]
+            k = min(batch - taken, chunk[0].shape[0])
+            parts.append(tuple(_rows(x, slice(-k, None)) for x in chunk))
+            if k == chunk[0].shape[0]:
                 self.chunks.pop()
             else:
-                self.chunks[-1] = (lo[:-k], hi[:-k], op[:-k], dep[:-k],
-                                   None if warm is None else [w[:-k] for w in warm])
+                self.chunks[-1] = tuple(_rows(x, slice(None, -k)) for x in chunk)  # type: ignore[assignment]
             taken += k
         self.pending -= taken
         lo, hi, op, dep = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        warms = [p[4] for p in parts]
-        warm = None
-        if all(w is not None for w in warms) and len({w[0].shape[1:] for w in warms}) == 1:
-            warm = [np.concatenate([w[k] for w in warms]) for k in range(len(warms[0]))]
-        return lo, hi, op, dep, warm
+        return lo, hi, op, dep, _joined([p[4] for p in parts]), _joined([p[5] for p in parts])
 
     def push(self, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray,
-             warm: list[np.ndarray] | None) -> None:
-        self.chunks.append((lo, hi, op, dep, warm))
+             warm: list[np.ndarray] | None, prior: list[np.ndarray] | None = None) -> None:
+        self.chunks.append((lo, hi, op, dep, warm, prior))
         self.pending += lo.shape[0]
+
+
+def _rows(x: np.ndarray | list[np.ndarray] | None, sel: slice) -> np.ndarray | list[np.ndarray] | None:
+    """The boxes ``sel`` of an array, or of every array of a per-layer list (None stays None)."""
+    if x is None:
+        return None
+    return [a[sel] for a in x] if isinstance(x, list) else x[sel]
+
+
+def _joined(lists: list[list[np.ndarray] | None]) -> list[np.ndarray] | None:
+    """Per-layer lists of several chunks concatenated, or None unless every chunk has one of the same shapes."""
+    if any(w is None for w in lists) or len({tuple(a.shape[1:] for a in w) for w in lists}) != 1:  # type: ignore
+        return None
+    return [np.concatenate([w[k] for w in lists]) for k in range(len(lists[0]))]  # type: ignore[index]
 
 
 @dataclass
@@ -415,9 +434,12 @@ class _Open:
 
 
 def _open_boxes(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, op: np.ndarray, dep: np.ndarray,
-                opt: SearchOptions, warm: list[np.ndarray] | None = None) -> _Open | None:
-    """Bound every box; close the conjunctions the bounds refute; None when no box has one left open."""
-    fb = layer_bounds(rn, lo, hi, opt.bounds)
+                opt: SearchOptions, warm: list[np.ndarray] | None = None, prior: list[np.ndarray] | None = None
+                ) -> _Open | None:
+    """Bound every box (within ``prior``, bounds valid on an enclosing box); close the conjunctions the bounds
+    refute; None when no box has one left open."""
+    n = rn.n_hidden
+    fb = layer_bounds(rn, lo, hi, opt.bounds, None if prior is None else LayerBounds(prior[:n], prior[n:]))
     lb, Lam, const, _ = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, fb)
     thr = opt.tol * (1.0 + np.abs(spec.d))
     op = op & ~refuted_conjunctions(lb, spec.conj, spec.n_conj, thr)
@@ -454,13 +476,17 @@ def _open_boxes(rn: ReluNet, spec: UnsafeSpec, lo: np.ndarray, hi: np.ndarray, o
 def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, res: SearchResult,
                     descend: int = 0) -> SearchResult | None:
     """Counterexample candidates: the centres and, per open conjunction, the corner of its most promising row;
-    the result with a confirmed violation, or None."""
-    cand = [(b.lo + b.hi) / 2]
+    then local descents from the candidates that come closest to the unsafe region (a centre or a corner: some
+    violations sit on the box's faces); the result with a confirmed violation, or None."""
+    n = b.lo.shape[0]
+    cand, owner = [(b.lo + b.hi) / 2], [np.arange(n)]
     for j in range(spec.n_conj):
         sel = b.best_row[:, j] >= 0
         if np.any(sel):
             cand.append(b.corner[np.nonzero(sel)[0], b.best_row[sel, j]])
+            owner.append(np.nonzero(sel)[0])
     cand_x = np.concatenate(cand)
+    box_of = np.concatenate(owner)
     y = rn.forward(cand_x)
     res.evaluations += cand_x.shape[0]
     for i in np.nonzero(spec.violated(y))[0][:8]:
@@ -468,11 +494,11 @@ def _try_candidates(rn: ReluNet, spec: UnsafeSpec, b: _Open, confirm: Confirm, r
             res.status, res.x, res.conj = "violated", cand_x[i], spec.which(y[i:i + 1])
             return res
         res.unconfirmed += 1
-    if descend > 0:  # a few local descents in the boxes whose centres come closest to the unsafe region
-        n = b.lo.shape[0]
-        s = spec.satisfaction(y[:n])
-        pick = np.argsort(s)[:descend]
-        x = descend_in_boxes(rn, spec.A, spec.d, spec.conj, spec.strict, spec.n_conj, b.lo[pick], b.hi[pick])
+    if descend > 0:  # a few local descents from the candidates closest to the unsafe region, in their boxes
+        pick = np.argsort(spec.satisfaction(y), kind="stable")[:descend]
+        box = box_of[pick]
+        x = descend_in_boxes(rn, spec.A, spec.d, spec.conj, spec.strict, spec.n_conj, b.lo[box], b.hi[box],
+                             start=cand_x[pick])
         y = rn.forward(x)
         res.evaluations += 9 * pick.size
         for i in np.nonzero(spec.violated(y))[0][:8]:
@@ -530,12 +556,14 @@ def _split(rn: ReluNet, spec: UnsafeSpec, b: _Open, split: np.ndarray, opt: Sear
     hi_left[idx, dim] = mid
     lo_right[idx, dim] = mid
     warm = None if b.alpha is None else [np.concatenate([a[split], a[split]]) for a in b.alpha]
+    prior = [np.concatenate([a[split], a[split]]) for a in b.fb.lower + b.fb.upper]
     lo2, hi2 = np.concatenate([lo_right, lo]), np.concatenate([hi, hi_left])
     # the children whose centres come closest to the unsafe region are popped first (the stack's top is its end):
     # a violation is found sooner, and a proof examines the same boxes in another order
     order = np.argsort(-spec.satisfaction(rn.forward((lo2 + hi2) * 0.5)), kind="stable")
     op2, dep2 = np.concatenate([op, op]), np.concatenate([dep + 1, dep + 1])
-    stack.push(lo2[order], hi2[order], op2[order], dep2[order], None if warm is None else [w[order] for w in warm])
+    stack.push(lo2[order], hi2[order], op2[order], dep2[order], None if warm is None else [w[order] for w in warm],
+               [a[order] for a in prior])
 
 
 def _one_query_per_conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, solve: LeafSolver,
@@ -578,13 +606,15 @@ def _one_query_per_conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec
     return res
 
 
-def layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, method: str) -> LayerBounds:
-    """Hidden-layer bounds for a batch of boxes: forward symbolic (cheap) or backward substitution (tight)."""
+def layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, method: str, prior: LayerBounds | None = None
+                 ) -> LayerBounds:
+    """Hidden-layer bounds for a batch of boxes: forward symbolic (cheap) or backward substitution (tight);
+    ``prior``: bounds valid on boxes enclosing these (a parent's), intersected layer by layer."""
     if method == "forward":
-        return forward_bounds(rn, lo, hi)
+        return forward_bounds(rn, lo, hi, prior=prior)
     if method == "backward":
-        return backward_bounds(rn, lo, hi)
-    return forward_bounds(rn, lo, hi, refine=True)
+        return backward_bounds(rn, lo, hi, prior)
+    return forward_bounds(rn, lo, hi, refine=True, prior=prior)
 
 
 def _simplex_grid(k: int, m: int) -> np.ndarray:
