@@ -60,6 +60,8 @@ class BabOptions:
     milp_fallback: bool = True
     milp_max_hidden: int = 2
     fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
+    # (off: on mnist_fc 256x4 prop_5_0.03 the float32 choices loosen the bounds, 114.7k domains left it open in
+    # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second)
 
 
 _LISTS = ("lower", "upper", "alpha", "phase", "beta")  # one array per hidden layer
