@@ -225,10 +225,13 @@ def main() -> int:
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = ["section", "spec", "mode", "seconds", "exit", "ratio", "note", "load"]
-    kept = []  # rows of the sections not run this time stay (a long bench may be run section by section)
+    # the rows not measured this time stay (a long bench may be run section by section; the watermark section also
+    # writes cache rows, which `--only cache` does not measure)
+    new = {(r["section"], r["spec"], r["mode"]) for r in ROWS}
+    kept = []
     if out.exists():
         with out.open(newline="") as f:
-            kept = [r for r in csv.DictReader(f) if r.get("section") not in only]
+            kept = [r for r in csv.DictReader(f) if (r.get("section"), r.get("spec"), r.get("mode")) not in new]
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fields, extrasaction="ignore", restval="")
         w.writeheader()
