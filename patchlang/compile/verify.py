@@ -275,11 +275,11 @@ class SearchOptions:
     # property 7's counterexample: 3,600 boxes at 256, 20,000 at 2,048; proofs cost about the same either way)
     batch: int = 256
     milp_unstable: int = 25  # boxes this deep with at most this many unstable ReLUs go to the Query
-    # (boxes with no unstable ReLU at all, where the network is affine, always do); with parent bounds, small
-    # batches and corner descents, splitting is cheaper than a MILP leaf down to here (N1,1 property 6: 4.6 s CPU
-    # at depth 20, 11 s at depth 14, where its 17 leaves cost 7 s), and N1,9 property 7's counterexample is found
-    # without any; the leaves remain the backstop for boxes splitting cannot settle (a point on a ReLU's kink)
-    milp_depth: int = 20
+    # (boxes with no unstable ReLU at all, where the network is affine, always do); at depth 20 ACAS Xu's N1,1
+    # property 6 takes 4.6 s CPU instead of 11 s (its 17 leaves cost 7 s), but proofs of repaired networks (tight
+    # margins) may lean on these leaves (the N2,9 property 8 repair had not finished after 10 min CPU at depth 20,
+    # cause not confirmed), so 14 stays
+    milp_depth: int = 14
     # at most this many such MILP leaves per case: with the optimised slopes, splitting further is cheaper than a
     # MILP (N4,2 property 2: 76 s with 2,099 leaves, 9 s CPU without)
     milp_leaves: int = 16
