@@ -31,6 +31,7 @@ import numpy as np
 
 from .alpha import crown_lower, init_alpha, optimise, optimised_layer_bounds, outward
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, relu_relaxation
+from .prune import prune_inactive
 from .verify import DEFAULT_TOL, Confirm, LeafSolver, RegionCase, SearchResult, _leaf
 
 Progress = Callable[[dict[str, Any]], None]
@@ -154,6 +155,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     if empty[0]:
         res.status = "holds"
         return res
+    rn, bounds = prune_inactive(rn, bounds)  # the ReLUs dead over the box: every later bound skips them
     # conjunctions ordered by their best row's root CROWN bound: the likeliest to be violated first
     crown = crown_lower(rn, rn.n_hidden, spec.A, -spec.d, lo, hi, bounds.lower, bounds.upper).lb[0]
     order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
