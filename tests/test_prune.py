@@ -57,3 +57,37 @@ def test_a_wholly_dead_layer_keeps_one_neuron():
     assert small.Ws[1].shape[0] == 1 and kept.upper[1].shape == (1, 1)
     X = np.random.default_rng(0).random((1000, 3))
     assert np.allclose(pre_activations(rn, X)[1], pre_activations(small, X)[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_relu_split_over_a_pruned_network_agrees_with_plain_milp(seed):
+    """Many dead neurons (negative biases): thresholds just above and below the sampled maximum; a "holds" must
+    be an infeasible MILP over the whole network, a "violated" a real counterexample (leaves' MILPs, which run
+    over the pruned network, both off and on)."""
+    from patchlang.compile import goals as G
+    from patchlang.compile.branch_and_bound import BabOptions, BabStats, relu_split_search
+    from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_from_clauses
+    from patchlang.solvers.base import INFEASIBLE, SolveOptions
+    from patchlang.solvers.highs import HighsBackend
+
+    rn = net(10 + seed, (6, 16, 16, 16, 3))
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0, 6)
+    hi = lo + rng.uniform(0.3, 1.0, 6)
+    X = lo + rng.random((30000, 6)) * (hi - lo)
+    k = seed % 3
+    peak = rn.forward(X)[:, k].max()
+    solve = lambda q: HighsBackend().solve(q, SolveOptions(time_limit=30, threads=1))  # noqa: E731
+    for t in (peak + 0.02 * (abs(peak) + 0.1), peak - 0.05 * (abs(peak) + 0.1)):
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[k], "<=", t, 0.0)]], 3)
+        milp = solve(encode_region_query(rn, lo, hi, spec, None).query)
+        for leaves in (0, 4):
+            stats = BabStats()
+            res = relu_split_search(rn, RegionCase(lo, hi, spec), solve,
+                                    lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
+                                    BabOptions(milp_unstable=leaves, batch=8), stats)
+            assert res.status in ("holds", "violated")
+            if res.status == "holds":
+                assert milp.status == INFEASIBLE and not np.any(rn.forward(X)[:, k] > t)
+            else:
+                assert milp.status != INFEASIBLE and rn.forward(res.x[None])[0, k] > t
