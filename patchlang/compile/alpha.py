@@ -177,15 +177,28 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
     use_beta = phase is not None
     if use_beta:
         beta = [b.astype(dt) for b in beta] if beta is not None else [np.zeros((B, K, p.shape[1]), dt) for p in phase]
-    params = alpha + (beta if use_beta else [])  # type: ignore[operator]
+    # every parameter in one array (B, K, N), the layers' slopes then multipliers as views of it: the Adam step
+    # is a few operations on one array instead of a few per layer and kind (small arrays: numpy's per-call cost)
+    blocks = alpha + (beta if use_beta else [])  # type: ignore[operator]
+    cuts = np.cumsum([0] + [x.shape[2] for x in blocks])
     n_a = len(alpha)
-    m = [np.zeros_like(a) for a in params]
-    v = [np.zeros_like(a) for a in params]
+    P = np.concatenate(blocks, axis=2) if blocks else np.zeros((B, K, 0), dt)
+    ceiling = np.concatenate([np.full(x.shape[2], 1.0 if k < n_a else np.inf, dt) for k, x in enumerate(blocks)]
+                             + [np.zeros(0, dt)])
+    rate = np.concatenate([np.full(x.shape[2], lr if k < n_a else lr_beta, dt) for k, x in enumerate(blocks)]
+                          + [np.zeros(0, dt)])
+
+    def split(X: np.ndarray) -> list[np.ndarray]:
+        return [X[:, :, cuts[k]:cuts[k + 1]] for k in range(len(blocks))]
+
+    m = np.zeros_like(P)
+    v = np.zeros_like(P)
     best = np.full((B, K), -np.inf)
-    best_params = [a.copy() for a in params]
+    best_P = P.copy()
     b1, b2 = 0.9, 0.999
     # the domains still iterated (``act``) and their inputs; a domain whose every row is above ``stop_above`` is
-    # retired (its bound needs no improvement) and the rest go on in a smaller batch
+    # retired (its bound needs no improvement) and the rest go on in a smaller batch, once an eighth of the batch
+    # is done (compacting costs about as much as a step)
     act = np.arange(B)
     w = _Work(lo, hi, list(lower[:top]), list(upper[:top]), [relaxation(lower[k], upper[k]) for k in range(top)],
               None if phase is None else list(phase), np.asarray(A), np.asarray(a0),
@@ -193,6 +206,7 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
     retired: list[tuple[np.ndarray, CrownResult]] = []  # each retired domain's last result
     last = max(1, steps) - 1
     for it in range(last + 1):
+        params = split(P)
         res = crown_lower(rn, top, w.A, w.a0, w.lo, w.hi, w.lower, w.upper, params[:n_a], grad=it < last,
                           phase=w.phase, beta=params[n_a:] if use_beta else None, relax=w.relax)
         if on_step is not None:
@@ -201,31 +215,26 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
         better = res.lb > cur
         if np.any(better):
             best[act] = np.where(better, res.lb, cur)
-            for k in range(len(params)):
-                best_params[k][act] = np.where(better[:, :, None], params[k], best_params[k][act])
-        if it == last:
+            best_P[act] = np.where(better[:, :, None], P, best_P[act])
+        if it == last or P.shape[2] == 0:
             break
         if w.stop is not None:
             done = np.all(best[act] > w.stop, axis=1)
             if np.all(done):
                 break
-            if np.any(done):
+            if done.sum() >= max(1, act.size // 8):
                 retired.append((act[done], _rows(res, done)))
                 keep = ~done
                 act = act[keep]
                 res = _rows(res, keep)
-                params, m, v = ([a[keep] for a in x] for x in (params, m, v))
+                P, m, v = P[keep], m[keep], v[keep]
                 w = w.rows(keep)
-        decay = 0.98 ** it
-        grads = res.grads + (res.beta_grads if use_beta else [])  # type: ignore[operator]
-        for k in range(len(params)):
-            g = grads[k]
-            m[k] = b1 * m[k] + (1 - b1) * g
-            v[k] = b2 * v[k] + (1 - b2) * g * g
-            mh = m[k] / (1 - b1 ** (it + 1))
-            vh = v[k] / (1 - b2 ** (it + 1))
-            upd = params[k] + (lr if k < n_a else lr_beta) * decay * mh / (np.sqrt(vh) + 1e-12)
-            params[k] = np.clip(upd, 0.0, 1.0) if k < n_a else np.maximum(upd, 0.0)
+        g = np.concatenate(res.grads + (res.beta_grads if use_beta else []), axis=2)  # type: ignore[operator]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        step = (0.98 ** it) * rate * ((m / (1 - b1 ** (it + 1))) / (np.sqrt(v / (1 - b2 ** (it + 1))) + 1e-12))
+        P = np.clip(P + step, 0.0, ceiling)
+    best_params = split(best_P)
     if retired:
         res = _merge(retired + [(act, res)], B)
     return res, best, best_params[:n_a], (best_params[n_a:] if use_beta else None)  # type: ignore[return-value]
