@@ -4,7 +4,9 @@ One case (input box + unsafe region, see :mod:`patchlang.compile.verify`) is dec
 of the unsafe region.  A *domain* is the input box with some ReLUs' phases fixed (expressed by clamping their
 pre-activation bounds: ``l >= 0`` active, ``u <= 0`` inactive, see :mod:`patchlang.compile.alpha`):
 
-1. the root's hidden-layer bounds are CROWN bounds tightened by optimised slopes (layer by layer);
+1. the root's hidden-layer bounds are CROWN bounds tightened by optimised slopes (layer by layer); the ReLUs they
+   show dead over the whole box are removed from the network (:mod:`patchlang.compile.prune`: on mnist_fc
+   ε = 0.03 most are, and every later bound then multiplies much smaller matrices);
 2. each domain gets a sound lower bound of every row ``a·y - d`` of the conjunction by back-substitution with
    optimised slopes, warm-started from its parent's; a row whose bound exceeds the tolerance refutes the
    conjunction on the domain (no input of the domain is unsafe);
@@ -40,16 +42,20 @@ Progress = Callable[[dict[str, Any]], None]
 @dataclass
 class BabOptions:
     tol: float = DEFAULT_TOL
-    batch: int = 64  # parent domains split per step (2x as many children bounded at once)
+    batch: int = 64  # parent domains split per step (2x as many children bounded at once; 256 or 1024 bound fewer
+    # domains per CPU second on mnist_fc 256x4 prop_3_0.03, measured after pruning)
     root_steps: int = 30  # slope optimisation steps for the root's hidden-layer bounds and spec bound
-    steps: int = 8  # slope steps per batch of children (warm-started from the parents)
+    steps: int = 8  # slope steps per batch of children (warm-started from the parents; a child refuted earlier
+    # leaves the batch). Re-measured on 256x4 prop_5_0.03 after pruning: 8 steps prove it with 72.2k domains in
+    # 14.3 CPU s; 6 steps 99.7k in 14.4 s; 12 steps 89.2k in 22.8 s; 4 steps take 2x as long on prop_0_0.03
     milp_unstable: int = 12  # domains with at most this many unstable ReLUs go to the exact Query
     max_pool: int = 100_000  # more open domains than this: depth first (smallest pool growth) instead
     deadline: float | None = None  # time.perf_counter() value
     progress: Progress | None = None
     progress_every: float = 1.0  # seconds between progress calls
     candidates: int = 1  # split candidates per domain tried by one cheap bound each (1: the score alone; measured
-    # on mnist_fc: 4 candidates cost more time than their better choices save)
+    # on mnist_fc: 4 candidates cost more time than their better choices save; re-checked after pruning on 256x4
+    # prop_0_0.03: 1: 12.8k domains 4.9 CPU s, 2: 10.6k 4.8 s, 3: 11.9k, 4: 12.6k 6.8 s)
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
     # equal part of ``bab_share`` of the time left; open trees are then resumed with ``resume_share`` of what is
@@ -62,7 +68,9 @@ class BabOptions:
     milp_max_hidden: int = 2
     fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
     # (off: on mnist_fc 256x4 prop_5_0.03 the float32 choices loosen the bounds, 114.7k domains left it open in
-    # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second)
+    # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second; re-checked
+    # on 256x4 prop_0_0.03: float64 proves it with 12.8k domains, float32 leaves it open after 41k: the proofs'
+    # margins are ~1e-6, below float32's resolution of these sums)
 
 
 _LISTS = ("lower", "upper", "alpha", "phase", "beta")  # one array per hidden layer
