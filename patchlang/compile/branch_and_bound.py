@@ -48,6 +48,12 @@ class BabOptions:
     steps: int = 8  # slope steps per batch of children (warm-started from the parents; a child refuted earlier
     # leaves the batch). Re-measured on 256x4 prop_5_0.03 after pruning: 8 steps prove it with 72.2k domains in
     # 14.3 CPU s; 6 steps 99.7k in 14.4 s; 12 steps 89.2k in 22.8 s; 4 steps take 2x as long on prop_0_0.03
+    # the children's Adam step sizes: their slopes start from the parent's optimum, so small steps keep it (the root
+    # uses alpha.optimise's 0.1). Measured (domains to a proof, mnist_fc, old 0.1/0.05 -> 0.03/0.1): 256x4
+    # prop_5_0.03 72.2k -> 26.1k, prop_0_0.03 12.8k -> 10.9k, 256x2 prop_3_0.03 49.6k -> 44.6k; 0.01/0.1 is close,
+    # a multiplier step of 0.2 or 0.3 worse
+    lr_alpha: float = 0.03
+    lr_beta: float = 0.1
     milp_unstable: int = 12  # domains with at most this many unstable ReLUs go to the exact Query
     max_pool: int = 100_000  # more open domains than this: depth first (smallest pool growth) instead
     deadline: float | None = None  # time.perf_counter() value
@@ -361,8 +367,9 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
     conj_open[j] = True
 
     def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
+        rates = {} if phase is None else {"lr": opt.lr_alpha, "lr_beta": opt.lr_beta}  # children (warm-started)
         r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
-                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast)
+                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast, **rates)
         lb = outward(best)
         if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
             lb = np.maximum(lb, parent_lb)
