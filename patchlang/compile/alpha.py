@@ -146,8 +146,10 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
     best alphas, best betas)``.
 
     Every iterate is a sound bound (``alpha`` is clipped to ``[0, 1]``, ``beta`` to ``>= 0`` inside
-    :func:`crown_lower` as well), so the element-wise best over the iterations is one too.  ``stop_above``: stop
-    early once every row of every domain exceeds it (a refutation needs no better bound).  ``on_step`` (tests) is
+    :func:`crown_lower` as well), so the element-wise best over the iterations is one too.  ``stop_above``: a
+    domain whose every row exceeds it leaves the batch (a refutation needs no better bound; the later steps
+    then cost only the domains left: on mnist_fc many children are refuted after a step or two); the result
+    returned then holds each domain's last iterate, without gradients (the last step computes none either).  ``on_step`` (tests) is
     called with each iterate's ``(alpha, lb)``.
 
     ``fast``: the iterates are computed in float32 (half the cost of the products) and only *choose* the
@@ -167,6 +169,7 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
         res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, al, phase=phase, beta=be)
         return res, res.lb, al, be
     lo = np.atleast_2d(lo)
+    hi = np.atleast_2d(hi)
     B = lo.shape[0]
     K = np.asarray(A).shape[-2]
     dt = lo.dtype
@@ -174,40 +177,112 @@ def optimise(rn: ReluNet, top: int, A: np.ndarray, a0: np.ndarray, lo: np.ndarra
     use_beta = phase is not None
     if use_beta:
         beta = [b.astype(dt) for b in beta] if beta is not None else [np.zeros((B, K, p.shape[1]), dt) for p in phase]
-    params = alpha + (beta if use_beta else [])  # type: ignore[operator]
+    # every parameter in one array (B, K, N), the layers' slopes then multipliers as views of it: the Adam step
+    # is a few operations on one array instead of a few per layer and kind (small arrays: numpy's per-call cost)
+    blocks = alpha + (beta if use_beta else [])  # type: ignore[operator]
+    cuts = np.cumsum([0] + [x.shape[2] for x in blocks])
     n_a = len(alpha)
-    m = [np.zeros_like(a) for a in params]
-    v = [np.zeros_like(a) for a in params]
+    P = np.concatenate(blocks, axis=2) if blocks else np.zeros((B, K, 0), dt)
+    ceiling = np.concatenate([np.full(x.shape[2], 1.0 if k < n_a else np.inf, dt) for k, x in enumerate(blocks)]
+                             + [np.zeros(0, dt)])
+    rate = np.concatenate([np.full(x.shape[2], lr if k < n_a else lr_beta, dt) for k, x in enumerate(blocks)]
+                          + [np.zeros(0, dt)])
+
+    def split(X: np.ndarray) -> list[np.ndarray]:
+        return [X[:, :, cuts[k]:cuts[k + 1]] for k in range(len(blocks))]
+
+    m = np.zeros_like(P)
+    v = np.zeros_like(P)
     best = np.full((B, K), -np.inf)
-    best_params = [a.copy() for a in params]
-    res = None
+    best_P = P.copy()
     b1, b2 = 0.9, 0.999
-    relax = [relaxation(lower[k], upper[k]) for k in range(top)]  # the bounds stay put: relax them once
-    for it in range(max(1, steps)):
-        res = crown_lower(rn, top, A, a0, lo, hi, lower, upper, params[:n_a], grad=True, phase=phase,
-                          beta=params[n_a:] if use_beta else None, relax=relax)
+    # the domains still iterated (``act``) and their inputs; a domain whose every row is above ``stop_above`` is
+    # retired (its bound needs no improvement) and the rest go on in a smaller batch, once an eighth of the batch
+    # is done (compacting costs about as much as a step)
+    act = np.arange(B)
+    w = _Work(lo, hi, list(lower[:top]), list(upper[:top]), [relaxation(lower[k], upper[k]) for k in range(top)],
+              None if phase is None else list(phase), np.asarray(A), np.asarray(a0),
+              None if stop_above is None else np.broadcast_to(np.asarray(stop_above, float), (B, K)))
+    retired: list[tuple[np.ndarray, CrownResult]] = []  # each retired domain's last result
+    last = max(1, steps) - 1
+    for it in range(last + 1):
+        params = split(P)
+        res = crown_lower(rn, top, w.A, w.a0, w.lo, w.hi, w.lower, w.upper, params[:n_a], grad=it < last,
+                          phase=w.phase, beta=params[n_a:] if use_beta else None, relax=w.relax)
         if on_step is not None:
             on_step(params[:n_a], res.lb)
-        better = res.lb > best
+        cur = best[act]
+        better = res.lb > cur
         if np.any(better):
-            best = np.where(better, res.lb, best)
-            for k in range(len(params)):
-                best_params[k] = np.where(better[:, :, None], params[k], best_params[k])
-        if stop_above is not None and np.all(best > stop_above):
+            best[act] = np.where(better, res.lb, cur)
+            best_P[act] = np.where(better[:, :, None], P, best_P[act])
+        if it == last or P.shape[2] == 0:
             break
-        if it == steps - 1:
-            break
-        decay = 0.98 ** it
-        grads = res.grads + (res.beta_grads if use_beta else [])  # type: ignore[operator]
-        for k in range(len(params)):
-            g = grads[k]
-            m[k] = b1 * m[k] + (1 - b1) * g
-            v[k] = b2 * v[k] + (1 - b2) * g * g
-            mh = m[k] / (1 - b1 ** (it + 1))
-            vh = v[k] / (1 - b2 ** (it + 1))
-            upd = params[k] + (lr if k < n_a else lr_beta) * decay * mh / (np.sqrt(vh) + 1e-12)
-            params[k] = np.clip(upd, 0.0, 1.0) if k < n_a else np.maximum(upd, 0.0)
+        if w.stop is not None:
+            done = np.all(best[act] > w.stop, axis=1)
+            if np.all(done):
+                break
+            if done.sum() >= max(1, act.size // 8):
+                retired.append((act[done], _rows(res, done)))
+                keep = ~done
+                act = act[keep]
+                res = _rows(res, keep)
+                P, m, v = P[keep], m[keep], v[keep]
+                w = w.rows(keep)
+        g = np.concatenate(res.grads + (res.beta_grads if use_beta else []), axis=2)  # type: ignore[operator]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        step = (0.98 ** it) * rate * ((m / (1 - b1 ** (it + 1))) / (np.sqrt(v / (1 - b2 ** (it + 1))) + 1e-12))
+        P = np.clip(P + step, 0.0, ceiling)
+    best_params = split(best_P)
+    if retired:
+        res = _merge(retired + [(act, res)], B)
     return res, best, best_params[:n_a], (best_params[n_a:] if use_beta else None)  # type: ignore[return-value]
+
+
+@dataclass
+class _Work:
+    """The inputs of :func:`optimise` for the domains still iterated (a per-domain ``A``, ``a0`` or threshold
+    is subset with them; shared ones are kept)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    lower: list[np.ndarray]
+    upper: list[np.ndarray]
+    relax: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    phase: list[np.ndarray] | None
+    A: np.ndarray
+    a0: np.ndarray
+    stop: np.ndarray | None
+
+    def rows(self, keep: np.ndarray) -> "_Work":
+        return _Work(self.lo[keep], self.hi[keep], [x[keep] for x in self.lower], [x[keep] for x in self.upper],
+                     [tuple(x[keep] for x in r) for r in self.relax],  # type: ignore[misc]
+                     None if self.phase is None else [x[keep] for x in self.phase],
+                     self.A[keep] if self.A.ndim == 3 else self.A, self.a0[keep] if self.a0.ndim == 2 else self.a0,
+                     None if self.stop is None else self.stop[keep])
+
+
+def _rows(r: CrownResult, keep: np.ndarray) -> CrownResult:
+    """The domains ``keep`` of a result."""
+    def sub(x: list[np.ndarray] | None) -> list[np.ndarray] | None:
+        return None if x is None else [a[keep] for a in x]
+    return CrownResult(r.lb[keep], r.Lam[keep], r.const[keep], r.x_star[keep], sub(r.grads), sub(r.pos),
+                       sub(r.neg), sub(r.beta_grads))
+
+
+def _merge(parts: list[tuple[np.ndarray, CrownResult]], B: int) -> CrownResult:
+    """One result of ``B`` domains from results of disjoint subsets (``(indices, result)``); no gradients."""
+    def put(get) -> np.ndarray:
+        first = get(parts[0][1])
+        out = np.empty((B,) + first.shape[1:], first.dtype)
+        for idx, r in parts:
+            out[idx] = get(r)
+        return out
+    n = len(parts[0][1].pos)
+    return CrownResult(put(lambda r: r.lb), put(lambda r: r.Lam), put(lambda r: r.const), put(lambda r: r.x_star),
+                       None, [put(lambda r, k=k: r.pos[k]) for k in range(n)],
+                       [put(lambda r, k=k: r.neg[k]) for k in range(n)])
 
 
 def optimised_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, start: LayerBounds | None = None,

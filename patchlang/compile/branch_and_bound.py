@@ -4,7 +4,9 @@ One case (input box + unsafe region, see :mod:`patchlang.compile.verify`) is dec
 of the unsafe region.  A *domain* is the input box with some ReLUs' phases fixed (expressed by clamping their
 pre-activation bounds: ``l >= 0`` active, ``u <= 0`` inactive, see :mod:`patchlang.compile.alpha`):
 
-1. the root's hidden-layer bounds are CROWN bounds tightened by optimised slopes (layer by layer);
+1. the root's hidden-layer bounds are CROWN bounds tightened by optimised slopes (layer by layer); the ReLUs they
+   show dead over the whole box are removed from the network (:mod:`patchlang.compile.prune`: on mnist_fc
+   ε = 0.03 most are, and every later bound then multiplies much smaller matrices);
 2. each domain gets a sound lower bound of every row ``a·y - d`` of the conjunction by back-substitution with
    optimised slopes, warm-started from its parent's; a row whose bound exceeds the tolerance refutes the
    conjunction on the domain (no input of the domain is unsafe);
@@ -31,6 +33,7 @@ import numpy as np
 
 from .alpha import crown_lower, init_alpha, optimise, optimised_layer_bounds, outward
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, relu_relaxation
+from .prune import prune_inactive
 from .verify import DEFAULT_TOL, Confirm, LeafSolver, RegionCase, SearchResult, _leaf
 
 Progress = Callable[[dict[str, Any]], None]
@@ -39,16 +42,26 @@ Progress = Callable[[dict[str, Any]], None]
 @dataclass
 class BabOptions:
     tol: float = DEFAULT_TOL
-    batch: int = 64  # parent domains split per step (2x as many children bounded at once)
+    batch: int = 64  # parent domains split per step (2x as many children bounded at once; 256 or 1024 bound fewer
+    # domains per CPU second on mnist_fc 256x4 prop_3_0.03, measured after pruning)
     root_steps: int = 30  # slope optimisation steps for the root's hidden-layer bounds and spec bound
-    steps: int = 8  # slope steps per batch of children (warm-started from the parents)
+    steps: int = 8  # slope steps per batch of children (warm-started from the parents; a child refuted earlier
+    # leaves the batch). Re-measured on 256x4 prop_5_0.03 after pruning: 8 steps prove it with 72.2k domains in
+    # 14.3 CPU s; 6 steps 99.7k in 14.4 s; 12 steps 89.2k in 22.8 s; 4 steps take 2x as long on prop_0_0.03
+    # the children's Adam step sizes: their slopes start from the parent's optimum, so small steps keep it (the root
+    # uses alpha.optimise's 0.1). Measured (domains to a proof, mnist_fc, old 0.1/0.05 -> 0.03/0.1): 256x4
+    # prop_5_0.03 72.2k -> 26.1k, prop_0_0.03 12.8k -> 10.9k, 256x2 prop_3_0.03 49.6k -> 44.6k; 0.01/0.1 is close,
+    # a multiplier step of 0.2 or 0.3 worse
+    lr_alpha: float = 0.03
+    lr_beta: float = 0.1
     milp_unstable: int = 12  # domains with at most this many unstable ReLUs go to the exact Query
     max_pool: int = 100_000  # more open domains than this: depth first (smallest pool growth) instead
     deadline: float | None = None  # time.perf_counter() value
     progress: Progress | None = None
     progress_every: float = 1.0  # seconds between progress calls
     candidates: int = 1  # split candidates per domain tried by one cheap bound each (1: the score alone; measured
-    # on mnist_fc: 4 candidates cost more time than their better choices save)
+    # on mnist_fc: 4 candidates cost more time than their better choices save; re-checked after pruning on 256x4
+    # prop_0_0.03: 1: 12.8k domains 4.9 CPU s, 2: 10.6k 4.8 s, 3: 11.9k, 4: 12.6k 6.8 s)
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
     # equal part of ``bab_share`` of the time left; open trees are then resumed with ``resume_share`` of what is
@@ -61,7 +74,9 @@ class BabOptions:
     milp_max_hidden: int = 2
     fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
     # (off: on mnist_fc 256x4 prop_5_0.03 the float32 choices loosen the bounds, 114.7k domains left it open in
-    # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second)
+    # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second; re-checked
+    # on 256x4 prop_0_0.03: float64 proves it with 12.8k domains, float32 leaves it open after 41k: the proofs'
+    # margins are ~1e-6, below float32's resolution of these sums)
 
 
 _LISTS = ("lower", "upper", "alpha", "phase", "beta")  # one array per hidden layer
@@ -154,6 +169,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     if empty[0]:
         res.status = "holds"
         return res
+    rn, bounds = prune_inactive(rn, bounds)  # the ReLUs dead over the box: every later bound skips them
     # conjunctions ordered by their best row's root CROWN bound: the likeliest to be violated first
     crown = crown_lower(rn, rn.n_hidden, spec.A, -spec.d, lo, hi, bounds.lower, bounds.upper).lb[0]
     order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
@@ -351,8 +367,9 @@ def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds,
     conj_open[j] = True
 
     def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
+        rates = {} if phase is None else {"lr": opt.lr_alpha, "lr_beta": opt.lr_beta}  # children (warm-started)
         r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
-                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast)
+                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast, **rates)
         lb = outward(best)
         if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
             lb = np.maximum(lb, parent_lb)
