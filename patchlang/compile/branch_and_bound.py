@@ -31,6 +31,7 @@ import numpy as np
 
 from .alpha import crown_lower, init_alpha, optimise, optimised_layer_bounds, outward
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, relu_relaxation
+from .refine_bounds import RefineStats, refine_layer_bounds
 from .verify import DEFAULT_TOL, Confirm, LeafSolver, RegionCase, SearchResult, _leaf
 
 Progress = Callable[[dict[str, Any]], None]
@@ -59,6 +60,14 @@ class BabOptions:
     resume_share: float = 0.5
     milp_fallback: bool = True
     milp_max_hidden: int = 2
+    # bab-refine (:mod:`.refine_bounds`): before the search, the unstable neurons of hidden layers 1 .. H-1 get
+    # MILP bounds over the layers before them (HiGHS dual bounds, ``refine_solve`` seconds per bound), within
+    # ``refine_share`` of the time left; only with a deadline and on networks with at least ``refine_min_hidden``
+    # hidden layers (see :func:`refine_pays`); refined roots may also go to the whole-conjunction MILP fallback
+    refine: bool = True
+    refine_share: float = 0.3
+    refine_solve: float = 1.0
+    refine_min_hidden: int = 3
     fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
     # (off: on mnist_fc 256x4 prop_5_0.03 the float32 choices loosen the bounds, 114.7k domains left it open in
     # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second)
@@ -131,6 +140,7 @@ class BabStats:
     final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
     left: int = 0
     milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
+    refine: RefineStats | None = None  # the root's bab-refine, when it ran
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -138,6 +148,12 @@ def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) ->
     fb = forward_bounds(rn, lo, hi)
     bb = backward_bounds(rn, lo, hi, fb)
     return optimised_layer_bounds(rn, lo, hi, bb, steps=steps)
+
+
+def refine_pays(rn: ReluNet, opt: BabOptions) -> bool:
+    """Whether the root's bounds are worth refining by MILP (:mod:`.refine_bounds`): only on networks deep
+    enough that α-CROWN's bounds of the later hidden layers are loose (measured on mnist_fc, see BabOptions)."""
+    return rn.n_hidden >= opt.refine_min_hidden
 
 
 def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
@@ -151,6 +167,18 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     res = SearchResult("unknown")
     t0 = time.perf_counter()
     bounds, empty = root_bounds(rn, lo, hi, opt.root_steps)
+    timed = opt.deadline is not None
+    refined = timed and opt.refine and refine_pays(rn, opt)
+    if refined and not empty[0]:
+        if opt.progress is not None:
+            opt.progress({"method": "relu-split", "stage": "refining the root's bounds", "domains": 0, "left": 0,
+                          "bound": None, "elapsed": time.perf_counter() - t0})
+        stats.refine = RefineStats()
+        now = time.perf_counter()
+        bounds = refine_layer_bounds(rn, lo, hi, bounds, spec.A, -spec.d,
+                                     now + opt.refine_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
+                                     opt.refine_solve, stats=stats.refine)
+        empty[0] = stats.refine.empty
     if empty[0]:
         res.status = "holds"
         return res
@@ -162,8 +190,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     # with a deadline, every conjunction gets a turn: first an equal part of ``bab_share`` of the time left, then
     # the trees left open are resumed (nearest to a proof first) and, on shallow networks, what is still open goes
     # whole to the exact Query; any part left open leaves the case open, so no part may take all of the time
-    timed = opt.deadline is not None
-    use_milp = timed and opt.milp_fallback and rn.n_hidden <= opt.milp_max_hidden
+    use_milp = timed and opt.milp_fallback and (rn.n_hidden <= opt.milp_max_hidden or refined)
     open_trees: dict[int, tuple[Generator[str, float | None, str], BabStats]] = {}
     last_reason: dict[int, str] = {}
 
