@@ -136,6 +136,7 @@ class HighsBackend:
     # incremental_lp: an LP kept between solves, grown by rows and re-solved from its basis (IncrementalLp)
     capabilities = frozenset({"lp", "milp", "core", "bigm", "warm_start", "relaxation", "bound_tightening",
                               "incremental_lp"})
+    bound_only_options = _BOUND_ONLY_MIP  # for MILPs expected to be infeasible (a proof, not a point, is wanted)
 
     @staticmethod
     def incremental_lp(c: np.ndarray, lb: np.ndarray, ub: np.ndarray, options: SolveOptions) -> IncrementalLp:
