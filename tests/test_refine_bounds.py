@@ -80,7 +80,7 @@ def test_bab_on_refined_roots_agrees_with_plain_milp(seed):
         milp = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)
         stats = BabStats()
         res = relu_split_search(rn, case, solve, lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
-                                BabOptions(milp_unstable=0, batch=8, root_steps=3, refine_share=0.5,
+                                BabOptions(milp_unstable=0, batch=8, root_steps=3, refine=True, refine_share=0.5,
                                            deadline=time.perf_counter() + 60), stats)
         assert stats.refine is not None and stats.refine.neurons >= 0
         if res.status == "holds":
@@ -92,13 +92,38 @@ def test_bab_on_refined_roots_agrees_with_plain_milp(seed):
 
 def test_refinement_is_skipped_on_shallow_networks_and_without_deadline():
     net, rn, lo, hi, X = deep_box(7, (6, 10, 10, 3))
-    spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", -100.0, 0.0)]], 3)
+    spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", 1e6, 0.0)]], 3)  # refuted at the root
     solve = lambda q, time_limit=None: HighsBackend().solve(q, SolveOptions(time_limit=10, threads=1))  # noqa: E731
     stats = BabStats()
     relu_split_search(rn, RegionCase(lo[0], hi[0], spec), solve, lambda x: False,
-                      BabOptions(deadline=time.perf_counter() + 10), stats)
+                      BabOptions(refine=True, deadline=time.perf_counter() + 10), stats)
     assert stats.refine is None  # 2 hidden layers: below refine_min_hidden
     _, rn3, lo3, hi3, _ = deep_box(7)
     stats = BabStats()
-    relu_split_search(rn3, RegionCase(lo3[0], hi3[0], spec), solve, lambda x: False, BabOptions(), stats)
+    relu_split_search(rn3, RegionCase(lo3[0], hi3[0], spec), solve, lambda x: False, BabOptions(refine=True), stats)
     assert stats.refine is None  # no deadline: no share of it to give
+    stats = BabStats()
+    relu_split_search(rn3, RegionCase(lo3[0], hi3[0], spec), solve, lambda x: False,
+                      BabOptions(deadline=time.perf_counter() + 10), stats)
+    assert stats.refine is None  # off by default
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_milp_searched_by_bound_agrees_with_the_plain_milp(seed):
+    """The MILP fallback's Query (an objective on the outputs) solved by the verifier's leaf solver with HiGHS's
+    primal heuristics off (``bound_only``) has the same verdict as the plain feasibility MILP, and a point it
+    returns is in the (tolerance-enlarged) unsafe region."""
+    from patchlang.tasks.verify import _leaf_solver
+
+    net, rn, lo, hi, X = deep_box(200 + seed)
+    Y = rn.forward(X)
+    solve = _leaf_solver("highs", SolveOptions(), time.perf_counter() + 120)
+    for t in (Y[:, 0].max() + 0.05, Y[:, 0].max() - 0.05):
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", t, 0.0)]], 3)
+        plain = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)
+        enc = encode_region_query(rn, lo[0], hi[0], spec, None, objective=spec.A.sum(axis=0))
+        by_bound = solve(enc.query, bound_only=True)
+        assert (plain.status == INFEASIBLE) == (by_bound.status == INFEASIBLE)
+        if by_bound.status != INFEASIBLE:
+            y = rn.forward(np.clip(by_bound.x[enc.inputs], lo[0], hi[0])[None])[0]
+            assert spec.violated(y[None], tol=1e-5)[0]
