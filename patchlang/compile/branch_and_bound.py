@@ -14,6 +14,9 @@ pre-activation bounds: ``l >= 0`` active, ``u <= 0`` inactive, see :mod:`patchla
    recomputed from the clamped bounds and intersected with the parent's, so a split phase is enforced in every
    later layer, and a child whose bounds contradict (``l > u``) is empty;
 4. domains left with few unstable ReLUs go to the exact Query (MILP, the split phases become variable bounds);
+   on shallow networks, conjunctions still open near the deadline go whole to it, searched by bound (an
+   objective on the outputs, the solver's primal heuristics off); optionally the root's bounds are first
+   refined by MILP (:mod:`.refine_bounds`, ``BabOptions.refine``);
 5. the corner minimising each linear bound is evaluated as a counterexample candidate (confirmed by the caller).
 
 Soundness: the two children of a split cover their parent; every bound is pushed outward by ``1e-9 (1+|b|)``

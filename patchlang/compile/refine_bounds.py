@@ -17,6 +17,12 @@ equal share of the time left; then layers ``> k`` are bounded again by α-CROWN 
 
 Soundness: the solver's bounds are pushed outward by its tolerance (``tighten_bounds``), and every new bound is
 intersected with the old one, so refined bounds are never looser than the input ones.
+
+Measured (mnist_fc, single-threaded HiGHS, primal heuristics off): a layer-1 bound costs 0.7 s (256x4
+prop_3_0.03, 30 binaries) to 4.3 s (256x2 prop_1_0.03, 40 binaries) exactly; the LP relaxation alone gains
+nothing over α-CROWN (optimised slopes already reach the triangle LP's bound).  256x2 prop_1_0.03: 40 s at 4 s
+per bound lifts the root bounds of the 9 parts from -0.36 .. -1.47 to +0.08 .. -0.78; 256x4 prop_3_0.03: 150 s
+gives unstable ReLUs [30, 71, 6, 62] -> [30, 69, 4, 60] and root bounds -0.84 .. -1.37 -> -0.71 .. -1.28.
 """
 
 from __future__ import annotations
