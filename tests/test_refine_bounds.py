@@ -19,6 +19,9 @@ from patchlang.solvers.base import INFEASIBLE, SolveOptions
 from patchlang.solvers.highs import HighsBackend
 
 
+TIGHTEN = HighsBackend().tighten_bounds
+
+
 def deep_box(seed: int, sizes=(6, 12, 12, 12, 3)):
     """A random 3-hidden-layer network, a random box and 30000 samples in it."""
     rng = np.random.default_rng(seed)
@@ -45,8 +48,8 @@ def test_refined_bounds_contain_samples_and_are_never_looser(seed, milp):
     start, _ = root_bounds(rn, lo, hi, steps=5)
     A = np.eye(3)[:2] - np.eye(3)[2]
     stats = RefineStats()
-    fine = refine_layer_bounds(rn, lo, hi, start, A, np.zeros(2), time.perf_counter() + 60, solve_seconds=5.0,
-                               milp=milp, steps=5, stats=stats)
+    fine = refine_layer_bounds(rn, lo, hi, start, A, np.zeros(2), time.perf_counter() + 60, TIGHTEN,
+                               solve_seconds=5.0, milp=milp, steps=5, stats=stats)
     zs = pre_activations(rn, X)
     for k in range(rn.n_hidden):
         assert np.all(fine.lower[k] >= start.lower[k]) and np.all(fine.upper[k] <= start.upper[k])
@@ -59,7 +62,7 @@ def test_refined_bounds_contain_samples_and_are_never_looser(seed, milp):
 def test_refinement_stops_at_its_deadline_with_sound_bounds():
     net, rn, lo, hi, X = deep_box(5, (6, 20, 20, 20, 3))
     start, _ = root_bounds(rn, lo, hi, steps=5)
-    fine = refine_layer_bounds(rn, lo, hi, start, np.eye(3), np.zeros(3), time.perf_counter() - 1.0)
+    fine = refine_layer_bounds(rn, lo, hi, start, np.eye(3), np.zeros(3), time.perf_counter() - 1.0, TIGHTEN)
     for k in range(rn.n_hidden):  # past its deadline: nothing refined, the bounds are the input ones
         assert np.array_equal(fine.lower[k], start.lower[k]) and np.array_equal(fine.upper[k], start.upper[k])
 
@@ -80,7 +83,8 @@ def test_bab_on_refined_roots_agrees_with_plain_milp(seed):
         milp = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)
         stats = BabStats()
         res = relu_split_search(rn, case, solve, lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
-                                BabOptions(milp_unstable=0, batch=8, root_steps=3, refine=True, refine_share=0.5,
+                                BabOptions(milp_unstable=0, batch=8, root_steps=3, refine=True, tighten=TIGHTEN,
+                                           refine_share=0.5,
                                            deadline=time.perf_counter() + 60), stats)
         assert stats.refine is not None and stats.refine.neurons >= 0
         if res.status == "holds":
@@ -96,11 +100,12 @@ def test_refinement_is_skipped_on_shallow_networks_and_without_deadline():
     solve = lambda q, time_limit=None: HighsBackend().solve(q, SolveOptions(time_limit=10, threads=1))  # noqa: E731
     stats = BabStats()
     relu_split_search(rn, RegionCase(lo[0], hi[0], spec), solve, lambda x: False,
-                      BabOptions(refine=True, deadline=time.perf_counter() + 10), stats)
+                      BabOptions(refine=True, tighten=TIGHTEN, deadline=time.perf_counter() + 10), stats)
     assert stats.refine is None  # 2 hidden layers: below refine_min_hidden
     _, rn3, lo3, hi3, _ = deep_box(7)
     stats = BabStats()
-    relu_split_search(rn3, RegionCase(lo3[0], hi3[0], spec), solve, lambda x: False, BabOptions(refine=True), stats)
+    relu_split_search(rn3, RegionCase(lo3[0], hi3[0], spec), solve, lambda x: False,
+                      BabOptions(refine=True, tighten=TIGHTEN), stats)
     assert stats.refine is None  # no deadline: no share of it to give
     stats = BabStats()
     relu_split_search(rn3, RegionCase(lo3[0], hi3[0], spec), solve, lambda x: False,

@@ -75,6 +75,8 @@ class BabOptions:
     # bounds by 15%; it does make each part's MILP faster (two parts: 23.5 s and 25.8 s instead of > 40 s and
     # 37.1 s), but 9 parts at ~25 s do not fit; on 256x2 the MILP fallback alone decides prop_1_0.03
     refine: bool = False
+    tighten: Callable[..., Any] | None = None  # the backend's bound tightening (refine_bounds.Tighten), which
+    # ``refine`` needs: compile imports no solver, the verifier passes HiGHS's
     refine_share: float = 0.3
     refine_solve: float = 1.0
     refine_min_hidden: int = 3
@@ -178,7 +180,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     t0 = time.perf_counter()
     bounds, empty = root_bounds(rn, lo, hi, opt.root_steps)
     timed = opt.deadline is not None
-    refined = timed and opt.refine and refine_pays(rn, opt)
+    refined = timed and opt.refine and opt.tighten is not None and refine_pays(rn, opt)
     if refined and not empty[0]:
         if opt.progress is not None:
             opt.progress({"method": "relu-split", "stage": "refining the root's bounds", "domains": 0, "left": 0,
@@ -187,7 +189,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         bounds = refine_layer_bounds(rn, lo, hi, bounds, spec.A, -spec.d,
                                      now + opt.refine_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
-                                     opt.refine_solve, stats=stats.refine)
+                                     opt.tighten, opt.refine_solve, stats=stats.refine)
         empty[0] = stats.refine.empty
     if empty[0]:
         res.status = "holds"

@@ -29,12 +29,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from .alpha import crown_lower, optimised_layer_bounds
 from .bounds import LayerBounds, ReluNet, relu_relaxation
 from .verify import UnsafeSpec, encode_region_query
+
+# A backend's bound tightening, ``(query, variables, deadline, integer=, solve_seconds=, relu_inputs=) -> (lb, ub)``
+# (HighsBackend.tighten_bounds): compile imports no solver, so the caller passes it in
+Tighten = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -71,12 +76,11 @@ def influence(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np
 
 
 def tighten_layer(rn: ReluNet, k: int, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, neurons: np.ndarray,
-                  deadline: float, solve_seconds: float, milp: bool) -> tuple[np.ndarray, np.ndarray]:
+                  deadline: float, tighten: Tighten, solve_seconds: float, milp: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """New bounds of layer ``k``'s pre-activations (the given ``neurons``, in this order) over the input box, by
     HiGHS over the network cut after layer ``k``: the MILP (dual bounds) or its LP relaxation; intersected with
     ``bounds``."""
-    from ..solvers.highs import HighsBackend
-
     l, u = bounds.lower[k][0].copy(), bounds.upper[k][0].copy()
     if not neurons.size:
         return l, u
@@ -85,21 +89,22 @@ def tighten_layer(rn: ReluNet, k: int, lo: np.ndarray, hi: np.ndarray, bounds: L
     everything = UnsafeSpec(np.zeros((0, n_k)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool), 1)
     enc = encode_region_query(cut, lo.reshape(-1), hi.reshape(-1), everything, None,
                               LayerBounds(bounds.lower[:k], bounds.upper[:k]), tol=0.0, name=f"refine layer {k}")
-    new_lb, new_ub = HighsBackend().tighten_bounds(enc.query, enc.outputs[neurons], deadline, integer=milp,
-                                                   solve_seconds=solve_seconds, relu_inputs=True)
+    new_lb, new_ub = tighten(enc.query, enc.outputs[neurons], deadline, integer=milp, solve_seconds=solve_seconds,
+                             relu_inputs=True)
     l[neurons] = np.maximum(l[neurons], new_lb[enc.outputs[neurons]])
     u[neurons] = np.minimum(u[neurons], new_ub[enc.outputs[neurons]])
     return l, u
 
 
 def refine_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, A: np.ndarray,
-                        a0: np.ndarray, deadline: float, solve_seconds: float = 1.0, milp: bool = True,
-                        steps: int = 20, layers: int | None = None, stats: RefineStats | None = None
+                        a0: np.ndarray, deadline: float, tighten: Tighten, solve_seconds: float = 1.0,
+                        milp: bool = True, steps: int = 20, layers: int | None = None, stats: RefineStats | None = None
                         ) -> LayerBounds:
     """The root's hidden-layer ``bounds`` (one box ``lo``/``hi`` of shape ``(1, d)``) tightened as the module
     docstring says, until ``deadline`` (perf_counter); ``A``/``a0`` are the specification rows whose bound the
-    neurons are ordered for.  ``layers``: refine layers ``1 .. layers`` only (default every hidden layer but the
-    first).  Never looser than ``bounds``; on a deadline the bounds reached so far are returned."""
+    neurons are ordered for; ``tighten`` the backend's bound tightening.  ``layers``: refine layers
+    ``1 .. layers`` only (default every hidden layer but the first).  Never looser than ``bounds``; on a deadline
+    the bounds reached so far are returned."""
     stats = stats if stats is not None else RefineStats()
     t0 = time.perf_counter()
     lo = np.atleast_2d(np.asarray(lo, float))
@@ -116,7 +121,7 @@ def refine_layer_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: Lay
         order = np.argsort(-score, kind="stable")
         order = order[score[order] > 0]
         share = now + (deadline - now) / (last + 1 - k)  # an equal share of the time left per layer
-        l, u = tighten_layer(rn, k, lo, hi, cur, order, share, solve_seconds, milp)
+        l, u = tighten_layer(rn, k, lo, hi, cur, order, share, tighten, solve_seconds, milp)
         stats.neurons += int(order.size)
         cur.lower[k] = np.maximum(cur.lower[k], l[None])
         cur.upper[k] = np.minimum(cur.upper[k], u[None])

@@ -174,6 +174,15 @@ def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
     return solve
 
 
+def _bound_tightener():
+    """HiGHS's bound tightening, for branch and bound's optional refinement of the root's bounds (compile imports
+    no solver); None without highspy."""
+    from ..solvers.highs import HighsBackend
+
+    backend = HighsBackend()
+    return backend.tighten_bounds if backend.available() else None
+
+
 # ---------------------------------------------------------------------------- which complete method (issue 12)
 
 METHODS = ("auto", "input-split", "relu-split", "milp")
@@ -271,8 +280,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                 bo = bab or BabOptions()
                 one = BabStats()
                 res = relu_split_search(rn, case, leaf, confirm, BabOptions(
-                    **{**bo.__dict__, "deadline": deadline, "progress": _labelled(progress, case.label, t0, deadline)}),
-                    one)
+                    **{**bo.__dict__, "deadline": deadline, "tighten": bo.tighten or _bound_tightener(),
+                       "progress": _labelled(progress, case.label, t0, deadline)}), one)
                 bab_stats.domains += one.domains
                 bab_stats.left += one.left
                 if not np.isnan(one.final_bound):
