@@ -207,8 +207,8 @@ def test_stalled_conjunctions_go_to_the_milp_and_agree_with_it(seed):
         milp = solve(encode_region_query(rn, lo, hi, spec, None).query)
         stats = BabStats()
         res = relu_split_search(rn, case, solve, lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
-                                BabOptions(milp_unstable=0, batch=8, bab_share=1e-9, resume_share=1e-9, root_steps=2,
-                                           deadline=time.perf_counter() + 60), stats)
+                                BabOptions(milp_unstable=0, batch=8, milp_bab_share=1e-9, resume_share=1e-9,
+                                           root_steps=2, deadline=time.perf_counter() + 60), stats)
         decided_by_milp += stats.milp_decided
         if res.status == "holds":
             assert milp.status == INFEASIBLE and not np.any(spec.violated(Y))

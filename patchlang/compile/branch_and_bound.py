@@ -16,6 +16,9 @@ pre-activation bounds: ``l >= 0`` active, ``u <= 0`` inactive, see :mod:`patchla
    recomputed from the clamped bounds and intersected with the parent's, so a split phase is enforced in every
    later layer, and a child whose bounds contradict (``l > u``) is empty;
 4. domains left with few unstable ReLUs go to the exact Query (MILP, the split phases become variable bounds);
+   on shallow networks, conjunctions still open near the deadline go whole to it, searched by bound (an
+   objective on the outputs, the solver's primal heuristics off); optionally the root's bounds are first
+   refined by MILP (:mod:`.refine_bounds`, ``BabOptions.refine``);
 5. the corner minimising each linear bound is evaluated as a counterexample candidate (confirmed by the caller).
 
 Soundness: the two children of a split cover their parent; every bound is pushed outward by ``1e-9 (1+|b|)``
@@ -34,6 +37,7 @@ import numpy as np
 from .alpha import crown_lower, init_alpha, optimise, optimised_layer_bounds, outward
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, relu_relaxation
 from .prune import prune_inactive
+from .refine_bounds import RefineStats, refine_layer_bounds
 from .verify import DEFAULT_TOL, Confirm, LeafSolver, RegionCase, SearchResult, _leaf
 
 Progress = Callable[[dict[str, Any]], None]
@@ -64,14 +68,31 @@ class BabOptions:
     # prop_0_0.03: 1: 12.8k domains 4.9 CPU s, 2: 10.6k 4.8 s, 3: 11.9k, 4: 12.6k 6.8 s)
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
-    # equal part of ``bab_share`` of the time left; open trees are then resumed with ``resume_share`` of what is
-    # left (all of it without the MILP fallback), and on networks with at most ``milp_max_hidden`` hidden layers
-    # what is still open goes whole to the exact Query over the root's bounds (one binary per unstable ReLU:
-    # HiGHS decides some mnist_fc 256x2 parts a stalled tree does not; on 256x4 it times out, measured)
+    # equal part of ``bab_share`` (``milp_bab_share`` when the MILP fallback follows) of the time left; open trees
+    # are then resumed with ``resume_share`` of what is left (all of it without the MILP fallback), and on
+    # networks with at most ``milp_max_hidden`` hidden layers what is still open goes whole to the exact Query
+    # over the root's bounds (one binary per unstable ReLU, searched by bound: HiGHS decides mnist_fc 256x2 parts
+    # a stalled tree does not; on 256x4 it times out, measured).  mnist_fc 256x2 prop_1_0.03 (5 parts left to
+    # the MILP, 8-12 s each): open with 0.5/0.5, holds in 95 s with 0.5/0 and in 82 s with 0.25/0 (measured)
     bab_share: float = 0.5
-    resume_share: float = 0.5
+    milp_bab_share: float = 0.25
+    resume_share: float = 0.0
     milp_fallback: bool = True
     milp_max_hidden: int = 2
+    # bab-refine (:mod:`.refine_bounds`): before the search, the unstable neurons of hidden layers 1 .. H-1 get
+    # MILP bounds over the layers before them (HiGHS dual bounds, ``refine_solve`` seconds per bound), within
+    # ``refine_share`` of the time left; only with a deadline and on networks with at least ``refine_min_hidden``
+    # hidden layers (see :func:`refine_pays`); refined roots may also go to the whole-conjunction MILP fallback.
+    # Off by default: within mnist_fc's 120 s it decides nothing more (measured, single-threaded HiGHS): on 256x4
+    # prop_3_0.03 30 s of refinement (1 s per bound) leaves 70 of 71 layer-1 ReLUs unstable and moves the root
+    # bounds by 15%; it does make each part's MILP faster (two parts: 23.5 s and 25.8 s instead of > 40 s and
+    # 37.1 s), but 9 parts at ~25 s do not fit; on 256x2 the MILP fallback alone decides prop_1_0.03
+    refine: bool = False
+    tighten: Callable[..., Any] | None = None  # the backend's bound tightening (refine_bounds.Tighten), which
+    # ``refine`` needs: compile imports no solver, the verifier passes HiGHS's
+    refine_share: float = 0.3
+    refine_solve: float = 1.0
+    refine_min_hidden: int = 3
     fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
     # (off: on mnist_fc 256x4 prop_5_0.03 the float32 choices loosen the bounds, 114.7k domains left it open in
     # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second; re-checked
@@ -146,6 +167,7 @@ class BabStats:
     final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
     left: int = 0
     milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
+    refine: RefineStats | None = None  # the root's bab-refine, when it ran
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -153,6 +175,12 @@ def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) ->
     fb = forward_bounds(rn, lo, hi)
     bb = backward_bounds(rn, lo, hi, fb)
     return optimised_layer_bounds(rn, lo, hi, bb, steps=steps)
+
+
+def refine_pays(rn: ReluNet, opt: BabOptions) -> bool:
+    """Whether the root's bounds are worth refining by MILP (:mod:`.refine_bounds`): only on networks deep
+    enough that α-CROWN's bounds of the later hidden layers are loose (measured on mnist_fc, see BabOptions)."""
+    return rn.n_hidden >= opt.refine_min_hidden
 
 
 def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
@@ -166,6 +194,18 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     res = SearchResult("unknown")
     t0 = time.perf_counter()
     bounds, empty = root_bounds(rn, lo, hi, opt.root_steps)
+    timed = opt.deadline is not None
+    refined = timed and opt.refine and opt.tighten is not None and refine_pays(rn, opt)
+    if refined and not empty[0]:
+        if opt.progress is not None:
+            opt.progress({"method": "relu-split", "stage": "refining the root's bounds", "domains": 0, "left": 0,
+                          "bound": None, "elapsed": time.perf_counter() - t0})
+        stats.refine = RefineStats()
+        now = time.perf_counter()
+        bounds = refine_layer_bounds(rn, lo, hi, bounds, spec.A, -spec.d,
+                                     now + opt.refine_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
+                                     opt.tighten, opt.refine_solve, stats=stats.refine)
+        empty[0] = stats.refine.empty
     if empty[0]:
         res.status = "holds"
         return res
@@ -178,8 +218,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     # with a deadline, every conjunction gets a turn: first an equal part of ``bab_share`` of the time left, then
     # the trees left open are resumed (nearest to a proof first) and, on shallow networks, what is still open goes
     # whole to the exact Query; any part left open leaves the case open, so no part may take all of the time
-    timed = opt.deadline is not None
-    use_milp = timed and opt.milp_fallback and rn.n_hidden <= opt.milp_max_hidden
+    use_milp = timed and opt.milp_fallback and (rn.n_hidden <= opt.milp_max_hidden or refined)
     open_trees: dict[int, tuple[Generator[str, float | None, str], BabStats]] = {}
     last_reason: dict[int, str] = {}
 
@@ -208,7 +247,8 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
             reasons.append("time limit reached before every part of the unsafe region was examined")
             break
         one = BabStats()
-        limit = share_of_left(opt.bab_share, len(order) - n_done) if timed else None
+        first_share = opt.milp_bab_share if use_milp else opt.bab_share
+        limit = share_of_left(first_share, len(order) - n_done) if timed else None
         gen = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
         before = one.domains
         sub = _advance(gen)
@@ -244,8 +284,8 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
             opt.progress({"method": "relu-split", "stage": f"MILP on unsafe part {j}", "domains": stats.domains,
                           "left": one.left, "bound": None, "elapsed": now - t0})
         seconds = (opt.deadline - now) / (len(queue) - n_done)  # type: ignore[operator]
-        sub_res = _whole_conjunction_milp(rn, lo, hi, bounds, spec, j, _time_boxed(solve, seconds), confirm, opt,
-                                          res)
+        sub_res = _whole_conjunction_milp(rn, lo, hi, bounds, spec, j, _time_boxed(solve, seconds, bound_only=True),
+                                          confirm, opt, res)
         if sub_res == "violated":
             res.boxes = 1
             return res
@@ -274,21 +314,31 @@ def _advance(gen: Generator[str, float | None, str], limit: float | None = None)
     return None
 
 
-def _time_boxed(solve: LeafSolver, seconds: float) -> LeafSolver:
+def _time_boxed(solve: LeafSolver, seconds: float, bound_only: bool = False) -> LeafSolver:
     """``solve`` limited to ``seconds`` when it takes a ``time_limit`` (the verifier's leaf solver does; a plain
-    callable is used as it is)."""
-    if "time_limit" not in inspect.signature(solve).parameters:
+    callable is used as it is), and asked for a search by bound when it takes ``bound_only``."""
+    params = inspect.signature(solve).parameters
+    if "time_limit" not in params:
         return solve
+    if bound_only and "bound_only" in params:
+        return lambda q: solve(q, time_limit=seconds, bound_only=True)
     return lambda q: solve(q, time_limit=seconds)
 
 
 def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,
                             solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult) -> str:
     """Conjunction ``j`` over the whole input box as one exact Query (the leaf solver, bounded by the caller's
-    deadline): "holds", "violated" (``res`` filled) or the reason it stayed open."""
+    deadline): "holds", "violated" (``res`` filled) or the reason it stayed open.
+
+    The Query minimises the sum of the conjunction's rows (its constraints decide; the objective lets the MILP
+    solver prune by bound): with the leaf solver's search by bound (HiGHS without primal heuristics) mnist_fc
+    256x2 prop_1_0.03's hardest parts are proven in 9-11 s each, where a pure feasibility MILP with heuristics had
+    not finished its root node in 30 s (measured)."""
     conj_open = np.zeros(spec.n_conj, bool)
     conj_open[j] = True
-    sub = _leaf(rn, lo[0], hi[0], conj_open, root, spec, solve, confirm, opt, SearchResult("unknown"), final=True)
+    objective = spec.A[spec.conj == j].sum(axis=0)
+    sub = _leaf(rn, lo[0], hi[0], conj_open, root, spec, solve, confirm, opt, SearchResult("unknown"), final=True,
+                objective=objective)
     res.queries += sub.queries
     res.unconfirmed += sub.unconfirmed
     if sub.status == "violated":

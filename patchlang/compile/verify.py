@@ -195,14 +195,16 @@ class RegionEncoding:
 
 def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: UnsafeSpec, conj_open: np.ndarray | None,
                         bounds: LayerBounds | None = None, tol: float = DEFAULT_TOL, name: str = "verify",
-                        extend: Callable[[QueryBuilder, np.ndarray], None] | None = None) -> RegionEncoding:
+                        extend: Callable[[QueryBuilder, np.ndarray], None] | None = None,
+                        objective: np.ndarray | None = None) -> RegionEncoding:
     """"Some input in ``[lo, hi]`` has outputs in the (``tol``-enlarged) unsafe region" as a Query.
 
     ``bounds`` are sound pre-activation bounds for this box (computed when absent); ReLUs they fix cost nothing,
     the others become ``relu`` atoms.  ``conj_open`` selects the conjunctions still to refute (default all).
     ``extend(builder, input_vars)`` adds rows, variables and an objective over the inputs before the Query is
     frozen (the attack's norm of the input change: :mod:`patchlang.compile.attack`); a negative ``tol`` asks for
-    outputs that far *inside* the unsafe region.
+    outputs that far *inside* the unsafe region.  ``objective``: coefficients on the outputs to minimise (the
+    verdict does not depend on it; it guides a MILP solver's search, see branch_and_bound's MILP fallback).
     """
     if rn.smooth:
         raise PatchlangError(f"the network has {'/'.join(rn.smooth)} activations: no exact query can be built over "
@@ -262,6 +264,8 @@ def encode_region_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec: Unsaf
                                np.concatenate(his), np.concatenate(alts), label="unsafe region", group="property")
     if extend is not None:
         extend(qb, x)
+    if objective is not None:
+        qb.add_objective(y, np.asarray(objective, float))
     return RegionEncoding(qb.build(), x, y, n_unstable)
 
 
@@ -743,11 +747,11 @@ def _split_dims(Lam: np.ndarray, best_row: np.ndarray, width: np.ndarray, influe
 
 def _leaf(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, conj_open: np.ndarray, bounds: LayerBounds | None,
           spec: UnsafeSpec, solve: LeafSolver, confirm: Confirm, opt: SearchOptions, res: SearchResult,
-          final: bool) -> SearchResult:
-    """Decide one box with the exact Query."""
+          final: bool, objective: np.ndarray | None = None) -> SearchResult:
+    """Decide one box with the exact Query (``objective``: see :func:`encode_region_query`)."""
     from ..solution import FEASIBLE, INFEASIBLE, OPTIMAL
 
-    enc = encode_region_query(rn, lo, hi, spec, conj_open, bounds, opt.tol)
+    enc = encode_region_query(rn, lo, hi, spec, conj_open, bounds, opt.tol, objective=objective)
     res.queries += 1
     sol = solve(enc.query)
     if sol.status == INFEASIBLE:
@@ -761,7 +765,7 @@ def _leaf(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, conj_open: np.ndarray, bo
             return res
         # the solver returns points on the boundary of the enlarged region: ask for one strictly inside
         shrink = -1e-4 * (1.0 + float(np.max(np.abs(spec.d), initial=0.0)))
-        deep = encode_region_query(rn, lo, hi, spec, conj_open, bounds, shrink)
+        deep = encode_region_query(rn, lo, hi, spec, conj_open, bounds, shrink, objective=objective)
         res.queries += 1
         sol2 = solve(deep.query)
         if sol2.x is not None and sol2.status in (OPTIMAL, FEASIBLE):

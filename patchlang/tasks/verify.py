@@ -159,16 +159,28 @@ def _one_blas_thread() -> Iterator[None]:
 def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
     from ..solvers.registry import choose_backend
 
-    def solve(query, time_limit: float | None = None) -> Solution:
+    def solve(query, time_limit: float | None = None, bound_only: bool = False) -> Solution:
+        """``bound_only``: the caller expects a proof (infeasible), not a point: the backend's options for a
+        search by bound (HiGHS: primal heuristics off; see ``HighsBackend.bound_only_options``)."""
         left = max(0.1, deadline - time.perf_counter())
         if time_limit is not None:  # a caller's share of the time left (branch and bound's MILP fallback)
             left = max(0.1, min(left, time_limit))
-        opts = SolveOptions(time_limit=min(left, options.time_limit or left), seed=options.seed,
-                            threads=1, extra=dict(options.extra), relaxation_first=True)
         backend, _ = choose_backend(backend_name, query, "MILP")
+        extra = {**(getattr(backend, "bound_only_options", {}) if bound_only else {}), **options.extra}
+        opts = SolveOptions(time_limit=min(left, options.time_limit or left), seed=options.seed,
+                            threads=1, extra=extra, relaxation_first=True)
         return backend.solve(query, opts)
 
     return solve
+
+
+def _bound_tightener():
+    """HiGHS's bound tightening, for branch and bound's optional refinement of the root's bounds (compile imports
+    no solver); None without highspy."""
+    from ..solvers.highs import HighsBackend
+
+    backend = HighsBackend()
+    return backend.tighten_bounds if backend.available() else None
 
 
 # ---------------------------------------------------------------------------- which complete method (issue 12)
@@ -268,8 +280,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                 bo = bab or BabOptions()
                 one = BabStats()
                 res = relu_split_search(rn, case, leaf, confirm, BabOptions(
-                    **{**bo.__dict__, "deadline": deadline, "progress": _labelled(progress, case.label, t0, deadline)}),
-                    one)
+                    **{**bo.__dict__, "deadline": deadline, "tighten": bo.tighten or _bound_tightener(),
+                       "progress": _labelled(progress, case.label, t0, deadline)}), one)
                 bab_stats.domains += one.domains
                 bab_stats.left += one.left
                 if not np.isnan(one.final_bound):
