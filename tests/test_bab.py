@@ -22,6 +22,8 @@ from patchlang.solvers.base import INFEASIBLE, SolveOptions
 from patchlang.solvers.highs import HighsBackend
 from patchlang.tasks.verify import choose_method, verify_cases
 
+from relu_points import pre_activations
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "verify"
 
 
@@ -32,16 +34,6 @@ def random_net(seed: int, sizes=(4, 10, 10, 10, 3)):
     return network_from_arrays(Ws, bs, activation="relu", name=f"b{seed}")
 
 
-def hidden(rn, X):
-    """Pre-activations of every hidden layer and the outputs at the points ``X``."""
-    zs, h = [], X
-    for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
-        z = h @ W.T + b
-        zs.append(z)
-        h = np.maximum(z, 0.0)
-    return zs, h @ rn.Ws[-1].T + rn.bs[-1]
-
-
 def sampled_box(net_seed: int, seed: int):
     """A random 4-input network, a random box ``(1, 4)``, 20000 samples in it and their hidden/output values."""
     rn = relu_network(random_net(net_seed))
@@ -49,7 +41,7 @@ def sampled_box(net_seed: int, seed: int):
     lo = rng.uniform(-1, 0, (1, 4))
     hi = lo + rng.uniform(0.3, 1.2, (1, 4))
     X = lo + rng.random((20000, 4)) * (hi - lo)
-    zs, Y = hidden(rn, X)
+    zs, Y = pre_activations(rn, X)
     return rn, rng, lo, hi, X, zs, Y
 
 
@@ -263,5 +255,5 @@ def test_retiring_refuted_domains_keeps_bounds_sound_and_unchanged(seed):
     assert np.allclose(again, lb, rtol=0, atol=1e-12)
     for b in range(B):
         X = lo[b] + rng.random((5000, 4)) * (hi[b] - lo[b])
-        truth = (hidden(rn, X)[1] @ A.T).min(axis=0)
+        truth = (pre_activations(rn, X)[1] @ A.T).min(axis=0)
         assert np.all(lb[b] <= truth + 1e-9)

@@ -11,21 +11,14 @@ from patchlang.compile.bounds import backward_bounds, forward_bounds, relu_netwo
 from patchlang.compile.prune import prune_inactive
 from patchlang.model.build import network_from_arrays
 
+from relu_points import pre_activations
+
 
 def net(seed: int, sizes=(5, 20, 20, 20, 3)):
     rng = np.random.default_rng(seed)
     Ws = [rng.standard_normal((sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]) for k in range(len(sizes) - 1)]
     bs = [rng.standard_normal(sizes[k + 1]) - 0.8 for k in range(len(sizes) - 1)]  # many dead neurons
     return relu_network(network_from_arrays(Ws, bs, activation="relu", name=f"p{seed}"))
-
-
-def pre_activations(rn, X):
-    zs, h = [], X
-    for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
-        z = h @ W.T + b
-        zs.append(z)
-        h = np.maximum(z, 0.0)
-    return zs, h @ rn.Ws[-1].T + rn.bs[-1]
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -18,6 +18,8 @@ from patchlang.model.build import network_from_arrays
 from patchlang.solvers.base import INFEASIBLE, SolveOptions
 from patchlang.solvers.highs import HighsBackend
 
+from relu_points import pre_activations
+
 
 TIGHTEN = HighsBackend().tighten_bounds
 
@@ -33,15 +35,6 @@ def deep_box(seed: int, sizes=(6, 12, 12, 12, 3)):
     return net, relu_network(net), lo, hi, lo + rng.random((30000, sizes[0])) * (hi - lo)
 
 
-def pre_activations(rn, X):
-    zs, h = [], X
-    for W, b in zip(rn.Ws[:-1], rn.bs[:-1]):
-        z = h @ W.T + b
-        zs.append(z)
-        h = np.maximum(z, 0.0)
-    return zs
-
-
 @pytest.mark.parametrize("seed,milp", [(0, True), (1, True), (2, False), (3, True)])
 def test_refined_bounds_contain_samples_and_are_never_looser(seed, milp):
     net, rn, lo, hi, X = deep_box(seed)
@@ -50,7 +43,7 @@ def test_refined_bounds_contain_samples_and_are_never_looser(seed, milp):
     stats = RefineStats()
     fine = refine_layer_bounds(rn, lo, hi, start, A, np.zeros(2), time.perf_counter() + 60, TIGHTEN,
                                solve_seconds=5.0, milp=milp, steps=5, stats=stats)
-    zs = pre_activations(rn, X)
+    zs, _ = pre_activations(rn, X)
     for k in range(rn.n_hidden):
         assert np.all(fine.lower[k] >= start.lower[k]) and np.all(fine.upper[k] <= start.upper[k])
         assert np.all(zs[k] >= fine.lower[k] - 1e-9) and np.all(zs[k] <= fine.upper[k] + 1e-9)
