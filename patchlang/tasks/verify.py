@@ -23,9 +23,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..compile.bounds import ReluNet, relu_network
+from ..compile.bounds import ReluNet, backward_bounds, forward_bounds, relu_network, spec_lower_bounds
 from ..compile.branch_and_bound import BabOptions, BabStats, relu_split_search
-from ..compile.verify import RegionCase, SearchOptions, UnsafeSpec, search_box, unsafe_from_clauses, unsafe_from_vnnlib
+from ..compile.verify import (DEFAULT_TOL, RegionCase, SearchOptions, UnsafeSpec, search_box, unsafe_from_clauses,
+                              unsafe_from_vnnlib)
 from ..errors import PatchlangError
 from ..lang.program import PropertySpec, VerifyTask
 from ..model.ir import Network
@@ -202,6 +203,21 @@ def restart_seconds(rn: ReluNet, limit: float, n_cases: int) -> float:
     return RESTART_SHARE * limit / max(1, n_cases)
 
 
+def proven_by_crown(rn: ReluNet, case: RegionCase) -> bool:
+    """Whether one CROWN pass over the whole box refutes every unsafe conjunction (a row above its threshold, as
+    in the searches).  Checked before falsifying: on mnist_fc most properties that hold fall to it in 0.06 s,
+    where the restarts of the falsifier would spend 3 s looking for a counterexample that cannot exist."""
+    spec = case.spec
+    if rn.smooth or spec.A.shape[0] == 0 or spec.always_unsafe:
+        return False
+    lo = np.asarray(case.lo, float).reshape(1, -1)
+    hi = np.asarray(case.hi, float).reshape(1, -1)
+    bounds = backward_bounds(rn, lo, hi, forward_bounds(rn, lo, hi))
+    lb = spec_lower_bounds(rn, spec.A, -spec.d, lo, hi, bounds)[0][0]
+    refuted = lb > DEFAULT_TOL * (1.0 + np.abs(spec.d))
+    return bool(np.all(np.bincount(spec.conj[refuted], minlength=spec.n_conj) > 0))
+
+
 def choose_method(rn: ReluNet, strategy: str, backend: str) -> str:
     """The complete method for a network's shape: few inputs (ACAS Xu has 5): split the input box; many inputs
     (MNIST has 784): branch and bound over ReLU phases with optimised slopes and split multipliers; ``milp``:
@@ -244,6 +260,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
         elif falsify:
             restart = restart_seconds(rn, deadline - t0, len(cases))
             for i, case in enumerate(cases):
+                if proven_by_crown(rn, case):  # no counterexample to look for (the search proves it again)
+                    continue
                 # one L-BFGS polish, not three, where the input-split search follows (its corners and descents
                 # find what the others would; on ACAS Xu they found nothing more and cost 40% of falsifying)
                 polish = 1 if choose_method(rn, strategy, backend) == "input-split" else 3
