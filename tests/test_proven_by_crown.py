@@ -53,3 +53,22 @@ def test_disjunction_needs_every_conjunction_refuted():
     assert not proven_by_crown(rn, RegionCase(lo, hi, unsafe_from_clauses(ensure, 3)))
     ensure[1] = [G.linear_atom(np.eye(3)[1], "<=", far[1], 0.0)]
     assert proven_by_crown(rn, RegionCase(lo, hi, unsafe_from_clauses(ensure, 3)))
+
+
+def test_a_proven_case_with_many_inputs_is_not_falsified():
+    """Where the falsifier would run restarts (more than 20 inputs), a case CROWN proves costs no evaluation."""
+    rng = np.random.default_rng(7)
+    sizes = (30, 16, 3)
+    Ws = [rng.standard_normal((sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]) for k in range(2)]
+    bs = [0.3 * rng.standard_normal(sizes[k + 1]) for k in range(2)]
+    net = network_from_arrays(Ws, bs, activation="relu", name="wide")
+    rn = relu_network(net)
+    lo = rng.uniform(-1, 0, 30)
+    hi = lo + 0.01
+    peak = rn.forward(lo[None] + rng.random((5000, 30)) * (hi - lo))[:, 0].max()
+    loose = RegionCase(lo, hi, unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", peak + 5.0, 0.0)]], 3))
+    tight = RegionCase(lo, hi, unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", peak - 0.01, 0.0)]], 3))
+    assert proven_by_crown(rn, loose) and not proven_by_crown(rn, tight)
+    v = verify_cases(net, [loose], timeout=30)
+    assert v.status == "holds" and v.stats["evaluations"] == 0
+    assert verify_cases(net, [tight], timeout=30).status == "violated"
