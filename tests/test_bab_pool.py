@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from patchlang.compile.branch_and_bound import _Pool
+from patchlang.compile.bab_tree import _Pool
 
 
 def pool_of(ids: np.ndarray, K: int = 2, sizes=(3, 5)) -> _Pool:

@@ -11,28 +11,15 @@ import pytest
 
 from patchlang.compile import goals as G
 from patchlang.compile.branch_and_bound import BabOptions, BabStats, relu_split_search, root_bounds
-from patchlang.compile.bounds import LayerBounds, relu_network
 from patchlang.compile.refine_bounds import RefineStats, refine_layer_bounds, unstable_counts
 from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_from_clauses
-from patchlang.model.build import network_from_arrays
 from patchlang.solvers.base import INFEASIBLE, SolveOptions
 from patchlang.solvers.highs import HighsBackend
 
-from relu_points import pre_activations
+from relu_points import deep_box, pre_activations
 
 
 TIGHTEN = HighsBackend().tighten_bounds
-
-
-def deep_box(seed: int, sizes=(6, 12, 12, 12, 3)):
-    """A random 3-hidden-layer network, a random box and 30000 samples in it."""
-    rng = np.random.default_rng(seed)
-    Ws = [rng.standard_normal((sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]) for k in range(len(sizes) - 1)]
-    bs = [0.3 * rng.standard_normal(sizes[k + 1]) for k in range(len(sizes) - 1)]
-    net = network_from_arrays(Ws, bs, activation="relu", name=f"r{seed}")
-    lo = rng.uniform(-1, 0, (1, sizes[0]))
-    hi = lo + rng.uniform(0.3, 1.0, (1, sizes[0]))
-    return net, relu_network(net), lo, hi, lo + rng.random((30000, sizes[0])) * (hi - lo)
 
 
 @pytest.mark.parametrize("seed,milp", [(0, True), (1, True), (2, False), (3, True)])

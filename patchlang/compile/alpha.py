@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bounds import LayerBounds, ReluNet, _mm, affine_interval, relu_relaxation
+from .bounds import LayerBounds, ReluNet, _mm, relu_relaxation
 
 ROUNDING = 1e-9  # relative outward margin subtracted from every optimised bound
 

@@ -1,173 +1,47 @@
 """Branch and bound over ReLU phases (for networks with many inputs, where splitting the input box does not pay).
 
 One case (input box + unsafe region, see :mod:`patchlang.compile.verify`) is decided conjunction by conjunction
-of the unsafe region.  A *domain* is the input box with some ReLUs' phases fixed (expressed by clamping their
-pre-activation bounds: ``l >= 0`` active, ``u <= 0`` inactive, see :mod:`patchlang.compile.alpha`):
+of the unsafe region, each by its own tree (:mod:`.bab_tree`, where domains, bounds and splits are described):
 
 1. the root's hidden-layer bounds are CROWN bounds tightened by optimised slopes (layer by layer); the ReLUs they
    show dead over the whole box are removed from the network (:mod:`patchlang.compile.prune`: on mnist_fc
-   ε = 0.03 most are, and every later bound then multiplies much smaller matrices);
-2. each domain gets a sound lower bound of every row ``a·y - d`` of the conjunction by back-substitution with
-   optimised slopes, warm-started from its parent's; a row whose bound exceeds the tolerance refutes the
-   conjunction on the domain (no input of the domain is unsafe);
-3. domains are processed best-first: a batch of the domains with the smallest bound, each split on the unstable
-   ReLU whose relaxation loses most in the bound (a BaBSR-like score: intercepts of the upper relaxation met by
-   negative coefficients, gaps of the lower one met by positive ones); the children's later-layer bounds are
-   recomputed from the clamped bounds and intersected with the parent's, so a split phase is enforced in every
-   later layer, and a child whose bounds contradict (``l > u``) is empty;
-4. domains left with few unstable ReLUs go to the exact Query (MILP, the split phases become variable bounds);
-   on shallow networks, conjunctions still open near the deadline go whole to it, searched by bound (an
-   objective on the outputs, the solver's primal heuristics off); optionally the root's bounds are first
-   refined by MILP (:mod:`.refine_bounds`, ``BabOptions.refine``);
-5. the corner minimising each linear bound is evaluated as a counterexample candidate (confirmed by the caller).
+   ε = 0.03 most are, and every later bound then multiplies much smaller matrices); optionally the root's
+   bounds are first refined by MILP (:mod:`.refine_bounds`, ``BabOptions.refine``), and on deep networks the
+   falsely unstable ReLUs of the later layers are proven stable by small searches of their own
+   (:mod:`.stabilise`, ``BabOptions.stabilise``);
+2. with a deadline, every conjunction's tree gets a turn (an equal share of the time left), the open ones are
+   resumed, and on shallow networks (or refined roots) what is still open goes whole to the exact Query,
+   searched by bound (an objective on the outputs, the solver's primal heuristics off).
 
-Soundness: the two children of a split cover their parent; every bound is pushed outward by ``1e-9 (1+|b|)``
-before a comparison, and rows are enlarged by the verifier's tolerance as in the input-split search.
+Soundness: see :mod:`.bab_tree`; a conjunction is proven only when its whole tree (or its whole-conjunction
+Query) refutes it, and the case holds only when every conjunction is proven.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Generator
+from dataclasses import dataclass
+from typing import Generator
 
 import numpy as np
 
-from .alpha import crown_lower, init_alpha, optimise, optimised_layer_bounds, outward
-from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds, relu_relaxation
+from .alpha import crown_lower, optimised_layer_bounds
+from .bab_tree import BabOptions, TreeStats, conjunction_tree
+from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds
 from .prune import prune_inactive
 from .refine_bounds import RefineStats, refine_layer_bounds
-from .verify import DEFAULT_TOL, Confirm, LeafSolver, RegionCase, SearchResult, _leaf
+from .stabilise import StabiliseStats, stabilise
+from .verify import Confirm, LeafSolver, RegionCase, SearchResult, _leaf
 
-Progress = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class BabOptions:
-    tol: float = DEFAULT_TOL
-    batch: int = 64  # parent domains split per step (2x as many children bounded at once; 256 or 1024 bound fewer
-    # domains per CPU second on mnist_fc 256x4 prop_3_0.03, measured after pruning)
-    root_steps: int = 30  # slope optimisation steps for the root's hidden-layer bounds and spec bound
-    steps: int = 8  # slope steps per batch of children (warm-started from the parents; a child refuted earlier
-    # leaves the batch). Re-measured on 256x4 prop_5_0.03 after pruning: 8 steps prove it with 72.2k domains in
-    # 14.3 CPU s; 6 steps 99.7k in 14.4 s; 12 steps 89.2k in 22.8 s; 4 steps take 2x as long on prop_0_0.03
-    # the children's Adam step sizes: their slopes start from the parent's optimum, so small steps keep it (the root
-    # uses alpha.optimise's 0.1). Measured (domains to a proof, mnist_fc, old 0.1/0.05 -> 0.03/0.1): 256x4
-    # prop_5_0.03 72.2k -> 26.1k, prop_0_0.03 12.8k -> 10.9k, 256x2 prop_3_0.03 49.6k -> 44.6k; 0.01/0.1 is close,
-    # a multiplier step of 0.2 or 0.3 worse
-    lr_alpha: float = 0.03
-    lr_beta: float = 0.1
-    milp_unstable: int = 12  # domains with at most this many unstable ReLUs go to the exact Query
-    max_pool: int = 100_000  # more open domains than this: depth first (smallest pool growth) instead
-    deadline: float | None = None  # time.perf_counter() value
-    progress: Progress | None = None
-    progress_every: float = 1.0  # seconds between progress calls
-    candidates: int = 1  # split candidates per domain tried by one cheap bound each (1: the score alone; measured
-    # on mnist_fc: 4 candidates cost more time than their better choices save; re-checked after pruning on 256x4
-    # prop_0_0.03: 1: 12.8k domains 4.9 CPU s, 2: 10.6k 4.8 s, 3: 11.9k, 4: 12.6k 6.8 s)
-    intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
-    # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
-    # equal part of ``bab_share`` (``milp_bab_share`` when the MILP fallback follows) of the time left; open trees
-    # are then resumed with ``resume_share`` of what is left (all of it without the MILP fallback), and on
-    # networks with at most ``milp_max_hidden`` hidden layers what is still open goes whole to the exact Query
-    # over the root's bounds (one binary per unstable ReLU, searched by bound: HiGHS decides mnist_fc 256x2 parts
-    # a stalled tree does not; on 256x4 it times out, measured).  mnist_fc 256x2 prop_1_0.03 (5 parts left to
-    # the MILP, 8-12 s each): open with 0.5/0.5, holds in 95 s with 0.5/0 and in 82 s with 0.25/0 (measured)
-    bab_share: float = 0.5
-    milp_bab_share: float = 0.25
-    resume_share: float = 0.0
-    milp_fallback: bool = True
-    milp_max_hidden: int = 2
-    # bab-refine (:mod:`.refine_bounds`): before the search, the unstable neurons of hidden layers 1 .. H-1 get
-    # MILP bounds over the layers before them (HiGHS dual bounds, ``refine_solve`` seconds per bound), within
-    # ``refine_share`` of the time left; only with a deadline and on networks with at least ``refine_min_hidden``
-    # hidden layers (see :func:`refine_pays`); refined roots may also go to the whole-conjunction MILP fallback.
-    # Off by default: within mnist_fc's 120 s it decides nothing more (measured, single-threaded HiGHS): on 256x4
-    # prop_3_0.03 30 s of refinement (1 s per bound) leaves 70 of 71 layer-1 ReLUs unstable and moves the root
-    # bounds by 15%; it does make each part's MILP faster (two parts: 23.5 s and 25.8 s instead of > 40 s and
-    # 37.1 s), but 9 parts at ~25 s do not fit; on 256x2 the MILP fallback alone decides prop_1_0.03
-    refine: bool = False
-    tighten: Callable[..., Any] | None = None  # the backend's bound tightening (refine_bounds.Tighten), which
-    # ``refine`` needs: compile imports no solver, the verifier passes HiGHS's
-    refine_share: float = 0.3
-    refine_solve: float = 1.0
-    refine_min_hidden: int = 3
-    fast: bool = False  # slope/multiplier iterates in float32, each domain's bound then evaluated in float64
-    # (off: on mnist_fc 256x4 prop_5_0.03 the float32 choices loosen the bounds, 114.7k domains left it open in
-    # 100 CPU s where float64 proves it with 72.2k; on 256x2 it bounds 28% more domains per CPU second; re-checked
-    # on 256x4 prop_0_0.03: float64 proves it with 12.8k domains, float32 leaves it open after 41k: the proofs'
-    # margins are ~1e-6, below float32's resolution of these sums)
-
-
-_LISTS = ("lower", "upper", "alpha", "phase", "beta")  # one array per hidden layer
-_ARRAYS = ("lb", "score", "depth", "split")
-
-
-class _Pool:
-    """The open domains, one row each, in arrays with spare capacity: removing a batch (its places are filled
-    from the end) and appending children cost O(batch), not O(pool) -- copying a pool of 10,000 domains on every
-    step took a sixth of the search's time (measured on mnist_fc 256x2).
-
-    Fields (views of the first ``size`` rows): ``lower``/``upper`` per-layer bounds ``(N, n_k)``; ``alpha``
-    float32 warm starts ``(N, K, n_k)``; ``phase`` int8 ``(N, n_k)`` (-1 split active, +1 split inactive, 0 not
-    split); ``beta`` float32 split multipliers ``(N, K, n_k)``; ``lb`` ``(N, K)`` the domain's row bounds (a
-    child inherits them: its domain is a subset); ``score`` ``(N,)`` max over rows of ``lb - threshold`` (> 0
-    would be refuted); ``depth``; ``split`` ``(N, 2)`` the (layer, neuron) chosen for the next split.
-    """
-
-    def __init__(self, **fields: Any) -> None:
-        self._buf: dict[str, Any] = fields
-        self.size = int(np.asarray(fields["score"]).shape[0])
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in _LISTS + _ARRAYS:
-            raise AttributeError(name)
-        v = self._buf[name]
-        return [a[:self.size] for a in v] if name in _LISTS else v[:self.size]
-
-    def _apply(self, f: Callable[[np.ndarray], Any]) -> dict[str, Any]:
-        return {k: [f(a) for a in v] if k in _LISTS else f(v) for k, v in self._buf.items()}
-
-    def take(self, idx: np.ndarray) -> "_Pool":
-        """A new pool of the domains ``idx`` (copies)."""
-        return _Pool(**{k: [a[idx] for a in v] if k in _LISTS else v[idx] for k, v in self._buf.items()})
-
-    def remove(self, idx: np.ndarray) -> None:
-        """Drop the domains ``idx`` (distinct); the last surviving domains move into their places."""
-        n, p = self.size, idx.size
-        holes = np.sort(idx[idx < n - p])
-        tail = np.arange(n - p, n)
-        movers = tail[~np.isin(tail, idx)]
-        if holes.size:
-            def move(a: np.ndarray) -> None:
-                a[holes] = a[movers]
-            self._apply(move)
-        self.size = n - p
-
-    def extend(self, other: "_Pool") -> None:
-        """Append ``other``'s domains (the buffers grow by doubling)."""
-        n, m = self.size, other.size
-        cap = np.asarray(self._buf["score"]).shape[0]
-        if n + m > cap:
-            new_cap = max(2 * cap, n + m, 64)
-            self._buf = self._apply(lambda a: np.concatenate([a[:n], np.empty((new_cap - n,) + a.shape[1:], a.dtype)]))
-        for k, v in other._buf.items():
-            if k in _LISTS:
-                for a, b in zip(self._buf[k], v):
-                    a[n:n + m] = b[:m]
-            else:
-                self._buf[k][n:n + m] = v[:m]
-        self.size = n + m
+__all__ = ["BabOptions", "BabStats", "TreeStats", "relu_split_search", "root_bounds"]
 
 
 @dataclass
-class BabStats:
-    domains: int = 0  # domains bounded
-    final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
-    left: int = 0
+class BabStats(TreeStats):
     milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
     refine: RefineStats | None = None  # the root's bab-refine, when it ran
+    stabilise: StabiliseStats | None = None  # the root's stabilisation (:mod:`.stabilise`), when it ran
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -181,6 +55,7 @@ def refine_pays(rn: ReluNet, opt: BabOptions) -> bool:
     """Whether the root's bounds are worth refining by MILP (:mod:`.refine_bounds`): only on networks deep
     enough that α-CROWN's bounds of the later hidden layers are loose (measured on mnist_fc, see BabOptions)."""
     return rn.n_hidden >= opt.refine_min_hidden
+
 
 
 def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
@@ -210,6 +85,16 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         res.status = "holds"
         return res
     rn, bounds = prune_inactive(rn, bounds)  # the ReLUs dead over the box: every later bound skips them
+    if timed and opt.stabilise and rn.n_hidden >= opt.stabilise_min_hidden:
+        if opt.progress is not None:
+            opt.progress({"method": "relu-split", "stage": "proving hidden ReLUs stable", "domains": 0, "left": 0,
+                          "bound": None, "elapsed": time.perf_counter() - t0})
+        stats.stabilise = StabiliseStats()
+        now = time.perf_counter()
+        bounds = stabilise(rn, lo, hi, bounds, solve, opt,
+                           now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
+                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise)
+        rn, bounds = prune_inactive(rn, bounds)
     # conjunctions ordered by their best row's root CROWN bound: the likeliest to be violated first
     crown = crown_lower(rn, rn.n_hidden, spec.A, -spec.d, lo, hi, bounds.lower, bounds.upper).lb[0]
     order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
@@ -249,7 +134,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         one = BabStats()
         first_share = opt.milp_bab_share if use_milp else opt.bab_share
         limit = share_of_left(first_share, len(order) - n_done) if timed else None
-        gen = _conjunction(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
+        gen = conjunction_tree(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
         before = one.domains
         sub = _advance(gen)
         stats.domains += one.domains - before
@@ -300,8 +185,9 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     return res
 
 
+
 def _advance(gen: Generator[str, float | None, str], limit: float | None = None) -> str | None:
-    """Run a conjunction's tree (:func:`_conjunction`) to its next pause: its verdict, or None when it paused at
+    """Run a conjunction's tree (:func:`conjunction_tree`) to its next pause: its verdict, or None when it paused at
     its limit.  ``limit`` resumes a paused tree until then; on a paused tree, ``None`` ends it and returns its
     reason."""
     try:
@@ -346,221 +232,3 @@ def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: L
         return "violated"
     return "holds" if sub.status == "holds" else f"unsafe part {j}: {sub.reason}"
 
-
-def _branch_scores(r, lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray]) -> np.ndarray:
-    """Per domain and (flattened) hidden neuron, how much its relaxation costs the bound; 0 for stable ones."""
-    out = []
-    for k, (l, u) in enumerate(zip(lower, upper)):
-        _, s, t = relu_relaxation(l, u)
-        unstable = (l < 0) & (u > 0)
-        a = np.clip(alpha[k], 0.0, 1.0)
-        gap_lo = np.maximum((1.0 - a) * u[:, None, :], a * (-l)[:, None, :])
-        sc = (-r.neg[k] * t[:, None, :]).sum(axis=1) + 0.5 * (r.pos[k] * gap_lo).sum(axis=1)
-        out.append(np.where(unstable, sc + 1e-9, 0.0))
-    return np.concatenate(out, axis=1)
-
-
-def _choose_splits(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                   lower: list[np.ndarray], upper: list[np.ndarray], alpha: list[np.ndarray],
-                   phase: list[np.ndarray], beta: list[np.ndarray], scores: np.ndarray, offsets: np.ndarray,
-                   candidates: int) -> np.ndarray:
-    """The neuron (flattened index) to split per domain: among the ``candidates`` best by score, the one whose
-    worse child gets the best bound (one back-substitution per child with the parent's slopes and multipliers:
-    a cheap form of filtered smart branching)."""
-    M = scores.shape[0]
-    k = min(candidates, scores.shape[1])
-    if k <= 1 or M == 0:
-        return np.argmax(scores, axis=1)
-    top = np.argsort(-scores, axis=1)[:, :k]  # (M, k)
-    rep = np.repeat(np.arange(M), 2 * k)
-    flat = np.repeat(top.reshape(-1), 2)
-    side = np.tile([0, 1], M * k)  # 0 inactive, 1 active
-    layer = np.searchsorted(offsets, flat, side="right") - 1
-    neuron = flat - offsets[layer]
-    L = [l[rep].copy() for l in lower]
-    U = [u[rep].copy() for u in upper]
-    P = [p[rep].astype(float) for p in phase]
-    ci = np.arange(rep.size)
-    for h in range(len(L)):
-        sel = layer == h
-        ina, act = sel & (side == 0), sel & (side == 1)
-        U[h][ci[ina], neuron[ina]] = np.minimum(U[h][ci[ina], neuron[ina]], 0.0)
-        L[h][ci[act], neuron[act]] = np.maximum(L[h][ci[act], neuron[act]], 0.0)
-        P[h][ci[ina], neuron[ina]] = 1.0
-        P[h][ci[act], neuron[act]] = -1.0
-    lob = np.repeat(lo, rep.size, axis=0)
-    hib = np.repeat(hi, rep.size, axis=0)
-    r = crown_lower(rn, len(L), A, a0, lob, hib, L, U, [a[rep] for a in alpha], phase=P,
-                    beta=[b[rep].astype(float) for b in beta])
-    child = r.lb.max(axis=1).reshape(M, k, 2).min(axis=2)
-    top_scores = scores[np.arange(M)[:, None], top]
-    child = np.where(top_scores > 0, child, -np.inf)  # only unstable neurons (score > 0): a split must progress
-    choice = np.argmax(child + 1e-9 * top_scores, axis=1)
-    return top[np.arange(M), choice]
-
-
-def _conjunction(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int, rows: np.ndarray,
-                 solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult, stats: BabStats,
-                 t0: float, limit: float | None = None) -> Generator[str, float | None, str]:
-    """Branch and bound for conjunction ``j``, a generator: it returns "holds", "violated" (``res`` filled) or
-    the reason it is open, and *yields* that reason when it passes ``limit`` (a perf_counter value; leaves still
-    run to ``opt.deadline``): ``send`` a later limit to continue the same tree, or ``None`` to end it (see
-    :func:`_advance`)."""
-    A = spec.A[rows]
-    a0 = -spec.d[rows]
-    thr = opt.tol * (1.0 + np.abs(spec.d[rows]))  # (K,)
-    K = rows.size
-    H = rn.n_hidden
-    sizes = [W.shape[0] for W in rn.Ws[:-1]]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    conj_open = np.zeros(spec.n_conj, bool)
-    conj_open[j] = True
-
-    def bound(lower, upper, alpha, steps, lo_b, hi_b, phase=None, beta=None, parent_lb=None):
-        rates = {} if phase is None else {"lr": opt.lr_alpha, "lr_beta": opt.lr_beta}  # children (warm-started)
-        r, best, best_alpha, best_beta = optimise(rn, H, A, a0, lo_b, hi_b, lower, upper, alpha, steps=steps,
-                                                  stop_above=thr, phase=phase, beta=beta, fast=opt.fast, **rates)
-        lb = outward(best)
-        if parent_lb is not None:  # the parent's bound holds on the child's (smaller) domain too
-            lb = np.maximum(lb, parent_lb)
-        return r, lb, best_alpha, best_beta
-
-    def candidates(r, lo_b) -> bool:
-        X = r.x_star.reshape(-1, lo_b.shape[1])
-        y = rn.forward(X)
-        res.evaluations += X.shape[0]
-        hits = np.nonzero(spec.violated(y))[0]
-        for i in hits[:4]:
-            if confirm(X[i]):
-                res.status, res.x, res.conj = "violated", X[i], spec.which(y[i:i + 1])
-                return True
-            res.unconfirmed += 1
-        return False
-
-    proven = [np.inf]  # the smallest bound (minus threshold) of the domains refuted by bounds
-
-    r, lb, alpha, _ = bound(root.lower, root.upper, None, opt.root_steps, lo, hi)
-    stats.domains += 1
-    if np.any(lb > thr):
-        stats.final_bound = float((lb - thr).max())
-        return "holds"
-    if candidates(r, lo):
-        return "violated"
-    pool: _Pool | None = None
-    undecided: list[str] = []
-
-    def admit(lower, upper, alpha, phase, beta, r, lb, depth) -> str:
-        """Refuted domains vanish, small ones go to the Query, the rest join the pool."""
-        nonlocal pool
-        keep = ~np.any(lb > thr, axis=1)
-        if not np.all(keep):
-            proven[0] = min(proven[0], float((lb - thr).max(axis=1)[~keep].min()))
-        n_unst = sum(((l < 0) & (u > 0)).sum(axis=1) for l, u in zip(lower, upper))
-        leaf = keep & (n_unst <= opt.milp_unstable)
-        for i in np.nonzero(leaf)[0]:
-            if opt.deadline is not None and time.perf_counter() > opt.deadline:
-                undecided.append("time limit reached while solving leaf domains")
-                continue
-            lb_i = LayerBounds([l[i:i + 1] for l in lower], [u[i:i + 1] for u in upper])
-            sub = _leaf(rn, lo[0], hi[0], conj_open, lb_i, spec, solve, confirm, opt, SearchResult("unknown"),
-                        final=False)
-            res.queries += sub.queries
-            res.unconfirmed += sub.unconfirmed
-            if sub.status == "violated":
-                res.status, res.x, res.conj = "violated", sub.x, sub.conj
-                return "violated"
-            if sub.status != "holds":
-                undecided.append(sub.reason)
-        push = keep & ~leaf
-        if np.any(push):
-            idx = np.nonzero(push)[0]
-            sc = _branch_scores(r, lower, upper, alpha)[idx]
-            flat = _choose_splits(rn, A, a0, lo, hi, [l[idx] for l in lower], [u[idx] for u in upper],
-                                  [a[idx] for a in alpha], [p[idx] for p in phase], [b[idx] for b in beta], sc,
-                                  offsets, opt.candidates)
-            layer = np.searchsorted(offsets, flat, side="right") - 1
-            new = _Pool(lower=[l[idx] for l in lower], upper=[u[idx] for u in upper],
-                        alpha=[a[idx].astype(np.float32) for a in alpha], phase=[p[idx] for p in phase],
-                        beta=[b[idx].astype(np.float32) for b in beta], lb=lb[idx], score=(lb - thr).max(axis=1)[idx],
-                        depth=depth[idx], split=np.stack([layer, flat - offsets[layer]], axis=1))
-            if pool is None:
-                pool = new
-            else:
-                pool.extend(new)
-        return ""
-
-    phase0 = [np.zeros((1, n), np.int8) for n in sizes]
-    beta0 = [np.zeros((1, K, n)) for n in sizes]
-    if admit(root.lower, root.upper, alpha, phase0, beta0, r, lb, np.zeros(1, np.int64)) == "violated":
-        return "violated"
-    last_report = time.perf_counter()
-    while pool is not None and pool.size:
-        now = time.perf_counter()
-        if opt.progress is not None and now - last_report >= opt.progress_every:
-            last_report = now
-            opt.progress({"method": "relu-split", "domains": stats.domains, "left": pool.size,
-                          "bound": float(pool.score.min()), "elapsed": now - t0})
-        if limit is not None and now > limit:
-            stats.final_bound, stats.left = float(pool.score.min()), pool.size
-            reason = f"time limit reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
-            later = yield reason  # paused: the caller may resume the same tree with a later limit
-            if later is None:
-                return reason
-            limit = later
-            continue
-        n = min(opt.batch, pool.size)
-        if pool.size > opt.max_pool:  # deepest first: keeps the pool from growing further
-            pick = np.argsort(-pool.depth, kind="stable")[:n]
-        else:
-            pick = np.argpartition(pool.score, n - 1)[:n] if n < pool.size else np.arange(pool.size)
-        parents = pool.take(pick)
-        pool.remove(pick)
-        # children: inactive (u <= 0) then active (l >= 0)
-        two = np.concatenate([np.arange(n), np.arange(n)])
-        lower = [l[two].copy() for l in parents.lower]
-        upper = [u[two].copy() for u in parents.upper]
-        phase = [p[two].copy() for p in parents.phase]
-        ci = np.arange(2 * n)
-        for k in range(H):
-            sel = parents.split[two, 0] == k
-            if np.any(sel):
-                nn = parents.split[two[sel], 1]
-                ii = ci[sel]
-                inact = ii < n
-                upper[k][ii[inact], nn[inact]] = np.minimum(upper[k][ii[inact], nn[inact]], 0.0)
-                lower[k][ii[~inact], nn[~inact]] = np.maximum(lower[k][ii[~inact], nn[~inact]], 0.0)
-                phase[k][ii[inact], nn[inact]] = 1
-                phase[k][ii[~inact], nn[~inact]] = -1
-        lo_b = np.repeat(lo, 2 * n, axis=0)
-        hi_b = np.repeat(hi, 2 * n, axis=0)
-        if opt.intermediate:
-            first = int(parents.split[:, 0].min()) + 1
-            lb_new, empty = optimised_layer_bounds(rn, lo_b, hi_b, LayerBounds(lower, upper), steps=0,
-                                                   from_layer=first)
-        else:  # the split constraints reach later layers through the multipliers only
-            lb_new = LayerBounds(lower, upper)
-            empty = np.zeros(2 * n, bool)
-            for l, u in zip(lower, upper):
-                empty |= np.any(l > u, axis=1)
-        alive = ~empty
-        if not np.any(alive):
-            continue
-        ai = np.nonzero(alive)[0]
-        lower = [l[ai] for l in lb_new.lower]
-        upper = [u[ai] for u in lb_new.upper]
-        warm = [a[two[ai]].astype(float) for a in parents.alpha]
-        phase = [p[ai] for p in phase]
-        warm_beta = [b[two[ai]].astype(float) for b in parents.beta]
-        r, lb, alpha, beta = bound(lower, upper, warm, opt.steps, lo_b[ai], hi_b[ai],
-                                   [p.astype(float) for p in phase], warm_beta, parents.lb[two[ai]])
-        stats.domains += ai.size
-        if candidates(r, lo_b[ai]):
-            return "violated"
-        if admit(lower, upper, alpha, phase, beta, r, lb, parents.depth[two[ai]] + 1) == "violated":
-            return "violated"
-        res.max_depth = max(res.max_depth, int(parents.depth.max()) + 1)
-    stats.left = 0
-    if undecided:
-        return f"{len(undecided)} ReLU-split domain(s) undecided: {undecided[0]}"
-    stats.final_bound = proven[0] if np.isfinite(proven[0]) else 0.0  # 0.0: every open domain went to the Query
-    return "holds"

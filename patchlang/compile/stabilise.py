@@ -1,0 +1,112 @@
+"""Prove hidden ReLUs stable by branch and bound before the real search ("stabilise"): tighter intermediate
+bounds where α-CROWN's stay loose.
+
+Why: on deep networks with many inputs the α-CROWN bounds of the later hidden layers are far from the neurons'
+true ranges. On mnist_fc 256x4 prop_9_0.03 the root has 43, 79, 35 and 192 unstable ReLUs per hidden layer, yet
+projected gradient steps make only 1 of the 35 and 1 of the 192 cross zero: most of them are stable and only the
+bounds say otherwise. Every falsely unstable ReLU is a loose triangle in every bound and a candidate split in the
+search, whose tree then grows with their number. α-CROWN cannot tighten them (its optimised slopes already reach
+the triangle LP's bound) and a MILP per neuron costs seconds once a hundred earlier ReLUs are binaries.
+
+How (:func:`stabilise`): for hidden layers ``1 .. H-1`` in order, each unstable neuron ``z_k[i]`` is a small
+verification problem over the network cut after layer ``k``: "``z_k[i] >= 0`` somewhere in the box" (or
+``<= 0``, for the side its bounds are nearer to) is refuted by the same ReLU-split branch and bound
+(:func:`.bab_tree.conjunction_tree`), each neuron time-boxed, nearest to stable first. A point the search
+meets on the wrong side ends that neuron at once (it is truly unstable). After each layer the later layers are
+bounded again by α-CROWN from the tightened bounds, which usually stabilises many more.
+
+Soundness: a refuted conjunction means ``z_k[i] < -tol`` (or ``> tol``) on the whole box, by the search's sound
+bounds, so setting ``u = 0`` (or ``l = 0``) keeps the bounds sound; everything is intersected with the old bounds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .alpha import optimised_layer_bounds
+from .bab_tree import BabOptions, TreeStats, conjunction_tree
+from .bounds import LayerBounds, ReluNet
+from .verify import LeafSolver, SearchResult, UnsafeSpec
+
+
+@dataclass
+class StabiliseStats:
+    unstable_before: list[int] = field(default_factory=list)  # per hidden layer
+    unstable_after: list[int] = field(default_factory=list)
+    tried: int = 0  # neurons given a search
+    stabilised: int = 0  # neurons the searches proved stable (more follow from the re-bounding)
+    domains: int = 0
+    seconds: float = 0.0
+
+
+def _counts(bounds: LayerBounds) -> list[int]:
+    return [int(((l[0] < 0) & (u[0] > 0)).sum()) for l, u in zip(bounds.lower, bounds.upper)]
+
+
+def _cut(rn: ReluNet, k: int) -> ReluNet:
+    """The network cut after affine layer ``k`` (its outputs are ``z_k``)."""
+    return ReluNet(rn.Ws[:k + 1], rn.bs[:k + 1])
+
+
+def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, solve: LeafSolver,
+              opt: BabOptions, deadline: float, per_neuron: float = 0.25, steps: int = 20,
+              stats: StabiliseStats | None = None) -> LayerBounds:
+    """``bounds`` (one box ``lo``/``hi`` of shape ``(1, d)``) with as many unstable ReLUs of layers ``1 ..``
+    proven stable as fit before ``deadline`` (perf_counter), ``per_neuron`` seconds each at most; see the module
+    docstring. Never looser than ``bounds``."""
+    stats = stats if stats is not None else StabiliseStats()
+    t0 = time.perf_counter()
+    cur = LayerBounds([l.copy() for l in bounds.lower], [u.copy() for u in bounds.upper])
+    stats.unstable_before = _counts(cur)
+    H = rn.n_hidden
+    for k in range(1, H):
+        l, u = cur.lower[k][0], cur.upper[k][0]
+        unstable = np.nonzero((l < 0) & (u > 0))[0]
+        # the side nearer to zero, nearest first: the likeliest to be proven in a short search
+        inactive_side = u[unstable] <= -l[unstable]
+        gap = np.where(inactive_side, u[unstable], -l[unstable]) / (u[unstable] - l[unstable])
+        order = np.argsort(gap, kind="stable")
+        cut = _cut(rn, k)
+        root = LayerBounds(cur.lower[:k], cur.upper[:k])
+        n_k = rn.Ws[k].shape[0]
+        layer_end = time.perf_counter() + (deadline - time.perf_counter()) / (H - k)
+        changed = False
+        for o in order:
+            now = time.perf_counter()
+            if now >= layer_end:
+                break
+            i = int(unstable[o])
+            sign = -1.0 if inactive_side[o] else 1.0  # unsafe: -z <= 0 (z >= 0) or z <= 0
+            row = np.zeros((1, n_k))
+            row[0, i] = sign
+            spec = UnsafeSpec(row, np.zeros(1), np.zeros(1, np.int64), np.zeros(1, bool), 1)
+            one = TreeStats()
+            limit = min(now + per_neuron, layer_end)
+            sub_opt = replace(opt, deadline=limit, progress=None, refine=False)
+            tree = conjunction_tree(cut, lo, hi, root, spec, 0, np.zeros(1, np.int64), solve,
+                                    lambda x: True, sub_opt, SearchResult("unknown"), one, now, limit)
+            try:
+                next(tree)  # paused at its limit: undecided
+                tree.close()
+                verdict = "open"
+            except StopIteration as stop:
+                verdict = stop.value
+            stats.tried += 1
+            stats.domains += one.domains
+            if verdict == "holds":
+                stats.stabilised += 1
+                changed = True
+                if sign < 0:
+                    cur.upper[k][0, i] = min(cur.upper[k][0, i], 0.0)
+                else:
+                    cur.lower[k][0, i] = max(cur.lower[k][0, i], 0.0)
+        if changed and k + 1 < H:
+            cur, empty = optimised_layer_bounds(rn, lo, hi, cur, steps=steps, from_layer=k + 1)
+            if empty[0]:
+                break
+    stats.unstable_after = _counts(cur)
+    stats.seconds = time.perf_counter() - t0
+    return cur

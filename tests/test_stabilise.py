@@ -1,0 +1,109 @@
+"""Stabilisation (issue 12): hidden ReLUs proven stable by small branch-and-bound searches before the real one.
+The new bounds contain the pre-activations of dense samples, are never looser than the ones they start from, do
+stabilise falsely unstable ReLUs, and branch and bound on stabilised roots agrees with one plain MILP."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from patchlang.compile import goals as G
+from patchlang.compile.branch_and_bound import BabOptions, BabStats, relu_split_search, root_bounds
+from patchlang.compile.stabilise import StabiliseStats, stabilise
+from patchlang.compile.verify import RegionCase, encode_region_query, unsafe_from_clauses
+from patchlang.solvers.base import INFEASIBLE, SolveOptions
+from patchlang.solvers.highs import HighsBackend
+
+from relu_points import deep_box, pre_activations
+
+SIZES = (6, 16, 16, 16, 3)
+
+
+def solve(q, time_limit=None):
+    return HighsBackend().solve(q, SolveOptions(time_limit=time_limit or 30, threads=1))
+
+
+def unstable(bounds) -> list[int]:
+    return [int(((l < 0) & (u > 0)).sum()) for l, u in zip(bounds.lower, bounds.upper)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stabilised_bounds_contain_samples_and_are_never_looser(seed):
+    net, rn, lo, hi, X = deep_box(seed, SIZES)
+    start, _ = root_bounds(rn, lo, hi, steps=5)
+    stats = StabiliseStats()
+    fine = stabilise(rn, lo, hi, start, solve, BabOptions(batch=8, root_steps=5), time.perf_counter() + 30,
+                     per_neuron=0.5, steps=5, stats=stats)
+    zs, _ = pre_activations(rn, X)
+    for k in range(rn.n_hidden):
+        assert np.all(fine.lower[k] >= start.lower[k]) and np.all(fine.upper[k] <= start.upper[k])
+        assert np.all(zs[k] >= fine.lower[k] - 1e-9) and np.all(zs[k] <= fine.upper[k] + 1e-9)
+    assert stats.unstable_before == unstable(start) and stats.unstable_after == unstable(fine)
+    assert stats.tried > 0 and stats.unstable_before[0] == stats.unstable_after[0]  # layer 0 is exact already
+
+
+def test_stabilise_proves_falsely_unstable_relus_stable():
+    """Over the four networks, bounds call ReLUs unstable that no sample makes cross zero; the searches prove
+    some of them stable (and none that a sample shows crossing)."""
+    proven = 0
+    for seed in range(4):
+        net, rn, lo, hi, X = deep_box(seed, SIZES)
+        start, _ = root_bounds(rn, lo, hi, steps=5)
+        stats = StabiliseStats()
+        fine = stabilise(rn, lo, hi, start, solve, BabOptions(batch=8, root_steps=5), time.perf_counter() + 30,
+                         per_neuron=0.5, steps=5, stats=stats)
+        zs, _ = pre_activations(rn, X)
+        for k in range(1, rn.n_hidden):
+            crossing = (zs[k].min(axis=0) < 0) & (zs[k].max(axis=0) > 0)
+            assert np.all((fine.lower[k][0] < 0) & (fine.upper[k][0] > 0) | ~crossing)
+        proven += stats.stabilised
+        assert sum(stats.unstable_after) <= sum(stats.unstable_before)
+    assert proven > 0
+
+
+def test_stabilise_stops_at_its_deadline_with_the_input_bounds():
+    net, rn, lo, hi, X = deep_box(5, SIZES)
+    start, _ = root_bounds(rn, lo, hi, steps=5)
+    fine = stabilise(rn, lo, hi, start, solve, BabOptions(), time.perf_counter() - 1.0)
+    for k in range(rn.n_hidden):
+        assert np.array_equal(fine.lower[k], start.lower[k]) and np.array_equal(fine.upper[k], start.upper[k])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bab_on_stabilised_roots_agrees_with_plain_milp(seed):
+    """Thresholds above and below the sampled maximum: every "holds" must be an infeasible MILP with no sample
+    against it, every "violated" a feasible MILP and a real counterexample; the stabilisation ran on each."""
+    net, rn, lo, hi, X = deep_box(300 + seed, SIZES)
+    Y = rn.forward(X)
+    k = seed % 3
+    peak = Y[:, k].max()
+    for t in (peak + 0.02 * (abs(peak) + 0.1), peak - 0.05 * (abs(peak) + 0.1)):
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[k], "<=", t, 0.0)]], 3)
+        milp = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)
+        stats = BabStats()
+        res = relu_split_search(rn, RegionCase(lo[0], hi[0], spec), solve,
+                                lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
+                                BabOptions(milp_unstable=0, batch=8, root_steps=3, stabilise=True,
+                                           stabilise_share=0.5, deadline=time.perf_counter() + 60), stats)
+        assert stats.stabilise is not None and stats.stabilise.tried >= 0
+        if res.status == "holds":
+            assert milp.status == INFEASIBLE and not np.any(Y[:, k] > t)
+        else:
+            assert res.status == "violated" and milp.status != INFEASIBLE
+            assert rn.forward(res.x[None])[0, k] > t
+
+
+def test_stabilise_is_off_by_default_and_skipped_on_shallow_networks():
+    spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", 1e6, 0.0)]], 3)  # refuted at the root
+    net, rn, lo, hi, X = deep_box(7, SIZES)
+    stats = BabStats()
+    relu_split_search(rn, RegionCase(lo[0], hi[0], spec), solve, lambda x: False,
+                      BabOptions(deadline=time.perf_counter() + 10), stats)
+    assert stats.stabilise is None
+    net, rn2, lo2, hi2, X = deep_box(7, (6, 10, 10, 3))
+    stats = BabStats()
+    relu_split_search(rn2, RegionCase(lo2[0], hi2[0], spec), solve, lambda x: False,
+                      BabOptions(stabilise=True, deadline=time.perf_counter() + 10), stats)
+    assert stats.stabilise is None  # 2 hidden layers: below stabilise_min_hidden
