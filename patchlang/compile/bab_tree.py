@@ -58,12 +58,19 @@ class BabOptions:
     candidates: int = 1  # split candidates per domain tried by one cheap bound each (1: the score alone; measured
     # on mnist_fc: 4 candidates cost more time than their better choices save; re-checked after pruning on 256x4
     # prop_0_0.03: 1: 12.8k domains 4.9 CPU s, 2: 10.6k 4.8 s, 3: 11.9k, 4: 12.6k 6.8 s)
+    # stabilisation (:mod:`.stabilise`): on networks with at least ``stabilise_min_hidden`` hidden layers and a
+    # deadline, the trees first get ``stabilise_after`` of the time; the parts they leave open start again after
+    # the falsely unstable ReLUs of layers 1.. were proven stable (``stabilise_neuron`` seconds per neuron at
+    # most, within ``stabilise_share`` of the time left).  Measured on mnist_fc 256x4 (300 s, quiet-ish):
+    # prop_9_0.03's unstable ReLUs [43, 79, 35, 192] -> [43, 46, 11, 42] in 75 s and the open parts' bounds end
+    # at -0.1 .. -0.3 instead of about -1.9; prop_3_0.03 [30, 71, 6, 62] -> [30, 49, 2, 56], -0.2 .. -0.3
+    # instead of -0.5 .. -0.7.  Re-bounding the later layers of shallow children in the tree instead (depth < 8
+    # or 12) moved prop_9_0.03's bound only from -1.9 to -1.7 in 200 s.
     stabilise: bool = False
-    stabilise_share: float = 0.3
-    stabilise_neuron: float = 0.25
+    stabilise_after: float = 0.15
+    stabilise_share: float = 0.4
+    stabilise_neuron: float = 1.0
     stabilise_min_hidden: int = 3
-    rebound_depth: int = 0  # children of domains shallower than this get later layers' bounds recomputed
-    rebound_steps: int = 0
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
     # equal part of ``bab_share`` (``milp_bab_share`` when the MILP fallback follows) of the time left; open trees
@@ -363,18 +370,6 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
             empty = np.zeros(2 * n, bool)
             for l, u in zip(lower, upper):
                 empty |= np.any(l > u, axis=1)
-            shallow = np.nonzero(parents.depth[two] < opt.rebound_depth)[0]
-            if shallow.size:
-                first = int(parents.split[two[shallow], 0].min()) + 1
-                if first < H:
-                    sub, sub_empty = optimised_layer_bounds(
-                        rn, lo_b[shallow], hi_b[shallow],
-                        LayerBounds([l[shallow] for l in lower], [u[shallow] for u in upper]),
-                        steps=opt.rebound_steps, from_layer=first)
-                    for k in range(H):
-                        lb_new.lower[k][shallow] = sub.lower[k]
-                        lb_new.upper[k][shallow] = sub.upper[k]
-                    empty[shallow] |= sub_empty
         alive = ~empty
         if not np.any(alive):
             continue

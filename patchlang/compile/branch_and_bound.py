@@ -85,16 +85,6 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         res.status = "holds"
         return res
     rn, bounds = prune_inactive(rn, bounds)  # the ReLUs dead over the box: every later bound skips them
-    if timed and opt.stabilise and rn.n_hidden >= opt.stabilise_min_hidden:
-        if opt.progress is not None:
-            opt.progress({"method": "relu-split", "stage": "proving hidden ReLUs stable", "domains": 0, "left": 0,
-                          "bound": None, "elapsed": time.perf_counter() - t0})
-        stats.stabilise = StabiliseStats()
-        now = time.perf_counter()
-        bounds = stabilise(rn, lo, hi, bounds, solve, opt,
-                           now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
-                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise)
-        rn, bounds = prune_inactive(rn, bounds)
     # conjunctions ordered by their best row's root CROWN bound: the likeliest to be violated first
     crown = crown_lower(rn, rn.n_hidden, spec.A, -spec.d, lo, hi, bounds.lower, bounds.upper).lb[0]
     order = sorted(range(spec.n_conj), key=lambda j: float(np.max(crown[spec.conj == j], initial=-np.inf)))
@@ -119,32 +109,58 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         return now + fraction * max(0.0, opt.deadline - now) / max(1, parts)  # type: ignore[operator]
 
-    for n_done, j in enumerate(order):
-        rows = np.nonzero(spec.conj == j)[0]
-        if rows.size == 0:
-            x = (lo[0] + hi[0]) / 2
-            if confirm(x):
-                res.status, res.x, res.conj = "violated", x, [j]
-                return res
-            reasons.append("an always-unsafe conjunction whose point does not confirm")
-            continue
-        if timed and time.perf_counter() > opt.deadline:  # type: ignore[operator]
-            reasons.append("time limit reached before every part of the unsafe region was examined")
-            break
-        one = BabStats()
-        first_share = opt.milp_bab_share if use_milp else opt.bab_share
-        limit = share_of_left(first_share, len(order) - n_done) if timed else None
-        gen = conjunction_tree(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
-        before = one.domains
-        sub = _advance(gen)
-        stats.domains += one.domains - before
-        if sub == "violated":
-            res.boxes = 1
+    def start_trees(parts: list[int], share: float) -> bool:
+        """A tree per conjunction of ``parts``, each run for an equal part of ``share`` of the time left; those
+        left open join ``open_trees``.  True when one found a counterexample (``res`` filled)."""
+        for n_done, j in enumerate(parts):
+            rows = np.nonzero(spec.conj == j)[0]
+            if rows.size == 0:
+                x = (lo[0] + hi[0]) / 2
+                if confirm(x):
+                    res.status, res.x, res.conj = "violated", x, [j]
+                    return True
+                reasons.append("an always-unsafe conjunction whose point does not confirm")
+                continue
+            if timed and time.perf_counter() > opt.deadline:  # type: ignore[operator]
+                reasons.append("time limit reached before every part of the unsafe region was examined")
+                break
+            one = BabStats()
+            limit = share_of_left(share, len(parts) - n_done) if timed else None
+            gen = conjunction_tree(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
+            before = one.domains
+            sub = _advance(gen)
+            stats.domains += one.domains - before
+            if sub == "violated":
+                res.boxes = 1
+                return True
+            if sub is None:
+                open_trees[j] = (gen, one)
+                continue
+            finish(j, sub, one)
+        return False
+
+    # on deep networks the trees first get a short turn; the parts they leave open start again from a root whose
+    # falsely unstable ReLUs were proven stable (:mod:`.stabilise`), which pays only where the search is hard
+    staged = timed and opt.stabilise and rn.n_hidden >= opt.stabilise_min_hidden
+    first_share = opt.stabilise_after if staged else opt.milp_bab_share if use_milp else opt.bab_share
+    if start_trees(order, first_share):
+        return res
+    if staged and open_trees:
+        for gen, _ in open_trees.values():
+            _advance(gen, None)  # ends the tree
+        if opt.progress is not None:
+            opt.progress({"method": "relu-split", "stage": "proving hidden ReLUs stable", "domains": stats.domains,
+                          "left": 0, "bound": None, "elapsed": time.perf_counter() - t0})
+        stats.stabilise = StabiliseStats()
+        now = time.perf_counter()
+        bounds = stabilise(rn, lo, hi, bounds, solve, opt,
+                           now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
+                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise)
+        rn, bounds = prune_inactive(rn, bounds)
+        again = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
+        open_trees.clear()
+        if start_trees(again, opt.milp_bab_share if use_milp else opt.bab_share):
             return res
-        if sub is None:
-            open_trees[j] = (gen, one)
-            continue
-        finish(j, sub, one)
     queue = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
     for n_done, j in enumerate(queue):  # resume the open trees
         gen, one = open_trees[j]

@@ -36,8 +36,9 @@ from .verify import LeafSolver, SearchResult, UnsafeSpec
 class StabiliseStats:
     unstable_before: list[int] = field(default_factory=list)  # per hidden layer
     unstable_after: list[int] = field(default_factory=list)
-    tried: int = 0  # neurons given a search
-    stabilised: int = 0  # neurons the searches proved stable (more follow from the re-bounding)
+    tried: list[int] = field(default_factory=list)  # per hidden layer, neurons given a search
+    stabilised: list[int] = field(default_factory=list)  # per hidden layer, neurons the searches proved stable
+    # (more follow from bounding the later layers again)
     domains: int = 0
     seconds: float = 0.0
 
@@ -62,6 +63,8 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
     cur = LayerBounds([l.copy() for l in bounds.lower], [u.copy() for u in bounds.upper])
     stats.unstable_before = _counts(cur)
     H = rn.n_hidden
+    stats.tried = [0] * H
+    stats.stabilised = [0] * H
     for k in range(1, H):
         l, u = cur.lower[k][0], cur.upper[k][0]
         unstable = np.nonzero((l < 0) & (u > 0))[0]
@@ -94,10 +97,10 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
                 verdict = "open"
             except StopIteration as stop:
                 verdict = stop.value
-            stats.tried += 1
+            stats.tried[k] += 1
             stats.domains += one.domains
             if verdict == "holds":
-                stats.stabilised += 1
+                stats.stabilised[k] += 1
                 changed = True
                 if sign < 0:
                     cur.upper[k][0, i] = min(cur.upper[k][0, i], 0.0)
