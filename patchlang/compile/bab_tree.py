@@ -65,8 +65,9 @@ class BabOptions:
     # prop_9_0.03's unstable ReLUs [43, 79, 35, 192] -> [43, 46, 11, 42] in 75 s and the open parts' bounds end
     # at -0.1 .. -0.3 instead of about -1.9; prop_3_0.03 [30, 71, 6, 62] -> [30, 49, 2, 56], -0.2 .. -0.3
     # instead of -0.5 .. -0.7.  Re-bounding the later layers of shallow children in the tree instead (depth < 8
-    # or 12) moved prop_9_0.03's bound only from -1.9 to -1.7 in 200 s.
-    stabilise: bool = False
+    # or 12) moved prop_9_0.03's bound only from -1.9 to -1.7 in 200 s.  The decided 256x4 instances never
+    # reach it (prop_0_0.03 8.0 s, prop_5_0.03 10.6 s with it on).
+    stabilise: bool = True
     stabilise_after: float = 0.15
     stabilise_share: float = 0.4
     stabilise_neuron: float = 1.0

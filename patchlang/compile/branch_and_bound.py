@@ -153,7 +153,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
                           "left": 0, "bound": None, "elapsed": time.perf_counter() - t0})
         stats.stabilise = StabiliseStats()
         now = time.perf_counter()
-        bounds = stabilise(rn, lo, hi, bounds, solve, opt,
+        bounds = stabilise(rn, lo, hi, bounds, _time_boxed(solve, opt.stabilise_neuron), opt,
                            now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
                            per_neuron=opt.stabilise_neuron, stats=stats.stabilise)
         rn, bounds = prune_inactive(rn, bounds)

@@ -29,6 +29,7 @@ import numpy as np
 from .alpha import optimised_layer_bounds
 from .bab_tree import BabOptions, TreeStats, conjunction_tree
 from .bounds import LayerBounds, ReluNet
+from .refine_bounds import truncated
 from .verify import LeafSolver, SearchResult, UnsafeSpec
 
 
@@ -45,11 +46,6 @@ class StabiliseStats:
 
 def _counts(bounds: LayerBounds) -> list[int]:
     return [int(((l[0] < 0) & (u[0] > 0)).sum()) for l, u in zip(bounds.lower, bounds.upper)]
-
-
-def _cut(rn: ReluNet, k: int) -> ReluNet:
-    """The network cut after affine layer ``k`` (its outputs are ``z_k``)."""
-    return ReluNet(rn.Ws[:k + 1], rn.bs[:k + 1])
 
 
 def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, solve: LeafSolver,
@@ -72,7 +68,7 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
         inactive_side = u[unstable] <= -l[unstable]
         gap = np.where(inactive_side, u[unstable], -l[unstable]) / (u[unstable] - l[unstable])
         order = np.argsort(gap, kind="stable")
-        cut = _cut(rn, k)
+        cut = truncated(rn, k)
         root = LayerBounds(cur.lower[:k], cur.upper[:k])
         n_k = rn.Ws[k].shape[0]
         layer_end = time.perf_counter() + (deadline - time.perf_counter()) / (H - k)
