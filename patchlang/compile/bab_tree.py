@@ -60,17 +60,17 @@ class BabOptions:
     # prop_0_0.03: 1: 12.8k domains 4.9 CPU s, 2: 10.6k 4.8 s, 3: 11.9k, 4: 12.6k 6.8 s)
     # stabilisation (:mod:`.stabilise`): on networks with at least ``stabilise_min_hidden`` hidden layers and a
     # deadline, the trees first get ``stabilise_after`` of the time; the parts they leave open start again after
-    # the falsely unstable ReLUs of layers 1.. were proven stable (``stabilise_neuron`` seconds per neuron at
-    # most, within ``stabilise_share`` of the time left).  Measured on mnist_fc 256x4 (300 s, quiet-ish):
-    # prop_9_0.03's unstable ReLUs [43, 79, 35, 192] -> [43, 46, 11, 42] in 75 s and the open parts' bounds end
-    # at -0.1 .. -0.3 instead of about -1.9; prop_3_0.03 [30, 71, 6, 62] -> [30, 49, 2, 56], -0.2 .. -0.3
-    # instead of -0.5 .. -0.7.  Re-bounding the later layers of shallow children in the tree instead (depth < 8
-    # or 12) moved prop_9_0.03's bound only from -1.9 to -1.7 in 200 s.  The decided 256x4 instances never
-    # reach it (prop_0_0.03 8.0 s, prop_5_0.03 10.6 s with it on).
+    # the falsely unstable ReLUs of layers 1.. were proven stable and the others' bounds halved where a search
+    # proves it (``stabilise_neuron`` seconds per search at most, within ``stabilise_share`` of the time left).
+    # Measured on mnist_fc 256x4 prop_9_0.03 (120 s, two jobs on the two cores): unstable ReLUs [43, 79, 35, 192]
+    # -> [43, 47, 9, 35] in 51 s and the case holds in 104 s (open after 300 s without; stabilising alone, without
+    # halving, took the parts' root bounds from about -3.3 to -2, with halving to -0.06 .. -0.5).  Re-bounding
+    # the later layers of shallow children in the tree instead (depth < 8 or 12) moved the bound from -1.9 to
+    # -1.7 only.  The decided 256x4 instances never reach it (prop_0_0.03 8.0 s, prop_5_0.03 10.6 s with it on).
     stabilise: bool = True
     stabilise_after: float = 0.15
-    stabilise_share: float = 0.4
-    stabilise_neuron: float = 1.0
+    stabilise_share: float = 0.7
+    stabilise_neuron: float = 0.5
     stabilise_min_hidden: int = 3
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an

@@ -40,6 +40,7 @@ class StabiliseStats:
     tried: list[int] = field(default_factory=list)  # per hidden layer, neurons given a search
     stabilised: list[int] = field(default_factory=list)  # per hidden layer, neurons the searches proved stable
     # (more follow from bounding the later layers again)
+    halved: list[int] = field(default_factory=list)  # per hidden layer, bounds of unstable ReLUs halved
     domains: int = 0
     seconds: float = 0.0
 
@@ -50,7 +51,7 @@ def _counts(bounds: LayerBounds) -> list[int]:
 
 def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, solve: LeafSolver,
               opt: BabOptions, deadline: float, per_neuron: float = 0.25, steps: int = 20,
-              stats: StabiliseStats | None = None) -> LayerBounds:
+              stats: StabiliseStats | None = None, halve: bool = True) -> LayerBounds:
     """``bounds`` (one box ``lo``/``hi`` of shape ``(1, d)``) with as many unstable ReLUs of layers ``1 ..``
     proven stable as fit before ``deadline`` (perf_counter), ``per_neuron`` seconds each at most; see the module
     docstring. Never looser than ``bounds``."""
@@ -61,6 +62,7 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
     H = rn.n_hidden
     stats.tried = [0] * H
     stats.stabilised = [0] * H
+    stats.halved = [0] * H
     for k in range(1, H):
         l, u = cur.lower[k][0], cur.upper[k][0]
         unstable = np.nonzero((l < 0) & (u > 0))[0]
@@ -71,37 +73,62 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
         cut = truncated(rn, k)
         root = LayerBounds(cur.lower[:k], cur.upper[:k])
         n_k = rn.Ws[k].shape[0]
-        layer_end = time.perf_counter() + (deadline - time.perf_counter()) / (H - k)
+        # the time left shared by the layers still to do in proportion to their unstable ReLUs now
+        counts = _counts(cur)[k:]
+        layer_end = time.perf_counter() + (deadline - time.perf_counter()) * counts[0] / max(1, sum(counts))
         changed = False
-        for o in order:
+
+        def refuted(i: int, sign: float, at: float) -> bool | None:
+            """Whether ``sign * z_k[i] > sign * at`` holds on the whole box (its search refutes
+            ``sign * z_k[i] <= sign * at``); None when the layer's time is up."""
             now = time.perf_counter()
             if now >= layer_end:
-                break
-            i = int(unstable[o])
-            sign = -1.0 if inactive_side[o] else 1.0  # unsafe: -z <= 0 (z >= 0) or z <= 0
+                return None
             row = np.zeros((1, n_k))
             row[0, i] = sign
-            spec = UnsafeSpec(row, np.zeros(1), np.zeros(1, np.int64), np.zeros(1, bool), 1)
+            spec = UnsafeSpec(row, np.array([sign * at]), np.zeros(1, np.int64), np.zeros(1, bool), 1)
             one = TreeStats()
             limit = min(now + per_neuron, layer_end)
-            sub_opt = replace(opt, deadline=limit, progress=None, refine=False)
-            tree = conjunction_tree(cut, lo, hi, root, spec, 0, np.zeros(1, np.int64), solve,
-                                    lambda x: True, sub_opt, SearchResult("unknown"), one, now, limit)
+            tree = conjunction_tree(cut, lo, hi, root, spec, 0, np.zeros(1, np.int64), solve, lambda x: True,
+                                    replace(opt, deadline=limit, progress=None, refine=False),
+                                    SearchResult("unknown"), one, now, limit)
             try:
                 next(tree)  # paused at its limit: undecided
                 tree.close()
                 verdict = "open"
             except StopIteration as stop:
                 verdict = stop.value
-            stats.tried[k] += 1
             stats.domains += one.domains
-            if verdict == "holds":
+            return verdict == "holds"
+
+        for o in order:
+            i = int(unstable[o])
+            # z >= 0 refuted: inactive on the box (u = 0); z <= 0 refuted: active (l = 0)
+            proven = refuted(i, -1.0 if inactive_side[o] else 1.0, 0.0)
+            if proven is None:
+                break
+            stats.tried[k] += 1
+            if proven:
                 stats.stabilised[k] += 1
                 changed = True
-                if sign < 0:
+                if inactive_side[o]:
                     cur.upper[k][0, i] = min(cur.upper[k][0, i], 0.0)
                 else:
                     cur.lower[k][0, i] = max(cur.lower[k][0, i], 0.0)
+        if halve:  # the ReLUs left unstable: a tighter triangle where half the range is out of reach
+            for i in np.nonzero((cur.lower[k][0] < 0) & (cur.upper[k][0] > 0))[0]:
+                for sign in (-1.0, 1.0):
+                    side = cur.upper[k][0, i] if sign < 0 else cur.lower[k][0, i]
+                    proven = refuted(int(i), sign, side / 2)
+                    if proven is None:
+                        break
+                    if proven:
+                        changed = True
+                        stats.halved[k] += 1
+                        if sign < 0:
+                            cur.upper[k][0, i] = side / 2
+                        else:
+                            cur.lower[k][0, i] = side / 2
         if changed and k + 1 < H:
             cur, empty = optimised_layer_bounds(rn, lo, hi, cur, steps=steps, from_layer=k + 1)
             if empty[0]:
