@@ -35,7 +35,7 @@ def test_stabilised_bounds_contain_samples_and_are_never_looser(seed):
     start, _ = root_bounds(rn, lo, hi, steps=5)
     stats = StabiliseStats()
     fine = stabilise(rn, lo, hi, start, solve, BabOptions(batch=8, root_steps=5), time.perf_counter() + 30,
-                     per_neuron=0.5, steps=5, stats=stats)
+                     per_neuron=0.5, steps=5, stats=stats, halve=2)
     zs, _ = pre_activations(rn, X)
     for k in range(rn.n_hidden):
         assert np.all(fine.lower[k] >= start.lower[k]) and np.all(fine.upper[k] <= start.upper[k])
@@ -44,10 +44,10 @@ def test_stabilised_bounds_contain_samples_and_are_never_looser(seed):
     assert sum(stats.tried) > 0 and stats.unstable_before[0] == stats.unstable_after[0]  # layer 0 is exact already
 
 
-def test_stabilise_proves_falsely_unstable_relus_stable():
+def test_stabilise_proves_falsely_unstable_relus_stable_and_halves_loose_bounds():
     """Over the four networks, bounds call ReLUs unstable that no sample makes cross zero; the searches prove
-    some of them stable (and none that a sample shows crossing)."""
-    proven = 0
+    some of them stable (and none that a sample shows crossing), and halve some bounds of the others."""
+    proven = halved = 0
     for seed in range(4):
         net, rn, lo, hi, X = deep_box(seed, SIZES)
         start, _ = root_bounds(rn, lo, hi, steps=5)
@@ -59,8 +59,9 @@ def test_stabilise_proves_falsely_unstable_relus_stable():
             crossing = (zs[k].min(axis=0) < 0) & (zs[k].max(axis=0) > 0)
             assert np.all((fine.lower[k][0] < 0) & (fine.upper[k][0] > 0) | ~crossing)
         proven += sum(stats.stabilised)
+        halved += sum(stats.halved)
         assert sum(stats.unstable_after) <= sum(stats.unstable_before)
-    assert proven > 0
+    assert proven > 0 and halved > 0
 
 
 def test_stabilise_stops_at_its_deadline_with_the_input_bounds():

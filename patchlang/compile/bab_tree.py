@@ -71,6 +71,7 @@ class BabOptions:
     stabilise_after: float = 0.15
     stabilise_share: float = 0.7
     stabilise_neuron: float = 0.5
+    stabilise_halve: int = 3  # rounds of halving (prop_4_0.05 holds in 183 s with 3, open after 300 s with 1)
     stabilise_min_hidden: int = 3
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an

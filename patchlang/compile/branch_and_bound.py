@@ -109,9 +109,11 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         return now + fraction * max(0.0, opt.deadline - now) / max(1, parts)  # type: ignore[operator]
 
-    def start_trees(parts: list[int], share: float) -> bool:
-        """A tree per conjunction of ``parts``, each run for an equal part of ``share`` of the time left; those
-        left open join ``open_trees``.  True when one found a counterexample (``res`` filled)."""
+    def start_trees(parts: list[int], share: float, evenly: bool = False) -> bool:
+        """A tree per conjunction of ``parts``, each run for an equal part of ``share`` of the time left (of the
+        time left *now* when ``evenly``: the time a part leaves unused is not passed on); those left open join
+        ``open_trees``.  True when one found a counterexample (``res`` filled)."""
+        each = share * max(0.0, opt.deadline - time.perf_counter()) / max(1, len(parts)) if timed else 0.0  # type: ignore[operator]
         for n_done, j in enumerate(parts):
             rows = np.nonzero(spec.conj == j)[0]
             if rows.size == 0:
@@ -125,7 +127,9 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
                 reasons.append("time limit reached before every part of the unsafe region was examined")
                 break
             one = BabStats()
-            limit = share_of_left(share, len(parts) - n_done) if timed else None
+            limit = None
+            if timed:
+                limit = time.perf_counter() + each if evenly else share_of_left(share, len(parts) - n_done)
             gen = conjunction_tree(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
             before = one.domains
             sub = _advance(gen)
@@ -143,7 +147,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     # falsely unstable ReLUs were proven stable (:mod:`.stabilise`), which pays only where the search is hard
     staged = timed and opt.stabilise and rn.n_hidden >= opt.stabilise_min_hidden
     first_share = opt.stabilise_after if staged else opt.milp_bab_share if use_milp else opt.bab_share
-    if start_trees(order, first_share):
+    if start_trees(order, first_share, evenly=staged):
         return res
     if staged and open_trees:
         for gen, _ in open_trees.values():
@@ -155,7 +159,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         bounds = stabilise(rn, lo, hi, bounds, _time_boxed(solve, opt.stabilise_neuron), opt,
                            now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
-                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise)
+                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise, halve=opt.stabilise_halve)
         rn, bounds = prune_inactive(rn, bounds)
         again = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
         open_trees.clear()
