@@ -113,3 +113,21 @@ def test_stabilise_is_off_by_default_and_skipped_where_not_needed():
     relu_split_search(rn2, RegionCase(lo2[0], hi2[0], spec), solve, lambda x: False,
                       BabOptions(stabilise=True, deadline=time.perf_counter() + 10), stats)
     assert stats.stabilise is None  # 2 hidden layers: below stabilise_min_hidden
+
+
+def test_verify_reports_the_unstable_relus_before_and_after_stabilising():
+    """Through the verifier (relu-split, a deadline): the stabilisation's counts reach the verdict's statistics
+    (the JSON report's details), and the verdict agrees with one plain MILP."""
+    from patchlang.tasks.verify import verify_cases
+
+    net, rn, lo, hi, X = deep_box(301, SIZES)
+    peak = rn.forward(X)[:, 1].max()
+    t = peak + 0.02 * (abs(peak) + 0.1)
+    spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[1], "<=", t, 0.0)]], 3)
+    verdict = verify_cases(net, [RegionCase(lo[0], hi[0], spec)], timeout=30, strategy="relu-split",
+                           bab=BabOptions(stabilise_after=0.0), falsify=False)
+    counts = verdict.stats["unstable relus"]
+    assert len(counts["before"]) == 3 and sum(counts["after stabilising"]) <= sum(counts["before"])
+    milp = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)
+    assert verdict.status in ("holds", "violated")
+    assert (verdict.status == "holds") == (milp.status == INFEASIBLE)

@@ -302,6 +302,9 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                        "progress": _labelled(progress, case.label, t0, deadline)}), one)
                 bab_stats.domains += one.domains
                 bab_stats.left += one.left
+                if one.stabilise is not None:  # unstable ReLUs per hidden layer before and after (the last case's)
+                    stats["unstable relus"] = {"before": one.stabilise.unstable_before,
+                                               "after stabilising": one.stabilise.unstable_after}
                 if not np.isnan(one.final_bound):
                     final_bounds.append(one.final_bound)
             else:
@@ -452,6 +455,8 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
         result.details["domains"] = verdict.stats.get("domains", 0)
         if "final bound" in verdict.stats:
             result.details["final bound"] = verdict.stats["final bound"]
+        if "unstable relus" in verdict.stats:
+            result.details["unstable relus"] = verdict.stats["unstable relus"]
     elif method == "milp":
         result.class_reason = "complete verification over an input region (falsify first, then one MILP per box)"
     if "falsifier" in verdict.stats:
