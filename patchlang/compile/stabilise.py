@@ -36,7 +36,7 @@ import numpy as np
 from .alpha import optimised_layer_bounds
 from .bab_tree import BabOptions, TreeStats, conjunction_tree
 from .bounds import LayerBounds, ReluNet
-from .refine_bounds import truncated
+from .refine_bounds import truncated, unstable_counts
 from .verify import LeafSolver, SearchResult, UnsafeSpec
 
 
@@ -52,10 +52,6 @@ class StabiliseStats:
     seconds: float = 0.0
 
 
-def _counts(bounds: LayerBounds) -> list[int]:
-    return [int(((l[0] < 0) & (u[0] > 0)).sum()) for l, u in zip(bounds.lower, bounds.upper)]
-
-
 def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, solve: LeafSolver,
               opt: BabOptions, deadline: float, per_neuron: float = 0.25, steps: int = 20,
               stats: StabiliseStats | None = None, halve: int = 1) -> LayerBounds:
@@ -65,7 +61,7 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
     stats = stats if stats is not None else StabiliseStats()
     t0 = time.perf_counter()
     cur = LayerBounds([l.copy() for l in bounds.lower], [u.copy() for u in bounds.upper])
-    stats.unstable_before = _counts(cur)
+    stats.unstable_before = unstable_counts(cur)
     H = rn.n_hidden
     stats.tried = [0] * H
     stats.stabilised = [0] * H
@@ -81,7 +77,7 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
         root = LayerBounds(cur.lower[:k], cur.upper[:k])
         n_k = rn.Ws[k].shape[0]
         # the time left shared by the layers still to do in proportion to their unstable ReLUs now
-        counts = _counts(cur)[k:]
+        counts = unstable_counts(cur)[k:]
         layer_end = time.perf_counter() + (deadline - time.perf_counter()) * counts[0] / max(1, sum(counts))
         changed = False
 
@@ -143,6 +139,6 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
             cur, empty = optimised_layer_bounds(rn, lo, hi, cur, steps=steps, from_layer=k + 1)
             if empty[0]:
                 break
-    stats.unstable_after = _counts(cur)
+    stats.unstable_after = unstable_counts(cur)
     stats.seconds = time.perf_counter() - t0
     return cur
