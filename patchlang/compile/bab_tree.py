@@ -231,6 +231,16 @@ def _choose_splits(rn: ReluNet, A: np.ndarray, a0: np.ndarray, lo: np.ndarray, h
     return top[np.arange(M), choice]
 
 
+def absorb_leaf(res: SearchResult, sub: SearchResult) -> bool:
+    """Count a leaf Query's work into ``res``, and take its counterexample: True when the leaf found one."""
+    res.queries += sub.queries
+    res.unconfirmed += sub.unconfirmed
+    if sub.status == "violated":
+        res.status, res.x, res.conj = "violated", sub.x, sub.conj
+        return True
+    return False
+
+
 def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,
                      rows: np.ndarray, solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult,
                      stats: TreeStats, t0: float, limit: float | None = None) -> Generator[str, float | None, str]:
@@ -296,10 +306,7 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
             lb_i = LayerBounds([l[i:i + 1] for l in lower], [u[i:i + 1] for u in upper])
             sub = _leaf(rn, lo[0], hi[0], conj_open, lb_i, spec, solve, confirm, opt, SearchResult("unknown"),
                         final=False)
-            res.queries += sub.queries
-            res.unconfirmed += sub.unconfirmed
-            if sub.status == "violated":
-                res.status, res.x, res.conj = "violated", sub.x, sub.conj
+            if absorb_leaf(res, sub):
                 return "violated"
             if sub.status != "holds":
                 undecided.append(sub.reason)

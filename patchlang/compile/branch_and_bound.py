@@ -27,7 +27,7 @@ from typing import Generator
 import numpy as np
 
 from .alpha import crown_lower, optimised_layer_bounds
-from .bab_tree import BabOptions, TreeStats, conjunction_tree
+from .bab_tree import BabOptions, TreeStats, absorb_leaf, conjunction_tree
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds
 from .prune import prune_inactive
 from .refine_bounds import RefineStats, refine_layer_bounds
@@ -245,10 +245,7 @@ def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: L
     objective = spec.A[spec.conj == j].sum(axis=0)
     sub = _leaf(rn, lo[0], hi[0], conj_open, root, spec, solve, confirm, opt, SearchResult("unknown"), final=True,
                 objective=objective)
-    res.queries += sub.queries
-    res.unconfirmed += sub.unconfirmed
-    if sub.status == "violated":
-        res.status, res.x, res.conj = "violated", sub.x, sub.conj
+    if absorb_leaf(res, sub):
         return "violated"
     return "holds" if sub.status == "holds" else f"unsafe part {j}: {sub.reason}"
 

@@ -95,7 +95,7 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
             one = TreeStats()
             limit = min(now + seconds, layer_end)
             tree = conjunction_tree(cut, lo, hi, root, spec, 0, np.zeros(1, np.int64), solve, lambda x: True,
-                                    replace(opt, deadline=limit, progress=None, refine=False),
+                                    replace(opt, deadline=limit, progress=None),
                                     SearchResult("unknown"), one, now, limit)
             try:
                 next(tree)  # paused at its limit: undecided
