@@ -98,11 +98,11 @@ def test_milp_searched_by_bound_agrees_with_the_plain_milp(seed):
     """The MILP fallback's Query (an objective on the outputs) solved by the verifier's leaf solver with HiGHS's
     primal heuristics off (``bound_only``) has the same verdict as the plain feasibility MILP, and a point it
     returns is in the (tolerance-enlarged) unsafe region."""
-    from patchlang.tasks.verify import _leaf_solver
+    from patchlang.tasks.verify import LeafSolve
 
     net, rn, lo, hi, X = deep_box(200 + seed)
     Y = rn.forward(X)
-    solve = _leaf_solver("highs", SolveOptions(), time.perf_counter() + 120)
+    solve = LeafSolve("highs", SolveOptions(), time.perf_counter() + 120)
     for t in (Y[:, 0].max() + 0.05, Y[:, 0].max() - 0.05):
         spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", t, 0.0)]], 3)
         plain = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)

@@ -22,6 +22,7 @@ before a comparison, and rows are enlarged by the verifier's tolerance as in the
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
@@ -75,6 +76,8 @@ class BabOptions:
     stabilise_neuron: float = 0.5
     stabilise_halve: int = 3  # rounds of halving (prop_4_0.05 holds in 183 s with 3, open after 300 s with 1)
     stabilise_min_hidden: int = 3
+    workers: int = 0  # worker processes for the staged search's trees and stability searches (:mod:`.bab_parallel`;
+    # 0: every core this process may use, 1: none, all in this process)
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
     # equal part of ``bab_share`` (``milp_bab_share`` when the MILP fallback follows) of the time left; open trees
@@ -403,3 +406,33 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
         return f"{len(undecided)} ReLU-split domain(s) undecided: {undecided[0]}"
     stats.final_bound = proven[0] if np.isfinite(proven[0]) else 0.0  # 0.0: every open domain went to the Query
     return "holds"
+
+
+def advance(gen: Generator[str, float | None, str], limit: float | None = None) -> str | None:
+    """Run a conjunction's tree (:func:`conjunction_tree`) to its next pause: its verdict, or None when it paused at
+    its limit.  ``limit`` resumes a paused tree until then; on a paused tree, ``None`` ends it and returns its
+    reason."""
+    try:
+        if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
+            next(gen)
+        else:
+            gen.send(limit)
+    except StopIteration as stop:
+        return stop.value
+    return None
+
+
+def run_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int, solve: LeafSolver,
+             confirm: Confirm, opt: BabOptions, t0: float, limit: float | None
+             ) -> tuple[str, bool, TreeStats, SearchResult]:
+    """Conjunction ``j``'s tree run to its verdict or to ``limit`` and ended there, for the searches that never
+    resume a tree (a stability search, a tree in a worker process): ``(verdict or the reason it is open,
+    whether it was decided, its statistics, its result)``."""
+    stats = TreeStats()
+    res = SearchResult("unknown")
+    gen = conjunction_tree(rn, lo, hi, root, spec, j, np.nonzero(spec.conj == j)[0], solve, confirm, opt, res,
+                           stats, t0, limit)
+    verdict = advance(gen)
+    if verdict is not None:
+        return verdict, True, stats, res
+    return advance(gen, None) or "time limit reached", False, stats, res

@@ -11,7 +11,9 @@ of the unsafe region, each by its own tree (:mod:`.bab_tree`, where domains, bou
    (:mod:`.stabilise`, ``BabOptions.stabilise``);
 2. with a deadline, every conjunction's tree gets a turn (an equal share of the time left), the open ones are
    resumed, and on shallow networks (or refined roots) what is still open goes whole to the exact Query,
-   searched by bound (an objective on the outputs, the solver's primal heuristics off).
+   searched by bound (an objective on the outputs, the solver's primal heuristics off);
+3. on deep networks with a deadline (the staged search: first turn, stabilisation, trees again) the trees and
+   the stability searches run on every core, in worker processes (:mod:`.bab_parallel`).
 
 Soundness: see :mod:`.bab_tree`; a conjunction is proven only when its whole tree (or its whole-conjunction
 Query) refutes it, and the case holds only when every conjunction is proven.
@@ -20,14 +22,18 @@ Query) refutes it, and the case holds only when every conjunction is proven.
 from __future__ import annotations
 
 import inspect
+import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Generator
 
 import numpy as np
 
 from .alpha import crown_lower, optimised_layer_bounds
-from .bab_tree import BabOptions, TreeStats, absorb_leaf, conjunction_tree
+from .bab_parallel import Workers, even_slices, picklable, rest_of_time, worker_count
+from .bab_tree import BabOptions, TreeStats, absorb_leaf, advance, conjunction_tree
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds
 from .prune import prune_inactive
 from .refine_bounds import RefineStats, refine_layer_bounds
@@ -42,6 +48,7 @@ class BabStats(TreeStats):
     milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
     refine: RefineStats | None = None  # the root's bab-refine, when it ran
     stabilise: StabiliseStats | None = None  # the root's stabilisation (:mod:`.stabilise`), when it ran
+    workers: int = 1  # processes the trees and stability searches ran in (:mod:`.bab_parallel`; 1: this one)
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -61,8 +68,13 @@ def refine_pays(rn: ReluNet, opt: BabOptions) -> bool:
 def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
                       options: BabOptions | None = None, stats: BabStats | None = None) -> SearchResult:
     """Decide one case by branch and bound over ReLU phases (see the module docstring)."""
-    opt = options or BabOptions()
-    stats = stats if stats is not None else BabStats()
+    with ExitStack() as cleanup:  # the worker processes, where the search uses them, stop on every way out
+        return _search(rn, case, solve, confirm, options or BabOptions(),
+                       stats if stats is not None else BabStats(), cleanup)
+
+
+def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, opt: BabOptions, stats: BabStats,
+            cleanup: ExitStack) -> SearchResult:
     spec = case.spec
     lo = np.asarray(case.lo, float).reshape(1, -1)
     hi = np.asarray(case.hi, float).reshape(1, -1)
@@ -94,7 +106,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     # the trees left open are resumed (nearest to a proof first) and, on shallow networks, what is still open goes
     # whole to the exact Query; any part left open leaves the case open, so no part may take all of the time
     use_milp = timed and opt.milp_fallback and (rn.n_hidden <= opt.milp_max_hidden or refined)
-    open_trees: dict[int, tuple[Generator[str, float | None, str], BabStats]] = {}
+    open_trees: dict[int, tuple[Generator[str, float | None, str] | None, TreeStats]] = {}  # None: ended
     last_reason: dict[int, str] = {}
 
     def finish(j: int, sub: str, one: BabStats) -> None:
@@ -109,30 +121,63 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         return now + fraction * max(0.0, opt.deadline - now) / max(1, parts)  # type: ignore[operator]
 
+    def trees_on_workers(parts: list[int], share: float, evenly: bool) -> bool:
+        """:func:`start_trees` on the worker processes (:mod:`.bab_parallel`): ``evenly``, each tree gets a
+        worker's part of ``share`` of the time left and those left open join ``open_trees`` (ended: a tree is
+        not resumed across processes); otherwise every tree runs to its verdict or its part of all the time
+        left.  True when one found a counterexample that confirms (``res`` filled)."""
+        assert pool is not None and opt.deadline is not None
+        left = max(0.0, opt.deadline - time.perf_counter())
+        slices = (even_slices(share * left / math.ceil(max(1, len(parts)) / pool.n)) if evenly
+                  else rest_of_time(opt.deadline, pool.n))
+        for n_done, (j, verdict, decided, one, sub) in enumerate(
+                pool.trees(rn, lo, hi, bounds, spec, parts, solve, opt, t0, slices), 1):
+            stats.domains += one.domains
+            if opt.progress is not None:
+                opt.progress({"method": "relu-split", "stage": f"{n_done} of {len(parts)} parts searched on "
+                              f"{pool.n} workers", "domains": stats.domains, "left": one.left,
+                              "bound": None, "elapsed": time.perf_counter() - t0})
+            if decided and verdict == "violated":
+                if sub.x is not None and confirm(sub.x):
+                    res.status, res.x, res.conj = "violated", sub.x, sub.conj
+                    return True
+                res.unconfirmed += 1
+                verdict = f"unsafe part {j}: a candidate counterexample did not confirm"
+            if evenly and not decided:
+                open_trees[j] = (None, one)
+            else:
+                finish(j, verdict, one)
+        return False
+
     def start_trees(parts: list[int], share: float, evenly: bool = False) -> bool:
         """A tree per conjunction of ``parts``, each run for an equal part of ``share`` of the time left (of the
         time left *now* when ``evenly``: the time a part leaves unused is not passed on); those left open join
         ``open_trees``.  True when one found a counterexample (``res`` filled)."""
-        each = share * max(0.0, opt.deadline - time.perf_counter()) / max(1, len(parts)) if timed else 0.0  # type: ignore[operator]
-        for n_done, j in enumerate(parts):
-            rows = np.nonzero(spec.conj == j)[0]
-            if rows.size == 0:
-                x = (lo[0] + hi[0]) / 2
-                if confirm(x):
-                    res.status, res.x, res.conj = "violated", x, [j]
-                    return True
-                reasons.append("an always-unsafe conjunction whose point does not confirm")
+        searched = []
+        for j in parts:
+            if np.any(spec.conj == j):
+                searched.append(j)
                 continue
+            x = (lo[0] + hi[0]) / 2
+            if confirm(x):
+                res.status, res.x, res.conj = "violated", x, [j]
+                return True
+            reasons.append("an always-unsafe conjunction whose point does not confirm")
+        if pool is not None:
+            return trees_on_workers(searched, share, evenly)
+        each = share * max(0.0, opt.deadline - time.perf_counter()) / max(1, len(searched)) if timed else 0.0  # type: ignore[operator]
+        for n_done, j in enumerate(searched):
+            rows = np.nonzero(spec.conj == j)[0]
             if timed and time.perf_counter() > opt.deadline:  # type: ignore[operator]
                 reasons.append("time limit reached before every part of the unsafe region was examined")
                 break
             one = BabStats()
             limit = None
             if timed:
-                limit = time.perf_counter() + each if evenly else share_of_left(share, len(parts) - n_done)
+                limit = time.perf_counter() + each if evenly else share_of_left(share, len(searched) - n_done)
             gen = conjunction_tree(rn, lo, hi, bounds, spec, j, rows, solve, confirm, opt, res, one, t0, limit)
             before = one.domains
-            sub = _advance(gen)
+            sub = advance(gen)
             stats.domains += one.domains - before
             if sub == "violated":
                 res.boxes = 1
@@ -146,12 +191,17 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     # on deep networks the trees first get a short turn; the parts they leave open start again from a root whose
     # falsely unstable ReLUs were proven stable (:mod:`.stabilise`), which pays only where the search is hard
     staged = timed and opt.stabilise and rn.n_hidden >= opt.stabilise_min_hidden
+    # the staged search (no MILP fallback: it resumes trees) runs its trees and stability searches on every core
+    n_workers = worker_count(opt.workers) if staged and not use_milp else 1
+    pool = cleanup.enter_context(Workers(n_workers)) if n_workers > 1 and picklable(solve) else None
+    stats.workers = pool.n if pool is not None else 1
     first_share = opt.stabilise_after if staged else opt.milp_bab_share if use_milp else opt.bab_share
     if start_trees(order, first_share, evenly=staged):
         return res
     if staged and open_trees:
         for gen, _ in open_trees.values():
-            _advance(gen, None)  # ends the tree
+            if gen is not None:
+                advance(gen, None)  # ends the tree
         if opt.progress is not None:
             opt.progress({"method": "relu-split", "stage": "proving hidden ReLUs stable", "domains": stats.domains,
                           "left": 0, "bound": None, "elapsed": time.perf_counter() - t0})
@@ -159,7 +209,8 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
         now = time.perf_counter()
         bounds = stabilise(rn, lo, hi, bounds, _time_boxed(solve, opt.stabilise_neuron), opt,
                            now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
-                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise, halve=opt.stabilise_halve)
+                           per_neuron=opt.stabilise_neuron, stats=stats.stabilise, halve=opt.stabilise_halve,
+                           map_tasks=pool.map if pool is not None else None)
         rn, bounds = prune_inactive(rn, bounds)
         again = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
         open_trees.clear()
@@ -169,7 +220,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     for n_done, j in enumerate(queue):  # resume the open trees
         gen, one = open_trees[j]
         before = one.domains
-        sub = _advance(gen, share_of_left(opt.resume_share if use_milp else 1.0, len(queue) - n_done))
+        sub = advance(gen, share_of_left(opt.resume_share if use_milp else 1.0, len(queue) - n_done))
         stats.domains += one.domains - before
         if sub == "violated":
             res.boxes = 1
@@ -180,7 +231,7 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
     queue = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
     for n_done, j in enumerate(queue):
         gen, one = open_trees.pop(j)
-        last_reason[j] = _advance(gen, None) or "time limit reached"  # ends the tree
+        last_reason[j] = advance(gen, None) or "time limit reached"  # ends the tree
         now = time.perf_counter()
         if not use_milp or now > opt.deadline:  # type: ignore[operator]
             finish(j, last_reason[j], one)
@@ -206,29 +257,16 @@ def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm:
 
 
 
-def _advance(gen: Generator[str, float | None, str], limit: float | None = None) -> str | None:
-    """Run a conjunction's tree (:func:`conjunction_tree`) to its next pause: its verdict, or None when it paused at
-    its limit.  ``limit`` resumes a paused tree until then; on a paused tree, ``None`` ends it and returns its
-    reason."""
-    try:
-        if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
-            next(gen)
-        else:
-            gen.send(limit)
-    except StopIteration as stop:
-        return stop.value
-    return None
-
-
 def _time_boxed(solve: LeafSolver, seconds: float, bound_only: bool = False) -> LeafSolver:
     """``solve`` limited to ``seconds`` when it takes a ``time_limit`` (the verifier's leaf solver does; a plain
-    callable is used as it is), and asked for a search by bound when it takes ``bound_only``."""
+    callable is used as it is), and asked for a search by bound when it takes ``bound_only``.  A partial, not a
+    closure: a picklable ``solve`` stays picklable for the worker processes (:mod:`.bab_parallel`)."""
     params = inspect.signature(solve).parameters
     if "time_limit" not in params:
         return solve
     if bound_only and "bound_only" in params:
-        return lambda q: solve(q, time_limit=seconds, bound_only=True)
-    return lambda q: solve(q, time_limit=seconds)
+        return partial(solve, time_limit=seconds, bound_only=True)
+    return partial(solve, time_limit=seconds)
 
 
 def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,

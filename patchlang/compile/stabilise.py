@@ -19,7 +19,9 @@ took the parts' root bounds from about -2 to -0.06 .. -0.5; stabilising alone fr
 tried again, up to ``halve`` times. (Retrying the stability searches that ran out of time with 4x as long
 gained 4 of 50 on prop_3_0.03 and took the time the trees needed: measured, left out.) After each layer the
 later layers are bounded again by α-CROWN from the tightened bounds, which usually stabilises many more.
-The time left is shared by the layers in proportion to their unstable ReLUs.
+The time left is shared by the layers in proportion to their unstable ReLUs.  One layer's searches are
+independent of each other (:func:`prove_side`, one per neuron and side): ``map_tasks`` may run them on worker
+processes (:mod:`.bab_parallel`); the bounds they prove are taken in by the caller.
 
 Soundness: a refuted conjunction means ``z_k[i] < t - tol`` (or ``> t + tol``) on the whole box for its
 threshold ``t`` (0, ``u/2`` or ``l/2``), by the search's sound bounds, so setting ``u = t`` (or ``l = t``) keeps
@@ -30,14 +32,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 
 from .alpha import optimised_layer_bounds
-from .bab_tree import BabOptions, TreeStats, conjunction_tree
+from .bab_tree import BabOptions, run_tree
 from .bounds import LayerBounds, ReluNet
 from .refine_bounds import truncated, unstable_counts
-from .verify import LeafSolver, SearchResult, UnsafeSpec
+from .verify import LeafSolver, UnsafeSpec
+
+# ``map``'s contract (results in the tasks' order), for running the searches of a layer in worker processes
+MapTasks = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
 
 
 @dataclass
@@ -54,11 +61,13 @@ class StabiliseStats:
 
 def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, solve: LeafSolver,
               opt: BabOptions, deadline: float, per_neuron: float = 0.25, steps: int = 20,
-              stats: StabiliseStats | None = None, halve: int = 1) -> LayerBounds:
+              stats: StabiliseStats | None = None, halve: int = 1, map_tasks: MapTasks | None = None
+              ) -> LayerBounds:
     """``bounds`` (one box ``lo``/``hi`` of shape ``(1, d)``) with as many unstable ReLUs of layers ``1 ..``
     proven stable as fit before ``deadline`` (perf_counter), ``per_neuron`` seconds each at most; see the module
     docstring. Never looser than ``bounds``."""
     stats = stats if stats is not None else StabiliseStats()
+    map_tasks = map_tasks or _in_order
     t0 = time.perf_counter()
     cur = LayerBounds([l.copy() for l in bounds.lower], [u.copy() for u in bounds.upper])
     stats.unstable_before = unstable_counts(cur)
@@ -75,66 +84,45 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
         order = np.argsort(gap, kind="stable")
         cut = truncated(rn, k)
         root = LayerBounds(cur.lower[:k], cur.upper[:k])
-        n_k = rn.Ws[k].shape[0]
         # the time left shared by the layers still to do in proportion to their unstable ReLUs now
         counts = unstable_counts(cur)[k:]
         layer_end = time.perf_counter() + (deadline - time.perf_counter()) * counts[0] / max(1, sum(counts))
         changed = False
 
-        def search(i: int, sign: float, at: float, seconds: float) -> str | None:
-            """Try to prove ``sign * z_k[i] > sign * at`` on the whole box (refute ``sign * z_k[i] <= sign *
-            at``) within ``seconds``, and tighten the bound if so.  "holds", "violated" (a point on the wrong
-            side: no such bound), "open" (out of time), or None when the layer's time is up."""
+        stripped = replace(opt, progress=None, tighten=None)
+        search = partial(prove_side, cut, lo, hi, root, stripped, solve, per_neuron, layer_end)
+
+        def run(tasks: list[tuple[int, float, float]]) -> list[str | None]:
+            """The searches' verdicts (in order), each bound they prove taken into ``cur``."""
             nonlocal changed
-            now = time.perf_counter()
-            if now >= layer_end:
-                return None
-            row = np.zeros((1, n_k))
-            row[0, i] = sign
-            spec = UnsafeSpec(row, np.array([sign * at]), np.zeros(1, np.int64), np.zeros(1, bool), 1)
-            one = TreeStats()
-            limit = min(now + seconds, layer_end)
-            tree = conjunction_tree(cut, lo, hi, root, spec, 0, np.zeros(1, np.int64), solve, lambda x: True,
-                                    replace(opt, deadline=limit, progress=None),
-                                    SearchResult("unknown"), one, now, limit)
-            try:
-                next(tree)  # paused at its limit: undecided
-                tree.close()
-                verdict = "open"
-            except StopIteration as stop:
-                verdict = stop.value
-            stats.domains += one.domains
-            if verdict == "holds":
-                changed = True
-                if sign < 0:
-                    cur.upper[k][0, i] = min(cur.upper[k][0, i], at)
-                else:
-                    cur.lower[k][0, i] = max(cur.lower[k][0, i], at)
-            return verdict
+            out = []
+            for (i, sign, at), (verdict, domains) in zip(tasks, map_tasks(search, tasks)):
+                stats.domains += domains
+                if verdict == "holds":
+                    changed = True
+                    if sign < 0:
+                        cur.upper[k][0, i] = min(cur.upper[k][0, i], at)
+                    else:
+                        cur.lower[k][0, i] = max(cur.lower[k][0, i], at)
+                out.append(verdict)
+            return out
 
         # stability: z >= 0 refuted means inactive on the box (u = 0), z <= 0 refuted active (l = 0)
-        for o in order:
-            i, sign = int(unstable[o]), (-1.0 if inactive_side[o] else 1.0)
-            verdict = search(i, sign, 0.0, per_neuron)
-            if verdict is None:
-                break
-            stats.tried[k] += 1
-            stats.stabilised[k] += verdict == "holds"
+        tasks = [(int(unstable[o]), -1.0 if inactive_side[o] else 1.0, 0.0) for o in order]
+        verdicts = run(tasks)
+        stats.tried[k] += sum(v is not None for v in verdicts)
+        stats.stabilised[k] += sum(v == "holds" for v in verdicts)
         # the ReLUs left unstable: a tighter triangle where half the range is out of reach; a side halved is
         # tried again in the next round
         todo = [(int(i), sign) for i in np.nonzero((cur.lower[k][0] < 0) & (cur.upper[k][0] > 0))[0]
                 for sign in (-1.0, 1.0)]
         for _ in range(halve):
-            again = []
-            for i, sign in todo:
-                side = cur.upper[k][0, i] if sign < 0 else cur.lower[k][0, i]
-                verdict = search(i, sign, side / 2, per_neuron)
-                if verdict is None:
-                    break
-                if verdict == "holds":
-                    stats.halved[k] += 1
-                    again.append((i, sign))
-            todo = again
+            tasks = [(i, sign, (cur.upper[k][0, i] if sign < 0 else cur.lower[k][0, i]) / 2) for i, sign in todo]
+            verdicts = run(tasks)
+            stats.halved[k] += sum(v == "holds" for v in verdicts)
+            todo = [(i, sign) for (i, sign, _), v in zip(tasks, verdicts) if v == "holds"]
+            if not todo or None in verdicts:
+                break
         if changed and k + 1 < H:
             cur, empty = optimised_layer_bounds(rn, lo, hi, cur, steps=steps, from_layer=k + 1)
             if empty[0]:
@@ -142,3 +130,27 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
     stats.unstable_after = unstable_counts(cur)
     stats.seconds = time.perf_counter() - t0
     return cur
+
+
+def _in_order(fn: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
+    return [fn(t) for t in tasks]
+
+
+def prove_side(cut: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, opt: BabOptions, solve: LeafSolver,
+               seconds: float, layer_end: float, task: tuple[int, float, float]) -> tuple[str | None, int]:
+    """Try to prove ``sign * z[i] > sign * at`` on the whole box for the output ``z`` of the ``cut`` network
+    (refute ``sign * z[i] <= sign * at``), ``task = (i, sign, at)``, within ``seconds`` and before
+    ``layer_end``: ``("holds" | "violated" (a point on the wrong side: no such bound) | "open" (out of time),
+    domains bounded)``, or ``(None, 0)`` when ``layer_end`` has passed.  Module-level, for worker processes."""
+    i, sign, at = task
+    now = time.perf_counter()
+    if now >= layer_end:
+        return None, 0
+    n_k = cut.Ws[-1].shape[0]
+    row = np.zeros((1, n_k))
+    row[0, i] = sign
+    spec = UnsafeSpec(row, np.array([sign * at]), np.zeros(1, np.int64), np.zeros(1, bool), 1)
+    limit = min(now + seconds, layer_end)
+    verdict, decided, one, _ = run_tree(cut, lo, hi, root, spec, 0, solve, lambda x: True,
+                                        replace(opt, deadline=limit), now, limit)
+    return (verdict if decided else "open"), one.domains

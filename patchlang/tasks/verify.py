@@ -157,22 +157,28 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
-def _leaf_solver(backend_name: str, options: SolveOptions, deadline: float):
-    from ..solvers.registry import choose_backend
+@dataclass(frozen=True)
+class LeafSolve:
+    """The verifier's leaf solver (a Query to a Solution with the chosen backend, within ``deadline``): a class,
+    not a closure, so that branch and bound's worker processes can be handed it (:mod:`..compile.bab_parallel`)."""
 
-    def solve(query, time_limit: float | None = None, bound_only: bool = False) -> Solution:
+    backend_name: str
+    options: SolveOptions
+    deadline: float  # perf_counter value (the system's monotonic clock: the same in every process)
+
+    def __call__(self, query, time_limit: float | None = None, bound_only: bool = False) -> Solution:
         """``bound_only``: the caller expects a proof (infeasible), not a point: the backend's options for a
         search by bound (HiGHS: primal heuristics off; see ``HighsBackend.bound_only_options``)."""
-        left = max(0.1, deadline - time.perf_counter())
+        from ..solvers.registry import choose_backend
+
+        left = max(0.1, self.deadline - time.perf_counter())
         if time_limit is not None:  # a caller's share of the time left (branch and bound's MILP fallback)
             left = max(0.1, min(left, time_limit))
-        backend, _ = choose_backend(backend_name, query, "MILP")
-        extra = {**(getattr(backend, "bound_only_options", {}) if bound_only else {}), **options.extra}
-        opts = SolveOptions(time_limit=min(left, options.time_limit or left), seed=options.seed,
+        backend, _ = choose_backend(self.backend_name, query, "MILP")
+        extra = {**(getattr(backend, "bound_only_options", {}) if bound_only else {}), **self.options.extra}
+        opts = SolveOptions(time_limit=min(left, self.options.time_limit or left), seed=self.options.seed,
                             threads=1, extra=extra, relaxation_first=True)
         return backend.solve(query, opts)
-
-    return solve
 
 
 def _bound_tightener():
@@ -277,7 +283,7 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
         stats["method"] = method
         bab_stats = BabStats()
         final_bounds: list[float] = []
-        leaf = _leaf_solver(backend, SolveOptions(seed=seed), deadline)
+        leaf = LeafSolve(backend, SolveOptions(seed=seed), deadline)
         for i, case in enumerate(cases):
             if time.perf_counter() > deadline:
                 unknown.append(f"{case.label}: time limit reached before it was examined")
@@ -302,6 +308,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                        "progress": _labelled(progress, case.label, t0, deadline)}), one)
                 bab_stats.domains += one.domains
                 bab_stats.left += one.left
+                if one.workers > 1:
+                    stats["workers"] = one.workers
                 if one.stabilise is not None:  # unstable ReLUs per hidden layer before and after (the last case's)
                     stats["unstable relus"] = {"before": one.stabilise.unstable_before,
                                                "after stabilising": one.stabilise.unstable_after}
@@ -435,6 +443,8 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
     verdict = verify_cases(net, cases, timeout, backend if backend != "milp" else "auto", seed=run.seed,
                            strategy=strategy, falsify=bool(opts.get("falsify", 1)),
                            progress=getattr(run, "progress", None),
+                           # `run --jobs N` budgets cores // N per task; alone, branch and bound uses every core
+                           bab=BabOptions(workers=getattr(run, "threads", None) or 0),
                            attack=None if task.falsify is None else attack_options(task.falsify, timeout, run.seed))
     result.status = verdict.status
     result.backend = "patchlang-bab" + (f" + {backend}" if backend not in ("auto", "milp") else " + highs")
