@@ -117,7 +117,9 @@ def main() -> int:
             v = verify_cases(net, cases, timeout=timeout, strategy=args.strategy)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             rows.append((onnx.name, Path(vnn_name).name, v.status, f"{seconds:.2f}"))
+            # cpu: this process's (the search's worker processes, on deep networks, are not counted)
             print(f"{onnx.name:<24} {Path(vnn_name).name:<22} {v.status:<9} {seconds:7.2f}s cpu {cpu:7.2f}s "
+                  f"workers {v.stats.get('workers', 1)} "
                   f"domains {v.stats.get('domains', '-')} {v.found_by} "
                   f"{v.reason[:90] if v.status == 'unknown' else ''}", flush=True)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,28 @@ def test_verify_reports_the_unstable_relus_before_and_after_stabilising():
     milp = solve(encode_region_query(rn, lo[0], hi[0], spec, None).query)
     assert verdict.status in ("holds", "violated")
     assert (verdict.status == "holds") == (milp.status == INFEASIBLE)
+
+
+def test_a_domain_budget_makes_the_stabilisation_independent_of_the_machines_speed():
+    """With ``max_domains`` per search (BabOptions.stabilise_domains) and time to spare, two runs prove the very
+    same bounds (a time budget alone proves more or fewer depending on the load), and a tree given a budget
+    pauses after it: at most one batch of children past it."""
+    from patchlang.compile.bab_tree import run_tree
+
+    net, rn, lo, hi, X = deep_box(2, SIZES)
+    start, _ = root_bounds(rn, lo, hi, steps=5)
+    opt = BabOptions(batch=8, root_steps=5, max_domains=40)
+    runs = [stabilise(rn, lo, hi, start, solve, opt, time.perf_counter() + 60, per_neuron=30.0, steps=5, halve=2)
+            for _ in range(2)]
+    for k in range(rn.n_hidden):
+        assert np.array_equal(runs[0].lower[k], runs[1].lower[k])
+        assert np.array_equal(runs[0].upper[k], runs[1].upper[k])
+    peak = rn.forward(X)[:, 0].max()
+    spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", peak + 0.05 * (abs(peak) + 0.1), 0.0)]], 3)
+    verdict, decided, stats, _ = run_tree(rn, lo, hi, start, spec, 0, solve, lambda x: False,
+                                          BabOptions(batch=8, milp_unstable=0, max_domains=25), time.perf_counter(),
+                                          None)
+    assert not decided and 25 <= stats.domains <= 25 + 2 * 8 and "budget of 25 domains reached" in verdict
+    verdict, decided, stats, _ = run_tree(rn, lo, hi, start, spec, 0, solve, lambda x: False,
+                                          BabOptions(batch=8, milp_unstable=0), time.perf_counter(), None)
+    assert decided and verdict == "holds" and stats.domains > 25 + 2 * 8

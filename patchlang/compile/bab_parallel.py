@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import sys
 import time
 import types
@@ -63,6 +64,12 @@ def _main_module_hidden() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
+def _leave_interrupts_to_caller() -> None:
+    """Ctrl-C reaches every process of the terminal's group: a worker would die with a traceback of its own; the
+    caller's KeyboardInterrupt ends the search and its pool's exit stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def picklable(*objects: Any) -> bool:
     """Whether ``objects`` can be handed to a worker process (a test's lambda leaf solver cannot)."""
     try:
@@ -72,13 +79,21 @@ def picklable(*objects: Any) -> bool:
     return True
 
 
-class Workers:
-    """A pool of ``n`` worker processes for one search; a context manager whose exit stops what still runs."""
+# seconds past the search's deadline after which a worker that has not answered is taken as lost (killed, e.g. by
+# the kernel when memory ran out): trees stop at their limits and leaves at the deadline, so a live one answers
+LOST_AFTER = 30.0
 
-    def __init__(self, n: int):
+
+class Workers:
+    """A pool of ``n`` worker processes for one search that ends at ``deadline`` (perf_counter); a context
+    manager whose exit stops what still runs.  A worker that dies (a pool would wait for it forever) costs its
+    tasks' answers, never a hang: past ``deadline + LOST_AFTER`` they count as lost."""
+
+    def __init__(self, n: int, deadline: float):
         self.n = n
+        self.deadline = deadline
         with _main_module_hidden():
-            self._pool = multiprocessing.get_context("forkserver").Pool(n)
+            self._pool = multiprocessing.get_context("forkserver").Pool(n, initializer=_leave_interrupts_to_caller)
 
     def __enter__(self) -> "Workers":
         return self
@@ -87,9 +102,16 @@ class Workers:
         self._pool.terminate()
         self._pool.join()
 
-    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
-        """``[fn(t) for t in tasks]`` on the workers, started in the tasks' order."""
-        return self._pool.map(fn, tasks, chunksize=1) if tasks else []
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any], lost: Any = None) -> list[Any]:
+        """``[fn(t) for t in tasks]`` on the workers, started in the tasks' order; ``lost`` for each task when a
+        worker died (see the class)."""
+        if not tasks:
+            return []
+        pending = self._pool.map_async(fn, tasks, chunksize=1)
+        try:
+            return pending.get(timeout=max(0.0, self.deadline - time.perf_counter()) + LOST_AFTER)
+        except multiprocessing.TimeoutError:
+            return [lost] * len(tasks)
 
     def trees(self, rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, spec, parts: list[int],
               solve: LeafSolver, opt: BabOptions, t0: float, slice_for: Callable[[int], float]
@@ -100,17 +122,22 @@ class Workers:
         done: queue.SimpleQueue = queue.SimpleQueue()
         stripped = replace(opt, progress=None, tighten=None)
         todo = list(parts)
-        running = 0
+        running: set[int] = set()
         while todo or running:
-            while todo and running < self.n:
+            while todo and len(running) < self.n:
                 j = todo.pop(0)
                 seconds = slice_for(len(todo) + 1)
                 self._pool.apply_async(tree_task, (rn, lo, hi, bounds, spec, j, solve, stripped, t0, seconds),
                                        callback=lambda r, j=j: done.put((j, r, None)),
                                        error_callback=lambda e, j=j: done.put((j, None, e)))
-                running += 1
-            j, result, error = done.get()
-            running -= 1
+                running.add(j)
+            try:
+                j, result, error = done.get(timeout=max(0.0, self.deadline - time.perf_counter()) + LOST_AFTER)
+            except queue.Empty:
+                for j in sorted(running) + todo:
+                    yield j, "a worker process stopped without an answer", False, TreeStats(), SearchResult("unknown")
+                return
+            running.discard(j)
             if error is not None:
                 raise error
             yield (j, *result)

@@ -73,11 +73,17 @@ class BabOptions:
     stabilise_after: float = 0.15
     stabilise_share: float = 0.85  # prop_4_0.05 with 120 s: open with 0.7 (cut short in the last layer), holds
     # in 106 s with 0.85; where the stabilisation ends early (prop_9_0.03 in ~65 s) the share does not matter
-    stabilise_neuron: float = 0.5
+    stabilise_neuron: float = 2.0  # seconds per search at most (a cap: ``stabilise_domains`` normally ends it)
+    stabilise_domains: int | None = 4500  # and at most this many domains per search, which makes the searches'
+    # verdicts independent of the machine's load.  Measured on mnist_fc 256x4 with two workers, 120 s: with
+    # 0.5 s per search alone prop_4_0.05 held in 66 s twice and stayed open in a third run (fewer bounds halved
+    # in the last layer); with 3000 domains it stays open (20 halved there, 33 with 4500); 4500: prop_4_0.05 and
+    # prop_9_0.03 hold in 86 s (stabilisation 61 s each); 6000: 86 s and 98 s
     stabilise_halve: int = 3  # rounds of halving (prop_4_0.05 holds in 183 s with 3, open after 300 s with 1)
     stabilise_min_hidden: int = 3
     workers: int = 0  # worker processes for the staged search's trees and stability searches (:mod:`.bab_parallel`;
     # 0: every core this process may use, 1: none, all in this process)
+    max_domains: int | None = None  # a tree pauses (like at its time limit) once it has bounded this many domains
     intermediate: bool = False  # recompute later layers' bounds (CROWN) after each split (costly with many rows)
     # with a deadline, every conjunction gets a turn (one left open leaves the case open): first its tree gets an
     # equal part of ``bab_share`` (``milp_bab_share`` when the MILP fallback follows) of the time left; open trees
@@ -342,9 +348,10 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
             last_report = now
             opt.progress({"method": "relu-split", "domains": stats.domains, "left": pool.size,
                           "bound": float(pool.score.min()), "elapsed": now - t0})
-        if limit is not None and now > limit:
+        if limit is not None and now > limit or opt.max_domains is not None and stats.domains >= opt.max_domains:
             stats.final_bound, stats.left = float(pool.score.min()), pool.size
-            reason = f"time limit reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
+            why = "time limit" if limit is not None and now > limit else f"budget of {opt.max_domains} domains"
+            reason = f"{why} reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
             later = yield reason  # paused: the caller may resume the same tree with a later limit
             if later is None:
                 return reason

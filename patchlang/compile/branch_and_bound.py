@@ -25,7 +25,7 @@ import inspect
 import math
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Generator
 
@@ -193,7 +193,17 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
     staged = timed and opt.stabilise and rn.n_hidden >= opt.stabilise_min_hidden
     # the staged search (no MILP fallback: it resumes trees) runs its trees and stability searches on every core
     n_workers = worker_count(opt.workers) if staged and not use_milp else 1
-    pool = cleanup.enter_context(Workers(n_workers)) if n_workers > 1 and picklable(solve) else None
+    pool: Workers | None = None
+    if n_workers > 1 and picklable(solve):
+        # every part's root first, here: an instance decided there never pays for starting workers (0.5 s)
+        if start_trees(order, 0.0, evenly=True):
+            return res
+        order = [j for j in order if j in open_trees]
+        for gen, _ in open_trees.values():
+            advance(gen, None)  # type: ignore[arg-type]  # ends the tree
+        open_trees.clear()
+        if order:
+            pool = cleanup.enter_context(Workers(n_workers, opt.deadline))  # type: ignore[arg-type]
     stats.workers = pool.n if pool is not None else 1
     first_share = opt.stabilise_after if staged else opt.milp_bab_share if use_milp else opt.bab_share
     if start_trees(order, first_share, evenly=staged):
@@ -207,10 +217,11 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
                           "left": 0, "bound": None, "elapsed": time.perf_counter() - t0})
         stats.stabilise = StabiliseStats()
         now = time.perf_counter()
-        bounds = stabilise(rn, lo, hi, bounds, _time_boxed(solve, opt.stabilise_neuron), opt,
+        bounds = stabilise(rn, lo, hi, bounds, _time_boxed(solve, opt.stabilise_neuron),
+                           replace(opt, max_domains=opt.stabilise_domains),
                            now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
                            per_neuron=opt.stabilise_neuron, stats=stats.stabilise, halve=opt.stabilise_halve,
-                           map_tasks=pool.map if pool is not None else None)
+                           map_tasks=partial(pool.map, lost=(None, 0)) if pool is not None else None)
         rn, bounds = prune_inactive(rn, bounds)
         again = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
         open_trees.clear()
