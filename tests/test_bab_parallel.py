@@ -123,9 +123,10 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
         peak = rn.forward(X)[:, 0].max()
         spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", peak + 0.005 * (abs(peak) + 0.1), 0.0)]], 3)
         stats = BabStats()
-        res = relu_split_search(rn, RegionCase(lo[0], hi[0], spec), LeafSolve("highs", SolveOptions(), time.perf_counter() + 60),
-                                lambda x: bool(spec.violated(rn.forward(x[None]))[0]), BabOptions(batch=8, stabilise_after=0.0, workers=2,
-                                                            deadline=time.perf_counter() + 20), stats)
+        solve = LeafSolve("highs", SolveOptions(), time.perf_counter() + 60)
+        confirm = lambda x: bool(spec.violated(rn.forward(x[None]))[0])
+        options = BabOptions(batch=8, stabilise_after=0.0, workers=2, deadline=time.perf_counter() + 20)
+        res = relu_split_search(rn, RegionCase(lo[0], hi[0], spec), solve, confirm, options, stats)
         print("END", res.status, stats.workers, flush=True)
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

@@ -133,13 +133,16 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
         for n_done, (j, verdict, decided, one, sub) in enumerate(
                 pool.trees(rn, lo, hi, bounds, spec, parts, solve, opt, t0, slices), 1):
             stats.domains += one.domains
+            res.evaluations += sub.evaluations
+            res.unconfirmed += sub.unconfirmed
+            res.max_depth = max(res.max_depth, sub.max_depth)
             if opt.progress is not None:
                 opt.progress({"method": "relu-split", "stage": f"{n_done} of {len(parts)} parts searched on "
                               f"{pool.n} workers", "domains": stats.domains, "left": one.left,
                               "bound": None, "elapsed": time.perf_counter() - t0})
             if decided and verdict == "violated":
                 if sub.x is not None and confirm(sub.x):
-                    res.status, res.x, res.conj = "violated", sub.x, sub.conj
+                    res.status, res.x, res.conj, res.boxes = "violated", sub.x, sub.conj, 1
                     return True
                 res.unconfirmed += 1
                 verdict = f"unsafe part {j}: a candidate counterexample did not confirm"

@@ -9,19 +9,19 @@ search, whose tree then grows with their number. α-CROWN cannot tighten them (i
 the triangle LP's bound) and a MILP per neuron costs seconds once a hundred earlier ReLUs are binaries.
 
 How (:func:`stabilise`): for hidden layers ``1 .. H-1`` in order, each unstable neuron ``z_k[i]`` is a small
-verification problem over the network cut after layer ``k``: "``z_k[i] >= 0`` somewhere in the box" (or
-``<= 0``, for the side its bounds are nearer to) is refuted by the same ReLU-split branch and bound
-(:func:`.bab_tree.conjunction_tree`), each search time-boxed, nearest to stable first. A point the search meets
-on the wrong side ends that neuron at once (it is truly unstable). The neurons left unstable then get their
-bounds halved where a search proves "``z_k[i] <= u/2``" (or "``>= l/2``"): a truly unstable ReLU often has one
-side far looser than its true range, and its triangle is what the bound loses (on prop_9_0.03 the halving
-took the parts' root bounds from about -2 to -0.06 .. -0.5; stabilising alone from -3.3 to -2); a side halved is
-tried again, up to ``halve`` times. (Retrying the stability searches that ran out of time with 4x as long
-gained 4 of 50 on prop_3_0.03 and took the time the trees needed: measured, left out.) After each layer the
-later layers are bounded again by α-CROWN from the tightened bounds, which usually stabilises many more.
-The time left is shared by the layers in proportion to their unstable ReLUs.  One layer's searches are
-independent of each other (:func:`prove_side`, one per neuron and side): ``map_tasks`` may run them on worker
-processes (:mod:`.bab_parallel`); the bounds they prove are taken in by the caller.
+verification problem over the network cut after layer ``k``: "``z_k[i] >= 0`` somewhere in the box" (or ``<= 0``,
+for the side its bounds are nearer to) is refuted by the same ReLU-split branch and bound
+(:func:`.bab_tree.conjunction_tree`), each search bounded in time and (``opt.max_domains``) in domains, nearest to
+stable first. A point the search meets on the wrong side ends that neuron at once (it is truly unstable). The
+neurons left unstable then get their bounds halved where a search proves "``z_k[i] <= u/2``" (or "``>= l/2``"): a
+truly unstable ReLU often has one side far looser than its true range, and its triangle is what the bound loses (on
+prop_9_0.03 the halving took the parts' root bounds from about -2 to -0.06 .. -0.5; stabilising alone from -3.3 to
+-2); a side halved is tried again, up to ``halve`` times. (Retrying the stability searches that ran out of time
+with 4x as long gained 4 of 50 on prop_3_0.03 and took the time the trees needed: measured, left out.) After each
+layer the later layers are bounded again by α-CROWN from the tightened bounds, which usually stabilises many more.
+The time left is shared by the layers in proportion to their unstable ReLUs. One layer's searches are independent
+of each other (:func:`prove_side`, one per neuron and side): ``map_tasks`` may run them on worker processes
+(:mod:`.bab_parallel`); the bounds they prove are taken in by the caller.
 
 Soundness: a refuted conjunction means ``z_k[i] < t - tol`` (or ``> t + tol``) on the whole box for its
 threshold ``t`` (0, ``u/2`` or ``l/2``), by the search's sound bounds, so setting ``u = t`` (or ``l = t``) keeps
