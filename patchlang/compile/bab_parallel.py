@@ -93,7 +93,9 @@ class Workers:
         self.n = n
         self.deadline = deadline
         with _main_module_hidden():
-            self._pool = multiprocessing.get_context("forkserver").Pool(n, initializer=_leave_interrupts_to_caller)
+            # forkserver where there is one (not on Windows); spawn starts equally clean workers, only slower
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            self._pool = multiprocessing.get_context(method).Pool(n, initializer=_leave_interrupts_to_caller)
 
     def __enter__(self) -> "Workers":
         return self
