@@ -120,7 +120,8 @@ def main() -> int:
             # cpu: this process's (the search's worker processes, on deep networks, are not counted)
             print(f"{onnx.name:<24} {Path(vnn_name).name:<22} {v.status:<9} {seconds:7.2f}s cpu {cpu:7.2f}s "
                   f"workers {v.stats.get('workers', 1)} "
-                  f"domains {v.stats.get('domains', '-')} {v.found_by} "
+                  f"domains {v.stats.get('domains', '-')} query decided {v.stats.get('query decided', 0)} "
+                  f"{v.found_by} "
                   f"{v.reason[:90] if v.status == 'unknown' else ''}", flush=True)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     out = rows

@@ -30,12 +30,14 @@ import time
 import types
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .bab_tree import BabOptions, TreeStats, run_tree
 from .bounds import LayerBounds, ReluNet
+from .conjunction_query import time_boxed, whole_conjunction_query
 from .verify import LeafSolver, SearchResult
 
 
@@ -115,12 +117,13 @@ class Workers:
         except multiprocessing.TimeoutError:
             return [lost] * len(tasks)
 
-    def trees(self, rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, spec, parts: list[int],
-              solve: LeafSolver, opt: BabOptions, t0: float, slice_for: Callable[[int], float]
+    def parts(self, task: "PartTask", rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, spec,
+              parts: list[int], solve: LeafSolver, opt: BabOptions, t0: float, slice_for: Callable[[int], float]
               ) -> Iterator[tuple[int, str, bool, TreeStats, SearchResult]]:
-        """The trees of conjunctions ``parts`` (in this order), ``(j, verdict or reason, decided, stats,
-        result)`` as they finish; ``slice_for(r)`` gives the seconds of a tree started when ``r`` parts (itself
-        included) are still to start.  Stop iterating to abandon the rest (the pool's exit stops them)."""
+        """Conjunctions ``parts`` decided by ``task`` (:func:`tree_task` or :func:`query_task`) in this order,
+        ``(j, verdict or reason, decided, stats, result)`` as they finish; ``slice_for(r)`` gives the seconds of
+        a task started when ``r`` parts (itself included) are still to start.  Stop iterating to abandon the
+        rest (the pool's exit stops them)."""
         done: queue.SimpleQueue = queue.SimpleQueue()
         stripped = replace(opt, progress=None, tighten=None)
         todo = list(parts)
@@ -129,7 +132,7 @@ class Workers:
             while todo and len(running) < self.n:
                 j = todo.pop(0)
                 seconds = slice_for(len(todo) + 1)
-                self._pool.apply_async(tree_task, (rn, lo, hi, bounds, spec, j, solve, stripped, t0, seconds),
+                self._pool.apply_async(task, (rn, lo, hi, bounds, spec, j, solve, stripped, t0, seconds),
                                        callback=lambda r, j=j: done.put((j, r, None)),
                                        error_callback=lambda e, j=j: done.put((j, None, e)))
                 running.add(j)
@@ -145,19 +148,47 @@ class Workers:
             yield (j, *result)
 
 
+PartTask = Callable[..., tuple[str, bool, TreeStats, SearchResult]]
+
+
+def in_this_process(task: PartTask, rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, spec,
+                    parts: list[int], solve: LeafSolver, opt: BabOptions, t0: float,
+                    slice_for: Callable[[int], float]) -> Iterator[tuple[int, str, bool, TreeStats, SearchResult]]:
+    """:meth:`Workers.parts` without workers (one core, or a solver that cannot be pickled)."""
+    for n_done, j in enumerate(parts):
+        yield (j, *task(rn, lo, hi, bounds, spec, j, solve, opt, t0, slice_for(len(parts) - n_done)))
+
+
+def _limit(opt: BabOptions, seconds: float) -> float:
+    """``seconds`` from now, never past ``opt.deadline`` (perf_counter values)."""
+    limit = time.perf_counter() + seconds
+    return limit if opt.deadline is None else min(limit, opt.deadline)
+
+
+def violated_in_float64(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, spec, x: np.ndarray) -> bool:
+    """A worker's confirmation without onnxruntime: inside the box and unsafe in float64 (the caller confirms
+    again as it confirms its own candidates)."""
+    x = np.asarray(x, float).reshape(1, -1)
+    return bool(np.all(x >= lo) and np.all(x <= hi) and spec.violated(rn.forward(x))[0])
+
+
 def tree_task(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, spec, j: int, solve: LeafSolver,
               opt: BabOptions, t0: float, seconds: float) -> tuple[str, bool, TreeStats, SearchResult]:
     """Conjunction ``j``'s tree for ``seconds`` from now (and never past ``opt.deadline``), in a worker."""
-    limit = time.perf_counter() + seconds
-    if opt.deadline is not None:
-        limit = min(limit, opt.deadline)
+    confirm = partial(violated_in_float64, rn, lo, hi, spec)
+    return run_tree(rn, lo, hi, bounds, spec, j, solve, confirm, opt, t0, _limit(opt, seconds))
 
-    def violated_in_float64(x: np.ndarray) -> bool:
-        """The caller's confirmation without onnxruntime: inside the box and unsafe in float64."""
-        x = np.asarray(x, float).reshape(1, -1)
-        return bool(np.all(x >= lo) and np.all(x <= hi) and spec.violated(rn.forward(x))[0])
 
-    return run_tree(rn, lo, hi, bounds, spec, j, solve, violated_in_float64, opt, t0, limit)
+def query_task(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, spec, j: int, solve: LeafSolver,
+               opt: BabOptions, t0: float, seconds: float) -> tuple[str, bool, TreeStats, SearchResult]:
+    """Conjunction ``j`` as one exact Query over ``bounds`` (:mod:`.conjunction_query`), searched by bound for
+    ``seconds`` at most; a proof's final bound is 0.0 (as when a tree's last domains went to the Query)."""
+    res = SearchResult("unknown")
+    seconds = max(0.0, _limit(opt, seconds) - time.perf_counter())
+    verdict = whole_conjunction_query(rn, lo, hi, bounds, spec, j, time_boxed(solve, seconds, bound_only=True),
+                                      partial(violated_in_float64, rn, lo, hi, spec), opt, res)
+    decided = verdict in ("holds", "violated")
+    return verdict, decided, TreeStats(final_bound=0.0 if verdict == "holds" else float("nan")), res
 
 
 def even_slices(seconds: float) -> Callable[[int], float]:

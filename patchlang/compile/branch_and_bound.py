@@ -21,24 +21,25 @@ Query) refutes it, and the case holds only when every conjunction is proven.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Generator
+from typing import Callable, Generator
 
 import numpy as np
 
 from .alpha import crown_lower, optimised_layer_bounds
-from .bab_parallel import Workers, even_slices, picklable, rest_of_time, worker_count
-from .bab_tree import BabOptions, TreeStats, absorb_leaf, advance, conjunction_tree
+from .bab_parallel import (PartTask, Workers, even_slices, in_this_process, picklable, query_task, rest_of_time,
+                           tree_task, worker_count)
+from .bab_tree import BabOptions, TreeStats, advance, conjunction_tree
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds
+from .conjunction_query import time_boxed, whole_conjunction_query
 from .prune import prune_inactive
 from .refine_bounds import RefineStats, refine_layer_bounds
 from .stabilise import StabiliseStats, stabilise
-from .verify import Confirm, LeafSolver, RegionCase, SearchResult, _leaf
+from .verify import Confirm, LeafSolver, RegionCase, SearchResult
 
 __all__ = ["BabOptions", "BabStats", "TreeStats", "relu_split_search", "root_bounds"]
 
@@ -49,6 +50,7 @@ class BabStats(TreeStats):
     refine: RefineStats | None = None  # the root's bab-refine, when it ran
     stabilise: StabiliseStats | None = None  # the root's stabilisation (:mod:`.stabilise`), when it ran
     workers: int = 1  # processes the trees and stability searches ran in (:mod:`.bab_parallel`; 1: this one)
+    query_decided: int = 0  # conjunctions the exact Query decided on the stabilised bounds
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -121,36 +123,45 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
         now = time.perf_counter()
         return now + fraction * max(0.0, opt.deadline - now) / max(1, parts)  # type: ignore[operator]
 
-    def trees_on_workers(parts: list[int], share: float, evenly: bool) -> bool:
-        """:func:`start_trees` on the worker processes (:mod:`.bab_parallel`): ``evenly``, each tree gets a
-        worker's part of ``share`` of the time left and those left open join ``open_trees`` (ended: a tree is
-        not resumed across processes); otherwise every tree runs to its verdict or its part of all the time
-        left.  True when one found a counterexample that confirms (``res`` filled)."""
-        assert pool is not None and opt.deadline is not None
-        left = max(0.0, opt.deadline - time.perf_counter())
-        slices = (even_slices(share * left / math.ceil(max(1, len(parts)) / pool.n)) if evenly
-                  else rest_of_time(opt.deadline, pool.n))
+    def parts_elsewhere(task: PartTask, parts: list[int], slices: Callable[[int], float], keep_open: bool) -> bool:
+        """Conjunctions ``parts`` decided by ``task`` (a tree or the exact Query, :mod:`.bab_parallel`) on the
+        worker processes, or in this process when there are none, each for ``slices(parts still to start)``
+        seconds; ``keep_open``: the parts left open join ``open_trees`` (ended: a tree is not resumed across
+        processes).  True when one found a counterexample that confirms (``res`` filled)."""
+        run = pool.parts if pool is not None else in_this_process
         for n_done, (j, verdict, decided, one, sub) in enumerate(
-                pool.trees(rn, lo, hi, bounds, spec, parts, solve, opt, t0, slices), 1):
+                run(task, rn, lo, hi, bounds, spec, parts, solve, opt, t0, slices), 1):
             stats.domains += one.domains
             res.evaluations += sub.evaluations
+            res.queries += sub.queries
             res.unconfirmed += sub.unconfirmed
             res.max_depth = max(res.max_depth, sub.max_depth)
             if opt.progress is not None:
-                opt.progress({"method": "relu-split", "stage": f"{n_done} of {len(parts)} parts searched on "
-                              f"{pool.n} workers", "domains": stats.domains, "left": one.left,
-                              "bound": None, "elapsed": time.perf_counter() - t0})
+                where = f"on {pool.n} workers" if pool is not None else "here"
+                opt.progress({"method": "relu-split", "stage": f"{n_done} of {len(parts)} parts searched {where}",
+                              "domains": stats.domains, "left": one.left, "bound": None,
+                              "elapsed": time.perf_counter() - t0})
             if decided and verdict == "violated":
                 if sub.x is not None and confirm(sub.x):
                     res.status, res.x, res.conj, res.boxes = "violated", sub.x, sub.conj, 1
                     return True
                 res.unconfirmed += 1
                 verdict = f"unsafe part {j}: a candidate counterexample did not confirm"
-            if evenly and not decided:
+            if keep_open and not decided:
                 open_trees[j] = (None, one)
             else:
                 finish(j, verdict, one)
         return False
+
+    def trees_on_workers(parts: list[int], share: float, evenly: bool) -> bool:
+        """:func:`start_trees` on the worker processes: ``evenly``, each tree gets a worker's part of ``share``
+        of the time left and those left open join ``open_trees``; otherwise every tree runs to its verdict or
+        its part of all the time left."""
+        assert pool is not None and opt.deadline is not None
+        left = max(0.0, opt.deadline - time.perf_counter())
+        slices = (even_slices(share * left / math.ceil(max(1, len(parts)) / pool.n)) if evenly
+                  else rest_of_time(opt.deadline, pool.n))
+        return parts_elsewhere(tree_task, parts, slices, keep_open=evenly)
 
     def start_trees(parts: list[int], share: float, evenly: bool = False) -> bool:
         """A tree per conjunction of ``parts``, each run for an equal part of ``share`` of the time left (of the
@@ -220,7 +231,7 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
                           "left": 0, "bound": None, "elapsed": time.perf_counter() - t0})
         stats.stabilise = StabiliseStats()
         now = time.perf_counter()
-        bounds = stabilise(rn, lo, hi, bounds, _time_boxed(solve, opt.stabilise_neuron),
+        bounds = stabilise(rn, lo, hi, bounds, time_boxed(solve, opt.stabilise_neuron),
                            replace(opt, max_domains=opt.stabilise_domains),
                            now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
                            per_neuron=opt.stabilise_neuron, stats=stats.stabilise, halve=opt.stabilise_halve,
@@ -228,6 +239,17 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
         rn, bounds = prune_inactive(rn, bounds)
         again = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
         open_trees.clear()
+        if opt.stabilised_query and again:  # the exact Query first: on stabilised bounds it decides in seconds
+            now = time.perf_counter()
+            until = now + opt.stabilised_query_share * max(0.0, opt.deadline - now)  # type: ignore[operator]
+            if opt.progress is not None:
+                opt.progress({"method": "relu-split", "stage": f"exact Query on {len(again)} parts",
+                              "domains": stats.domains, "left": 0, "bound": None, "elapsed": now - t0})
+            if parts_elsewhere(query_task, again, rest_of_time(until, stats.workers), keep_open=True):
+                return res
+            stats.query_decided += len(again) - len(open_trees)
+            again = [j for j in again if j in open_trees]
+            open_trees.clear()
         if start_trees(again, opt.milp_bab_share if use_milp else opt.bab_share):
             return res
     queue = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
@@ -254,7 +276,7 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
             opt.progress({"method": "relu-split", "stage": f"MILP on unsafe part {j}", "domains": stats.domains,
                           "left": one.left, "bound": None, "elapsed": now - t0})
         seconds = (opt.deadline - now) / (len(queue) - n_done)  # type: ignore[operator]
-        sub_res = _whole_conjunction_milp(rn, lo, hi, bounds, spec, j, _time_boxed(solve, seconds, bound_only=True),
+        sub_res = whole_conjunction_query(rn, lo, hi, bounds, spec, j, time_boxed(solve, seconds, bound_only=True),
                                           confirm, opt, res)
         if sub_res == "violated":
             res.boxes = 1
@@ -268,36 +290,3 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
     res.status, res.reason = ("unknown", reasons[0]) if reasons else ("holds", "")
     res.boxes = 1  # the input box is not split (the domains are counted in stats)
     return res
-
-
-
-def _time_boxed(solve: LeafSolver, seconds: float, bound_only: bool = False) -> LeafSolver:
-    """``solve`` limited to ``seconds`` when it takes a ``time_limit`` (the verifier's leaf solver does; a plain
-    callable is used as it is), and asked for a search by bound when it takes ``bound_only``.  A partial, not a
-    closure: a picklable ``solve`` stays picklable for the worker processes (:mod:`.bab_parallel`)."""
-    params = inspect.signature(solve).parameters
-    if "time_limit" not in params:
-        return solve
-    if bound_only and "bound_only" in params:
-        return partial(solve, time_limit=seconds, bound_only=True)
-    return partial(solve, time_limit=seconds)
-
-
-def _whole_conjunction_milp(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,
-                            solve: LeafSolver, confirm: Confirm, opt: BabOptions, res: SearchResult) -> str:
-    """Conjunction ``j`` over the whole input box as one exact Query (the leaf solver, bounded by the caller's
-    deadline): "holds", "violated" (``res`` filled) or the reason it stayed open.
-
-    The Query minimises the sum of the conjunction's rows (its constraints decide; the objective lets the MILP
-    solver prune by bound): with the leaf solver's search by bound (HiGHS without primal heuristics) mnist_fc
-    256x2 prop_1_0.03's hardest parts are proven in 9-11 s each, where a pure feasibility MILP with heuristics had
-    not finished its root node in 30 s (measured)."""
-    conj_open = np.zeros(spec.n_conj, bool)
-    conj_open[j] = True
-    objective = spec.A[spec.conj == j].sum(axis=0)
-    sub = _leaf(rn, lo[0], hi[0], conj_open, root, spec, solve, confirm, opt, SearchResult("unknown"), final=True,
-                objective=objective)
-    if absorb_leaf(res, sub):
-        return "violated"
-    return "holds" if sub.status == "holds" else f"unsafe part {j}: {sub.reason}"
-

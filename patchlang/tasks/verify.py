@@ -310,6 +310,8 @@ def verify_cases(net: Network, cases: list[RegionCase], timeout: float | None = 
                 bab_stats.left += one.left
                 if one.workers > 1:
                     stats["workers"] = one.workers
+                if one.query_decided:  # parts the exact Query decided after stabilisation
+                    stats["query decided"] = stats.get("query decided", 0) + one.query_decided
                 if one.stabilise is not None:  # unstable ReLUs per hidden layer before and after (the last case's)
                     stats["unstable relus"] = {"before": one.stabilise.unstable_before,
                                                "after stabilising": one.stabilise.unstable_after}
@@ -465,8 +467,9 @@ def run_verify(task: VerifyTask, run: Any) -> TaskResult:
         result.details["domains"] = verdict.stats.get("domains", 0)
         if "final bound" in verdict.stats:
             result.details["final bound"] = verdict.stats["final bound"]
-        if "unstable relus" in verdict.stats:
-            result.details["unstable relus"] = verdict.stats["unstable relus"]
+        for key in ("unstable relus", "query decided"):
+            if key in verdict.stats:
+                result.details[key] = verdict.stats[key]
     elif method == "milp":
         result.class_reason = "complete verification over an input region (falsify first, then one MILP per box)"
     if "falsifier" in verdict.stats:
