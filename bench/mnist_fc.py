@@ -10,7 +10,8 @@
 With 784 inputs, splitting the input box does not pay: patchlang falsifies first (projected gradient steps on
 the satisfaction function), then branches over ReLU phases (patchlang.compile.branch_and_bound: CROWN bounds with
 optimised slopes and split multipliers, best-first, MILP leaves; on 256x4 the parts a short first turn leaves
-open start again after the hidden ReLUs were stabilised, patchlang.compile.stabilise); `--strategy milp` gives
+open are stabilised, patchlang.compile.stabilise, then go first to one exact MILP each,
+patchlang.compile.conjunction_query, and to the trees again); `--strategy milp` gives
 the earlier method, one MILP over the whole ε-box.  Every counterexample is confirmed with onnxruntime.  Writes bench/results/mnist_fc.csv,
 then prints how many of the instances a VNN-COMP 2021 tool decided patchlang decides (exit 1 on a contradiction).
 """

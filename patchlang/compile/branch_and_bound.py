@@ -12,8 +12,9 @@ of the unsafe region, each by its own tree (:mod:`.bab_tree`, where domains, bou
 2. with a deadline, every conjunction's tree gets a turn (an equal share of the time left), the open ones are
    resumed, and on shallow networks (or refined roots) what is still open goes whole to the exact Query,
    searched by bound (an objective on the outputs, the solver's primal heuristics off);
-3. on deep networks with a deadline (the staged search: first turn, stabilisation, trees again) the trees and
-   the stability searches run on every core, in worker processes (:mod:`.bab_parallel`).
+3. on deep networks with a deadline (the staged search: first turn, stabilisation, the exact Query of each part
+   still open over the stabilised bounds (:mod:`.conjunction_query`), trees again) the trees, the stability
+   searches and the Queries run on every core, in worker processes (:mod:`.bab_parallel`).
 
 Soundness: see :mod:`.bab_tree`; a conjunction is proven only when its whole tree (or its whole-conjunction
 Query) refutes it, and the case holds only when every conjunction is proven.
