@@ -257,3 +257,12 @@ def test_retiring_refuted_domains_keeps_bounds_sound_and_unchanged(seed):
         X = lo[b] + rng.random((5000, 4)) * (hi[b] - lo[b])
         truth = (pre_activations(rn, X)[1] @ A.T).min(axis=0)
         assert np.all(lb[b] <= truth + 1e-9)
+
+
+def test_the_first_turn_is_a_share_of_the_time_but_never_longer_than_its_cap():
+    from patchlang.compile.branch_and_bound import BabOptions, first_turn_share
+
+    opt = BabOptions(stabilise_after=0.15, stabilise_after_max=20.0)
+    assert first_turn_share(opt, 120.0) == pytest.approx(0.15)  # 18 s
+    assert first_turn_share(opt, 300.0) * 300.0 == pytest.approx(20.0)  # not 45 s
+    assert first_turn_share(opt, 0.0) == pytest.approx(0.15)  # no time left: no division by zero

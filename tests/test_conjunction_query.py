@@ -98,3 +98,4 @@ def test_a_query_point_that_does_not_confirm_never_makes_a_violation():
                                 BabOptions(milp_unstable=0, batch=8, root_steps=3, stabilise_after=0.0,
                                            stabilise_share=0.3, workers=workers, deadline=time.perf_counter() + 20))
         assert res.status == "unknown" and res.unconfirmed >= 1
+

@@ -71,6 +71,8 @@ class BabOptions:
     # -1.7 only.  The decided 256x4 instances never reach it (prop_0_0.03 8.0 s, prop_5_0.03 10.6 s with it on).
     stabilise: bool = True
     stabilise_after: float = 0.15
+    stabilise_after_max: float = 20.0  # seconds: the first turn is for the instances easy without stabilisation
+    # (mnist_fc 256x4 prop_0_0.03 and prop_5_0.03 in 7-9 s); a longer one only delays the hard ones' stabilisation
     stabilise_share: float = 0.85  # prop_4_0.05 with 120 s: open with 0.7 (cut short in the last layer), holds
     # in 106 s with 0.85; where the stabilisation ends early (prop_9_0.03 in ~65 s) the share does not matter
     stabilise_neuron: float = 2.0  # seconds per search at most (a cap: ``stabilise_domains`` normally ends it)

@@ -68,6 +68,12 @@ def refine_pays(rn: ReluNet, opt: BabOptions) -> bool:
 
 
 
+def first_turn_share(opt: BabOptions, left: float) -> float:
+    """The share of the time ``left`` (seconds) the staged search's first turn of the trees gets:
+    ``opt.stabilise_after``, but never more than ``opt.stabilise_after_max`` seconds."""
+    return min(opt.stabilise_after, opt.stabilise_after_max / max(left, 1e-9))
+
+
 def relu_split_search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm,
                       options: BabOptions | None = None, stats: BabStats | None = None) -> SearchResult:
     """Decide one case by branch and bound over ReLU phases (see the module docstring)."""
@@ -220,7 +226,8 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
         if order:
             pool = cleanup.enter_context(Workers(n_workers, opt.deadline))  # type: ignore[arg-type]
     stats.workers = pool.n if pool is not None else 1
-    first_share = opt.stabilise_after if staged else opt.milp_bab_share if use_milp else opt.bab_share
+    first_share = (first_turn_share(opt, opt.deadline - time.perf_counter()) if staged  # type: ignore[operator]
+                   else opt.milp_bab_share if use_milp else opt.bab_share)
     if start_trees(order, first_share, evenly=staged):
         return res
     if staged and open_trees:
