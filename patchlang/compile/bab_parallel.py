@@ -1,10 +1,12 @@
-"""Branch and bound's staged search on every core: the conjunctions' trees and the stability searches of
+"""Branch and bound's staged search on every core: the conjunctions' trees, their exact Queries after
+stabilisation (:mod:`.conjunction_query`, HiGHS with one thread each) and the stability searches of
 :mod:`.branch_and_bound` run in worker processes.
 
 Why: the bound computations are many small matrix products and element-wise steps; BLAS threads do not speed
 them up (mnist_fc 256x4 prop_5_0.03: 11.5 CPU s in 11.6 s with two OpenBLAS threads, 12.1 s with one), so a
 second core is used only by a second search.  A case's conjunctions are independent trees and one hidden layer's
-stability searches (:mod:`.stabilise`) are independent of each other, so both spread over the cores.
+stability searches (:mod:`.stabilise`) are independent of each other, so they spread over the cores (as do the
+single-threaded MILP solves of the conjunctions' Queries).
 
 How: the standard library's process pool (``multiprocessing.Pool`` with the *forkserver* start method: a worker
 starts from a clean process, never from a copy of one whose HiGHS or onnxruntime threads it would not have, and

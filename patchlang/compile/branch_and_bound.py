@@ -50,7 +50,7 @@ class BabStats(TreeStats):
     milp_decided: int = 0  # conjunctions the whole-conjunction MILP decided after branch and bound stalled
     refine: RefineStats | None = None  # the root's bab-refine, when it ran
     stabilise: StabiliseStats | None = None  # the root's stabilisation (:mod:`.stabilise`), when it ran
-    workers: int = 1  # processes the trees and stability searches ran in (:mod:`.bab_parallel`; 1: this one)
+    workers: int = 1  # processes the trees, Queries and stability searches ran in (:mod:`.bab_parallel`; 1: here)
     query_decided: int = 0  # conjunctions the exact Query decided on the stabilised bounds
 
 
