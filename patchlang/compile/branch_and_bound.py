@@ -51,7 +51,7 @@ class BabStats(TreeStats):
     refine: RefineStats | None = None  # the root's bab-refine, when it ran
     stabilise: StabiliseStats | None = None  # the root's stabilisation (:mod:`.stabilise`), when it ran
     workers: int = 1  # processes the trees, Queries and stability searches ran in (:mod:`.bab_parallel`; 1: here)
-    query_decided: int = 0  # conjunctions the exact Query decided on the stabilised bounds
+    query_decided: int = 0  # conjunctions the exact Query proved on the stabilised bounds
 
 
 def root_bounds(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, steps: int = 30) -> tuple[LayerBounds, np.ndarray]:
@@ -130,11 +130,13 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
         now = time.perf_counter()
         return now + fraction * max(0.0, opt.deadline - now) / max(1, parts)  # type: ignore[operator]
 
-    def parts_elsewhere(task: PartTask, parts: list[int], slices: Callable[[int], float], keep_open: bool) -> bool:
+    def parts_elsewhere(task: PartTask, parts: list[int], slices: Callable[[int], float], keep_open: bool,
+                        proven: list[int] | None = None) -> bool:
         """Conjunctions ``parts`` decided by ``task`` (a tree or the exact Query, :mod:`.bab_parallel`) on the
         worker processes, or in this process when there are none, each for ``slices(parts still to start)``
         seconds; ``keep_open``: the parts left open join ``open_trees`` (ended: a tree is not resumed across
-        processes).  True when one found a counterexample that confirms (``res`` filled)."""
+        processes); the parts proven are appended to ``proven``.  True when one found a counterexample that
+        confirms (``res`` filled)."""
         run = pool.parts if pool is not None else in_this_process
         for n_done, (j, verdict, decided, one, sub) in enumerate(
                 run(task, rn, lo, hi, bounds, spec, parts, solve, opt, t0, slices), 1):
@@ -158,6 +160,8 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
                 open_trees[j] = (None, one)
             else:
                 finish(j, verdict, one)
+            if verdict == "holds" and proven is not None:
+                proven.append(j)
         return False
 
     def trees_on_workers(parts: list[int], share: float, evenly: bool) -> bool:
@@ -253,9 +257,10 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
             if opt.progress is not None:
                 opt.progress({"method": "relu-split", "stage": f"exact Query on {len(again)} parts",
                               "domains": stats.domains, "left": 0, "bound": None, "elapsed": now - t0})
-            if parts_elsewhere(query_task, again, rest_of_time(until, stats.workers), keep_open=True):
+            proven: list[int] = []
+            if parts_elsewhere(query_task, again, rest_of_time(until, stats.workers), keep_open=True, proven=proven):
                 return res
-            stats.query_decided += len(again) - len(open_trees)
+            stats.query_decided += len(proven)  # (a point that did not confirm ends its part too, unproven)
             again = [j for j in again if j in open_trees]
             open_trees.clear()
         if start_trees(again, opt.milp_bab_share if use_milp else opt.bab_share):
