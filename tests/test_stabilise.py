@@ -135,6 +135,56 @@ def test_verify_reports_the_unstable_relus_before_and_after_stabilising():
         assert verdict.stats["query decided"] == 1
 
 
+def no_answer(q, time_limit=None):
+    """A leaf solver that never decides (a timeout): the leaves it gets stay open."""
+    from patchlang.solution import TIMEOUT, Solution
+
+    return Solution(TIMEOUT)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("budget,depth", [(12, None), (20, 4), (40, 5), (60, 6)])
+def test_a_paused_trees_final_bound_holds_on_the_whole_box(seed, budget, depth):
+    """A tree paused by its domain budget reports the smallest bound of what is still open; that is a lower
+    bound of the row over the whole box (the stability searches turn it into a neuron's bound), counting the
+    leaves its Query left undecided (from ``depth`` splits on, domains go to a solver that never answers), never
+    only the pool's.  ``budget``: domains before the pause (these pause with leaves undecided)."""
+    from patchlang.compile.bab_tree import run_tree
+
+    net, rn, lo, hi, X = deep_box(seed, SIZES)
+    start, _ = root_bounds(rn, lo, hi, steps=5)
+    leaves = 0 if depth is None else max(0, sum(unstable(start)) - depth)
+    _, y = pre_activations(rn, X)
+    for out in range(3):
+        # "y_out <= c" with c inside the samples' range: no point confirms (the confirmation says no), so the
+        # tree keeps searching and its open bounds sit near the true minimum of y_out - c, which is negative
+        c = np.quantile(y[:, out], 0.2)
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[out], "<=", c, 0.0)]], 3)
+        verdict, decided, stats, _ = run_tree(rn, lo, hi, start, spec, 0, no_answer, lambda x: False,
+                                              BabOptions(batch=4, milp_unstable=leaves, max_domains=budget),
+                                              time.perf_counter(), None)
+        assert not decided and np.isfinite(stats.final_bound)
+        assert stats.final_bound <= (y[:, out] - c).min() + 1e-9
+
+
+def test_searches_left_open_narrow_the_bounds_soundly():
+    """With a tiny domain budget most stability searches stay open; their trees' bounds still narrow the
+    neurons' ranges (``narrowed``), and the narrowed bounds contain every sample."""
+    narrowed = 0
+    for seed in range(4):
+        net, rn, lo, hi, X = deep_box(seed, SIZES)
+        start, _ = root_bounds(rn, lo, hi, steps=5)
+        stats = StabiliseStats()
+        fine = stabilise(rn, lo, hi, start, solve, BabOptions(batch=4, root_steps=5, max_domains=6),
+                         time.perf_counter() + 30, per_neuron=30.0, steps=5, stats=stats, halve=0)
+        zs, _ = pre_activations(rn, X)
+        for k in range(rn.n_hidden):
+            assert np.all(fine.lower[k] >= start.lower[k]) and np.all(fine.upper[k] <= start.upper[k])
+            assert np.all(zs[k] >= fine.lower[k] - 1e-9) and np.all(zs[k] <= fine.upper[k] + 1e-9)
+        narrowed += sum(stats.narrowed)
+    assert narrowed > 0
+
+
 def test_a_domain_budget_makes_the_stabilisation_independent_of_the_machines_speed():
     """With ``max_domains`` per search (BabOptions.stabilise_domains) and time to spare, two runs prove the very
     same bounds (a time budget alone proves more or fewer depending on the load), and a tree given a budget

@@ -193,7 +193,8 @@ class _Pool:
 @dataclass
 class TreeStats:
     domains: int = 0  # domains bounded
-    final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven)
+    final_bound: float = float("nan")  # the smallest open bound at the end (>= 0: proven); at a pause, a lower
+    # bound of the conjunction's rows minus their thresholds over the whole box (the stability searches use it)
     left: int = 0
 
 
@@ -298,6 +299,7 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
         return False
 
     proven = [np.inf]  # the smallest bound (minus threshold) of the domains refuted by bounds
+    unsettled = [np.inf]  # the smallest bound (minus threshold) of the leaves the Query left undecided
 
     r, lb, alpha, _ = bound(root.lower, root.upper, None, opt.root_steps, lo, hi)
     stats.domains += 1
@@ -328,6 +330,7 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
                 return "violated"
             if sub.status != "holds":
                 undecided.append(sub.reason)
+                unsettled[0] = min(unsettled[0], float((lb[i] - thr).max()))
         push = keep & ~leaf
         if np.any(push):
             idx = np.nonzero(push)[0]
@@ -358,7 +361,8 @@ def conjunction_tree(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBou
             opt.progress({"method": "relu-split", "domains": stats.domains, "left": pool.size,
                           "bound": float(pool.score.min()), "elapsed": now - t0})
         if limit is not None and now > limit or opt.max_domains is not None and stats.domains >= opt.max_domains:
-            stats.final_bound, stats.left = float(pool.score.min()), pool.size
+            # sound over the whole box: every domain is refuted (above it), in the pool, or an undecided leaf
+            stats.final_bound, stats.left = min(float(pool.score.min()), unsettled[0]), pool.size
             why = "time limit" if limit is not None and now > limit else f"budget of {opt.max_domains} domains"
             reason = f"{why} reached with {pool.size} ReLU-split domains left ({stats.domains} bounded)"
             later = yield reason  # paused: the caller may resume the same tree with a later limit
