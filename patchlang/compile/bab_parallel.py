@@ -198,6 +198,12 @@ def even_slices(seconds: float) -> Callable[[int], float]:
     return lambda remaining: seconds
 
 
+def until(deadline: float) -> Callable[[int], float]:
+    """Every task all the time left before ``deadline``: for searches that all have to succeed (a case holds only
+    when every part does), where cutting one short to start the next gains nothing."""
+    return lambda remaining: max(0.0, deadline - time.perf_counter())
+
+
 def rest_of_time(deadline: float, workers: int) -> Callable[[int], float]:
     """A tree started with ``r`` parts still to start gets the time left over the ``ceil(r / workers)`` trees its
     worker will still run: the last ones get all that is left."""

@@ -84,10 +84,12 @@ class BabOptions:
     stabilise_halve: int = 3  # rounds of halving (prop_4_0.05 holds in 183 s with 3, open after 300 s with 1)
     stabilise_min_hidden: int = 3
     # after stabilisation the parts still open go first to the exact Query (:mod:`.conjunction_query`, a MILP
-    # searched by bound) within ``stabilised_query_share`` of the time left, the likeliest proofs first and the
-    # last ones with all that share leaves; the trees get what is left.  Measured on mnist_fc 256x4 (one part at a
-    # time, HiGHS): prop_3_0.03's nine parts hold in 1.0-8.1 s each, prop_8_0.05's in 6.5-8.9 s (both open after
-    # 120 s of trees), prop_4_0.05's and prop_9_0.03's in 0.1-2.0 s (about 20 s of trees)
+    # searched by bound) within ``stabilised_query_share`` of the time left, the likeliest proofs first, each
+    # until it is decided or that share ends (a case holds only when every part does: a Query cut short to start
+    # the next gains nothing; at 300 s prop_6_0.05's part 2 needs 37 s and an equal slice of 25 s left it open);
+    # the trees get what is left.  Measured on mnist_fc 256x4 (one part at a time, HiGHS): prop_3_0.03's nine
+    # parts hold in 1.0-8.1 s each, prop_8_0.05's in 6.5-8.9 s (both open after 120 s of trees), prop_4_0.05's
+    # and prop_9_0.03's in 0.1-2.0 s (about 20 s of trees)
     stabilised_query: bool = True
     stabilised_query_share: float = 0.8
     workers: int = 0  # worker processes for the staged search's trees and stability searches (:mod:`.bab_parallel`;

@@ -33,7 +33,7 @@ import numpy as np
 
 from .alpha import crown_lower, optimised_layer_bounds
 from .bab_parallel import (PartTask, Workers, even_slices, in_this_process, picklable, query_task, rest_of_time,
-                           tree_task, worker_count)
+                           tree_task, until, worker_count)
 from .bab_tree import BabOptions, TreeStats, advance, conjunction_tree
 from .bounds import LayerBounds, ReluNet, backward_bounds, forward_bounds
 from .conjunction_query import time_boxed, whole_conjunction_query
@@ -253,12 +253,12 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
         open_trees.clear()
         if opt.stabilised_query and again:  # the exact Query first: on stabilised bounds it decides in seconds
             now = time.perf_counter()
-            until = now + opt.stabilised_query_share * max(0.0, opt.deadline - now)  # type: ignore[operator]
+            stage_end = now + opt.stabilised_query_share * max(0.0, opt.deadline - now)  # type: ignore[operator]
             if opt.progress is not None:
                 opt.progress({"method": "relu-split", "stage": f"exact Query on {len(again)} parts",
                               "domains": stats.domains, "left": 0, "bound": None, "elapsed": now - t0})
             proven: list[int] = []
-            if parts_elsewhere(query_task, again, rest_of_time(until, stats.workers), keep_open=True, proven=proven):
+            if parts_elsewhere(query_task, again, until(stage_end), keep_open=True, proven=proven):
                 return res
             stats.query_decided += len(proven)  # (a point that did not confirm ends its part too, unproven)
             again = [j for j in again if j in open_trees]
