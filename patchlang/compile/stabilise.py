@@ -23,7 +23,7 @@ that runs out of its domains still proves something: its tree's smallest open bo
 (``StabiliseStats.narrowed``). Measured on mnist_fc 256x4 prop_8_0.05 (120 s, two workers): the last hidden
 layer's 77 searches that ran out of domains had been thrown away; taken in, its unstable ReLUs after
 stabilisation fell from 97 to 24-29, the exact Queries of the nine parts from 14-44 s each to 1 s for all nine,
-and the instance holds in 78 s (open at 120 s before, 144 s at 300 s). After each
+and the instance holds in 78-107 s (open at 120 s before, 144 s at 300 s). After each
 layer the later layers are bounded again by α-CROWN from the tightened bounds, which usually stabilises many more.
 The time left is shared by the layers in proportion to their unstable ReLUs. One layer's searches are independent
 of each other (:func:`prove_side`, one per neuron and side): ``map_tasks`` may run them on worker processes
