@@ -208,3 +208,23 @@ def test_a_domain_budget_makes_the_stabilisation_independent_of_the_machines_spe
     verdict, decided, stats, _ = run_tree(rn, lo, hi, start, spec, 0, solve, lambda x: False,
                                           BabOptions(batch=8, milp_unstable=0), time.perf_counter(), None)
     assert decided and verdict == "holds" and stats.domains > 25 + 2 * 8
+
+
+def test_the_last_layer_is_left_unhalved_when_the_exact_query_follows():
+    """``halve_last_layer=False`` (the staged search, whose exact Query splits the last layer's ReLUs exactly): no
+    bound of the last hidden layer is halved, where the same searches with halving do halve some; the earlier
+    layers are halved as before and the bounds stay sound."""
+    halved_last = {True: 0, False: 0}
+    for seed in range(4):
+        net, rn, lo, hi, X = deep_box(seed, SIZES)
+        start, _ = root_bounds(rn, lo, hi, steps=5)
+        zs, _ = pre_activations(rn, X)
+        for last in (True, False):
+            stats = StabiliseStats()
+            fine = stabilise(rn, lo, hi, start, solve, BabOptions(batch=8, root_steps=5, max_domains=200),
+                             time.perf_counter() + 30, per_neuron=30.0, steps=5, stats=stats, halve=2,
+                             halve_last_layer=last)
+            halved_last[last] += stats.halved[-1]
+            for k in range(rn.n_hidden):
+                assert np.all(zs[k] >= fine.lower[k] - 1e-9) and np.all(zs[k] <= fine.upper[k] + 1e-9)
+    assert halved_last[True] > 0 and halved_last[False] == 0
