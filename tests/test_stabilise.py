@@ -228,3 +228,32 @@ def test_the_last_layer_is_left_unhalved_when_the_exact_query_follows():
             for k in range(rn.n_hidden):
                 assert np.all(zs[k] >= fine.lower[k] - 1e-9) and np.all(zs[k] <= fine.upper[k] + 1e-9)
     assert halved_last[True] > 0 and halved_last[False] == 0
+
+
+def test_the_last_layers_searches_get_their_own_domain_budget():
+    """``last_layer_domains`` (BabOptions.stabilise_last_domains, when the exact Query follows): every search in
+    the last hidden layer pauses within one batch past that budget, while the earlier layers' searches use
+    ``max_domains`` and prove the very same bounds as without it; every bound stays sound."""
+    budget, batch = 3, 4
+    peak = {"last": 0, "earlier": 0}
+
+    def recording(fn, tasks):
+        results = [fn(t) for t in tasks]
+        layer = "last" if len(fn.args[0].Ws) == len(rn.Ws) - 1 else "earlier"
+        peak[layer] = max([peak[layer]] + [domains for _, domains, _ in results])
+        return results
+
+    for seed in range(3):
+        net, rn, lo, hi, X = deep_box(seed, SIZES)
+        start, _ = root_bounds(rn, lo, hi, steps=5)
+        zs, _ = pre_activations(rn, X)
+        opt = BabOptions(batch=batch, root_steps=5, max_domains=60)
+        runs = [stabilise(rn, lo, hi, start, solve, opt, time.perf_counter() + 60, per_neuron=30.0, steps=5,
+                          halve=1, map_tasks=recording if last is not None else None, last_layer_domains=last)
+                for last in (None, budget)]
+        for k in range(rn.n_hidden - 1):
+            assert np.array_equal(runs[0].lower[k], runs[1].lower[k])
+            assert np.array_equal(runs[0].upper[k], runs[1].upper[k])
+        for k in range(rn.n_hidden):
+            assert np.all(zs[k] >= runs[1].lower[k] - 1e-9) and np.all(zs[k] <= runs[1].upper[k] + 1e-9)
+    assert 0 < peak["last"] <= budget + 2 * batch < peak["earlier"]
