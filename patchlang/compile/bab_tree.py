@@ -71,8 +71,9 @@ class BabOptions:
     # -1.7 only.  The decided 256x4 instances never reach it (prop_0_0.03 8.0 s, prop_5_0.03 10.6 s with it on).
     stabilise: bool = True
     stabilise_after: float = 0.15
-    stabilise_after_max: float = 20.0  # seconds: the first turn is for the instances easy without stabilisation
-    # (mnist_fc 256x4 prop_0_0.03 and prop_5_0.03 in 7-9 s); a longer one only delays the hard ones' stabilisation
+    stabilise_after_max: float = 10.0  # seconds: the first turn is for the instances easy without stabilisation
+    # (mnist_fc 256x4 prop_0_0.03 and prop_5_0.03 hold in 7.1 and 8.2 s with 10 s as with 20 s); a longer one
+    # only delays the hard ones' stabilisation (prop_6_0.05's Queries started at 48 s with 20 s, 43 s with 10 s)
     stabilise_share: float = 0.85  # prop_4_0.05 with 120 s: open with 0.7 (cut short in the last layer), holds
     # in 106 s with 0.85; where the stabilisation ends early (prop_9_0.03 in ~65 s) the share does not matter
     stabilise_neuron: float = 2.0  # seconds per search at most (a cap: ``stabilise_domains`` normally ends it)
@@ -94,7 +95,8 @@ class BabOptions:
     # parts hold in 1.0-8.1 s each, prop_8_0.05's in 6.5-8.9 s (both open after 120 s of trees), prop_4_0.05's
     # and prop_9_0.03's in 0.1-2.0 s (about 20 s of trees)
     stabilised_query: bool = True
-    stabilised_query_share: float = 0.8
+    stabilised_query_share: float = 0.95  # with 0.8 prop_6_0.05's last two Queries were cut short at 120 s (its
+    # nine take 56 s on two cores); the trees after them rarely decide what a Query left open
     workers: int = 0  # worker processes for the staged search's trees and stability searches (:mod:`.bab_parallel`;
     # 0: every core this process may use, 1: none, all in this process)
     max_domains: int | None = None  # a tree pauses (like at its time limit) once it has bounded this many domains
