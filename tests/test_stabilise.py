@@ -211,7 +211,7 @@ def test_a_domain_budget_makes_the_stabilisation_independent_of_the_machines_spe
 
 
 def test_the_last_layer_is_left_unhalved_when_the_exact_query_follows():
-    """``halve_last_layer=False`` (the staged search, whose exact Query splits the last layer's ReLUs exactly): no
+    """``query_follows`` (the staged search, whose exact Query splits the last layer's ReLUs exactly): no
     bound of the last hidden layer is halved, where the same searches with halving do halve some; the earlier
     layers are halved as before and the bounds stay sound."""
     halved_last = {True: 0, False: 0}
@@ -223,7 +223,7 @@ def test_the_last_layer_is_left_unhalved_when_the_exact_query_follows():
             stats = StabiliseStats()
             fine = stabilise(rn, lo, hi, start, solve, BabOptions(batch=8, root_steps=5, max_domains=200),
                              time.perf_counter() + 30, per_neuron=30.0, steps=5, stats=stats, halve=2,
-                             halve_last_layer=last)
+                             query_follows=not last)
             halved_last[last] += stats.halved[-1]
             for k in range(rn.n_hidden):
                 assert np.all(zs[k] >= fine.lower[k] - 1e-9) and np.all(zs[k] <= fine.upper[k] + 1e-9)
@@ -231,7 +231,7 @@ def test_the_last_layer_is_left_unhalved_when_the_exact_query_follows():
 
 
 def test_the_last_layers_searches_get_their_own_domain_budget():
-    """``last_layer_domains`` (BabOptions.stabilise_last_domains, when the exact Query follows): every search in
+    """BabOptions.stabilise_last_domains when the exact Query follows (``query_follows``): every search in
     the last hidden layer pauses within one batch past that budget, while the earlier layers' searches use
     ``max_domains`` and prove the very same bounds as without it; every bound stays sound."""
     budget, batch = 3, 4
@@ -247,10 +247,10 @@ def test_the_last_layers_searches_get_their_own_domain_budget():
         net, rn, lo, hi, X = deep_box(seed, SIZES)
         start, _ = root_bounds(rn, lo, hi, steps=5)
         zs, _ = pre_activations(rn, X)
-        opt = BabOptions(batch=batch, root_steps=5, max_domains=60)
+        opt = BabOptions(batch=batch, root_steps=5, max_domains=60, stabilise_last_domains=budget)
         runs = [stabilise(rn, lo, hi, start, solve, opt, time.perf_counter() + 60, per_neuron=30.0, steps=5,
-                          halve=1, map_tasks=recording if last is not None else None, last_layer_domains=last)
-                for last in (None, budget)]
+                          halve=1, map_tasks=recording if follows else None, query_follows=follows)
+                for follows in (False, True)]
         for k in range(rn.n_hidden - 1):
             assert np.array_equal(runs[0].lower[k], runs[1].lower[k])
             assert np.array_equal(runs[0].upper[k], runs[1].upper[k])

@@ -83,7 +83,7 @@ class BabOptions:
     # in the last layer); with 3000 domains it stays open (20 halved there, 33 with 4500); 4500: prop_4_0.05 and
     # prop_9_0.03 hold in 86 s (stabilisation 61 s each); 6000: 86 s and 98 s
     stabilise_last_domains: int = 500  # per search in the last hidden layer when the exact Query follows
-    # (:func:`.stabilise.stabilise`'s ``last_layer_domains``: its binaries split those ReLUs; the open searches'
+    # (:func:`.stabilise.stabilise`'s ``query_follows``: its binaries split those ReLUs; the open searches'
     # narrowing is what helps it)
     stabilise_halve: int = 3  # rounds of halving (prop_4_0.05 holds in 183 s with 3, open after 300 s with 1)
     stabilise_min_hidden: int = 3

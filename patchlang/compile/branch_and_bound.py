@@ -248,8 +248,7 @@ def _search(rn: ReluNet, case: RegionCase, solve: LeafSolver, confirm: Confirm, 
                            now + opt.stabilise_share * max(0.0, opt.deadline - now),  # type: ignore[operator]
                            per_neuron=opt.stabilise_neuron, stats=stats.stabilise, halve=opt.stabilise_halve,
                            map_tasks=partial(pool.map, lost=(None, 0, None)) if pool is not None else None,
-                           halve_last_layer=not opt.stabilised_query,  # the Query splits those ReLUs exactly
-                           last_layer_domains=opt.stabilise_last_domains if opt.stabilised_query else None)
+                           query_follows=opt.stabilised_query)
         rn, bounds = prune_inactive(rn, bounds)
         again = sorted(open_trees, key=lambda j: -open_trees[j][1].final_bound)
         open_trees.clear()

@@ -70,13 +70,13 @@ class StabiliseStats:
 def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, solve: LeafSolver,
               opt: BabOptions, deadline: float, per_neuron: float = 0.25, steps: int = 20,
               stats: StabiliseStats | None = None, halve: int = 1, map_tasks: MapTasks | None = None,
-              halve_last_layer: bool = True, last_layer_domains: int | None = None) -> LayerBounds:
+              query_follows: bool = False) -> LayerBounds:
     """``bounds`` (one box ``lo``/``hi`` of shape ``(1, d)``) with as many unstable ReLUs of layers ``1 ..``
     proven stable as fit before ``deadline`` (perf_counter), ``per_neuron`` seconds each at most; see the module
     docstring. Never looser than ``bounds``.  For a caller whose exact Query follows (its binaries split the last
-    hidden layer's ReLUs exactly, so there only the big-M bounds matter): ``halve_last_layer=False``, no halving
-    in the last hidden layer, and ``last_layer_domains``, fewer domains per search there (``opt.max_domains``
-    elsewhere), whose open searches still narrow the bounds.  Measured on mnist_fc 256x4 (two workers, the
+    hidden layer's ReLUs exactly, so there only the big-M bounds matter), ``query_follows``: no halving in the
+    last hidden layer, and ``opt.stabilise_last_domains`` per search there (``opt.max_domains`` elsewhere),
+    whose open searches still narrow the bounds.  Measured on mnist_fc 256x4 (two workers, the
     pickled state after the first turn): without the halving prop_6_0.05's stabilisation took 73 s instead of
     117 s and its nine Queries 63 s instead of 77 s, prop_8_0.05's 59 s instead of 67 s (Queries 1.1 s as
     before); then 500 domains instead of 4500 in the last layer: prop_6_0.05's stabilisation 25 s instead of
@@ -109,8 +109,9 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
         changed = False
 
         stripped = replace(opt, progress=None, tighten=None)
-        if k + 1 == H and last_layer_domains is not None:
-            stripped = replace(stripped, max_domains=last_layer_domains)
+        last_before_query = query_follows and k + 1 == H
+        if last_before_query:
+            stripped = replace(stripped, max_domains=opt.stabilise_last_domains)
         search = partial(prove_side, cut, lo, hi, root, stripped, solve, per_neuron, layer_end)
 
         def run(tasks: list[tuple[int, float, float]]) -> list[str | None]:
@@ -141,7 +142,7 @@ def stabilise(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, 
         # tried again in the next round
         todo = [(int(i), sign) for i in np.nonzero((cur.lower[k][0] < 0) & (cur.upper[k][0] > 0))[0]
                 for sign in (-1.0, 1.0)]
-        for _ in range(halve if halve_last_layer or k + 1 < H else 0):
+        for _ in range(0 if last_before_query else halve):
             tasks = [(i, sign, (cur.upper[k][0, i] if sign < 0 else cur.lower[k][0, i]) / 2) for i, sign in todo]
             verdicts = run(tasks)
             stats.halved[k] += sum(v == "holds" for v in verdicts)
