@@ -276,3 +276,28 @@ def test_relaxation_first_keeps_every_verdict(seed):
         by_relaxation += fast.message == "the LP relaxation is infeasible"
     assert by_relaxation >= 1  # the far threshold: refuted without branching
 
+
+
+def test_input_split_leaves_are_searched_by_bound():
+    """The input-split search hands its leaf MILPs to a solver that takes ``bound_only`` as searches by bound
+    (HiGHS without primal heuristics: half the MILP time on ACAS Xu), and the verdicts stay right on both sides
+    of the sampled maximum: a proof above it, a confirmed point below it."""
+    net = random_net(3)
+    rn = relu_network(net)
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    X = np.random.default_rng(0).uniform(lo, hi, (20000, 2))
+    peak = rn.forward(X)[:, 0].max()
+    asked: list[bool] = []
+
+    def solve(q, time_limit=None, bound_only=False):
+        asked.append(bound_only)
+        extra = HighsBackend.bound_only_options if bound_only else {}
+        return HighsBackend().solve(q, SolveOptions(time_limit=30, extra=dict(extra)))
+
+    for t, expected in ((peak + 0.05, "holds"), (peak - 0.01, "violated")):
+        spec = unsafe_from_clauses([[G.linear_atom(np.eye(3)[0], "<=", t, 0.0)]], 3)
+        res = search_box(rn, RegionCase(lo, hi, spec), solve,
+                         lambda x: bool(spec.violated(rn.forward(x[None]))[0]),
+                         SearchOptions(milp_depth=0, milp_unstable=100))
+        assert res.status == expected
+    assert asked and all(asked)

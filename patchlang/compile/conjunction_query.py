@@ -20,19 +20,17 @@ import numpy as np
 
 from .bab_tree import BabOptions, absorb_leaf
 from .bounds import LayerBounds, ReluNet
-from .verify import Confirm, LeafSolver, SearchResult, _leaf
+from .verify import Confirm, LeafSolver, SearchResult, _leaf, searched_by_bound
 
 
 def time_boxed(solve: LeafSolver, seconds: float, bound_only: bool = False) -> LeafSolver:
     """``solve`` limited to ``seconds`` when it takes a ``time_limit`` (the verifier's leaf solver does; a plain
     callable is used as it is), and asked for a search by bound when it takes ``bound_only``.  A partial, not a
     closure: a picklable ``solve`` stays picklable for the worker processes (:mod:`.bab_parallel`)."""
-    params = inspect.signature(solve).parameters
-    if "time_limit" not in params:
+    if "time_limit" not in inspect.signature(solve).parameters:
         return solve
-    if bound_only and "bound_only" in params:
-        return partial(solve, time_limit=seconds, bound_only=True)
-    return partial(solve, time_limit=seconds)
+    timed = partial(solve, time_limit=seconds)
+    return searched_by_bound(timed) if bound_only else timed
 
 
 def whole_conjunction_query(rn: ReluNet, lo: np.ndarray, hi: np.ndarray, root: LayerBounds, spec, j: int,
